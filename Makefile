@@ -1,0 +1,25 @@
+# Two commands on a fresh machine: `make test` and `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.botaclip-installed
+
+.PHONY: test demo setup clean
+
+setup: $(STAMP)
+
+# Re-install whenever pyproject.toml changes; the stamp keeps repeated runs fast.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/botaclip demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

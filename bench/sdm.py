@@ -1,0 +1,188 @@
+"""Benchmarks of the SDM module: `sdm compare` over species x feature sets x folds, and streaming prediction.
+
+    .venv/bin/python bench/sdm.py                      # full size: compare on 100k cells x 768-d, predict 1M cells
+    .venv/bin/python bench/sdm.py --cells 20000 --species 5 --predict-cells 100000   # smaller
+
+Builds synthetic stores in a temporary folder (embeddings with a known environmental signal), then runs each
+phase in its own process and reports wall seconds and that process's peak resident memory (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _disk_cells(n: int, res: int, lat0: float = 45.2, lng0: float = 6.1) -> np.ndarray:
+    """About ``n`` cells: the smallest hexagonal disk holding at least ``n``, trimmed to ``n``."""
+    import h3
+
+    k = int(np.ceil((np.sqrt(12 * n - 3) - 3) / 6))
+    centre = h3.latlng_to_cell(lat0, lng0, res)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(centre, k)), dtype=np.uint64)
+    return cells[:n]
+
+
+def build_store(path: Path, n_cells: int, dim: int, n_sets: int, res: int, seed: int = 0,
+                dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """A store with ``n_sets`` embedding feature sets (dim ``dim``) over ``n_cells`` cells; returns (cells, env)."""
+    from botaclip.sdm.cells import cells_to_latlng
+    from botaclip.store import Store
+
+    rng = np.random.default_rng(seed)
+    cells = _disk_cells(n_cells, res)
+    lat, lng = cells_to_latlng(cells)
+    env = np.column_stack([(lat - lat.min()) / np.ptp(lat), (lng - lng.min()) / np.ptp(lng)])
+    store = Store.create(path, resolution=res)
+    chunk = 100_000
+    for s in range(n_sets):
+        mix = rng.normal(size=(2, dim)).astype(np.float32) * (1.0 if s == 0 else 0.3)
+        with store.writer(f"set{s}", kind="backbone", dim=dim, dtype=dtype,
+                          provenance={"model": f"bench{s}"}) as w:
+            for i in range(0, cells.size, chunk):
+                sl = slice(i, i + chunk)
+                X = env[sl].astype(np.float32) @ mix + rng.normal(size=(cells[sl].size, dim)).astype(np.float32)
+                w.write(h3=cells[sl], embedding=X, valid_fraction=np.ones(cells[sl].size, np.float32))
+    return cells, env
+
+
+def make_occurrences(path: Path, cells: np.ndarray, env: np.ndarray, n_species: int, n_presences: int,
+                     seed: int = 0) -> None:
+    """Presence-only Darwin Core CSV: each species prefers a different direction of the environment."""
+    import pandas as pd
+
+    from botaclip.sdm.cells import cells_to_latlng
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_species):
+        angle = 2 * np.pi * s / n_species
+        score = np.cos(angle) * env[:, 0] + np.sin(angle) * env[:, 1]
+        p = np.exp(4 * score)
+        idx = rng.choice(cells.size, n_presences, replace=False, p=p / p.sum())
+        lat, lng = cells_to_latlng(cells[idx])
+        rows.append(pd.DataFrame({"species": f"Species {s:02d}", "decimalLatitude": lat, "decimalLongitude": lng,
+                                  "occurrenceStatus": "PRESENT"}))
+    pd.concat(rows).to_csv(path, index=False)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process (user + system): comparable across machine loads, unlike wall time."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def phase_compare(args) -> dict:
+    from botaclip.sdm import compare
+
+    n_species = args.species
+    t = time.perf_counter()
+    res = compare(args.store, args.occurrences, ["set0", "set1"], species=None, models=["lightgbm"], folds=5,
+                  background=args.background, out=args.out, n_jobs=args.jobs, min_presences=10)
+    wall = time.perf_counter() - t
+    auc = res.means()["auc"]
+    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "species": len(res.species), "requested_species": n_species,
+            "fits": len(res.species) * 2 * 5, "auc_set0": auc["set0 | lightgbm"]["mean"],
+            "auc_set1": auc["set1 | lightgbm"]["mean"]}
+
+
+def phase_fit(args) -> dict:
+    from botaclip.sdm import fit_species
+
+    t = time.perf_counter()
+    fit_species(args.store, args.occurrences, "Species 00", features="set0", model="lightgbm", folds=2,
+                background=args.background, out=args.out, predictions=False, write_map=False, n_jobs=args.jobs)
+    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()}
+
+
+def phase_predict(args) -> dict:
+    from botaclip.sdm import predict
+
+    t = time.perf_counter()
+    res = predict(args.model, args.store, args.out)
+    wall = time.perf_counter() - t
+    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells, "cells_per_s": res.n_cells / wall}
+
+
+def _run_phase(name: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--phase", name] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", type=int, default=100_000, help="cells of the compare store")
+    ap.add_argument("--dim", type=int, default=768, help="embedding dimension")
+    ap.add_argument("--species", type=int, default=20)
+    ap.add_argument("--presences", type=int, default=200, help="presences per species")
+    ap.add_argument("--background", type=int, default=10_000)
+    ap.add_argument("--predict-cells", type=int, default=1_000_000)
+    ap.add_argument("--res", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=1, help="threads per model fit (1 is fastest on a shared machine)")
+    ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
+    # Internal: run one phase in this process.
+    ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--occurrences", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.phase:
+        result = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict}[args.phase](args)
+        print(json.dumps(result))
+        return
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.jobs))
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_sdm_"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        t = time.perf_counter()
+        cells, env = build_store(root / "cmp.store", args.cells, args.dim, 2, args.res)
+        make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
+        print(f"built compare store: {cells.size} cells x {args.dim}-d x 2 feature sets "
+              f"in {time.perf_counter() - t:.0f} s", flush=True)
+        cmp = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
+                         out=root / "cmp_out", species=args.species, background=args.background, jobs=args.jobs)
+        print(f"sdm compare: {cmp['species']} species x 2 feature sets x 5 folds (lightgbm, presence-only, "
+              f"{args.presences} presences + {args.background} background each) on {cells.size} cells x "
+              f"{args.dim}-d: {cmp['seconds']:.1f} s wall, {cmp['cpu_s']:.0f} CPU-s "
+              f"({cmp['cpu_s'] / max(cmp['fits'], 1):.1f} CPU-s per fit), peak {cmp['peak_mb']:.0f} MB "
+              f"(mean AUC set0 {cmp['auc_set0']:.3f}, set1 {cmp['auc_set1']:.3f})", flush=True)
+
+        t = time.perf_counter()
+        pcells, penv = build_store(root / "pred.store", args.predict_cells, args.dim, 1, args.res, seed=1,
+                                   dtype="float16")
+        make_occurrences(root / "pocc.csv", pcells, penv, 1, args.presences, seed=1)
+        print(f"built prediction store: {pcells.size} cells x {args.dim}-d (float16 on disk) "
+              f"in {time.perf_counter() - t:.0f} s", flush=True)
+        _run_phase("fit", store=root / "pred.store", occurrences=root / "pocc.csv", out=root / "model",
+                   background=args.background, jobs=args.jobs)
+        pred = _run_phase("predict", store=root / "pred.store", model=root / "model",
+                          out=root / "pred.parquet", jobs=args.jobs)
+        print(f"sdm predict (lightgbm, 300 trees) -> parquet: {pred['cells']} cells in {pred['seconds']:.1f} s = "
+              f"{pred['cells_per_s']:.0f} cells/s ({pred['cells'] / pred['cpu_s']:.0f} cells per CPU-s), "
+              f"peak {pred['peak_mb']:.0f} MB", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

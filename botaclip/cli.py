@@ -1,0 +1,60 @@
+"""The `botaclip` command line: parses arguments, calls the library, prints. No logic of its own.
+
+Each area's commands live in `botaclip/commands/<area>.py` and are registered on the root group here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from botaclip import __version__
+from botaclip.errors import BotaclipError
+
+
+class _Root(click.Group):
+    """Turns library errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BotaclipError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # Keep --help in pipeline order rather than alphabetical.
+        return list(self.commands)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="botaclip")
+def cli() -> None:
+    """botaclip: botany-aware embeddings of aerial imagery, an H3 feature store, and species distribution models.
+
+    Typical flow: `botaclip sample make` (or your own orthophotos) -> `botaclip index` -> `botaclip sql` /
+    `botaclip store ...` -> `botaclip sdm fit|compare`.
+    """
+
+
+def _register() -> None:
+    from botaclip.commands import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="botaclip")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

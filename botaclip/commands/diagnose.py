@@ -1,0 +1,54 @@
+"""`botaclip store diagnose`: embedding-space diagnostics of feature sets in a store (parse, call, print)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("diagnose")
+@click.argument("store_path", metavar="STORE", type=click.Path(path_type=str))
+@click.option(
+    "--feature-sets", "-f", default=None, metavar="A,B,...",
+    help="Comma-separated feature sets to compare on their common cells; the first is the reference for "
+         "'geometry kept'. Default: every feature set but SDM predictions, backbones first.",
+)
+@click.option(
+    "--labels", "labels_path", default=None, type=click.Path(dir_okay=False, path_type=str),
+    help="CSV or Parquet file of per-cell or per-point labels (an h3 column, uint64 or hex, or latitude/longitude "
+         "columns in degrees), e.g. the sample region's cells.parquet. Enables Davies-Bouldin, silhouette and kNN.",
+)
+@click.option("--label-col", default="habitat", show_default=True, help="Column of the labels file holding the class.")
+@click.option(
+    "--sample", default=20_000, show_default=True, type=click.IntRange(min=2),
+    help="Cells drawn (fixed seed) for the diagnostics; bounds time and memory on large stores.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the cell and pair samples.")
+@click.option("--k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Neighbours for kNN accuracy and neighbourhood overlap.")
+@click.option(
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
+    help="Directory for diagnostics.json, diagnostics.md and the PNG figures (created if missing).",
+)
+def diagnose(store_path, feature_sets, labels_path, label_col, sample, seed, k, out_dir) -> None:
+    """Embedding-space diagnostics: label separation, geometry kept, spatial smoothness, per feature set.
+
+    Prints one table (feature set x diagnostic): Davies-Bouldin index, silhouette (cosine) and leave-one-out kNN
+    accuracy when --labels is given; Spearman correlation of pairwise cosine distances and kNN-neighbourhood
+    overlap against the first feature set; Moran's I of the first three principal components over H3 neighbours.
+    """
+    from botaclip.diagnostics import diagnose as run_diagnostics
+    from botaclip.store import Store
+
+    names = [n.strip() for n in feature_sets.split(",") if n.strip()] if feature_sets else None
+    store = Store.open(store_path, read_only=True)
+    report = run_diagnostics(
+        store, names, labels=labels_path, label_col=label_col, sample=sample, seed=seed, out_dir=out_dir, k=k
+    )
+    for line in report.summary_lines():
+        click.echo(line)
+    click.echo("")
+    click.echo(report.to_table())
+    click.echo("")
+    click.echo(report.key())
+    if out_dir is not None:
+        click.echo(f"\nwrote {out_dir}/diagnostics.json, diagnostics.md and {len(report.figures)} figures")

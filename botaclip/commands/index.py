@@ -1,0 +1,84 @@
+"""`botaclip index`: embed the H3 cells of a region from imagery into the feature store."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("index", context_settings={"allow_interspersed_args": True})
+@click.option("--region", required=True,
+              help="Cells to index: `sample` (the built-in sample region), a bbox minlon,minlat,maxlon,maxlat (WGS84 "
+                   "degrees), a polygon file (GeoJSON, GeoPackage, GeoParquet; any CRS) or a file of H3 cells (text "
+                   "or Parquet). Limited to the imagery footprint.")
+@click.option("--imagery", "imagery", multiple=True, type=click.Path(),
+              help="Raster file(s): GeoTIFF, COG, VRT, JPEG2000, anything GDAL reads, any CRS. Several files form a "
+                   "mosaic (earlier files win): --imagery a.tif b.tif or repeat the option.")
+@click.argument("more_imagery", nargs=-1, type=click.Path(), metavar="")
+@click.option("--store", required=True, type=click.Path(),
+              help="Feature store directory; created with --resolution if it does not exist.")
+@click.option("--backbone", default="dofa-small", show_default=True,
+              help="DOFA backbone: dofa-small, dofa-base, dofa-large (dofa-tiny for tests).")
+@click.option("--weights", default=None, type=click.Path(),
+              help="Backbone checkpoint (DOFA release or TorchGeo); without it the backbone is random "
+                   "(recorded as 'random init').")
+@click.option("--adapter", default=None, type=click.Path(),
+              help="Trained BotaCLIP adapter checkpoint: store adapted embeddings (derived from a stored backbone "
+                   "feature set where it has the cells).")
+@click.option("--name", default=None,
+              help="Feature-set name [default: <backbone>_<bands>, e.g. dofa_small_rgb; botaclip_... with --adapter].")
+@click.option("--resolution", default=None, type=int,
+              help="H3 resolution 0-15 [default: the store's, or 10 for a new store].")
+@click.option("--chip-m", default=100.0, show_default=True, type=float, help="Chip side in metres.")
+@click.option("--size-px", default=224, show_default=True, type=int,
+              help="Chip side in pixels after resampling (a multiple of 16).")
+@click.option("--bands", default=None,
+              help="Band preset: rgb, rgbn, landsat7, landsat8, sentinel2 [default: rgb for 3 bands, rgbn for 4].")
+@click.option("--wavelengths", default=None,
+              help="Explicit centre wavelength of each band in µm, e.g. 0.665,0.56,0.49 (instead of --bands).")
+@click.option("--normalize", default="auto", show_default=True, type=click.Choice(["auto", "preset", "stats"]),
+              help="Band normalisation: preset statistics (ImageNet on 0-255 for RGB), per-raster statistics "
+                   "(computed once, cached), or auto (preset when the bands have one).")
+@click.option("--resampling", default="auto", show_default=True, type=click.Choice(["auto", "average", "bilinear"]),
+              help="Resampling kernel: area average, bilinear, or auto (average when downsampling).")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Chips per model batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--workers", default=4, show_default=True, type=int,
+              help="Threads reading chips ahead of the model (0: read in the main thread).")
+@click.option("--shard", default=None,
+              help="I/N: process only shard I of N (0 <= I < N), split by coarse H3 parent cells; shards may run "
+                   "at the same time into one store.")
+@click.option("--min-valid", default=0.9, show_default=True, type=float,
+              help="Skip chips with a smaller fraction of valid (not nodata) pixels.")
+@click.option("--overwrite", is_flag=True,
+              help="Recompute cells already present (without --shard: replace the whole feature set).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of a randomly initialised backbone.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index(region, imagery, more_imagery, store, backbone, weights, adapter, name, resolution, chip_m, size_px, bands,
+          wavelengths, normalize, resampling, batch_size, device, workers, shard, min_valid, overwrite, seed, quiet,
+          as_json):
+    """Embed the H3 cells of a region from imagery and write them to the feature store.
+
+    Resumable: cells already stored are skipped, so a killed run completes when run again.
+
+    \b
+    Example:
+      botaclip sample make --out sample
+      botaclip index --region sample --imagery sample/ortho.tif --store store --backbone dofa-small
+    """
+    import json
+
+    from botaclip.errors import BotaclipError
+    from botaclip.pipeline import run_index
+
+    paths = list(imagery) + list(more_imagery)
+    if more_imagery and not imagery:
+        raise BotaclipError(f"unexpected argument {more_imagery[0]!r}; imagery files go after --imagery")
+    summary = run_index(
+        region, paths, store, backbone=backbone, weights=weights, adapter=adapter, name=name,
+        resolution=resolution, chip_m=chip_m, size_px=size_px, bands=bands, wavelengths=wavelengths,
+        normalize=normalize, resampling=resampling, batch_size=batch_size, device=device, workers=workers,
+        shard=shard, min_valid=min_valid, overwrite=overwrite, seed=seed, progress=not quiet,
+        echo=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())

@@ -1,0 +1,187 @@
+"""`botaclip sdm`: fit, compare and apply species distribution models on feature-store features."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from botaclip.errors import BotaclipError
+
+_KINDS = ["presence-absence", "presence-only", "abundance"]
+
+
+def _occurrence_options(f):
+    """Options shared by fit and compare: occurrence columns, cleaning, background, folds."""
+    opts = [
+        click.option("--kind", type=click.Choice(_KINDS), default=None,
+                     help="Kind of data [default: inferred: relevé/site tables -> presence-absence (abundance if "
+                          "the value column is a count), absences in the status column -> presence-absence, "
+                          "else presence-only]."),
+        click.option("--folds", type=int, default=5, show_default=True, help="Number of spatial CV folds."),
+        click.option("--block-res", type=int, default=None,
+                     help="H3 resolution of the spatial blocks [default: the coarsest giving >= 4 blocks per fold]."),
+        click.option("--background", type=int, default=10_000, show_default=True,
+                     help="Background cells for presence-only data (all indexed cells if fewer)."),
+        click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Occurrence file whose cells are the background (target-group background)."),
+        click.option("--max-uncertainty", type=float, default=None,
+                     help="Drop records with coordinate uncertainty above this (metres)."),
+        click.option("--min-presences", type=int, default=10, show_default=True,
+                     help="Fewest presence cells (after cleaning) a species needs."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds, background and models."),
+        click.option("--jobs", type=int, default=1, show_default=True, help="Threads per model fit."),
+        click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
+        click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
+        click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
+        click.option("--value-col", default=None, help="Value column (count or cover) [default: individualCount/cover]."),
+        click.option("--status-col", default=None, help="Presence/absence column [default: occurrenceStatus]."),
+        click.option("--site-col", default=None, help="Plot/site id column [default: releve_id/plot_id/site_id]."),
+        click.option("--crs", default=None, help="CRS of the coordinate columns, e.g. EPSG:2154 [default: WGS84]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _columns(kw: dict) -> dict:
+    return {k: kw.pop(k) for k in ("lat_col", "lng_col", "species_col", "value_col", "status_col", "site_col", "crs")}
+
+
+def _fmt(v, digits=3) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+@click.group()
+def sdm() -> None:
+    """Fit, compare and apply species distribution models (spatial-block CV, LightGBM/RF/logistic)."""
+
+
+@sdm.command("fit")
+@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path), help="Feature store directory.")
+@click.option("--occurrences", required=True, type=click.Path(path_type=Path),
+              help="Occurrence file: CSV/TSV, Parquet, GeoParquet or GeoPackage (Darwin Core names recognised).")
+@click.option("--species", required=True, help="Species to model (exact name in the file).")
+@click.option("--features", default="botaclip", show_default=True,
+              help="Feature set(s) of the store, comma-separated to join them on the cell.")
+@click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default="lightgbm", show_default=True,
+              help="Model: gradient boosting, random forest, or standardised L2 logistic regression.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory for the model, CV metrics and map [default: sdm_<species>_<model>].")
+@click.option("--predictions", "predictions_name", default=None,
+              help="Name of the predictions table written to the store [default: sdm_<species>].")
+@click.option("--no-predictions", is_flag=True, help="Do not write predictions into the store.")
+@click.option("--no-map", is_flag=True, help="Do not draw map.png.")
+@_occurrence_options
+def fit_cmd(store_path, occurrences, species, features, model, out, predictions_name, no_predictions, no_map, **kw):
+    """Cross-validate and fit an SDM for one species; save the model, predictions and a map."""
+    from botaclip.sdm import fit_species
+    from botaclip.sdm.fit import slug
+
+    columns = _columns(kw)
+    out = out or Path(f"sdm_{slug(species)}_{model}")
+    res = fit_species(
+        store_path, occurrences, species, kind=kw["kind"], features=features, model=model, folds=kw["folds"],
+        block_res=kw["block_res"], background=kw["background"], target_group=kw["target_group"],
+        max_uncertainty=kw["max_uncertainty"], min_presences=kw["min_presences"], seed=kw["seed"], out=out,
+        predictions=False if no_predictions else (predictions_name or True), write_map=not no_map,
+        n_jobs=kw["jobs"], columns=columns,
+    )
+    negatives = (f"{res.n_background} background cells" if res.kind == "presence-only"
+                 else f"{res.n_absences} absence cells")
+    click.echo(f"{res.species}: {res.kind}, {res.model} on {'+'.join(res.feature_sets)} ({res.n_features} features)")
+    if res.kind == "abundance":
+        click.echo(f"{res.n_presences + res.n_absences} sample cells ({res.n_presences} with the species)")
+    else:
+        click.echo(f"{res.n_presences} presence cells, {negatives}")
+    for line in res.cleaning.lines():
+        click.echo(line)
+    click.echo(f"{len(res.cv.folds)} spatial folds from {res.n_blocks} blocks (H3 resolution {res.block_res})")
+    names = list(res.summary())
+    click.echo("fold  n_test  pres  " + "  ".join(f"{m:>11}" for m in names))
+    for f in res.cv.folds:
+        vals = "  ".join(f"{_fmt(f.metrics.get(m)):>11}" for m in names) if not f.skipped else f"skipped: {f.skipped}"
+        click.echo(f"{f.fold:>4}  {f.n_test:>6}  {f.n_test_presences:>4}  {vals}")
+    summ = res.summary()
+    click.echo("mean              " + "  ".join(f"{_fmt(summ[m]['mean']) + ' ± ' + _fmt(summ[m]['sd'], 2):>11}"
+                                                 for m in names))
+    for note in res.notes:
+        click.echo(f"note: {note}")
+    if res.threshold is not None:
+        click.echo(f"threshold (max TSS, all data): {res.threshold:.4f}")
+    click.echo(f"model: {res.out_dir}")
+    if res.predictions_table:
+        click.echo(f"predictions: table {res.predictions_table} in {store_path} ({res.n_predicted} cells)")
+    if res.map_path:
+        click.echo(f"map: {res.map_path}")
+
+
+@sdm.command("compare")
+@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path), help="Feature store directory.")
+@click.option("--occurrences", required=True, type=click.Path(path_type=Path),
+              help="Occurrence file: CSV/TSV, Parquet, GeoParquet or GeoPackage (Darwin Core names recognised).")
+@click.option("--species", "species", multiple=True, help="Species to compare on (repeat for several).")
+@click.option("--all", "all_species", is_flag=True,
+              help="Every species with at least --min-presences presences (others are listed as skipped).")
+@click.option("--features", "features", multiple=True, required=True,
+              help="A feature set to compare; repeat for each, comma-separated names are joined on the cell.")
+@click.option("--models", default="lightgbm", show_default=True, help="Comma-separated models: lightgbm, rf, logistic.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sdm_compare"),
+              show_default=True, help="Directory for comparison.csv, report.md and report.json.")
+@_occurrence_options
+def compare_cmd(store_path, occurrences, species, all_species, features, models, out, **kw):
+    """Compare feature sets and models over species on identical spatial folds; write a report."""
+    from botaclip.sdm import compare
+
+    if species and all_species:
+        raise BotaclipError("give --species NAME ... or --all, not both")
+    if not species and not all_species:
+        raise BotaclipError("name the species to compare with --species NAME (repeatable) or use --all")
+    columns = _columns(kw)
+    res = compare(
+        store_path, occurrences, list(features), species=list(species) or None, kind=kw["kind"],
+        models=[m.strip() for m in models.split(",") if m.strip()], folds=kw["folds"], block_res=kw["block_res"],
+        background=kw["background"], target_group=kw["target_group"], max_uncertainty=kw["max_uncertainty"],
+        min_presences=kw["min_presences"], seed=kw["seed"], out=out, n_jobs=kw["jobs"], columns=columns,
+        progress=lambda msg: click.echo(f"  {msg}", err=True),
+    )
+    metrics = res.metrics
+    click.echo(f"{len(res.species)} species, {res.kind}, {res.folds}-fold spatial block CV, identical folds")
+    head = f"{'species':<28} {'features':<20} {'model':<9} " + " ".join(f"{m:>13}" for m in metrics)
+    click.echo(head)
+    for rec in res.table():
+        vals = " ".join(f"{_fmt(rec.get(m + '_mean')) + '±' + _fmt(rec.get(m + '_sd'), 2):>13}" for m in metrics)
+        click.echo(f"{rec['species'][:28]:<28} {rec['features'][:20]:<20} {rec['model']:<9} {vals}")
+    click.echo("mean over species:")
+    means = res.means()
+    for fs in res.feature_sets:
+        for model in res.models:
+            vals = " ".join(f"{_fmt(means[m][f'{fs} | {model}']['mean']):>13}" for m in metrics)
+            click.echo(f"{'':<28} {fs[:20]:<20} {model:<9} {vals}")
+    headline = {"auc", "tss", "boyce", "spearman", "mae"}
+    for p in (p for p in res.paired if p.metric in headline):
+        click.echo(f"{p.model} {p.metric}: {p.a} vs {p.b}: wins {p.wins_a}-{p.wins_b} (ties {p.ties}), "
+                   f"mean diff {_fmt(p.mean_difference)}, Wilcoxon p = {_fmt(p.p_value, 4)}")
+    for s, why in res.skipped_species.items():
+        click.echo(f"skipped {s}: {why}")
+    click.echo(f"wrote {', '.join(res.files)} (every metric and paired test in report.md)")
+
+
+@sdm.command("predict")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory written by `botaclip sdm fit --out`.")
+@click.option("--store", "store_path", required=True, type=click.Path(path_type=Path), help="Feature store directory.")
+@click.option("--region", default=None,
+              help="Only these cells: an H3 cell, a box west,south,east,north (degrees), or a polygon file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
+@click.option("--pixel-m", type=float, default=None,
+              help="Pixel size of a .tif in metres (local UTM) [default: half the H3 edge length].")
+def predict_cmd(model_dir, store_path, region, out, pixel_m):
+    """Predict suitability for every indexed cell with a saved model, streaming partition by partition."""
+    from botaclip.sdm import predict
+
+    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m)
+    extra = "".join(f", {k} {v}" for k, v in res.extra.items())
+    click.echo(f"wrote {res.path}: {res.n_cells} cells, mean suitability {res.mean:.4f}{extra}")

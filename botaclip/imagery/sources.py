@@ -1,0 +1,177 @@
+"""Opening and validating the rasters chips are read from.
+
+A :class:`RasterSource` is everything the chip reader needs to know about one raster, checked once at the start
+of a job so that bad input fails before any work: the file exists and GDAL reads it, it has a CRS, an unrotated
+geotransform, and as many data bands as there are wavelengths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import shapely
+from pyproj import CRS, Transformer
+from rasterio.enums import ColorInterp
+
+from botaclip.errors import BotaclipError
+from botaclip.imagery.bands import BandSpec
+
+
+def metres_per_degree(lat_deg: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Length in metres of one degree of longitude and of latitude at latitude ``lat_deg`` (WGS84 ellipsoid).
+
+    Returns ``(m_per_deg_lng, m_per_deg_lat)``.
+    """
+    phi = np.radians(np.asarray(lat_deg, dtype="float64"))
+    m_lat = 111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi) - 0.0023 * np.cos(6 * phi)
+    m_lng = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
+    return m_lng, m_lat
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """One validated raster.
+
+    Attributes:
+        path: the path as given.
+        crs: its coordinate reference system.
+        transform: its affine geotransform (pixel corner -> CRS coordinates), without rotation.
+        width, height: size in pixels.
+        bands: 1-based indexes of the data bands read (alpha bands excluded; they act as masks).
+        geographic: True for a geographic CRS (coordinates in degrees).
+        metres_per_unit: for a projected CRS, metres per CRS unit (1.0 for metre-based CRSs).
+        pixel_size_m: the larger pixel side in metres (at the raster's centre latitude when geographic).
+        footprint: the raster's extent as a WGS84 polygon (lng, lat), densified so that curved edges survive.
+        size_bytes, mtime_ns: file size and modification time, for provenance and cache keys.
+    """
+
+    path: str
+    crs: CRS
+    transform: rasterio.Affine
+    width: int
+    height: int
+    bands: tuple[int, ...]
+    geographic: bool
+    metres_per_unit: float
+    pixel_size_m: float
+    footprint: shapely.Polygon
+    size_bytes: int
+    mtime_ns: int
+
+    def describe(self) -> dict:
+        """A JSON-friendly description for provenance."""
+        return {
+            "path": os.path.abspath(self.path),
+            "size_bytes": self.size_bytes,
+            "mtime_ns": self.mtime_ns,
+            "crs": self.crs.to_string(),
+            "width": self.width,
+            "height": self.height,
+            "bands": list(self.bands),
+        }
+
+
+def open_source(path: str, spec: BandSpec) -> RasterSource:
+    """Open ``path`` with GDAL, check it against ``spec`` and describe it. Raises :class:`BotaclipError`."""
+    path = str(path)
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise BotaclipError(f"imagery file not found: {path}")
+    if os.path.isdir(path):
+        raise BotaclipError(f"imagery path {path} is a directory; give raster files (or a VRT built over them)")
+    if not path.startswith("/vsi") and not os.access(path, os.R_OK):
+        raise BotaclipError(f"imagery file {path} is not readable (permission denied)")
+    try:
+        with rasterio.open(path) as ds:
+            crs, transform = ds.crs, ds.transform
+            width, height, count = ds.width, ds.height, ds.count
+            colorinterp = ds.colorinterp
+    except rasterio.errors.RasterioIOError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unknown format"
+        raise BotaclipError(
+            f"{path} is not a raster GDAL can read ({detail}); give a GeoTIFF, COG, VRT, JPEG2000 or other GDAL raster"
+        ) from None
+    if crs is None:
+        raise BotaclipError(
+            f"{path} has no coordinate reference system; assign one, e.g. `gdal_edit.py -a_srs EPSG:2154 {path}`"
+        )
+    if transform.b != 0 or transform.d != 0:
+        raise BotaclipError(f"{path} has a rotated geotransform; warp it north-up first (gdalwarp)")
+    if transform.a <= 0 or transform.e == 0 or transform.is_identity:
+        raise BotaclipError(f"{path} has no usable geotransform (pixel size {transform.a}, {transform.e})")
+    data_bands = tuple(i for i, ci in enumerate(colorinterp, start=1) if ci != ColorInterp.alpha)
+    if len(data_bands) != spec.count:
+        # An alpha-flagged band may still be data (a 4-band RGBN written as RGBA): count all bands then.
+        data_bands = tuple(range(1, count + 1))
+    if len(data_bands) != spec.count:
+        raise BotaclipError(
+            f"{path} has {len(data_bands)} band(s) but {spec.count} wavelengths were given ({spec.describe()}); "
+            "choose the matching --bands preset or give one --wavelengths value per band"
+        )
+
+    pcrs = CRS.from_user_input(crs.to_wkt())
+    geographic = pcrs.is_geographic
+    if geographic:
+        metres_per_unit = 1.0
+    else:
+        units = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
+        metres_per_unit = float(units or 1.0)
+    footprint = _footprint_wgs84(pcrs, transform, width, height, path)
+    if geographic:
+        m_lng, m_lat = metres_per_degree(footprint.centroid.y)
+        pixel_size_m = max(abs(transform.a) * float(m_lng), abs(transform.e) * float(m_lat))
+    else:
+        pixel_size_m = max(abs(transform.a), abs(transform.e)) * metres_per_unit
+    st = os.stat(path) if os.path.exists(path) else None
+    return RasterSource(
+        path=path,
+        crs=pcrs,
+        transform=transform,
+        width=width,
+        height=height,
+        bands=data_bands,
+        geographic=geographic,
+        metres_per_unit=metres_per_unit,
+        pixel_size_m=pixel_size_m,
+        footprint=footprint,
+        size_bytes=st.st_size if st else 0,
+        mtime_ns=st.st_mtime_ns if st else 0,
+    )
+
+
+def _footprint_wgs84(crs: CRS, transform, width: int, height: int, path: str, per_edge: int = 16) -> shapely.Polygon:
+    # Densify the pixel-grid border so that a projected rectangle keeps its curved shape in lng/lat.
+    t = np.linspace(0.0, 1.0, per_edge + 1)[:-1]
+    cols = np.concatenate([t * width, np.full_like(t, width), (1 - t) * width, np.zeros_like(t)])
+    rows = np.concatenate([np.zeros_like(t), t * height, np.full_like(t, height), (1 - t) * height])
+    xs = transform.c + cols * transform.a
+    ys = transform.f + rows * transform.e
+    to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lng, lat = to_wgs84.transform(xs, ys)
+    if not (np.all(np.isfinite(lng)) and np.all(np.isfinite(lat))):
+        raise BotaclipError(f"{path}: its extent cannot be converted to longitude/latitude (check its CRS)")
+    poly = shapely.Polygon(np.column_stack([lng, lat]))
+    return poly if poly.is_valid else shapely.make_valid(poly).convex_hull
+
+
+def half_extent_units(source: RasterSource, chip_m: float, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half the chip side in the raster's CRS units along x and y, at latitudes ``lat`` (degrees).
+
+    Projected rasters: metres in their CRS (``chip_m / 2`` divided by the CRS unit). Geographic rasters: metres
+    converted to degrees of longitude and latitude at each chip's latitude.
+    """
+    half = chip_m / 2.0
+    lat = np.asarray(lat, dtype="float64")
+    if source.geographic:
+        m_lng, m_lat = metres_per_degree(lat)
+        return half / np.maximum(m_lng, 1e-9), half / m_lat
+    h = np.full(lat.shape, half / source.metres_per_unit)
+    return h, h.copy()
+
+
+def min_pixel_count(source: RasterSource, chip_m: float) -> float:
+    """How many raster pixels the chip spans along its shorter side (< 1 means the chip is below one pixel)."""
+    return chip_m / source.pixel_size_m if source.pixel_size_m > 0 else math.inf

@@ -1,0 +1,50 @@
+"""Train/validation split of plots by spatial blocks (H3 parent cells), never by random rows.
+
+Neighbouring plots share imagery and species, so a random split leaks; whole blocks go to one side instead.
+"""
+
+from __future__ import annotations
+
+import h3
+import numpy as np
+
+from botaclip.errors import BotaclipError
+
+
+def block_ids(lat: np.ndarray, lng: np.ndarray, block_res: int) -> np.ndarray:
+    """The H3 cell (as int) at resolution ``block_res`` containing each point (lat, lng in degrees, WGS84)."""
+    if not 0 <= int(block_res) <= 15:
+        raise BotaclipError(f"--block-res must be an H3 resolution 0..15, got {block_res}")
+    return np.array(
+        [h3.str_to_int(h3.latlng_to_cell(float(a), float(o), int(block_res))) for a, o in zip(lat, lng, strict=True)],
+        dtype=np.uint64,
+    )
+
+
+def spatial_block_split(
+    lat: np.ndarray, lng: np.ndarray, val_fraction: float = 0.2, block_res: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits points into (train_idx, val_idx) by whole H3 blocks at ``block_res``.
+
+    Blocks are shuffled with ``seed`` and moved to validation until it holds at least ``val_fraction`` of the
+    points (at least one block, and never all of them). Returns sorted row indices.
+    """
+    if not 0 < val_fraction < 1:
+        raise BotaclipError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    blocks = block_ids(np.asarray(lat), np.asarray(lng), block_res)
+    unique, counts = np.unique(blocks, return_counts=True)
+    if len(unique) < 2:
+        raise BotaclipError(
+            f"all {len(blocks)} relevés fall in one H3 block at --block-res {block_res}; "
+            "use a finer (larger) --block-res to get a spatial validation split"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    target = val_fraction * len(blocks)
+    val_blocks, total = [], 0
+    for i in order[:-1]:  # the last block always stays in training
+        if total >= target:
+            break
+        val_blocks.append(unique[i])
+        total += counts[i]
+    is_val = np.isin(blocks, np.array(val_blocks, dtype=np.uint64))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)

@@ -1,0 +1,354 @@
+"""SDM estimators: LightGBM (default), random forest (as in the BotaCLIP paper) and L2 logistic regression.
+
+Each estimator has ``fit(X, y, sample_weight=None)``, ``predict(X)`` (suitability in [0, 1] for binary tasks,
+expected abundance for regression) and, for binary tasks, ``predict_proba(X)``. They validate their input and do
+no I/O: :mod:`botaclip.sdm.persist` turns their ``state()`` into files in documented formats (LightGBM's text
+model, NumPy arrays, JSON) and back, never through pickle.
+
+Abundance (regression) models are fitted on ``log1p(y)`` and predict ``expm1`` of the fitted value (clipped at
+0), so skewed counts do not let a few large samples dominate the squared loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MODEL_NAMES = ("lightgbm", "rf", "logistic")
+TASKS = ("binary", "regression")
+
+
+def _check_X(X, n_features: int | None = None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples x features), got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {n_features}")
+    return X
+
+
+def _check_y(y, task: str, n: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0]} values for {n} samples")
+    if not np.isfinite(y).all():
+        raise ValueError("y holds missing or infinite values")
+    if task == "binary":
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("binary y must hold only 0 and 1")
+        if np.unique(y).size < 2:
+            raise ValueError("y holds one class only; a classifier needs presences and absences")
+    elif (y < 0).any():
+        raise ValueError("abundance y must be non-negative")
+    return y
+
+
+class _Imputer:
+    """Median imputation learnt on training data (for models that cannot take NaN)."""
+
+    def __init__(self, medians: np.ndarray | None = None):
+        self.medians = medians
+
+    def fit(self, X: np.ndarray) -> "_Imputer":
+        with np.errstate(all="ignore"):
+            med = np.nanmedian(X, axis=0) if np.isnan(X).any() else np.zeros(X.shape[1], dtype=np.float32)
+        self.medians = np.nan_to_num(med, nan=0.0).astype(np.float32)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if not np.isnan(X).any():
+            return X
+        X = X.copy()
+        rows, cols = np.nonzero(np.isnan(X))
+        X[rows, cols] = self.medians[cols]
+        return X
+
+
+class SDMEstimator:
+    """Base class: the task ('binary' or 'regression') and the number of features seen in ``fit``."""
+
+    name = ""
+
+    def __init__(self, task: str = "binary", seed: int = 0, n_jobs: int = 1):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.seed = int(seed)
+        self.n_jobs = int(n_jobs)
+        self.n_features_: int | None = None
+
+    def fit(self, X, y, sample_weight=None) -> "SDMEstimator":
+        X = _check_X(X)
+        y = _check_y(y, self.task, X.shape[0])
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64).ravel()
+        self.n_features_ = X.shape[1]
+        target = y if self.task == "binary" else np.log1p(y)
+        self._fit(X, target, sample_weight)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Suitability (probability of presence, binary) or expected abundance (regression), float64."""
+        if self.n_features_ is None:
+            raise RuntimeError("model is not fitted")
+        X = _check_X(X, self.n_features_)
+        raw = self._predict(X)
+        if self.task == "binary":
+            return np.clip(raw, 0.0, 1.0)
+        return np.clip(np.expm1(raw), 0.0, None)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities [P(absence), P(presence)] per sample (binary tasks only)."""
+        if self.task != "binary":
+            raise AttributeError("predict_proba is only defined for presence/absence models")
+        p = self.predict(X)
+        return np.column_stack([1.0 - p, p])
+
+    # Subclasses implement these three.
+    def _fit(self, X: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray], str | None]:
+        """(JSON-able parameters, named arrays, text payload) that :func:`from_state` rebuilds the model from."""
+        raise NotImplementedError
+
+    def _base_state(self) -> dict[str, Any]:
+        return {"model": self.name, "task": self.task, "seed": self.seed, "n_features": self.n_features_}
+
+
+class LightGBMModel(SDMEstimator):
+    """Gradient-boosted trees (LightGBM). Handles missing values natively; quiet (``verbose=-1``)."""
+
+    name = "lightgbm"
+
+    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, learning_rate=0.05, num_leaves=31,
+                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0):
+        super().__init__(task, seed, n_jobs)
+        self.params = dict(
+            n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+            min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
+            colsample_bytree=colsample_bytree, reg_lambda=reg_lambda,
+        )
+        self.booster_ = None
+
+    def _fit(self, X, target, sample_weight):
+        import lightgbm as lgb
+
+        params = {
+            "objective": "binary" if self.task == "binary" else "regression",
+            "learning_rate": self.params["learning_rate"],
+            "num_leaves": self.params["num_leaves"],
+            "min_data_in_leaf": self.params["min_child_samples"],
+            "bagging_fraction": self.params["subsample"],
+            "bagging_freq": self.params["subsample_freq"],
+            "feature_fraction": self.params["colsample_bytree"],
+            "lambda_l2": self.params["reg_lambda"],
+            "num_threads": self.n_jobs,
+            "seed": self.seed,
+            "deterministic": True,
+            "verbose": -1,
+        }
+        data = lgb.Dataset(X, label=target, weight=sample_weight, params={"verbose": -1}, free_raw_data=True)
+        self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"])
+
+    def _predict(self, X):
+        return np.asarray(self.booster_.predict(X, num_threads=self.n_jobs), dtype=np.float64)
+
+    def state(self):
+        meta = self._base_state() | {"params": self.params}
+        return meta, {}, self.booster_.model_to_string()
+
+    @classmethod
+    def from_state(cls, meta, arrays, text):
+        import lightgbm as lgb
+
+        params = {k: v for k, v in meta["params"].items() if k != "subsample_freq"}
+        model = cls(meta["task"], meta["seed"], **params)
+        model.n_features_ = meta["n_features"]
+        model.booster_ = lgb.Booster(model_str=text)  # LightGBM's own text format; nothing is evaluated
+        return model
+
+
+class RandomForestModel(SDMEstimator):
+    """Random forest (scikit-learn), as used for the SDMs of the BotaCLIP paper; NaN imputed by training medians.
+
+    A loaded model predicts from the exported tree arrays (see :class:`_ForestArrays`), bit-for-bit as
+    scikit-learn does.
+    """
+
+    name = "rf"
+
+    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, min_samples_leaf=1, max_features="sqrt"):
+        super().__init__(task, seed, n_jobs)
+        self.params = dict(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_features=max_features)
+        self.imputer_ = _Imputer()
+        self.forest_ = None
+
+    def _fit(self, X, target, sample_weight):
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if self.task == "binary" else RandomForestRegressor
+        X = self.imputer_.fit(X).transform(X)
+        forest = cls(**self.params, n_jobs=self.n_jobs, random_state=self.seed)
+        forest.fit(X, target.astype(int) if self.task == "binary" else target, sample_weight=sample_weight)
+        self.forest_ = _ForestArrays.from_sklearn(forest, self.task)
+        self._sk = forest
+
+    def _predict(self, X):
+        X = self.imputer_.transform(X)
+        if getattr(self, "_sk", None) is not None:
+            if self.task == "binary":
+                return self._sk.predict_proba(X)[:, 1]
+            return self._sk.predict(X)
+        return self.forest_.predict(X)
+
+    def state(self):
+        meta = self._base_state() | {"params": self.params}
+        arrays = self.forest_.arrays() | {"imputer_medians": self.imputer_.medians}
+        return meta, arrays, None
+
+    @classmethod
+    def from_state(cls, meta, arrays, text):
+        model = cls(meta["task"], meta["seed"], **meta["params"])
+        model.n_features_ = meta["n_features"]
+        model.imputer_ = _Imputer(np.asarray(arrays["imputer_medians"], dtype=np.float32))
+        model.forest_ = _ForestArrays.from_arrays(arrays)
+        model._sk = None
+        return model
+
+
+class _ForestArrays:
+    """A fitted forest as flat node arrays (all trees concatenated); predicts without scikit-learn objects."""
+
+    def __init__(self, left, right, feature, threshold, value, roots):
+        self.left, self.right, self.feature = left, right, feature
+        self.threshold, self.value, self.roots = threshold, value, roots
+
+    @classmethod
+    def from_sklearn(cls, forest, task: str) -> "_ForestArrays":
+        lefts, rights, feats, thrs, vals, roots = [], [], [], [], [], []
+        offset = 0
+        for est in forest.estimators_:
+            t = est.tree_
+            leaf = t.children_left == -1
+            lefts.append(np.where(leaf, -1, t.children_left + offset))
+            rights.append(np.where(leaf, -1, t.children_right + offset))
+            feats.append(t.feature)
+            thrs.append(t.threshold)
+            if task == "binary":
+                v = t.value[:, 0, :]
+                v = v / v.sum(axis=1, keepdims=True)
+                # Trees fitted on one class (possible in a bootstrap sample) have a single column.
+                col = list(est.classes_).index(1) if 1 in est.classes_ else None
+                vals.append(v[:, col] if col is not None else np.zeros(t.node_count))
+            else:
+                vals.append(t.value[:, 0, 0])
+            roots.append(offset)
+            offset += t.node_count
+        return cls(*(np.concatenate(a) for a in (lefts, rights, feats, thrs, vals)), np.asarray(roots))
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "_ForestArrays":
+        return cls(
+            np.asarray(arrays["left"], dtype=np.int64), np.asarray(arrays["right"], dtype=np.int64),
+            np.asarray(arrays["feature"], dtype=np.int64), np.asarray(arrays["threshold"], dtype=np.float64),
+            np.asarray(arrays["value"], dtype=np.float64), np.asarray(arrays["roots"], dtype=np.int64),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"left": self.left, "right": self.right, "feature": self.feature, "threshold": self.threshold,
+                "value": self.value, "roots": self.roots}
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        total = np.zeros(X.shape[0])
+        for root in self.roots:
+            node = np.full(X.shape[0], root, dtype=np.int64)
+            active = np.arange(X.shape[0])
+            while active.size:
+                n = node[active]
+                # Same comparison as scikit-learn: float32 feature value <= float64 threshold.
+                go_left = X[active, self.feature[n]] <= self.threshold[n]
+                n = np.where(go_left, self.left[n], self.right[n])
+                node[active] = n
+                active = active[self.left[n] != -1]
+            total += self.value[node]
+        return total / len(self.roots)
+
+
+class LogisticModel(SDMEstimator):
+    """Standardised features, L2-penalised logistic regression (ridge regression for abundance); NaN imputed by
+    training medians. Parameters are plain arrays, so a saved model is a readable JSON file."""
+
+    name = "logistic"
+
+    def __init__(self, task="binary", seed=0, n_jobs=1, C=1.0):
+        super().__init__(task, seed, n_jobs)
+        self.params = dict(C=C)
+        self.imputer_ = _Imputer()
+        self.mean_ = self.scale_ = self.coef_ = None
+        self.intercept_ = 0.0
+
+    def _fit(self, X, target, sample_weight):
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        X = self.imputer_.fit(X).transform(X).astype(np.float64)
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        Z = (X - self.mean_) / self.scale_
+        if self.task == "binary":
+            est = LogisticRegression(C=self.params["C"], max_iter=2000, random_state=self.seed)
+        else:
+            est = Ridge(alpha=1.0 / self.params["C"])
+        est.fit(Z, target, sample_weight=sample_weight)
+        self.coef_ = np.asarray(est.coef_, dtype=np.float64).ravel()
+        self.intercept_ = float(np.ravel(est.intercept_)[0])
+
+    def _predict(self, X):
+        Z = (self.imputer_.transform(X).astype(np.float64) - self.mean_) / self.scale_
+        eta = Z @ self.coef_ + self.intercept_
+        if self.task == "binary":
+            return 1.0 / (1.0 + np.exp(-np.clip(eta, -500, 500)))
+        return eta
+
+    def state(self):
+        meta = self._base_state() | {"params": self.params, "intercept": self.intercept_}
+        arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_,
+                  "imputer_medians": self.imputer_.medians}
+        return meta, arrays, None
+
+    @classmethod
+    def from_state(cls, meta, arrays, text):
+        model = cls(meta["task"], meta["seed"], **meta["params"])
+        model.n_features_ = meta["n_features"]
+        model.intercept_ = float(meta["intercept"])
+        model.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        model.scale_ = np.asarray(arrays["scale"], dtype=np.float64)
+        model.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+        model.imputer_ = _Imputer(np.asarray(arrays["imputer_medians"], dtype=np.float32))
+        return model
+
+
+_REGISTRY = {"lightgbm": LightGBMModel, "rf": RandomForestModel, "logistic": LogisticModel}
+
+
+def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int = 1, **params) -> SDMEstimator:
+    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
+    return cls(task=task, seed=seed, n_jobs=n_jobs, **params)
+
+
+def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> SDMEstimator:
+    """Rebuild a fitted estimator from :meth:`SDMEstimator.state` output."""
+    try:
+        cls = _REGISTRY[meta["model"]]
+    except KeyError:
+        raise ValueError(f"unknown model {meta.get('model')!r} in saved state") from None
+    return cls.from_state(meta, arrays, text)

@@ -1,0 +1,140 @@
+"""Saving and loading fitted SDMs in documented, non-executable formats.
+
+A model directory holds:
+  model.json   format name and version, species, kind, model name, feature sets (names, provenance ids and
+               records), feature columns used, the TSS threshold, CV summary, and the estimator's parameters;
+  model.txt    LightGBM's own text model (lightgbm only);
+  arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, imputation medians), read with
+               ``allow_pickle=False``.
+Loading parses JSON, LightGBM text and plain arrays only: it never unpickles or evaluates anything from the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from botaclip.errors import BotaclipError
+from botaclip.sdm.models import SDMEstimator, model_from_state
+
+MODEL_FORMAT = "botaclip-sdm-model"
+MODEL_FORMAT_VERSION = 1
+
+
+@dataclass
+class SavedModel:
+    """A fitted estimator with what is needed to apply it to a store again."""
+
+    estimator: SDMEstimator
+    species: str
+    kind: str
+    feature_sets: list[dict[str, Any]]  # [{"name", "provenance_id", "provenance"}], in concatenation order
+    columns: list[str]  # all columns of the concatenated feature sets
+    kept: list[int]  # indices of the columns the estimator uses
+    resolution: int
+    threshold: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_set_names(self) -> list[str]:
+        return [f["name"] for f in self.feature_sets]
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
+    """Write ``saved`` into ``directory`` (created if needed); each file is written atomically. Returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta, arrays, text = saved.estimator.state()
+    doc = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "species": saved.species,
+        "kind": saved.kind,
+        "resolution": saved.resolution,
+        "feature_sets": saved.feature_sets,
+        "columns": saved.columns,
+        "kept_columns": saved.kept,
+        "threshold": saved.threshold,
+        "metrics": saved.metrics,
+        "estimator": meta,
+        "files": {"text": "model.txt" if text is not None else None, "arrays": "arrays.npz" if arrays else None},
+    } | saved.extra
+    written = []
+    if text is not None:
+        _atomic_write(directory / "model.txt", lambda p: Path(p).write_text(text))
+        written.append(directory / "model.txt")
+    if arrays:
+        def _save(p):
+            with open(p, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+        _atomic_write(directory / "arrays.npz", _save)
+        written.append(directory / "arrays.npz")
+    # model.json last: a directory with a model.json is complete.
+    _atomic_write(directory / "model.json",
+                  lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default, allow_nan=True)))
+    written.append(directory / "model.json")
+    return written
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def load_model(directory: str | Path) -> SavedModel:
+    """Read a model directory written by :func:`save_model`; a one-line error if it is not one."""
+    directory = Path(directory)
+    meta_path = directory / "model.json"
+    if not meta_path.is_file():
+        raise BotaclipError(f"{directory} is not an SDM model directory (no model.json); "
+                            "create one with `botaclip sdm fit --out DIR`")
+    try:
+        doc = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BotaclipError(f"cannot read {meta_path}: {exc}") from None
+    if doc.get("format") != MODEL_FORMAT:
+        raise BotaclipError(f"{meta_path} is not a botaclip SDM model (format {doc.get('format')!r})")
+    if int(doc.get("version", 0)) > MODEL_FORMAT_VERSION:
+        raise BotaclipError(f"{meta_path} has model format version {doc['version']}; upgrade botaclip to read it")
+    files = doc.get("files", {})
+    text = None
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        if files.get("text"):
+            text = (directory / Path(files["text"]).name).read_text()
+        if files.get("arrays"):
+            with np.load(directory / Path(files["arrays"]).name, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        estimator = model_from_state(doc["estimator"], arrays, text)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BotaclipError(f"cannot load the model in {directory}: {exc}") from None
+    known = {"format", "version", "species", "kind", "resolution", "feature_sets", "columns", "kept_columns",
+             "threshold", "metrics", "estimator", "files"}
+    return SavedModel(
+        estimator=estimator, species=doc["species"], kind=doc["kind"], feature_sets=doc["feature_sets"],
+        columns=doc["columns"], kept=doc["kept_columns"], resolution=int(doc["resolution"]),
+        threshold=doc.get("threshold"), metrics=doc.get("metrics", {}),
+        extra={k: v for k, v in doc.items() if k not in known},
+    )

@@ -1,0 +1,323 @@
+"""Streaming prediction of a fitted SDM over the indexed cells of a store, and export.
+
+Prediction reads the store one partition at a time (features of one coarse H3 parent), so memory is bounded by
+the largest partition, not by the number of cells. Outputs: a predictions table in the store, or a file:
+``.parquet`` (h3, suitability), ``.gpkg`` (hexagon polygons), ``.tif`` (raster at ``pixel_m`` metres in the
+local UTM zone) or ``.png`` (map). Files are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from botaclip.errors import BotaclipError
+from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
+from botaclip.sdm.dataset import _align, provenance_id
+from botaclip.sdm.persist import SavedModel
+
+OUTPUT_FORMATS = (".parquet", ".gpkg", ".tif", ".png")
+
+
+class Region:
+    """Which cells to predict: all, the descendants of an H3 cell, a lat/lng box, or the polygons of a file."""
+
+    def __init__(self, text: str | None = None):
+        self.text = text
+        self._mask: Callable[[np.ndarray], np.ndarray] | None = None
+        if not text:
+            return
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) == 4:
+            try:
+                west, south, east, north = (float(p) for p in parts)
+            except ValueError:
+                raise BotaclipError(f"--region {text!r}: a box is west,south,east,north in degrees") from None
+            if not (west < east and south < north):
+                raise BotaclipError(f"--region {text!r}: need west < east and south < north (degrees)")
+            self._mask = lambda cells: _in_box(cells, west, south, east, north)
+            return
+        if Path(text).exists():
+            self._mask = _polygon_mask(Path(text))
+            return
+        try:
+            cell = parse_cell(text)
+        except (ValueError, Exception):
+            raise BotaclipError(
+                f"--region {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
+            ) from None
+        res = int(resolution_of(np.array([cell], dtype=np.uint64))[0])
+        self._mask = lambda cells: cell_to_parent(cells, res) == np.uint64(cell)
+
+    def mask(self, cells: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            return np.ones(len(cells), dtype=bool)
+        return self._mask(np.asarray(cells, dtype=np.uint64))
+
+
+def _in_box(cells, west, south, east, north) -> np.ndarray:
+    lat, lng = cells_to_latlng(cells)
+    return (lat >= south) & (lat <= north) & (lng >= west) & (lng <= east)
+
+
+def _polygon_mask(path: Path):
+    import geopandas as gpd
+    import shapely
+
+    try:
+        frame = gpd.read_file(path)
+    except Exception as exc:
+        raise BotaclipError(f"cannot read region file {path}: {exc}") from None
+    if frame.crs is not None:
+        frame = frame.to_crs(4326)
+    shape = shapely.union_all(frame.geometry.values)
+    shapely.prepare(shape)
+
+    def mask(cells):
+        lat, lng = cells_to_latlng(cells)
+        return shapely.contains_xy(shape, lng, lat)
+
+    return mask
+
+
+def check_feature_sets(saved: SavedModel, store) -> None:
+    """Raise unless the store has the model's feature sets, with the same provenance and columns."""
+    available = set(store.feature_sets())
+    for fs in saved.feature_sets:
+        name = fs["name"]
+        if name not in available:
+            raise BotaclipError(f"the model needs feature set {name!r}, which is not in store {store.path}")
+        info = store.info(name)
+        prov = dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
+        if fs.get("provenance_id") and provenance_id(prov) != fs["provenance_id"]:
+            raise BotaclipError(
+                f"feature set {name!r} in {store.path} has another provenance than the one the model was fitted "
+                f"on (id {provenance_id(prov)} vs {fs['provenance_id']}); refit the model on this store"
+            )
+    if int(store.resolution) != int(saved.resolution):
+        raise BotaclipError(f"store resolution {store.resolution} differs from the model's {saved.resolution}")
+
+
+def iter_features(
+    store, names: Sequence[str], region: Region | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(h3, X) per partition of ``names[0]``, with the other feature sets joined on the cell (cells missing from
+    any set are left out). X is float32 [n, sum of dims]; memory is one partition at a time."""
+    for _, cells, X in store.iter_partitions(names[0]):
+        cells = np.asarray(cells, dtype=np.uint64)
+        X = np.asarray(X, dtype=np.float32)
+        if region is not None:
+            keep = region.mask(cells)
+            cells, X = cells[keep], X[keep]
+        if cells.size == 0:
+            continue
+        blocks = [X]
+        for name in names[1:]:
+            fm = store.features_numpy(name, cells=cells)
+            present = np.asarray(getattr(fm, "found", np.ones(len(cells), dtype=bool)), dtype=bool)
+            other = _align(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells, name)
+            if not present.all():
+                cells = cells[present]
+                blocks = [b[present] for b in blocks]
+                other = other[present]
+            blocks.append(other)
+        if cells.size:
+            yield cells, (np.hstack(blocks) if len(blocks) > 1 else blocks[0])
+
+
+def iter_predictions(saved: SavedModel, store, region: Region | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(h3 uint64, suitability float32) per partition for every indexed cell (in ``region``)."""
+    kept = np.asarray(saved.kept, dtype=np.int64)
+    n_columns = len(saved.columns)
+    for cells, X in iter_features(store, saved.feature_set_names, region):
+        if X.shape[1] != n_columns:
+            raise BotaclipError(f"the store's features have {X.shape[1]} columns, the model expects {n_columns}")
+        yield cells, saved.estimator.predict(X[:, kept]).astype(np.float32)
+
+
+@dataclass
+class PredictResult:
+    """Where predictions went and how many cells they cover."""
+
+    path: str
+    format: str
+    n_cells: int
+    mean: float
+    extra: dict
+
+
+def predictions_to_store(saved: SavedModel, store, name: str, region: Region | None = None,
+                         provenance: dict | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """Write predictions into the store as feature set ``name`` (kind 'predictions', column 'suitability').
+
+    Returns (number of cells, h3, suitability); the arrays (12 bytes a cell) serve the map.
+    """
+    prov = {"model": saved.estimator.name, "species": saved.species, "kind": saved.kind,
+            "feature_sets": [{"name": f["name"], "provenance_id": f.get("provenance_id")}
+                             for f in saved.feature_sets]} | (provenance or {})
+    cells_all, values_all = [], []
+    with store.writer(name, kind="predictions", columns=["suitability"], dtype="float32", provenance=prov,
+                      overwrite=True) as writer:
+        for cells, values in iter_predictions(saved, store, region):
+            writer.write(h3=cells, columns={"suitability": values})
+            cells_all.append(cells)
+            values_all.append(values)
+    h3 = np.concatenate(cells_all) if cells_all else np.zeros(0, np.uint64)
+    vals = np.concatenate(values_all) if values_all else np.zeros(0, np.float32)
+    return int(h3.size), h3, vals
+
+
+def _tmp_path(out: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    return Path(tmp)
+
+
+def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
+                    pixel_m: float | None = None, occurrences=None) -> PredictResult:
+    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise BotaclipError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; "
+                            f"use one of {', '.join(OUTPUT_FORMATS)}")
+    if not out.parent.exists():
+        raise BotaclipError(f"output folder {out.parent} does not exist")
+    check_feature_sets(saved, store)
+    tmp = _tmp_path(out)
+    try:
+        if suffix == ".parquet":
+            n, total = _write_parquet(iter_predictions(saved, store, region), tmp)
+            extra = {}
+        elif suffix == ".gpkg":
+            n, total = _write_gpkg(iter_predictions(saved, store, region), tmp)
+            extra = {}
+        else:
+            h3, vals = _collect(iter_predictions(saved, store, region))
+            n, total = h3.size, float(vals.sum(dtype=np.float64))
+            if n and suffix == ".tif":
+                extra = write_geotiff(h3, vals, tmp, pixel_m)
+            elif n:
+                from botaclip.sdm.maps import suitability_map
+
+                suitability_map(h3, vals, tmp, title=f"{saved.species} ({saved.estimator.name}, "
+                                                    f"{'+'.join(saved.feature_set_names)})")
+                extra = {}
+        if n == 0:
+            raise BotaclipError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
+                                f"{'region ' + region.text if region and region.text else 'the store'}")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
+
+
+def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
+    cells, vals = [], []
+    for c, v in chunks:
+        cells.append(c)
+        vals.append(v)
+    if not cells:
+        return np.zeros(0, np.uint64), np.zeros(0, np.float32)
+    h3 = np.concatenate(cells)
+    v = np.concatenate(vals)
+    order = np.argsort(h3)
+    return h3[order], v[order]
+
+
+def _write_parquet(chunks, path: Path) -> tuple[int, float]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("h3", pa.uint64()), ("suitability", pa.float32())])
+    n, total = 0, 0.0
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+        for cells, vals in chunks:
+            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), "suitability": pa.array(vals, pa.float32())},
+                                   schema=schema))
+            n += cells.size
+            total += float(vals.sum(dtype=np.float64))
+    return n, total
+
+
+def _write_gpkg(chunks, path: Path) -> tuple[int, float]:
+    import geopandas as gpd
+    import h3 as h3lib
+    import shapely
+
+    n, total = 0, 0.0
+    for cells, vals in chunks:
+        hexes = [h3lib.int_to_str(int(c)) for c in cells]
+        polys = [shapely.Polygon([(lng, lat) for lat, lng in h3lib.cell_to_boundary(h)]) for h in hexes]
+        frame = gpd.GeoDataFrame({"h3": hexes, "suitability": vals.astype(np.float64)}, geometry=polys,
+                                 crs="EPSG:4326")
+        frame.to_file(path, layer="suitability", driver="GPKG", engine="pyogrio", append=n > 0)
+        n += cells.size
+        total += float(vals.sum(dtype=np.float64))
+    return n, total
+
+
+def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float | None = None,
+                  nodata: float = -9999.0) -> dict:
+    """Rasterise cell values (sorted h3) at ``pixel_m`` metres in the local UTM zone: each pixel takes the value
+    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows."""
+    import h3 as h3lib
+    import rasterio
+    import rasterio.errors
+    import rasterio.windows
+    from pyproj import Transformer
+    from affine import Affine
+
+    from botaclip.sdm.maps import utm_crs
+
+    res = int(resolution_of(h3[:1])[0])
+    if pixel_m is None:
+        pixel_m = round(h3lib.average_hexagon_edge_length(res, unit="m") / 2.0)
+    if pixel_m <= 0:
+        raise BotaclipError(f"--pixel-m must be positive, got {pixel_m}")
+    lat, lng = cells_to_latlng(h3[:: max(1, h3.size // 20000)])
+    crs = utm_crs(float(np.median(lat)), float(np.median(lng)))
+    fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    inv = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    # Extent from the cell centres in metres (chunked), padded by one cell radius.
+    margin = h3lib.average_hexagon_edge_length(res, unit="m") * 1.2
+    xs_min, xs_max, ys_min, ys_max = np.inf, -np.inf, np.inf, -np.inf
+    for i in range(0, h3.size, 1_000_000):
+        clat, clng = cells_to_latlng(h3[i:i + 1_000_000])
+        cx, cy = fwd.transform(clng, clat)
+        xs_min, xs_max = min(xs_min, np.min(cx)), max(xs_max, np.max(cx))
+        ys_min, ys_max = min(ys_min, np.min(cy)), max(ys_max, np.max(cy))
+    xs = [xs_min - margin, xs_max + margin]
+    ys = [ys_min - margin, ys_max + margin]
+    x0, x1 = np.floor(min(xs) / pixel_m) * pixel_m, np.ceil(max(xs) / pixel_m) * pixel_m
+    y0, y1 = np.floor(min(ys) / pixel_m) * pixel_m, np.ceil(max(ys) / pixel_m) * pixel_m
+    width, height = int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m))
+    transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", crs=crs,
+                   transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
+                   blockysize=256)
+    strip = max(1, min(height, 1_000_000 // max(width, 1)))
+    col_x = x0 + (np.arange(width) + 0.5) * pixel_m
+    try:
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.update_tags(1, name="suitability")
+            for row0 in range(0, height, strip):
+                rows = min(strip, height - row0)
+                row_y = y1 - (row0 + np.arange(rows) + 0.5) * pixel_m
+                gx, gy = np.meshgrid(col_x, row_y)
+                plng, plat = inv.transform(gx.ravel(), gy.ravel())
+                cells = latlng_to_cells(np.asarray(plat), np.asarray(plng), res)
+                pos = np.clip(np.searchsorted(h3, cells), 0, h3.size - 1)
+                hit = h3[pos] == cells
+                block = np.where(hit, values[pos], nodata).astype(np.float32).reshape(rows, width)
+                dst.write(block, 1, window=rasterio.windows.Window(0, row0, width, rows))
+    except rasterio.errors.RasterioError as exc:
+        raise BotaclipError(f"cannot write {path}: {exc}") from None
+    return {"crs": crs, "pixel_m": float(pixel_m), "width": width, "height": height}

@@ -1,0 +1,212 @@
+"""The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `runs`, and one
+view per feature set over its Parquet files).
+
+DuckDB lets no other process open a database file while one holds it read-write. So nothing ever opens the live
+catalog read-write: readers open it read-only (retrying briefly if someone else holds a lock), and the writer (who
+holds the store's writer lock) builds a complete new catalog file next to it and renames it over the old one.
+Readers that already have the old file open keep a consistent snapshot; new readers see the new one.
+
+Views use absolute paths (DuckDB resolves relative paths against the current directory, not the database file);
+they are rewritten with the store's current location whenever a writer rebuilds the catalog, and library
+connections shadow them with TEMP views if the store has moved since (see `Store.connect`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from botaclip.errors import BotaclipError
+from botaclip.store.schema import FeatureSetSpec
+
+CATALOG_NAME = "catalog.duckdb"
+
+_TABLES = """
+CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE feature_sets (
+    name VARCHAR PRIMARY KEY, kind VARCHAR, dtype VARCHAR, dim INTEGER, columns VARCHAR[], extras VARCHAR[],
+    provenance VARCHAR, rows BIGINT, partitions BIGINT, bytes BIGINT, created TIMESTAMP, updated TIMESTAMP);
+CREATE TABLE runs (
+    run_id BIGINT, feature_set VARCHAR, pid INTEGER, host VARCHAR, started TIMESTAMP, finished TIMESTAMP,
+    status VARCHAR, rows_written BIGINT, partitions_written BIGINT, botaclip_version VARCHAR);
+"""
+_FS_COLS = ("name", "kind", "dtype", "dim", "columns", "extras", "provenance", "rows", "partitions", "bytes",
+            "created", "updated")
+_RUN_COLS = ("run_id", "feature_set", "pid", "host", "started", "finished", "status", "rows_written",
+             "partitions_written", "botaclip_version")
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class CatalogState:
+    """In-memory copy of the catalog tables."""
+
+    meta: dict[str, str] = field(default_factory=dict)
+    feature_sets: dict[str, dict] = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
+
+    def spec(self, name: str) -> FeatureSetSpec:
+        return FeatureSetSpec.from_record(self.feature_sets[name])
+
+
+def sql_string_literal(text: str) -> str:
+    """Quote a string for the few DDL statements DuckDB cannot parameterise (view bodies, LOAD paths).
+
+    Only used for paths the library computes; control characters are refused rather than escaped.
+    """
+    if any(ord(ch) < 32 for ch in text):
+        raise BotaclipError(f"path {text!r} contains control characters; move the store to a plain path")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    """Quote an already-validated identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parquet_glob(root: Path, name: str) -> str:
+    return str(Path(root).resolve() / "features" / name / "parent=*" / "*.parquet")
+
+
+def view_select(spec: FeatureSetSpec, root: Path, has_files: bool) -> str:
+    """SELECT presenting a feature set as float32 to SQL (dequantising int8 / widening float16)."""
+    cols = ["h3"]
+    if spec.is_embedding:
+        if spec.dtype == "int8":
+            cols.append(f"CAST(list_transform(embedding, lambda q: q * embedding_scale) AS FLOAT[{spec.dim}]) "
+                        "AS embedding")
+        else:
+            cols.append(f"CAST(embedding AS FLOAT[{spec.dim}]) AS embedding")
+    else:
+        cols += [f"CAST({quote_ident(c)} AS FLOAT) AS {quote_ident(c)}" for c in spec.columns]
+    cols += list(spec.extras)
+    if has_files:
+        src = f"read_parquet({sql_string_literal(parquet_glob(root, spec.name))}, hive_partitioning = false)"
+        return f"SELECT {', '.join(cols)} FROM {src}"
+    # No partition yet: a typed empty relation (a glob that matches nothing is an error in DuckDB).
+    empty = ["CAST(NULL AS UBIGINT) AS h3"]
+    if spec.is_embedding:
+        empty.append(f"CAST(NULL AS FLOAT[{spec.dim}]) AS embedding")
+    else:
+        empty += [f"CAST(NULL AS FLOAT) AS {quote_ident(c)}" for c in spec.columns]
+    empty += [f"CAST(NULL AS {'FLOAT' if e == 'valid_fraction' else 'INTEGER'}) AS {e}" for e in spec.extras]
+    return f"SELECT {', '.join(empty)} LIMIT 0"
+
+
+def has_partition_files(root: Path, name: str) -> bool:
+    d = Path(root) / "features" / name
+    return d.is_dir() and any(d.glob("parent=*/*.parquet"))
+
+
+CATALOG_ALIAS = "store_catalog"
+
+
+def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog ATTACHed read-only as `store_catalog` (and USEd).
+
+    ATTACH from a fresh in-memory database, not `duckdb.connect(path)`: the Python client caches database
+    instances by path, which would hand back a stale catalog after a writer replaced the file. Retries while
+    another process holds a conflicting (read-write) lock.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        con = duckdb.connect()
+        try:
+            try:
+                con.execute(f"ATTACH ? AS {CATALOG_ALIAS} (READ_ONLY)", [str(path)])
+            except duckdb.ParserException:  # duckdb < 2 cannot parameterise ATTACH
+                con.execute(f"ATTACH {sql_string_literal(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+            con.execute(f"USE {CATALOG_ALIAS}")
+            return con
+        except duckdb.Error as exc:
+            con.close()
+            msg = str(exc)
+            locked = "lock" in msg.lower()
+            if locked and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            if locked:
+                raise BotaclipError(
+                    f"catalog {path} is held read-write by another process (a duckdb session?); "
+                    "close it or open it with `duckdb -readonly`, then retry") from None
+            first = msg.splitlines()[0] if msg else type(exc).__name__
+            raise BotaclipError(f"{path} is not a readable botaclip catalog: {first}") from None
+
+
+def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
+    """Read the catalog tables from an open connection on the catalog file."""
+    state = CatalogState()
+    try:
+        state.meta = dict(con.execute(f"SELECT key, value FROM {CATALOG_ALIAS}.main.store_meta").fetchall())
+        fs_sql = f"SELECT {', '.join(_FS_COLS)} FROM {CATALOG_ALIAS}.main.feature_sets ORDER BY name"
+        for row in con.execute(fs_sql).fetchall():
+            rec = dict(zip(_FS_COLS, row))
+            rec["provenance"] = json.loads(rec["provenance"] or "{}")
+            state.feature_sets[rec["name"]] = rec
+        runs_sql = f"SELECT {', '.join(_RUN_COLS)} FROM {CATALOG_ALIAS}.main.runs ORDER BY run_id"
+        for row in con.execute(runs_sql).fetchall():
+            state.runs.append(dict(zip(_RUN_COLS, row)))
+    except duckdb.Error as exc:
+        raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
+    return state
+
+
+def read_catalog(path: Path) -> CatalogState:
+    """Load the catalog tables (read-only, briefly)."""
+    con = connect_read_only(path)
+    try:
+        return load_state(con, path)
+    finally:
+        con.close()
+
+
+def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
+    """Write `state` as a fresh catalog file and atomically replace `path` with it (caller holds the writer lock)."""
+    tmp_dir = Path(root) / ".tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / f"catalog-{os.getpid()}-{time.monotonic_ns()}.duckdb"
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute(_TABLES)
+        con.executemany("INSERT INTO store_meta VALUES (?, ?)", [[k, str(v)] for k, v in state.meta.items()])
+        for rec in state.feature_sets.values():
+            row = dict(rec)
+            row["provenance"] = json.dumps(rec.get("provenance") or {}, default=str, sort_keys=True)
+            con.execute(f"INSERT INTO feature_sets ({', '.join(_FS_COLS)}) VALUES ({', '.join('?' * len(_FS_COLS))})",
+                        [row.get(c) for c in _FS_COLS])
+        if state.runs:
+            con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
+                            [[r.get(c) for c in _RUN_COLS] for r in state.runs])
+        for name in state.feature_sets:
+            spec = state.spec(name)
+            con.execute(f"CREATE VIEW {quote_ident(name)} AS "
+                        f"{view_select(spec, root, has_partition_files(root, name))}")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    stale_wal = Path(str(path) + ".wal")
+    if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
+        stale_wal.unlink()
+    _fsync_dir(Path(path).parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

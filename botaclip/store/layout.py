@@ -1,0 +1,100 @@
+"""Where things live in a store directory, and the one way files get there (temp file, fsync, rename).
+
+STORE/
+  catalog.duckdb                                   catalog tables + one view per feature set
+  features/<name>/parent=<hex cell>/data.parquet   one file per (feature set, coarse parent), rows sorted by h3
+  .tmp/                                            files being written (never matched by readers' globs)
+  .writer.lock                                     writer exclusion (see lock.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from botaclip.store.schema import FOOTER_KEY
+
+PARTITION_FILE = "data.parquet"
+# Dictionary encoding only for int8 codes (255 values; float values and cell ids are all distinct, where it only
+# costs time); BYTE_STREAM_SPLIT on
+# float32 values (groups the exponent bytes, so ZSTD finds something to compress). Measured in bench/store.py.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, write_statistics=["h3"],
+                       store_schema=True)
+
+
+def _byte_stream_split_columns(schema: pa.Schema) -> list[str]:
+    out = []
+    for f in schema:
+        if pa.types.is_float32(f.type):
+            out.append(f.name)
+        elif pa.types.is_fixed_size_list(f.type) and pa.types.is_float32(f.type.value_type):
+            out.append(f"{f.name}.list.element")
+    return out
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    return [f"{f.name}.list.element" for f in schema
+            if pa.types.is_fixed_size_list(f.type) and pa.types.is_int8(f.type.value_type)]
+
+
+def features_dir(root: Path, name: str) -> Path:
+    return Path(root) / "features" / name
+
+
+def partition_path(root: Path, name: str, parent: int) -> Path:
+    return features_dir(root, name) / f"parent={int(parent):x}" / PARTITION_FILE
+
+
+def partition_files(root: Path, name: str) -> dict[int, Path]:
+    """Committed partition files of a feature set, keyed by coarse parent cell."""
+    out: dict[int, Path] = {}
+    d = features_dir(root, name)
+    if not d.is_dir():
+        return out
+    for sub in d.iterdir():
+        if sub.name.startswith("parent=") and (sub / PARTITION_FILE).is_file():
+            try:
+                out[int(sub.name[len("parent="):], 16)] = sub / PARTITION_FILE
+            except ValueError:
+                continue
+    return dict(sorted(out.items()))
+
+
+def footer_meta(path: Path) -> dict:
+    """The botaclip metadata stored in a Parquet file's footer ({} if absent)."""
+    md = pq.read_metadata(path).metadata or {}
+    raw = md.get(FOOTER_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def tmp_dir(root: Path) -> Path:
+    d = Path(root) / ".tmp"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def write_parquet_atomic(table: pa.Table, final: Path, root: Path) -> int:
+    """Write `table` to `final` so that no reader ever sees a partial file; returns bytes written."""
+    tmp = tmp_dir(root) / f"{final.parent.name}-{os.getpid()}-{time.monotonic_ns()}.parquet"
+    pq.write_table(table, tmp, row_group_size=max(1, table.num_rows),
+                   use_byte_stream_split=_byte_stream_split_columns(table.schema) or False,
+                   use_dictionary=_dictionary_columns(table.schema) or False, **PARQUET_OPTIONS)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final.stat().st_size
+
+
+def fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

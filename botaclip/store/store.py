@@ -1,0 +1,383 @@
+"""`Store`: an H3-keyed feature store in a directory (Parquet feature sets + a DuckDB catalog).
+
+See docs/store.md for the layout, the schema of a feature set, and the concurrency rules.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from botaclip.errors import BotaclipError
+from botaclip.store import h3vec
+from botaclip.store.catalog import (CATALOG_NAME, CatalogState, connect_read_only, load_state, quote_ident,
+                                    read_catalog, utcnow, view_select, write_catalog)
+from botaclip.store.h3sql import register_h3_functions
+from botaclip.store.layout import footer_meta, partition_files, partition_path
+from botaclip.store.lock import WriterLock
+from botaclip.store.schema import SCHEMA_VERSION, FeatureSetSpec
+from botaclip.store.writer import FeatureSetWriter
+
+STORE_FORMAT = "botaclip-store"
+
+
+class FeatureMatrix(tuple):
+    """`(h3, X, columns)` as returned by `Store.features_numpy`, plus `found` (bool mask of rows that exist)."""
+
+    def __new__(cls, h3: np.ndarray, X: np.ndarray, columns: list[str], found: np.ndarray):
+        obj = super().__new__(cls, (h3, X, columns))
+        obj.found = found
+        return obj
+
+    h3 = property(lambda self: self[0])
+    X = property(lambda self: self[1])
+    columns = property(lambda self: self[2])
+
+
+class Store:
+    """A feature store directory. Create with `Store.create`, open with `Store.open`."""
+
+    def __init__(self, path: Path, meta: dict, read_only: bool) -> None:
+        self.path = Path(path).resolve()
+        self.read_only = read_only
+        self.resolution = int(meta["resolution"])
+        self.partition_resolution = int(meta["partition_resolution"])
+        self.schema_version = int(meta["schema_version"])
+
+    # ---- creation and opening ------------------------------------------------------------------------------
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_NAME
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, resolution: int = 10, partition_resolution: int | None = None) -> "Store":
+        """Create an empty store at `path` (a new or empty directory) keyed by H3 cells at `resolution` (0-15),
+        partitioned by parent cells at `partition_resolution` (default: resolution - 4, at least 0)."""
+        path = Path(path)
+        if not isinstance(resolution, int) or not 0 <= resolution <= 15:
+            raise BotaclipError(f"H3 resolution must be an integer 0-15, got {resolution!r}")
+        if partition_resolution is None:
+            partition_resolution = max(0, resolution - 4)
+        if not 0 <= int(partition_resolution) <= resolution:
+            raise BotaclipError(f"partition resolution must be between 0 and the resolution {resolution}, "
+                                f"got {partition_resolution}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise BotaclipError(f"{path} already exists and is not an empty directory; "
+                                "choose a new path (or open the existing store)")
+        if any(ch in str(path.resolve()) for ch in "*?[]{}"):
+            raise BotaclipError(f"store path {path} contains glob characters (*?[]{{}}); choose a plain path")
+        try:
+            (path / "features").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BotaclipError(f"cannot create store directory {path}: {exc.strerror}") from None
+        meta = {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "resolution": resolution,
+                "partition_resolution": int(partition_resolution), "created": utcnow().isoformat(),
+                "root": str(path.resolve())}
+        with WriterLock(path):
+            write_catalog(path / CATALOG_NAME, CatalogState(meta={k: str(v) for k, v in meta.items()}), path)
+        return cls(path, meta, read_only=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, read_only: bool = False) -> "Store":
+        """Open an existing store; a clear error if `path` is not a store or was written by a newer botaclip."""
+        path = Path(path)
+        if not path.is_dir():
+            raise BotaclipError(f"{path} is not a directory; create a store with `botaclip store create {path}`")
+        if not (path / CATALOG_NAME).is_file():
+            raise BotaclipError(f"{path} is not a botaclip store (no {CATALOG_NAME}); "
+                                f"create one with `botaclip store create {path}`")
+        state = read_catalog(path / CATALOG_NAME)
+        meta = state.meta
+        if meta.get("format") != STORE_FORMAT:
+            raise BotaclipError(f"{path} is not a botaclip store (catalog format {meta.get('format')!r})")
+        version = int(meta.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise BotaclipError(f"store {path} has schema version {version}, newer than this botaclip supports "
+                                f"({SCHEMA_VERSION}); upgrade botaclip to read it")
+        store = cls(path, meta, read_only=read_only)
+        if not read_only and meta.get("root") != str(store.path):
+            store._refresh_catalog_paths(state)
+        return store
+
+    def _refresh_catalog_paths(self, state: CatalogState) -> None:
+        """The store moved: rewrite the views' absolute paths (skipped if a writer is busy; it will do it)."""
+        lock = WriterLock(self.path)
+        try:
+            lock.acquire()
+        except BotaclipError:
+            return
+        try:
+            state = self._read_catalog()
+            state.meta["root"] = str(self.path)
+            write_catalog(self.catalog_path, state, self.path)
+        finally:
+            lock.release()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, resolution={self.resolution}, " \
+               f"partition_resolution={self.partition_resolution})"
+
+    # ---- catalog -------------------------------------------------------------------------------------------
+
+    def _read_catalog(self) -> CatalogState:
+        return read_catalog(self.catalog_path)
+
+    def feature_sets(self) -> list[str]:
+        """Names of the feature sets in the store, sorted."""
+        return sorted(self._read_catalog().feature_sets)
+
+    def spec(self, name: str) -> FeatureSetSpec:
+        """The spec (kind, dim or columns, dtype, provenance) of feature set `name`."""
+        state = self._read_catalog()
+        if name not in state.feature_sets:
+            known = ", ".join(sorted(state.feature_sets)) or "none"
+            raise BotaclipError(f"no feature set {name!r} in store {self.path} (feature sets: {known})")
+        return state.spec(name)
+
+    def _live_counts(self, name: str) -> dict:
+        files = partition_files(self.path, name)
+        rows = sum(pq.read_metadata(p).num_rows for p in files.values())
+        return {"rows": rows, "partitions": len(files), "bytes": sum(p.stat().st_size for p in files.values())}
+
+    def info(self, name: str) -> dict:
+        """kind, dim or columns, dtype, rows, partitions, bytes on disk, provenance, created/updated of `name`
+        (rows and bytes are counted from the files now, so they include a running writer's partitions)."""
+        state = self._read_catalog()
+        spec = self.spec(name)
+        rec = state.feature_sets[name]
+        out = {"name": name, "kind": spec.kind, "dtype": spec.dtype, "extras": list(spec.extras),
+               "provenance": spec.provenance, "created": str(rec["created"]), "updated": str(rec["updated"])}
+        out.update({"dim": spec.dim} if spec.is_embedding else {"columns": list(spec.columns)})
+        out.update(self._live_counts(name))
+        return out
+
+    def runs(self) -> list[dict]:
+        """Writer runs recorded in the catalog (oldest first)."""
+        return self._read_catalog().runs
+
+    # ---- writing -------------------------------------------------------------------------------------------
+
+    def writer(self, name: str, kind: str, *, dim: int | None = None, columns: list[str] | None = None,
+               dtype: str = "float32", provenance: dict | None = None, overwrite: bool = False,
+               max_buffer_bytes: int | None = None) -> FeatureSetWriter:
+        """A streaming writer for feature set `name` (takes the store's writer lock until closed).
+
+        kind: backbone | botaclip | covariates | imported | predictions. Give `dim` for embeddings or `columns`
+        for named numeric features; `dtype` is the on-disk precision (float32, float16, int8 = embeddings only).
+        An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`.
+        """
+        spec = FeatureSetSpec(name=name, kind=kind, dtype=dtype, dim=dim,
+                              columns=tuple(columns) if columns is not None else None, provenance=provenance or {})
+        kw = {} if max_buffer_bytes is None else {"max_buffer_bytes": max_buffer_bytes}
+        return FeatureSetWriter(self, spec, overwrite=overwrite, **kw)
+
+    # ---- partitions ----------------------------------------------------------------------------------------
+
+    def partition_of(self, h3) -> np.ndarray:
+        """Coarse parent (at `partition_resolution`) of each uint64 cell: the partition key."""
+        cells = h3vec.as_cells(h3)
+        return h3vec.cell_to_parent(cells, self.partition_resolution)
+
+    def partitions(self, name: str) -> set[int]:
+        """Partitions of `name` marked complete: finished with `finish_partition`, or written when a writer closed
+        normally. A partition flushed early (memory bound) or by a failed run is listed only once finished."""
+        self.spec(name)
+        return {p for p, f in partition_files(self.path, name).items() if footer_meta(f).get("complete")}
+
+    def existing_cells(self, name: str, parent: int | None = None) -> np.ndarray:
+        """uint64 cells of `name` on disk now, sorted (only partition `parent`'s if given: one small read)."""
+        if parent is not None:
+            path = partition_path(self.path, name, int(parent))
+            if not path.exists():
+                return np.zeros(0, dtype=np.uint64)
+            return np.sort(pq.read_table(path, columns=["h3"]).column("h3").to_numpy().astype(np.uint64))
+        files = partition_files(self.path, name)
+        if not files:
+            return np.zeros(0, dtype=np.uint64)
+        parts = [pq.read_table(f, columns=["h3"]).column("h3").to_numpy() for f in files.values()]
+        return np.sort(np.concatenate(parts).astype(np.uint64))
+
+    # ---- reading -------------------------------------------------------------------------------------------
+
+    def iter_partitions(self, name: str, columns: list[str] | None = None
+                        ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (parent, h3 uint64[n], X float32[n, F]) one partition at a time (memory bounded).
+
+        `columns` selects named columns of a covariate set (default all); ignored for embeddings.
+        """
+        spec = self.spec(name)
+        cols = self._check_columns(spec, columns)
+        for parent, path in partition_files(self.path, name).items():
+            table = self._read_file(path, spec, cols)
+            yield parent, table.column("h3").to_numpy().astype(np.uint64), spec.decode(table, cols)
+
+    def _check_columns(self, spec: FeatureSetSpec, columns: list[str] | None) -> list[str] | None:
+        if columns is None or spec.is_embedding:
+            return None
+        unknown = [c for c in columns if c not in spec.columns]
+        if unknown:
+            raise BotaclipError(f"feature set {spec.name!r} has no columns {unknown} (columns: {list(spec.columns)})")
+        return list(columns)
+
+    @staticmethod
+    def _read_file(path: Path, spec: FeatureSetSpec, cols: list[str] | None = None,
+                   with_extras: bool = False) -> pa.Table:
+        if spec.is_embedding:
+            need = ["h3", "embedding"] + (["embedding_scale"] if spec.dtype == "int8" else [])
+        else:
+            need = ["h3"] + (cols or list(spec.columns))
+        if with_extras:
+            need += list(spec.extras)
+        try:
+            return pq.read_table(path, columns=need)
+        except (OSError, pa.ArrowException) as exc:
+            raise BotaclipError(f"cannot read partition file {path}: {exc}") from None
+
+    def _lookup(self, name: str, cells: np.ndarray):
+        """Rows for `cells` in their order: (found bool[n], X float32[n, F] with NaN where missing, extras)."""
+        spec = self.spec(name)
+        names = spec.feature_names()
+        n = len(cells)
+        X = np.full((n, len(names)), np.nan, dtype=np.float32)
+        found = np.zeros(n, dtype=bool)
+        extras = {e: np.full(n, np.nan) for e in spec.extras}  # float64, NaN = null
+        files = partition_files(self.path, name)
+        parents = self.partition_of(cells)
+        for parent in np.unique(parents):
+            path = files.get(int(parent))
+            if path is None:
+                continue
+            idx = np.flatnonzero(parents == parent)
+            table = self._read_file(path, spec, with_extras=True)
+            fh3 = table.column("h3").to_numpy().astype(np.uint64)  # sorted on disk
+            pos = np.clip(np.searchsorted(fh3, cells[idx]), 0, max(len(fh3) - 1, 0))
+            hit = (fh3[pos] == cells[idx]) if len(fh3) else np.zeros(len(idx), bool)
+            if not hit.any():
+                continue
+            rows = pos[hit]
+            sub = table.take(pa.array(rows))
+            X[idx[hit]] = spec.decode(sub)
+            found[idx[hit]] = True
+            for e in spec.extras:
+                extras[e][idx[hit]] = sub.column(e).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return spec, found, X, extras
+
+    def features_numpy(self, name: str, cells=None) -> FeatureMatrix:
+        """(h3 uint64[N], X float32[N, F], column_names) for models; `.found` marks rows that exist.
+
+        With `cells`, rows follow that order and cells not in the store get NaN rows (found = False); without,
+        every row of the feature set, sorted by partition then cell. Embedding columns are named e0..e{D-1}.
+        """
+        spec = self.spec(name)
+        if cells is None:
+            hs, xs = [], []
+            for _, h, x in self.iter_partitions(name):
+                hs.append(h)
+                xs.append(x)
+            F = len(spec.feature_names())
+            h = np.concatenate(hs) if hs else np.zeros(0, np.uint64)
+            X = np.concatenate(xs) if xs else np.zeros((0, F), np.float32)
+            return FeatureMatrix(h, X, spec.feature_names(), np.ones(len(h), dtype=bool))
+        cells = self._as_cells(cells)
+        _, found, X, _ = self._lookup(name, cells)
+        return FeatureMatrix(cells, X, spec.feature_names(), found)
+
+    def features(self, name: str, cells=None, points=None) -> pa.Table:
+        """Features as an Arrow table: h3, then `embedding` (fixed-size list of float32) or float32 columns, then
+        the kind's extras.
+
+        - no argument: the whole feature set;
+        - `cells`: the rows of those cells that exist, in the order given;
+        - `points=(lat, lng)` (degrees): one row per point (lat, lng, h3 of the containing cell, features;
+          null features where that cell is not stored).
+        """
+        spec = self.spec(name)
+        if cells is not None and points is not None:
+            raise BotaclipError("give cells or points, not both")
+        if points is not None:
+            lat, lng = (np.asarray(a, dtype=np.float64) for a in points)
+            if lat.shape != lng.shape or lat.ndim != 1:
+                raise BotaclipError("points must be two 1-D arrays (lat, lng) of the same length, in degrees")
+            cells, ok = h3vec.latlng_to_cell(lat, lng, self.resolution)
+            if not ok.all():
+                raise BotaclipError(f"{int((~ok).sum())} points have non-finite coordinates")
+            _, found, X, extras = self._lookup(name, cells)
+            return self._to_table(spec, cells, X, extras, found,
+                                  prefix={"lat": pa.array(lat), "lng": pa.array(lng)})
+        if cells is None:
+            fm = self.features_numpy(name)
+            h, X, found = fm.h3, fm.X, fm.found
+            _, _, _, extras = self._lookup(name, h) if spec.extras else (None, None, None, {})
+        else:
+            cells = self._as_cells(cells)
+            _, found, X, extras = self._lookup(name, cells)
+            h, X = cells[found], X[found]
+            extras = {k: v[found] for k, v in extras.items()}
+            found = np.ones(len(h), dtype=bool)
+        return self._to_table(spec, h, X, extras, found)
+
+    @staticmethod
+    def _to_table(spec: FeatureSetSpec, h3: np.ndarray, X: np.ndarray, extras: dict, found: np.ndarray,
+                  prefix: dict | None = None) -> pa.Table:
+        cols = dict(prefix or {})
+        cols["h3"] = pa.array(h3, pa.uint64())
+        missing = ~found
+        if spec.is_embedding:
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(np.nan_to_num(X).ravel(), pa.float32()), spec.dim)
+            if missing.any():
+                emb = pa.array(emb.to_pylist(), pa.list_(pa.float32(), spec.dim), mask=missing)
+            cols["embedding"] = emb
+        else:
+            for j, c in enumerate(spec.columns):
+                cols[c] = pa.array(X[:, j], pa.float32(), mask=np.isnan(X[:, j]))
+        for e, v in extras.items():
+            null = missing | np.isnan(v)
+            if e == "valid_fraction":
+                cols[e] = pa.array(v.astype(np.float32), pa.float32(), mask=null)
+            else:
+                cols[e] = pa.array(np.where(null, 0, v).astype(np.int32), pa.int32(), mask=null)
+        return pa.table(cols)
+
+    def _as_cells(self, cells) -> np.ndarray:
+        try:
+            out = h3vec.as_cells(cells)
+        except (ValueError, TypeError) as exc:
+            raise BotaclipError(f"cells must be uint64 H3 ids or hex strings: {exc}") from None
+        return np.atleast_1d(out)
+
+    # ---- SQL -----------------------------------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection on the catalog (read-only) with every feature-set view and the H3 functions.
+
+        Views are re-created as TEMP views pointing at this store's current location and files, so they work
+        even if the store was moved or a writer has added a feature set's first partition since the catalog
+        was written. The connection sees the catalog tables as of when it was opened.
+        """
+        con = connect_read_only(self.catalog_path)
+        try:
+            con.execute("SET enable_progress_bar = false")  # it would interleave with CLI output
+            register_h3_functions(con)
+            state = load_state(con, self.catalog_path)
+            for name in state.feature_sets:
+                spec = state.spec(name)
+                has_files = bool(partition_files(self.path, name))
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS "
+                            f"{view_select(spec, self.path, has_files)}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def verify(self):
+        """Check every file, the catalog counts and cell uniqueness; see `botaclip.store.verify`."""
+        from botaclip.store.verify import verify_store
+
+        return verify_store(self)

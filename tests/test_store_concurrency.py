@@ -1,0 +1,105 @@
+"""Readers during a write, a writer killed with SIGKILL, resume after the kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h3
+import numpy as np
+import pytest
+
+from botaclip.store import Store
+
+# 12 resolution-6 parents around Grenoble; each holds 2401 resolution-10 cells.
+PARENTS = sorted(h3.api.basic_int.grid_disk(h3.str_to_int(h3.latlng_to_cell(45.19, 5.72, 6)), 2))[:12]
+
+JOB = textwrap.dedent("""
+    import sys, time, numpy as np, h3
+    from botaclip.store import Store
+    store = Store.open(sys.argv[1])
+    parents = [int(p) for p in sys.argv[2].split(",")]
+    pause = float(sys.argv[3])
+    with store.writer("emb", kind="backbone", dim=8, provenance={"model": "toy"}) as w:
+        done = set(w.existing_cells().tolist())
+        for parent in parents:
+            cells = np.array(sorted(h3.api.basic_int.cell_to_children(parent, 10)), dtype=np.uint64)
+            todo = np.array([c for c in cells if int(c) not in done], dtype=np.uint64)
+            for chunk in np.array_split(todo, 4):      # several batches per partition
+                if len(chunk):
+                    emb = np.stack([np.cos(chunk % 97 + i) for i in range(8)], axis=1).astype(np.float32)
+                    w.write(chunk, emb, valid_fraction=np.ones(len(chunk)))
+                time.sleep(pause)
+            w.finish_partition(parent)
+            print("partition", flush=True)
+""")
+
+
+def _expected(cells: np.ndarray) -> np.ndarray:
+    e = np.stack([np.cos(cells % 97 + i) for i in range(8)], axis=1).astype(np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _start(store_path, parents, pause) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", JOB, str(store_path), ",".join(map(str, parents)), str(pause)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_reader_during_write_sees_whole_partitions(tmp_path):
+    store = Store.create(tmp_path / "s.store")
+    with store.writer("emb", kind="backbone", dim=8, provenance={"model": "toy"}):
+        pass  # the set exists before the job starts
+    proc = _start(store.path, PARENTS[:6], 0.02)
+    reader = Store.open(store.path, read_only=True)
+    seen = []
+    while proc.poll() is None:
+        con = reader.connect()
+        n = con.execute("SELECT count(*) FROM emb").fetchone()[0]
+        con.close()
+        h, X, _ = reader.features_numpy("emb")
+        assert n % 2401 == 0 and len(h) % 2401 == 0, "a reader saw part of a partition"
+        assert np.allclose(X, _expected(h), atol=1e-6)
+        seen.append(n)
+        time.sleep(0.05)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert seen == sorted(seen)
+    assert reader.info("emb")["rows"] == 6 * 2401
+    assert reader.verify().ok
+
+
+def test_writer_killed_then_resumed_is_exact(tmp_path):
+    store = Store.create(tmp_path / "s.store")
+    proc = _start(store.path, PARENTS, 0.03)
+    # Kill it mid-batch: after a few partitions were finished, while the next one is being buffered/written.
+    for _ in range(3):
+        assert proc.stdout.readline().strip() == "partition"
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    store = Store.open(store.path)
+    rep = store.verify()
+    assert rep.ok, rep.problems
+    assert store.runs()[-1]["status"] == "running"  # the catalog shows the interrupted run
+    partial = store.existing_cells("emb")
+    assert 3 * 2401 <= len(partial) < 12 * 2401
+    assert len(np.unique(partial)) == len(partial)
+    # Rerun the same job: it skips what is on disk and completes.
+    proc = _start(store.path, PARENTS, 0.0)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    h, X, _ = store.features_numpy("emb")
+    expect = np.sort(np.concatenate([np.array(h3.api.basic_int.cell_to_children(p, 10), np.uint64)
+                                     for p in PARENTS]))
+    assert np.array_equal(np.sort(h), expect)  # no missing, no duplicate
+    order = np.argsort(h)
+    assert np.allclose(X[order], _expected(h[order]), atol=1e-6)
+    assert store.partitions("emb") == set(PARENTS)
+    rep = store.verify()
+    assert rep.ok and not rep.warnings
+    assert store.info("emb")["rows"] == len(expect)
