@@ -77,6 +77,15 @@ def make_occurrences(path: Path, cells: np.ndarray, env: np.ndarray, n_species: 
 
 
 def _peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM). Not ru_maxrss: Linux carries that across fork+exec, so a
+    phase would report its parent's memory."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -126,6 +135,37 @@ def _run_phase(name: str, **kw) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_compare(args, root: Path) -> None:
+    t = time.perf_counter()
+    cells, env = build_store(root / "cmp.store", args.cells, args.dim, 2, args.res)
+    make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
+    print(f"built compare store: {cells.size} cells x {args.dim}-d x 2 feature sets "
+          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    cmp = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
+                     out=root / "cmp_out", species=args.species, background=args.background, jobs=args.jobs)
+    print(f"sdm compare: {cmp['species']} species x 2 feature sets x 5 folds (lightgbm, presence-only, "
+          f"{args.presences} presences + {args.background} background each) on {cells.size} cells x "
+          f"{args.dim}-d: {cmp['seconds']:.1f} s wall, {cmp['cpu_s']:.0f} CPU-s "
+          f"({cmp['cpu_s'] / max(cmp['fits'], 1):.1f} CPU-s per fit), peak {cmp['peak_mb']:.0f} MB "
+          f"(mean AUC set0 {cmp['auc_set0']:.3f}, set1 {cmp['auc_set1']:.3f})", flush=True)
+
+
+def run_predict(args, root: Path) -> None:
+    t = time.perf_counter()
+    pcells, penv = build_store(root / "pred.store", args.predict_cells, args.dim, 1, args.res, seed=1,
+                               dtype="float16")
+    make_occurrences(root / "pocc.csv", pcells, penv, 1, args.presences, seed=1)
+    print(f"built prediction store: {pcells.size} cells x {args.dim}-d (float16 on disk) "
+          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    _run_phase("fit", store=root / "pred.store", occurrences=root / "pocc.csv", out=root / "model",
+               background=args.background, jobs=args.jobs)
+    pred = _run_phase("predict", store=root / "pred.store", model=root / "model",
+                      out=root / "pred.parquet", jobs=args.jobs)
+    print(f"sdm predict (lightgbm, 300 trees) -> parquet: {pred['cells']} cells in {pred['seconds']:.1f} s = "
+          f"{pred['cells_per_s']:.0f} cells/s ({pred['cells'] / pred['cpu_s']:.0f} cells per CPU-s), "
+          f"peak {pred['peak_mb']:.0f} MB", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=100_000, help="cells of the compare store")
@@ -137,6 +177,7 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=1, help="threads per model fit (1 is fastest on a shared machine)")
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
+    ap.add_argument("--skip-compare", action="store_true", help="only the prediction benchmark")
     # Internal: run one phase in this process.
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -153,35 +194,14 @@ def main() -> None:
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_sdm_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        t = time.perf_counter()
-        cells, env = build_store(root / "cmp.store", args.cells, args.dim, 2, args.res)
-        make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
-        print(f"built compare store: {cells.size} cells x {args.dim}-d x 2 feature sets "
-              f"in {time.perf_counter() - t:.0f} s", flush=True)
-        cmp = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
-                         out=root / "cmp_out", species=args.species, background=args.background, jobs=args.jobs)
-        print(f"sdm compare: {cmp['species']} species x 2 feature sets x 5 folds (lightgbm, presence-only, "
-              f"{args.presences} presences + {args.background} background each) on {cells.size} cells x "
-              f"{args.dim}-d: {cmp['seconds']:.1f} s wall, {cmp['cpu_s']:.0f} CPU-s "
-              f"({cmp['cpu_s'] / max(cmp['fits'], 1):.1f} CPU-s per fit), peak {cmp['peak_mb']:.0f} MB "
-              f"(mean AUC set0 {cmp['auc_set0']:.3f}, set1 {cmp['auc_set1']:.3f})", flush=True)
-
-        t = time.perf_counter()
-        pcells, penv = build_store(root / "pred.store", args.predict_cells, args.dim, 1, args.res, seed=1,
-                                   dtype="float16")
-        make_occurrences(root / "pocc.csv", pcells, penv, 1, args.presences, seed=1)
-        print(f"built prediction store: {pcells.size} cells x {args.dim}-d (float16 on disk) "
-              f"in {time.perf_counter() - t:.0f} s", flush=True)
-        _run_phase("fit", store=root / "pred.store", occurrences=root / "pocc.csv", out=root / "model",
-                   background=args.background, jobs=args.jobs)
-        pred = _run_phase("predict", store=root / "pred.store", model=root / "model",
-                          out=root / "pred.parquet", jobs=args.jobs)
-        print(f"sdm predict (lightgbm, 300 trees) -> parquet: {pred['cells']} cells in {pred['seconds']:.1f} s = "
-              f"{pred['cells_per_s']:.0f} cells/s ({pred['cells'] / pred['cpu_s']:.0f} cells per CPU-s), "
-              f"peak {pred['peak_mb']:.0f} MB", flush=True)
+        if not args.skip_compare:
+            run_compare(args, root)
+        run_predict(args, root)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
 
 
 if __name__ == "__main__":

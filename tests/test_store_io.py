@@ -103,6 +103,20 @@ def test_add_raster_means_by_pixel_centre(store, tmp_path):
     assert med == pytest.approx(float(np.median(vals)), rel=1e-6)
 
 
+def test_add_raster_integer_raster_with_nodata(store, tmp_path):
+    # uint8 classes with a nodata value: integers cannot hold NaN, so reading must widen them first.
+    tr = Transformer.from_crs(4326, 32631, always_xy=True)
+    x0, y0 = tr.transform(5.72, 45.19)
+    data = np.full((30, 30), 3, dtype=np.uint8)
+    data[:, 15:] = 7
+    data[:2, :] = 255
+    _write_raster(tmp_path / "classes.tif", data, from_origin(x0, y0, 20.0, 20.0), "EPSG:32631", nodata=255)
+    add_raster(store, "classes", [str(tmp_path / "classes.tif")])
+    values = store.features_numpy("classes").X[:, 0]
+    assert values.size > 0 and values.min() >= 3 and values.max() <= 7  # nodata (255) never enters a mean
+    assert np.any(values == 3) and np.any(values == 7)
+
+
 def test_add_raster_coarse_uses_centre_sample(store, tmp_path):
     # 0.05 degree pixels (~5 km) are far coarser than resolution-9 cells: every cell takes its centre's pixel.
     data = np.arange(4, dtype=np.float32).reshape(2, 2)

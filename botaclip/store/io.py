@@ -205,14 +205,15 @@ def _raster_cells(store: "Store", ds, band: int, block_rows: int = 512):
         nrows = min(block_rows, ds.height - row0)
         from rasterio.windows import Window
 
-        data = ds.read(band, window=Window(0, row0, ds.width, nrows), masked=True)
+        # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
+        data = ds.read(band, window=Window(0, row0, ds.width, nrows), masked=True).astype(np.float64)
         rr, cc = np.mgrid[row0:row0 + nrows, 0:ds.width]
         xs, ys = _apply(ds.transform, cc.ravel() + 0.5, rr.ravel() + 0.5)
         lng, lat = tr.transform(np.asarray(xs), np.asarray(ys))
-        ok = ~np.ma.getmaskarray(data).ravel() & np.isfinite(data.filled(np.nan).ravel().astype(np.float64))
+        ok = ~np.ma.getmaskarray(data).ravel() & np.isfinite(data.filled(np.nan).ravel())
         cells, good = h3vec.latlng_to_cell(np.asarray(lat)[ok], np.asarray(lng)[ok], store.resolution)
         cells_out.append(cells[good])
-        vals_out.append(data.filled(np.nan).ravel()[ok][good].astype(np.float64))
+        vals_out.append(data.filled(np.nan).ravel()[ok][good])
     return np.concatenate(cells_out), np.concatenate(vals_out)
 
 
