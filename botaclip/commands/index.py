@@ -52,11 +52,22 @@ import click
 @click.option("--overwrite", is_flag=True,
               help="Recompute cells already present (without --shard: replace the whole feature set).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of a randomly initialised backbone.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Where partitions are embedded: this process, or Ray actors (one model each; needs "
+                   "botaclip[ray]; the store must be on storage every node sees). See docs/scale.md.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join with --engine ray: auto or HOST:PORT [default: start a local Ray instance].")
+@click.option("--ray-workers", default=None, type=int,
+              help="Ray workers (actors, one model each) [default: one per GPU, or one per --cpus-per-worker CPUs].")
+@click.option("--gpus-per-worker", default=None, type=float,
+              help="GPUs per Ray worker [default: 1 when the cluster has GPUs, else 0].")
+@click.option("--cpus-per-worker", default=1.0, show_default=True, type=float,
+              help="CPUs per Ray worker (a CPU worker's torch threads).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(region, imagery, more_imagery, store, backbone, weights, adapter, name, resolution, chip_m, size_px, bands,
-          wavelengths, normalize, resampling, batch_size, device, workers, shard, min_valid, overwrite, seed, quiet,
-          as_json):
+          wavelengths, normalize, resampling, batch_size, device, workers, shard, min_valid, overwrite, seed, engine,
+          ray_address, ray_workers, gpus_per_worker, cpus_per_worker, quiet, as_json):
     """Embed the H3 cells of a region from imagery and write them to the feature store.
 
     Resumable: cells already stored are skipped, so a killed run completes when run again.
@@ -79,6 +90,7 @@ def index(region, imagery, more_imagery, store, backbone, weights, adapter, name
         resolution=resolution, chip_m=chip_m, size_px=size_px, bands=bands, wavelengths=wavelengths,
         normalize=normalize, resampling=resampling, batch_size=batch_size, device=device, workers=workers,
         shard=shard, min_valid=min_valid, overwrite=overwrite, seed=seed, progress=not quiet,
-        echo=lambda msg: click.echo(msg, err=True),
+        echo=lambda msg: click.echo(msg, err=True), engine=engine, ray_address=ray_address,
+        ray_workers=ray_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
     )
     click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())

@@ -69,6 +69,9 @@ class IndexSummary:
     read_wait_seconds: float = 0.0
     shard: str | None = None
     notes: list[str] = field(default_factory=list)
+    engine: str = "local"
+    # Ray engine: one dict per worker (node, partitions, cells, cells_per_s, ...).
+    worker_stats: list[dict] = field(default_factory=list)
 
     @property
     def cells_per_s(self) -> float:
@@ -92,7 +95,18 @@ class IndexSummary:
                 f"  time:     {self.seconds:.1f} s (setup {self.setup_seconds:.1f} s), {self.cells_per_s:.2f} cells/s "
                 f"(model {self.embed_seconds:.1f} s, waiting for chips {self.read_wait_seconds:.1f} s)",
             ]
+            + [f"  {line}" for line in format_worker_stats(self.worker_stats)]
         )
+
+
+def format_worker_stats(stats: Sequence[dict]) -> list[str]:
+    """One line per Ray worker: where it runs, partitions and cells done, cells per second while busy."""
+    return [
+        f"worker {w['worker']} ({w['node']}{', GPU ' + ','.join(map(str, w['gpus'])) if w.get('gpus') else ''}): "
+        f"{w['partitions']} partitions, {w['cells']} cells, {w['cells_per_s']:.2f} cells/s"
+        + (" (died)" if w.get("died") else "")
+        for w in stats
+    ]
 
 
 # -- options ----------------------------------------------------------------------------------------------------
@@ -310,6 +324,11 @@ def run_index(
     partition_resolution: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float = 1.0,
 ) -> IndexSummary:
     """Embed the H3 cells of ``region`` from ``imagery`` and write them to the feature store ``store``.
 
@@ -334,6 +353,12 @@ def run_index(
         limit: stop after this many cells to compute (for benchmarks and trials).
         partition_resolution: for a new store, the partition resolution (default resolution - 4).
         progress: show a tqdm progress bar on stderr; echo: where notes go (default: stderr).
+        engine: "local" (this process) or "ray": partitions are embedded by Ray actors (one model each) and
+            committed by this process; see :mod:`botaclip.pipeline.ray_engine` and docs/scale.md.
+        ray_address: Ray cluster ("auto", "HOST:PORT"); None starts a local Ray instance (or uses the one this
+            process already initialised). ray_workers: number of actors (default: one per GPU, or one per
+            ``cpus_per_worker`` CPUs without GPUs). gpus_per_worker: GPUs per actor (default 1 when the cluster has
+            GPUs, else 0); cpus_per_worker: CPUs per actor (also its torch threads when on CPU).
 
     Returns an :class:`IndexSummary`. Bad input raises :class:`BotaclipError` before the store is touched.
     """
@@ -351,6 +376,12 @@ def run_index(
     if limit is not None and int(limit) < 0:
         raise BotaclipError(f"limit must be >= 0, got {limit}")
     shard_ij = parse_shard(shard)
+    if engine not in ("local", "ray"):
+        raise BotaclipError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        from botaclip.pipeline.ray_engine import check_ray_options
+
+        check_ray_options(shard_ij, ray_workers, gpus_per_worker, cpus_per_worker)
     store_path = Path(store)
     existing_store = _store_state(store_path)
     if existing_store is not None:
@@ -389,8 +420,9 @@ def run_index(
                 bundle.check_backbone(model.name, None if model.random_init else model.weights_sha256,
                                       model.embed_dim, seed)
                 adapter_sha = sha256_file(adapter)
-            embedder = Embedder(model, list(reader.wavelengths), device=device, batch_size=int(batch_size),
-                                normalize=True)
+            # The Ray engine's workers hold the models; this process only needs the model's description.
+            embedder = None if engine == "ray" else Embedder(model, list(reader.wavelengths), device=device,
+                                                             batch_size=int(batch_size), normalize=True)
         except BaseException:
             reader.close()
             raise
@@ -448,6 +480,27 @@ def run_index(
                            shard=f"{shard_ij[0]}/{shard_ij[1]}" if shard_ij else None, notes=notes)
     if derive_from:
         say(f"deriving from stored backbone feature set {derive_from!r} where it has the cells")
+
+    if engine == "ray":
+        from botaclip.pipeline.ray_engine import RayIndexJob, run_partitions_ray
+
+        job = RayIndexJob(
+            imagery=[str(Path(p).resolve()) for p in imagery], bands=spec, chip_m=chip_m, size_px=int(size_px),
+            resampling=resampling, normalize=normalize, backbone=backbone, seed=seed,
+            weights=str(Path(weights).resolve()) if weights is not None else None,
+            adapter=str(Path(adapter).resolve()) if adapter is not None else None, device=device,
+            batch_size=int(batch_size), read_threads=int(workers), min_valid=float(min_valid),
+            name=name, kind=kind, dim=dim, provenance=provenance, resolution=resolution,
+            partition_resolution=st.partition_resolution,
+        )
+        try:
+            return run_partitions_ray(
+                job, st, parents, cells_of, summary, started=started, overwrite=overwrite, limit=limit,
+                address=ray_address, n_workers=ray_workers, gpus_per_worker=gpus_per_worker,
+                cpus_per_worker=cpus_per_worker, progress=progress, say=say, derive_from=derive_from,
+            )
+        finally:
+            reader.close()
 
     writer_cls = _SessionWriter if shard_ij is not None else _JobWriter
     kwargs = {"echo": say} if shard_ij is not None else {}
