@@ -13,8 +13,31 @@ from botaclip import __version__
 from botaclip.errors import BotaclipError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 class _Root(click.Group):
-    """Turns library errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns library errors and usage errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False  # handle click's own errors here, as one line like ours
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -32,3 +32,25 @@ def test_make_test_is_what_ci_runs():
     assert "make test" in ci
     assert "make test" in (root / "README.md").read_text()
     assert "make demo" in (root / "README.md").read_text()
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "botaclip.cli", *args], capture_output=True, text=True)
+
+
+def test_usage_errors_are_one_line_with_a_hint():
+    for args, expected in [
+        (["sample", "make", "--out", "x", "--size-km", "abc"], "--size-km"),
+        (["index", "--bogus"], "--bogus"),
+        (["nosuch"], "nosuch"),
+    ]:
+        out = _run(*args)
+        assert out.returncode == 2, args
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], out.stderr
+        assert "--help" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_bare_group_prints_its_help():
+    out = _run("store")
+    assert out.returncode == 0 and out.stdout.startswith("Usage: botaclip store")

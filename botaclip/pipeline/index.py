@@ -526,14 +526,7 @@ def run_index(
             cells = cells_of(parent)
             if cells.size == 0:
                 continue
-            present = _present(st, name, parent, cells) if writer.check_present else np.zeros(len(cells), dtype=bool)
-            n_present = int(present.sum())
-            summary.skipped_present += n_present
-            bar.update(n_present)
-            todo = cells[~present]
-            if remaining[0] is not None:
-                todo = todo[: remaining[0]]
-                remaining[0] -= len(todo)
+            todo = cells_to_do(st, name, parent, cells, summary, bar, remaining, writer.check_present)
             if derive_from and todo.size:
                 todo = _derive(st, derive_from, bundle, writer, parent, todo, summary, bar)
             summary.partitions += 1
@@ -583,6 +576,21 @@ def run_index(
     summary.read_wait_seconds = stats.wait_s
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def cells_to_do(store, name: str, parent: int, cells: np.ndarray, summary: IndexSummary, bar,
+                remaining: list[int | None], check_present: bool = True) -> np.ndarray:
+    """The cells of one partition still to embed: those not stored yet, cut to what is left of ``--limit``
+    (``remaining``, a one-item list both engines share). Counts and shows the cells already present."""
+    present = _present(store, name, parent, cells) if check_present else np.zeros(len(cells), dtype=bool)
+    n_present = int(present.sum())
+    summary.skipped_present += n_present
+    bar.update(n_present)
+    todo = cells[~present]
+    if remaining[0] is not None:
+        todo = todo[: remaining[0]]
+        remaining[0] -= len(todo)
+    return todo
 
 
 def _present(store, name: str, parent: int, cells: np.ndarray) -> np.ndarray:

@@ -388,7 +388,7 @@ def run_partitions_ray(
     """
     from tqdm import tqdm
 
-    from botaclip.pipeline.index import _present, format_worker_stats
+    from botaclip.pipeline.index import cells_to_do, format_worker_stats
     from botaclip.store.catalog import read_catalog, write_catalog
     from botaclip.store.layout import fsync_dir, partition_path
 
@@ -435,14 +435,7 @@ def run_partitions_ray(
                 cells = cells_of(parent)
                 if cells.size == 0:
                     continue
-                present = _present(store, job.name, parent, cells)
-                n_present = int(present.sum())
-                summary.skipped_present += n_present
-                bar.update(n_present)
-                todo = cells[~present]
-                if remaining[0] is not None:
-                    todo = todo[: remaining[0]]
-                    remaining[0] -= len(todo)
+                todo = cells_to_do(store, job.name, parent, cells, summary, bar, remaining)
                 summary.partitions += 1
                 if todo.size:
                     return int(parent), todo, 0
