@@ -39,6 +39,6 @@ def demo(out: Path, weights: str | None, backbone: str, size_km: float, plots: i
     from botaclip.pipeline.demo import DemoOptions, run_demo
 
     options = DemoOptions(out=out, weights=weights, backbone=backbone, seed=seed, size_km=size_km, plots=plots,
-                          size_px=size_px, views=views, epochs=epochs, batch_size=batch_size, plant_species=plant_species, model=model,
-                          device=device)
+                          size_px=size_px, views=views, epochs=epochs, batch_size=batch_size,
+                          plant_species=plant_species, model=model, device=device)
     run_demo(options, echo=lambda line: click.echo(line, err=True))

@@ -52,12 +52,12 @@ TABLE_COLUMNS = [
 ]
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/inf to None."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -91,7 +91,7 @@ class DiagnosticsReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (NaN as null)."""
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
     def table_rows(self) -> list[list[str]]:
         """Header row then one row per feature set, values formatted as strings."""

@@ -68,7 +68,9 @@ class DemoReport:
     files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
+        from botaclip.diagnostics.report import json_safe  # JSON has no NaN: undefined scores become null
+
+        return json_safe(asdict(self))
 
     def table(self) -> list[tuple[str, str, float, float, float]]:
         """Rows like the paper's Table 1: (task, metric, raw backbone, BotaCLIP, difference)."""
@@ -88,17 +90,6 @@ class DemoReport:
         for task, metric, raw, adapted, diff in self.table():
             lines.append(f"{task:<12} {metric:<26} {raw:>9.3f} {adapted:>9.3f} {diff:>+8.3f}")
         return "\n".join(lines)
-
-
-def _finite(value):
-    """JSON has no NaN: undefined scores become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _mean(values) -> float:
@@ -147,9 +138,10 @@ def _truth_correlations(store, occurrences, species: list[str], kind: str, truth
             estimator.fit(X[rows], labelled.y, sample_weight=training_weights(labelled.y, labelled.is_background))
             pred = estimator.predict(X[truth_rows])  # probability of presence, or expected abundance
             out[name][sp] = float(spearman(t["suitability"].to_numpy(), np.asarray(pred)))
-            if example is None or example["species"] == sp:
-                example = example or {"species": sp, "h3": t["h3"].to_numpy(np.uint64),
-                                      "truth": t["suitability"].to_numpy(), "pred": {}, "rho": {}}
+            if example is None:
+                example = {"species": sp, "h3": t["h3"].to_numpy(np.uint64), "truth": t["suitability"].to_numpy(),
+                           "pred": {}, "rho": {}}
+            if example["species"] == sp:
                 example["pred"][name] = np.asarray(pred)
                 example["rho"][name] = out[name][sp]
     return out, example
@@ -225,9 +217,10 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     plant_example = None
     for task, (attr, kind, metric, group) in TASKS.items():
         path = getattr(sample, attr)
+        occurrences = read_occurrences(path)  # read once: for the cross-validation and the truth correlation
         species = _plant_subset(path, options.plant_species) if task == "plants" else None
         echo(f"  {task}: {kind}, {METRIC_LABELS[metric]}")
-        result = compare(store, path, [BACKBONE_SET, ADAPTED_SET], species=species, kind=kind,
+        result = compare(store, occurrences, [BACKBONE_SET, ADAPTED_SET], species=species, kind=kind,
                          models=[options.model], folds=options.folds, seed=options.seed, out=out / f"sdm_{task}",
                          progress=lambda msg: echo(f"    {msg}"))
         scores: dict[str, dict[str, float]] = {BACKBONE_SET: {}, ADAPTED_SET: {}}
@@ -235,7 +228,6 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
             if row.metric == metric:
                 scores[row.features][row.species] = row.mean
         fitted = sorted(scores[BACKBONE_SET])
-        occurrences = read_occurrences(path)
         rho, example = _truth_correlations(store, occurrences, fitted, kind, truth, group, options.model,
                                            options.seed)
         if task == "plants":
