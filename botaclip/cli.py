@@ -10,7 +10,7 @@ import sys
 import click
 
 from botaclip import __version__
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, Interrupted, is_interrupt, root_cause
 
 
 def _one_line(text: str) -> str:
@@ -42,12 +42,21 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:  # Ctrl-C that a command turned into what was kept and what to do
+            click.echo(str(exc), err=True)
+            ctx.exit(exc.exit_code)
         except BotaclipError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as exc:  # DuckDB reports Ctrl-C as "Query interrupted"
+            if not is_interrupt(exc):
+                raise
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except OSError as exc:  # the environment refused (permissions, a full disk): say so, no traceback
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {root_cause(exc)}{where}", err=True)
+            ctx.exit(2)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # Keep --help in pipeline order rather than alphabetical.
