@@ -178,10 +178,11 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
               help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
 @click.option("--pixel-m", type=float, default=None,
               help="Pixel size of a .tif in metres (local UTM) [default: half the H3 edge length].")
-def predict_cmd(model_dir, store_path, region, out, pixel_m):
+@click.option("--force", is_flag=True, help="Write a .tif even above 100 million pixels.")
+def predict_cmd(model_dir, store_path, region, out, pixel_m, force):
     """Predict suitability for every indexed cell with a saved model, streaming partition by partition."""
     from botaclip.sdm import predict
 
-    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m)
+    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, force=force)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     click.echo(f"wrote {res.path}: {res.n_cells} cells, mean suitability {res.mean:.4f}{extra}")

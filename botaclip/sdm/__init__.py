@@ -35,17 +35,18 @@ from botaclip.sdm.predict import PredictResult, Region
 
 
 def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None = None,
-            pixel_m: float | None = None) -> PredictResult:
+            pixel_m: float | None = None, force: bool = False) -> PredictResult:
     """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` (in ``region``: an H3 cell, a
     box 'west,south,east,north' in degrees, or a polygon file) and write ``out``: .parquet (h3, suitability),
     .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition by partition.
+    A .tif above 100 million pixels is refused unless ``force``.
     """
     from botaclip.sdm.fit import open_store
     from botaclip.sdm.predict import predict_to_file
 
     saved = load_model(model_dir)
     st = open_store(store, read_only=True)
-    return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m)
+    return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m, force=force)
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import as_occurrences, check_model, open_store, parse_feature_sets
 from botaclip.sdm.folds import spatial_folds
 from botaclip.sdm.occurrences import KINDS
+from botaclip.sdm.options import check_run_options
 
 # Metrics where smaller is better (wins are counted the other way round).
 LOWER_IS_BETTER = {"mae"}
@@ -190,6 +191,7 @@ def compare(
     Writes comparison.csv, report.md and report.json into ``out`` when given. ``progress``: optional callable
     taking a short status string.
     """
+    check_run_options(background=background, seed=seed, n_jobs=n_jobs, max_uncertainty=max_uncertainty, out=out)
     groups = [parse_feature_sets(f) for f in feature_sets]
     if not groups:
         raise BotaclipError("give at least one feature set with --features")

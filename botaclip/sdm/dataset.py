@@ -170,6 +170,11 @@ def label_cells(
     no sample on an indexed cell, or presence-absence data without absences."""
     samples = species_samples(occ, species, kind)
     cleaned, report = clean_samples(samples, resolution, max_uncertainty, extent)
+    if len(cleaned) == 0 and len(samples.table):
+        # Name the cleaning steps that removed everything, not the features the samples never reached.
+        steps = "; ".join(f"{st.name}: {st.removed}" for st in report.steps if st.removed)
+        raise BotaclipError(f"no sample of {species!r} in {occ.path} is left after cleaning ({steps} removed); "
+                            "check the coordinate columns and --max-uncertainty")
     has_features = np.isin(cleaned["h3"].to_numpy(dtype=np.uint64), indexed)
     pos = (cleaned["y"].to_numpy() > 0) & ~cleaned["given_background"].to_numpy()
     report.add(f"no features in {feature_label}", (~has_features).sum(), (~has_features & pos).sum(),

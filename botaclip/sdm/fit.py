@@ -27,6 +27,7 @@ from botaclip.sdm.evaluate import CVResult, cross_validate, metric_names, traini
 from botaclip.sdm.folds import spatial_folds
 from botaclip.sdm.models import MODEL_NAMES, make_model
 from botaclip.sdm.occurrences import KINDS, Occurrences, read_occurrences
+from botaclip.sdm.options import check_run_options
 from botaclip.sdm.persist import SavedModel, save_model
 
 
@@ -135,6 +136,7 @@ def fit_species(
     predictions table ``sdm_<species>`` into the store, a string names it, False/None skips it.
     All input is validated before anything is written.
     """
+    check_run_options(background=background, seed=seed, n_jobs=n_jobs, max_uncertainty=max_uncertainty, out=out)
     model = check_model(model)
     names = parse_feature_sets(features)
     if kind is not None and kind not in KINDS:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, root_cause
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
@@ -103,6 +104,20 @@ def _json_default(obj):
     return str(obj)
 
 
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Plain arrays of arrays.npz; a damaged file is said to be damaged (numpy's own message for an archive of
+    objects suggests unpickling, which botaclip never does)."""
+    refit = "refit the model with `botaclip sdm fit`"
+    if not zipfile.is_zipfile(path):
+        raise BotaclipError(f"{path} is damaged (not a NumPy .npz archive; truncated or overwritten?); {refit}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        why = "it holds Python objects, not plain arrays" if "pickle" in str(exc) else root_cause(exc)
+        raise BotaclipError(f"{path} is damaged ({why}); {refit}") from None
+
+
 def load_model(directory: str | Path) -> SavedModel:
     """Read a model directory written by :func:`save_model`; a one-line error if it is not one."""
     directory = Path(directory)
@@ -125,8 +140,7 @@ def load_model(directory: str | Path) -> SavedModel:
         if files.get("text"):
             text = (directory / Path(files["text"]).name).read_text()
         if files.get("arrays"):
-            with np.load(directory / Path(files["arrays"]).name, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = _load_arrays(directory / Path(files["arrays"]).name)
         estimator = model_from_state(doc["estimator"], arrays, text)
     except (OSError, ValueError, KeyError) as exc:
         raise BotaclipError(f"cannot load the model in {directory}: {exc}") from None
