@@ -393,3 +393,18 @@ def test_cross_fits_on_different_splits_are_refused(landscape, cross_fitted):
                 models=["logistic"], cross_fit={"emb": cf, "emb_f1": other})
     with pytest.raises(BotaclipError, match="at least 2 fold feature sets"):
         CrossFit.from_dict({"fold_sets": ["a"], "block_res": 7, "blocks": [], "folds": [], "releve_cells": []})
+
+
+def test_presence_free_blocks_are_spread_over_folds():
+    """Presence-free blocks go where absences/background are fewest, not all to the fold with fewest presences
+    (which once left one fold with nearly all the background and the others nearly none)."""
+    centre = h3.latlng_to_cell(45.0, 6.0, 5)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.cell_to_children(centre, 8)), dtype=np.uint64)
+    y = np.zeros(cells.size)
+    blocks = cell_to_parent(cells, 7)
+    y[np.isin(blocks, np.unique(blocks)[:6])] = 1  # presences in 6 blocks only
+    f = spatial_folds(cells, y, 5, block_res=7, seed=0)
+    sizes = np.bincount(f.fold, minlength=5)
+    negatives = np.bincount(f.fold, weights=1 - y, minlength=5)
+    assert sizes.max() <= 1.3 * sizes.min() and negatives.max() <= 1.3 * negatives.min()
+    assert (np.bincount(f.fold, weights=y, minlength=5) > 0).all()

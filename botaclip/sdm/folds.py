@@ -106,8 +106,9 @@ def spatial_folds(
     see :func:`botaclip.sdm.autocorrelation.autocorrelation_range`) if given, else the coarsest resolution that
     still gives at least 4 blocks per fold. ``assigned``: (blocks at ``block_res``, their folds) fixed in advance
     (cross-fitted adapters); other blocks are dealt around them.
-    Blocks are dealt greedily, those with most presences first (ties broken by a seeded shuffle), each to the fold
-    with the fewest presences so far, then the fewest samples.
+    Blocks are dealt greedily, those with most presences first, then the largest (ties broken by a seeded
+    shuffle): a block with presences to the fold with the fewest presences so far, a block without to the fold
+    with the fewest other samples (absences or background); ties to the fold with the fewest samples.
     """
     cells = np.asarray(cells, dtype=np.uint64)
     if n_folds < 2:
@@ -175,7 +176,11 @@ def spatial_folds(
     for b in order:
         if block_fold[b] >= 0:
             continue
-        k = int(np.lexsort((fold_rank, fold_total, fold_pos))[0])
+        # A block with presences goes where presences are fewest; one without goes where the other samples
+        # (absences, background) are fewest. Ranking every block by presences alone would pile all
+        # presence-free blocks into one fold (a fold of nearly only background, the others nearly without).
+        primary = fold_pos if block_pos[b] > 0 else fold_total - fold_pos
+        k = int(np.lexsort((fold_rank, fold_total, primary))[0])
         block_fold[b] = k
         fold_pos[k] += block_pos[b]
         fold_total[k] += block_total[b]
