@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 from botaclip.sdm import compare, fit_species, load_model, predict
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng
 from botaclip.sdm.predict import iter_predictions
@@ -130,14 +130,16 @@ def test_same_folds_for_every_feature_set(landscape):
 
 def test_bad_input_errors(landscape, tmp_path):
     store, plots = landscape["store"], landscape["root"] / "plots.csv"
-    with pytest.raises(BotaclipError, match="did you mean 'Alpha prima'"):
+    with pytest.raises(InvalidInputError, match="did you mean 'Alpha prima'"):
         fit_species(store, plots, "Alpha primo", features="good", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="fewer than --min-presences 10"):
+    with pytest.raises(InvalidInputError) as exc:
         fit_species(store, plots, "Rara tertia", features="good", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="feature set 'nope' not in"):
+    assert exc.value.params == ["min_presences"]
+    with pytest.raises(InvalidInputError, match="feature set 'nope' not in"):
         fit_species(store, plots, "Alpha prima", features="good,nope", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="has no absences"):  # listed at every plot
+    with pytest.raises(InvalidInputError) as exc:  # listed at every plot: no absences
         fit_species(store, plots, "Commonia ubiquita", features="good", out=tmp_path / "x")
+    assert exc.value.params == ["kind"]
     far = pd.read_csv(plots)
     far["decimalLatitude"] -= 10
     far.to_csv(tmp_path / "far.csv", index=False)

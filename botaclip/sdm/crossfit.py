@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,11 @@ class CrossFit:
         fit = cls(tuple(doc["fold_sets"]), int(doc["block_res"]), np.asarray(doc["blocks"], dtype=np.uint64),
                   np.asarray(doc["folds"], dtype=np.int64), np.asarray(doc["releve_cells"], dtype=np.uint64))
         if fit.blocks.shape != fit.folds.shape:
-            raise BotaclipError("cross-fit record: blocks and folds differ in length")
+            raise InvalidInputError("cross-fit record: blocks and folds differ in length")
         if len(fit.fold_sets) < 2:
-            raise BotaclipError("cross-fit record needs at least 2 fold feature sets")
+            raise InvalidInputError("cross-fit record needs at least 2 fold feature sets")
         if fit.folds.size and not (fit.folds.min() >= 0 and fit.folds.max() < len(fit.fold_sets)):
-            raise BotaclipError(f"cross-fit record: folds must lie in 0..{len(fit.fold_sets) - 1}")
+            raise InvalidInputError(f"cross-fit record: folds must lie in 0..{len(fit.fold_sets) - 1}")
         return fit
 
     @property

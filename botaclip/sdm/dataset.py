@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.sdm.background import DEFAULT_BACKGROUND, sample_background, target_group_background
 from botaclip.sdm.cells import cell_boundaries, cell_to_parent, latlng_to_cells, resolution_of
 from botaclip.sdm.cleaning import CleaningReport, Extent, clean_samples, invalid_coordinates
@@ -68,7 +68,7 @@ class StoreFeatures:
 
             close = [c for n in missing for c in difflib.get_close_matches(n, available, n=1)]
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"feature set {', '.join(repr(m) for m in missing)} not in {self.label} "
                 f"(it has: {', '.join(available) or 'none'}){hint}"
             )
@@ -95,7 +95,7 @@ class StoreFeatures:
             found = np.asarray(getattr(fm, "found", np.ones(len(cells), dtype=bool)), dtype=bool)
             if not found.all():
                 raise BotaclipError(f"feature set {name!r} lacks features for {int((~found).sum())} requested cells")
-            blocks.append(_align(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells,
+            blocks.append(align_rows(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells,
                                  name))
             columns += [f"{name}.{c}" for c in fm[2]] if len(names) > 1 else [str(c) for c in fm[2]]
         return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), columns
@@ -114,7 +114,7 @@ class StoreFeatures:
         return None if record is None else CrossFit.from_dict(record)
 
 
-def _align(found: np.ndarray, X: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
+def align_rows(found: np.ndarray, X: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
     """Rows of X reordered to ``wanted`` (store reads need not keep the request order)."""
     if found.shape[0] == wanted.shape[0] and np.array_equal(found, wanted):
         return X
@@ -190,7 +190,7 @@ def label_cells(
         notes.append(f"{int((~has_features).sum())} cells of {species} have no features in {feature_label} "
                      "and were left out")
     if not has_features.any():
-        raise BotaclipError(
+        raise InvalidInputError(
             f"no occurrence of {species!r} in {occ.path} falls on a cell with features in {feature_label}; "
             "check the CRS/columns or index the region first"
         )
@@ -200,9 +200,9 @@ def label_cells(
     given = cleaned["given_background"].to_numpy(dtype=bool)
     n_pres = int(np.sum((y > 0) & ~given))
     if n_pres < min_presences:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{species!r} has {n_pres} presence cells with features after cleaning, fewer than "
-            f"--min-presences {min_presences}"
+            f"{param('min_presences')} {min_presences}"
         )
     if kind == "presence-only":
         if given.any():
@@ -214,21 +214,21 @@ def label_cells(
                 bg = target_group_background(group, indexed, presence_cells, background, seed)
                 notes.append(f"target-group background: {bg.size} cells from {target_group.path}")
                 if bg.size == 0:
-                    raise BotaclipError(f"no target-group cell of {target_group.path} is indexed and presence-free")
+                    raise InvalidInputError(f"no target-group cell of {target_group.path} is indexed and presence-free")
             else:
                 bg = sample_background(indexed, presence_cells, background, seed)
                 if bg.size < background:
                     notes.append(f"background: all {bg.size} indexed cells without a presence "
-                                 f"(fewer than --background {background})")
+                                 f"(fewer than the {background} asked for)")
             h3 = np.concatenate([presence_cells, bg])
             y = np.concatenate([np.ones(presence_cells.size), np.zeros(bg.size)])
             given = np.concatenate([np.zeros(presence_cells.size, dtype=bool), np.ones(bg.size, dtype=bool)])
             order = np.argsort(h3, kind="stable")
             h3, y, given = h3[order], y[order], given[order]
     elif kind == "presence-absence" and not np.any(y == 0):
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{species!r} has no absences in {occ.path} (present in every sampled cell); "
-            "use --kind presence-only to contrast it with background cells"
+            f"use {param('kind')} presence-only to contrast it with background cells"
         )
     return LabelledCells(species, kind, h3, y, given, report, notes)
 
@@ -264,5 +264,5 @@ def drop_uninformative_columns(X: np.ndarray, columns: list[str]) -> tuple[np.nd
             notes.append(f"dropped {len(names)} {why} column(s): {shown}")
     keep = np.flatnonzero(~(all_missing | constant))
     if keep.size == 0:
-        raise BotaclipError("every feature column is constant or missing for these cells; nothing to model")
+        raise InvalidInputError("every feature column is constant or missing for these cells; nothing to model")
     return X[:, keep], keep.tolist(), notes

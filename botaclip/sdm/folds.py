@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 from botaclip.sdm.autocorrelation import (
     MIN_BLOCKS_PER_FOLD,
     coarsest_block_res,
@@ -112,19 +112,19 @@ def spatial_folds(
     """
     cells = np.asarray(cells, dtype=np.uint64)
     if n_folds < 2:
-        raise BotaclipError(f"--folds must be at least 2, got {n_folds}")
+        raise InvalidInputError(f"{param('folds')} must be at least 2, got {n_folds}")
     if cells.size == 0:
-        raise BotaclipError("no samples to split into folds")
+        raise InvalidInputError("no samples to split into folds")
     resolutions = np.unique(resolution_of(cells))
     if resolutions.size != 1:
-        raise BotaclipError(f"samples mix H3 resolutions {resolutions.tolist()}; folds need one resolution")
+        raise InvalidInputError(f"samples mix H3 resolutions {resolutions.tolist()}; folds need one resolution")
     cell_res = int(resolutions[0])
     positive = None if y is None else np.asarray(y, dtype=np.float64) > 0
     notes: list[str] = []
     how = "cross-fit" if assigned is not None else "given"
     if block_res is None:
         if assigned is not None:
-            raise BotaclipError("folds assigned in advance need their block resolution")
+            raise InvalidInputError(f"folds assigned in advance need their {param('block_res')}")
         how = "coarsest"
         if range_m is not None and np.isfinite(range_m):
             block_res, notes = block_res_from_range(cells, positive, n_folds, range_m)
@@ -138,14 +138,15 @@ def spatial_folds(
                 f"using single cells (resolution {cell_res}) as blocks"
             )
     elif not 0 <= block_res <= cell_res:
-        raise BotaclipError(f"--block-res must be between 0 and the cells' resolution {cell_res}, got {block_res}")
+        raise InvalidInputError(f"{param('block_res')} must be between 0 and the cells' resolution {cell_res}, got "
+                                f"{block_res}")
 
     block = cell_to_parent(cells, block_res)
     uniq, inverse = np.unique(block, return_inverse=True)
     if uniq.size < n_folds:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"only {uniq.size} spatial blocks at resolution {block_res} for {n_folds} folds; "
-            "use a finer --block-res or fewer --folds"
+            f"use a finer {param('block_res')} or fewer {param('folds')}"
         )
     block_total = np.bincount(inverse, minlength=uniq.size)
     block_pos = (
@@ -164,7 +165,7 @@ def spatial_folds(
     if assigned is not None:
         fixed_blocks, fixed_folds = (np.asarray(a) for a in assigned)
         if fixed_folds.size and not (0 <= fixed_folds.min() and fixed_folds.max() < n_folds):
-            raise BotaclipError(f"folds assigned in advance must lie in 0..{n_folds - 1}")
+            raise InvalidInputError(f"folds assigned in advance must lie in 0..{n_folds - 1}")
         by_block = np.argsort(fixed_blocks.astype(np.uint64))
         fixed_blocks, fixed_folds = fixed_blocks.astype(np.uint64)[by_block], fixed_folds[by_block]
         if fixed_blocks.size:
