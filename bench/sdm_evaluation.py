@@ -63,7 +63,7 @@ def prepare(data: Path, root: Path) -> tuple[Path, Path]:
 def in_sample_tss(store: Path, occurrences: Path, block_res: int, model: str) -> dict[str, float]:
     """The old evaluation on the same folds: max-TSS threshold on the training folds' in-sample predictions."""
     from botaclip.sdm import metrics as M
-    from botaclip.sdm.dataset import StoreFeatures, label_cells
+    from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
     from botaclip.sdm.evaluate import training_weights
     from botaclip.sdm.folds import spatial_folds
     from botaclip.sdm.models import make_model
@@ -72,7 +72,7 @@ def in_sample_tss(store: Path, occurrences: Path, block_res: int, model: str) ->
 
     src = StoreFeatures(Store.open(store, read_only=True))
     lab = label_cells(read_occurrences(occurrences), "Ariolimax buttoni", "presence-only",
-                      src.indexed_cells(["climate"]), 7, "climate")
+                      IndexedCells.of(src, ["climate"]))
     X, _ = src.features(["climate"], lab.h3)
     folds = spatial_folds(lab.h3, lab.y, 5, block_res, 0)
     out = {"tss": [], "sensitivity": [], "specificity": []}

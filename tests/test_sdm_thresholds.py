@@ -27,7 +27,8 @@ from botaclip.sdm import (
 )
 from botaclip.sdm.autocorrelation import edge_length_m, resolution_for_range
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng
-from botaclip.sdm.dataset import StoreFeatures, label_cells
+from botaclip.sdm.config import SamplingConfig
+from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
 from botaclip.sdm.evaluate import cross_validate, training_weights
 from botaclip.sdm.models import make_model
 from botaclip.sdm.occurrences import read_occurrences
@@ -97,8 +98,8 @@ def presence_background(tmp_path_factory):
     pd.DataFrame({"species": "Sp", "decimalLatitude": lat[pres], "decimalLongitude": lng[pres]}).to_csv(
         root / "pres.csv", index=False)
     src = StoreFeatures(store)
-    lab = label_cells(read_occurrences(root / "pres.csv"), "Sp", "presence-only", src.indexed_cells(["cov"]), 9,
-                      "cov", background=800)
+    lab = label_cells(read_occurrences(root / "pres.csv"), "Sp", "presence-only", IndexedCells.of(src, ["cov"]),
+                      SamplingConfig(background=800))
     X, _ = src.features(["cov"], lab.h3)
     return {"root": root, "store": root / "pb.store", "lab": lab, "X": X,
             "folds": spatial_folds(lab.h3, lab.y, 5, block_res=7)}
@@ -376,7 +377,7 @@ def test_fit_cross_fitted_folds_assign_blocks_and_final_model_uses_full_set(land
     # The fold of each relevé block is the adapters' fold.
     src = StoreFeatures(Store.open(cross_fitted["store"], read_only=True))
     lab = label_cells(read_occurrences(landscape["root"] / "plots.csv"), "Alpha prima", "presence-absence",
-                      src.indexed_cells(["emb"]), 9, "emb")
+                      IndexedCells.of(src, ["emb"]))
     f = spatial_folds(lab.h3, lab.y, 3, 7, assigned=cf.assignment)
     block_fold = dict(zip(cf.blocks.tolist(), cf.folds.tolist()))
     assert all(block_fold[int(b)] == k for b, k in zip(f.block, f.fold))

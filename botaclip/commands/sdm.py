@@ -52,7 +52,8 @@ def _occurrence_options(f):
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
-        click.option("--value-col", default=None, help="Value column (count or cover) [default: individualCount/cover]."),
+        click.option("--value-col", default=None,
+                     help="Value column (count or cover) [default: individualCount/cover]."),
         click.option("--status-col", default=None, help="Presence/absence column [default: occurrenceStatus]."),
         click.option("--site-col", default=None, help="Plot/site id column [default: releve_id/plot_id/site_id]."),
         click.option("--crs", default=None, help="CRS of the coordinate columns, e.g. EPSG:2154 [default: WGS84]."),
@@ -87,7 +88,8 @@ def sdm() -> None:
 @click.option("--features", default="botaclip", show_default=True,
               help="Feature set(s) of the store, comma-separated to join them on the cell.")
 @click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default=default(FitConfig, "model"),
-              show_default=True, help="Model: gradient boosting, random forest, or standardised L2 logistic regression.")
+              show_default=True,
+              help="Model: gradient boosting, random forest, or standardised L2 logistic regression.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory for the model, CV metrics and map [default: sdm_<species>_<model>].")
 @click.option("--predictions", "predictions_name", default=None,

@@ -19,7 +19,7 @@ from botaclip.config import build
 from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.sdm.config import CompareConfig, feature_set_names
 from botaclip.sdm.crossfit import CrossFit
-from botaclip.sdm.dataset import LabelledCells, StoreFeatures, drop_uninformative_columns, extent_of, label_cells
+from botaclip.sdm.dataset import IndexedCells, LabelledCells, StoreFeatures, drop_uninformative_columns, label_cells
 from botaclip.sdm.design import (
     SampleDesign,
     as_occurrences,
@@ -201,12 +201,11 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     labelled, skipped = _label_species(occ, kind, source, all_names, cfg)
     needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
     cross_fits = cross_fits_of(source, all_names, cross_fit)
-    tables = _read_tables(source, all_names, cross_fits, needed)
-    group_tables = {label: join_tables(tables, g) for g, label in zip(groups, labels)}
+    features = _ComparedFeatures(groups, labels, _read_tables(source, all_names, cross_fits, needed), needed)
     ev = cfg.evaluation
     range_ = None
     if ev.block_resolution is None:
-        range_ = inputs_range(needed, [X for X, _ in group_tables.values()], ev.seed)
+        range_ = inputs_range(needed, [features.group(g)[0] for g in groups], ev.seed)
     # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
     # folds or blocks fail before work is done.
     designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
@@ -215,8 +214,7 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
     rows, infos = [], []
     for s, lab in labelled.items():
-        species_rows, info = _compare_species(lab, designs[s], groups, labels, tables, group_tables, needed, cfg,
-                                              metrics, progress)
+        species_rows, info = _compare_species(lab, designs[s], features, cfg, metrics, progress)
         rows += species_rows
         infos.append(info)
     result = ComparisonResult(
@@ -246,17 +244,12 @@ def _label_species(occ, kind: str, source: StoreFeatures, names: list[str],
     for s in species_list:
         occ.check_species(s)
     sampling = cfg.sampling
-    indexed = source.indexed_cells(names)
-    extent = extent_of(indexed)
-    feature_label = f"{'+'.join(names)!r} of {source.label}"
+    indexed = IndexedCells.of(source, names)
     tg = target_group_of(sampling)
     labelled, skipped = {}, {}
     for s in species_list:
         try:
-            labelled[s] = label_cells(occ, s, kind, indexed, source.resolution, feature_label,
-                                      background=sampling.background, target_group=tg,
-                                      max_uncertainty=sampling.max_uncertainty,
-                                      min_presences=sampling.min_presences, extent=extent, seed=cfg.evaluation.seed)
+            labelled[s] = label_cells(occ, s, kind, indexed, sampling, target_group=tg, seed=cfg.evaluation.seed)
         except BotaclipError as exc:
             if explicit:
                 raise
@@ -280,25 +273,36 @@ def _read_tables(source: StoreFeatures, names: list[str], cross_fits: dict[str, 
     return tables
 
 
-def _compare_species(lab: LabelledCells, design: SampleDesign, groups, labels, tables, group_tables,
-                     needed: np.ndarray, cfg: CompareConfig, metrics: list[str],
-                     progress) -> tuple[list[ComparisonRow], SpeciesInfo]:
+@dataclass
+class _ComparedFeatures:
+    """The feature sets compared (groups joined on the cell, their labels) read once for the union of cells."""
+
+    groups: list[list[str]]
+    labels: list[str]
+    tables: dict[str, tuple[np.ndarray, list[str]]]  # by feature-set name, rows in the order of ``cells``
+    cells: np.ndarray
+
+    def group(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        return join_tables(self.tables, names)
+
+
+def _compare_species(lab: LabelledCells, design: SampleDesign, features: _ComparedFeatures, cfg: CompareConfig,
+                     metrics: list[str], progress) -> tuple[list[ComparisonRow], SpeciesInfo]:
     """Every feature set x model for one species, on its one set of folds."""
     ev, fs = cfg.evaluation, design.folds
-    rows_idx = np.searchsorted(needed, lab.h3)
+    rows_idx = np.searchsorted(features.cells, lab.h3)
     notes = list(lab.notes) + list(design.notes)
     rows: list[ComparisonRow] = []
-    for g, label in zip(groups, labels):
-        Xall, cols = group_tables[label]
+    for g, label in zip(features.groups, features.labels):
+        Xall, cols = features.group(g)
         X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
         notes += [f"{label}: {d}" for d in dropped]
         if design.uses_cross_fit(g):
-            X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
+            X = [features.group(design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
         for model in cfg.models:
             if progress:
                 progress(f"{lab.species} | {label} | {model}")
-            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev.seed, ev.jobs,
-                                threshold=ev.threshold, inner_folds=ev.inner_folds)
+            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev)
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
             rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])

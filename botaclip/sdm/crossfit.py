@@ -5,10 +5,11 @@ adapted features, the test is contaminated. Cross-fitting (as the BotaCLIP paper
 spatial-block folds of the relevés; adapter k never saw the relevés of the blocks in fold k. The store then holds
 one adapted feature set per fold (``fold_sets``) next to the full one.
 
-When any of a species' presence or absence cells (background is not data) holds a training relevé, the SDM takes its folds from the adapters' blocks
-(a block in adapter fold k is in SDM fold k; blocks no adapter saw are dealt around them) and, for outer fold k,
-reads every cell's features from ``fold_sets[k]``: training and test features both come from the adapter that
-never saw fold k. The final model and its predictions use the full feature set.
+When any of a species' presence or absence cells (background is not data) holds a training relevé, the SDM
+takes its folds from the adapters' blocks (a block in adapter fold k is in SDM fold k; blocks no adapter saw are
+dealt around them) and, for outer fold k, reads every cell's features from ``fold_sets[k]``: training and test
+features both come from the adapter that never saw fold k. The final model and its predictions use the full
+feature set.
 """
 
 from __future__ import annotations

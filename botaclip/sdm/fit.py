@@ -18,10 +18,10 @@ from botaclip.sdm.cleaning import CleaningReport
 from botaclip.sdm.config import FitConfig
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.dataset import (
+    IndexedCells,
     LabelledCells,
     StoreFeatures,
     drop_uninformative_columns,
-    extent_of,
     label_cells,
     provenance_id,
 )
@@ -161,13 +161,8 @@ def _species_table(store, occurrences, species: str, cfg: FitConfig) -> _Species
     source.check(names)
     kind = sampling.kind or occ.infer_kind()
     occ.check_species(species)
-    indexed = source.indexed_cells(names)
-    labelled = label_cells(
-        occ, species, kind, indexed, source.resolution, f"{'+'.join(names)!r} of {source.label}",
-        background=sampling.background, target_group=target_group_of(sampling),
-        max_uncertainty=sampling.max_uncertainty, min_presences=sampling.min_presences,
-        extent=extent_of(indexed), seed=cfg.evaluation.seed,
-    )
+    labelled = label_cells(occ, species, kind, IndexedCells.of(source, names), sampling,
+                           target_group=target_group_of(sampling), seed=cfg.evaluation.seed)
     X, columns = source.features(names, labelled.h3)
     X, kept, dropped = drop_uninformative_columns(X, columns)
     return _SpeciesTable(source, occ, labelled, X, columns, kept, occ.notes + labelled.notes + dropped)
@@ -186,8 +181,7 @@ def _evaluate(data: _SpeciesTable, cfg: FitConfig,
     if design.uses_cross_fit(names):
         X = [data.source.features(design.fold_names(names, k), lab.h3)[0][:, data.kept]
              for k in range(design.folds.n_folds)]
-    cv = cross_validate(X, lab.y, design.folds, cfg.model, lab.task, lab.is_background, ev.seed, ev.jobs,
-                        threshold=ev.threshold, inner_folds=ev.inner_folds)
+    cv = cross_validate(X, lab.y, design.folds, cfg.model, lab.task, lab.is_background, ev)
     data.notes += design.notes + cv_notes(cv)
     if all(f.skipped for f in cv.folds):
         data.notes.append("no fold could be scored; the metrics are undefined")

@@ -39,7 +39,8 @@ class Region:
             try:
                 west, south, east, north = (float(p) for p in parts)
             except ValueError:
-                raise InvalidInputError(f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
+                raise InvalidInputError(
+                    f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
             if not (west < east and south < north):
                 raise InvalidInputError(f"{param('region')} {text!r}: need west < east and south < north (degrees)")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
