@@ -33,11 +33,11 @@ def test_sdm_options_are_validated_before_work(cli_runner, fitted, tmp_path):
     store_path, _ = fitted
     fit = ["sdm", "fit", "--store", store_path, "--occurrences", store_path.parent / "po.csv", "--species", "P a",
            "--features", "emb", "--model", "logistic", "--out", tmp_path / "m"]
-    for option, value, message in (("--background", "0", "--background must be at least 1 cell, got 0"),
-                                   ("--background", "-5", "--background must be at least 1 cell, got -5"),
-                                   ("--seed", "-1", "--seed must be 0 or more, got -1"),
+    for option, value, message in (("--background", "0", "--background must be a positive count, got 0"),
+                                   ("--background", "-5", "--background must be a positive count, got -5"),
+                                   ("--seed", "-1", "--seed must be a non-negative integer, got -1"),
                                    ("--jobs", "0", "--jobs must be at least 1, got 0"),
-                                   ("--max-uncertainty", "-1", "--max-uncertainty must be 0 or more metres")):
+                                   ("--max-uncertainty", "-1", "--max-uncertainty must be a non-negative number")):
         _one_line_error(cli_runner, [*fit, option, value], message)
         _one_line_error(cli_runner, ["sdm", "compare", *fit[2:6], "--features", "emb", "--all", option, value],
                         message)

@@ -1,9 +1,14 @@
 """Spatial-block cross-validation of one model on one species' table.
 
-For each fold: fit on the other folds, predict the held-out blocks, and score. Binary tasks: ROC AUC; TSS,
-sensitivity, specificity and F1 at the threshold that maximises TSS on the *training* folds (predicted in-sample),
-applied to the test fold; and the continuous Boyce index (test presences vs all test cells). Abundance: Spearman
-rho and MAE. A fold whose training or test part holds one class only is reported as skipped, never fatal.
+For each outer fold: fit on the other folds, predict the held-out blocks, and score. Binary tasks: ROC AUC; TSS,
+sensitivity, specificity and F1 at a threshold chosen by a rule (:mod:`botaclip.sdm.thresholds`) on the
+*inner* spatial-block out-of-fold predictions of the training part (never on in-sample scores, which a flexible
+model puts near 1), applied to the test fold; and the continuous Boyce index (test presences vs all test cells).
+Abundance: Spearman rho and MAE. A fold whose training or test part holds one class only is reported as skipped,
+never fatal.
+
+Features are one matrix for every fold, or one matrix per outer fold (cross-fitted adapters: fold k's features
+come from the adapter that never saw fold k, see :mod:`botaclip.sdm.crossfit`).
 """
 
 from __future__ import annotations
@@ -12,9 +17,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from typing import Sequence
+
+from botaclip.config import build
 from botaclip.sdm import metrics as M
-from botaclip.sdm.folds import SpatialFolds
+from botaclip.sdm.config import EvaluationConfig
+from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import make_model
+from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
 
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
 REGRESSION_METRICS = ("spearman", "mae")
@@ -35,6 +45,7 @@ class FoldResult:
     metrics: dict[str, float] = field(default_factory=dict)
     threshold: float | None = None
     skipped: str | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -45,6 +56,7 @@ class CVResult:
     task: str
     folds: list[FoldResult]
     oof: np.ndarray  # out-of-fold prediction per sample (nan where its fold was skipped)
+    threshold_rule: str | None = None  # binary tasks: the rule that chose each fold's threshold
 
     def values(self, metric: str) -> list[float]:
         """The metric on each scored fold, in fold order (nan where undefined)."""
@@ -64,8 +76,8 @@ class CVResult:
         return out
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "task": self.task, "folds": [asdict(f) for f in self.folds],
-                "summary": self.summary()}
+        return {"model": self.model, "task": self.task, "threshold_rule": self.threshold_rule,
+                "folds": [asdict(f) for f in self.folds], "summary": self.summary()}
 
 
 def training_weights(y: np.ndarray, is_background: np.ndarray) -> np.ndarray | None:
@@ -92,46 +104,97 @@ def score_regression(y_test, p_test) -> dict[str, float]:
 
 
 def cross_validate(
-    X: np.ndarray,
+    X: np.ndarray | Sequence[np.ndarray],
     y: np.ndarray,
     folds: SpatialFolds,
     model: str = "lightgbm",
     task: str = "binary",
     is_background: np.ndarray | None = None,
-    seed: int = 0,
-    n_jobs: int = 1,
+    evaluation: EvaluationConfig | None = None,
+    **options,
 ) -> CVResult:
     """Spatial-block cross-validation of ``model`` on (X, y) with the given folds.
 
-    ``is_background`` marks background cells of presence-only data: they are down-weighted in training (equal
-    total weight to the presences) and treated as the 'absences' of the evaluation.
+    ``X``: float [n, F], or a sequence of ``folds.n_folds`` such matrices, the k-th used for every sample in outer
+    fold k (cross-fitted features). ``is_background`` marks background cells of presence-only data: they are
+    down-weighted in training (equal total weight to the presences, counted on each training part) and treated
+    as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
+    ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
+    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part.
     """
-    X = np.asarray(X, dtype=np.float32)
+    ev = build(EvaluationConfig, evaluation, **options)
     y = np.asarray(y, dtype=np.float64)
+    per_fold = _fold_matrices(X, folds.n_folds)
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
-    weights = training_weights(y, bg) if task == "binary" else None
+    fitter = _FoldFitter(model, task, ev)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
         train, test = folds.split(k)
-        y_train, y_test = y[train], y[test]
-        res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y_test > 0)))
-        reason = _skip_reason(task, y_train, y_test)
-        if reason:
-            res.skipped = reason
-            results.append(res)
-            continue
-        est = make_model(model, task=task, seed=seed, n_jobs=n_jobs)
-        est.fit(X[train], y_train, sample_weight=None if weights is None else weights[train])
-        pred = est.predict(X[test])
-        oof[test] = pred
-        if task == "binary":
-            res.threshold = M.best_tss_threshold(y_train, est.predict(X[train]))
-            res.metrics = score_binary(y_test, pred, res.threshold)
-        else:
-            res.metrics = score_regression(y_test, pred)
+        res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
+        res.skipped = _skip_reason(task, y[train], y[test])
+        if res.skipped is None:
+            oof[test] = fitter.fit_predict(per_fold[k][train], y[train], bg[train], per_fold[k][test])
+            if task == "binary":
+                res.threshold, res.note = fitter.inner_threshold(per_fold[k][train], y[train], bg[train],
+                                                                 folds.block[train], folds.block_res)
+                res.metrics = score_binary(y[test], oof[test], res.threshold)
+            else:
+                res.metrics = score_regression(y[test], oof[test])
         results.append(res)
-    return CVResult(model, task, results, oof)
+    return CVResult(model, task, results, oof, str(fitter.rule) if task == "binary" else None)
+
+
+class _FoldFitter:
+    """Fits one kind of model on a training part and predicts held-out cells; chooses thresholds out of sample."""
+
+    def __init__(self, model: str, task: str, evaluation: EvaluationConfig):
+        self.model, self.task, self.ev = model, task, evaluation
+        self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
+
+    def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray,
+                    X_test: np.ndarray) -> np.ndarray:
+        # Weights from the training part alone: the test part's counts must not shape the model.
+        weights = training_weights(y_train, bg_train) if self.task == "binary" else None
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs)
+        est.fit(X_train, y_train, sample_weight=weights)
+        return est.predict(X_test)
+
+    def inner_threshold(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
+                        block_res: int) -> tuple[float, str | None]:
+        """(threshold, note) chosen by the rule on inner spatial-block out-of-fold predictions of a training part.
+
+        The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
+        blocks); each inner model predicts only blocks it was not fitted on."""
+        if self.rule.fixed:
+            return float(self.rule.value), None
+        n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
+        if n_inner < 2:
+            return float("nan"), "threshold undefined: the training part is one spatial block, too few for inner CV"
+        inner = spatial_folds(blocks, y, n_inner, block_res, self.ev.seed)
+        oof = np.full(y.shape[0], np.nan)
+        for j in range(inner.n_folds):
+            tr, te = inner.split(j)
+            if te.size and np.unique(y[tr]).size == 2:
+                oof[te] = self.fit_predict(X[tr], y[tr], bg[tr], X[te])
+        scored = np.isfinite(oof)
+        t = self.rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
+        if not np.isfinite(t):
+            return t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} rule)"
+        return t, None
+
+
+def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:
+    """One float32 matrix per outer fold (the same object for all folds when X is one matrix)."""
+    if isinstance(X, np.ndarray) or not isinstance(X, (list, tuple)):
+        shared = np.asarray(X, dtype=np.float32)
+        return [shared] * n_folds
+    if len(X) != n_folds:
+        raise ValueError(f"got feature matrices for {len(X)} folds, the folds have {n_folds}")
+    mats = [np.asarray(x, dtype=np.float32) for x in X]
+    if len({m.shape for m in mats}) != 1:
+        raise ValueError("per-fold feature matrices differ in shape")
+    return mats
 
 
 def _skip_reason(task: str, y_train: np.ndarray, y_test: np.ndarray) -> str | None:

@@ -2,7 +2,8 @@
 
 A model directory holds:
   model.json   format name and version, species, kind, model name, feature sets (names, provenance ids and
-               records), feature columns used, the TSS threshold, CV summary, and the estimator's parameters;
+               records), feature columns used, the threshold (rule and value, chosen on out-of-fold predictions)
+               and the value of every other rule, CV summary, and the estimator's parameters;
   model.txt    LightGBM's own text model (lightgbm only);
   arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, imputation medians), read with
                ``allow_pickle=False``.
@@ -12,8 +13,6 @@ Loading parses JSON, LightGBM text and plain arrays only: it never unpickles or 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from botaclip.errors import BotaclipError, root_cause
+from botaclip.atomic import atomic_write, write_json
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, root_cause
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
-MODEL_FORMAT_VERSION = 1
+# 2: threshold_rule and thresholds (every rule's value on out-of-fold predictions); version 1 still loads.
+MODEL_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -42,22 +43,12 @@ class SavedModel:
     threshold: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    threshold_rule: str | None = None  # how ``threshold`` was chosen ('maxtss', 'senspec', 'p10' or a value)
+    thresholds: dict[str, float] = field(default_factory=dict)  # every named rule's value, out of sample
 
     @property
     def feature_set_names(self) -> list[str]:
         return [f["name"] for f in self.feature_sets]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
@@ -75,33 +66,23 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
         "columns": saved.columns,
         "kept_columns": saved.kept,
         "threshold": saved.threshold,
+        "threshold_rule": saved.threshold_rule,
+        "thresholds": saved.thresholds,
         "metrics": saved.metrics,
         "estimator": meta,
         "files": {"text": "model.txt" if text is not None else None, "arrays": "arrays.npz" if arrays else None},
     } | saved.extra
     written = []
     if text is not None:
-        _atomic_write(directory / "model.txt", lambda p: Path(p).write_text(text))
-        written.append(directory / "model.txt")
+        written.append(atomic_write(directory / "model.txt", lambda p: p.write_text(text)))
     if arrays:
-        def _save(p):
+        def _save(p: Path) -> None:
             with open(p, "wb") as fh:
                 np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-        _atomic_write(directory / "arrays.npz", _save)
-        written.append(directory / "arrays.npz")
+        written.append(atomic_write(directory / "arrays.npz", _save))
     # model.json last: a directory with a model.json is complete.
-    _atomic_write(directory / "model.json",
-                  lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default, allow_nan=True)))
-    written.append(directory / "model.json")
+    written.append(write_json(directory / "model.json", doc))
     return written
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -123,16 +104,16 @@ def load_model(directory: str | Path) -> SavedModel:
     directory = Path(directory)
     meta_path = directory / "model.json"
     if not meta_path.is_file():
-        raise BotaclipError(f"{directory} is not an SDM model directory (no model.json); "
+        raise MissingFileError(f"{directory} is not an SDM model directory (no model.json); "
                             "create one with `botaclip sdm fit --out DIR`")
     try:
         doc = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise BotaclipError(f"cannot read {meta_path}: {exc}") from None
+        raise InvalidInputError(f"cannot read {meta_path}: {exc}") from None
     if doc.get("format") != MODEL_FORMAT:
-        raise BotaclipError(f"{meta_path} is not a botaclip SDM model (format {doc.get('format')!r})")
+        raise InvalidInputError(f"{meta_path} is not a botaclip SDM model (format {doc.get('format')!r})")
     if int(doc.get("version", 0)) > MODEL_FORMAT_VERSION:
-        raise BotaclipError(f"{meta_path} has model format version {doc['version']}; upgrade botaclip to read it")
+        raise InvalidInputError(f"{meta_path} has model format version {doc['version']}; upgrade botaclip to read it")
     files = doc.get("files", {})
     text = None
     arrays: dict[str, np.ndarray] = {}
@@ -143,12 +124,15 @@ def load_model(directory: str | Path) -> SavedModel:
             arrays = _load_arrays(directory / Path(files["arrays"]).name)
         estimator = model_from_state(doc["estimator"], arrays, text)
     except (OSError, ValueError, KeyError) as exc:
-        raise BotaclipError(f"cannot load the model in {directory}: {exc}") from None
+        raise InvalidInputError(f"cannot load the model in {directory}: {exc}") from None
     known = {"format", "version", "species", "kind", "resolution", "feature_sets", "columns", "kept_columns",
-             "threshold", "metrics", "estimator", "files"}
+             "threshold", "threshold_rule", "thresholds", "metrics", "estimator", "files"}
     return SavedModel(
         estimator=estimator, species=doc["species"], kind=doc["kind"], feature_sets=doc["feature_sets"],
         columns=doc["columns"], kept=doc["kept_columns"], resolution=int(doc["resolution"]),
         threshold=doc.get("threshold"), metrics=doc.get("metrics", {}),
+        # Version 1 chose its max-TSS threshold on in-sample predictions: say so rather than pass it off as OOF.
+        threshold_rule=doc.get("threshold_rule", "maxtss-in-sample" if doc.get("threshold") is not None else None),
+        thresholds=dict(doc.get("thresholds") or {}),
         extra={k: v for k, v in doc.items() if k not in known},
     )

@@ -4,6 +4,8 @@ Prediction reads the store one partition at a time (features of one coarse H3 pa
 the largest partition, not by the number of cells. Outputs: a predictions table in the store, or a file:
 ``.parquet`` (h3, suitability), ``.gpkg`` (hexagon polygons), ``.tif`` (raster at ``pixel_m`` metres in the
 local UTM zone) or ``.png`` (map). Files are written under a temporary name and renamed when complete.
+With a threshold (``binary``) every format holds 0/1 presence instead of suitability: a ``presence`` column
+(uint8) in tables, a uint8 raster (nodata 255), a two-colour map.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.geo import check_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
-from botaclip.sdm.dataset import _align, provenance_id
+from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
 from botaclip.store.outputs import check_output_path
 
@@ -40,7 +42,8 @@ class Region:
             try:
                 west, south, east, north = (float(p) for p in parts)
             except ValueError:
-                raise BotaclipError(f"--region {text!r}: a box is west,south,east,north in degrees") from None
+                raise InvalidInputError(
+                    f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
             check_bbox(west, south, east, north, text, "west,south,east,north")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
             return
@@ -50,8 +53,8 @@ class Region:
         try:
             cell = parse_cell(text)
         except (ValueError, Exception):
-            raise BotaclipError(
-                f"--region {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
+            raise InvalidInputError(
+                f"{param('region')} {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
             ) from None
         res = int(resolution_of(np.array([cell], dtype=np.uint64))[0])
         self._mask = lambda cells: cell_to_parent(cells, res) == np.uint64(cell)
@@ -93,7 +96,7 @@ def check_feature_sets(saved: SavedModel, store) -> None:
     for fs in saved.feature_sets:
         name = fs["name"]
         if name not in available:
-            raise BotaclipError(f"the model needs feature set {name!r}, which is not in store {store.path}")
+            raise InvalidInputError(f"the model needs feature set {name!r}, which is not in store {store.path}")
         info = store.info(name)
         prov = dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
         if fs.get("provenance_id") and provenance_id(prov) != fs["provenance_id"]:
@@ -102,7 +105,7 @@ def check_feature_sets(saved: SavedModel, store) -> None:
                 f"on (id {provenance_id(prov)} vs {fs['provenance_id']}); refit the model on this store"
             )
     if int(store.resolution) != int(saved.resolution):
-        raise BotaclipError(f"store resolution {store.resolution} differs from the model's {saved.resolution}")
+        raise InvalidInputError(f"store resolution {store.resolution} differs from the model's {saved.resolution}")
 
 
 def iter_features(
@@ -122,7 +125,7 @@ def iter_features(
         for name in names[1:]:
             fm = store.features_numpy(name, cells=cells)
             present = np.asarray(getattr(fm, "found", np.ones(len(cells), dtype=bool)), dtype=bool)
-            other = _align(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells, name)
+            other = align_rows(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells, name)
             if not present.all():
                 cells = cells[present]
                 blocks = [b[present] for b in blocks]
@@ -140,6 +143,37 @@ def iter_predictions(saved: SavedModel, store, region: Region | None = None) -> 
         if X.shape[1] != n_columns:
             raise BotaclipError(f"the store's features have {X.shape[1]} columns, the model expects {n_columns}")
         yield cells, saved.estimator.predict(X[:, kept]).astype(np.float32)
+
+
+def binary_threshold(saved: SavedModel, threshold: str | float | None = None) -> tuple[float, str]:
+    """(value, how) of the threshold that turns ``saved``'s suitability into presence/absence.
+
+    ``threshold``: None (the threshold stored with the model), a rule name (its value on the model's out-of-fold
+    predictions, stored with the model) or a value in [0, 1]."""
+    from botaclip.sdm.thresholds import parse_threshold
+
+    if saved.kind == "abundance":
+        raise InvalidInputError(f"binary output needs a presence model; the {saved.species!r} model predicts "
+                                f"abundance (drop {param('binary')})")
+    if threshold is None:
+        if saved.threshold is None:
+            raise InvalidInputError(f"the model has no stored threshold; give one in {param('threshold')} (a rule or "
+                                    "a value)")
+        return float(saved.threshold), f"stored ({saved.threshold_rule or 'unknown rule'})"
+    rule = parse_threshold(threshold)
+    if rule.fixed:
+        return float(rule.value), "given"
+    value = saved.thresholds.get(rule.name)
+    if value is None or not np.isfinite(value):
+        raise InvalidInputError(f"the model stores no {rule.name!r} threshold (fitted by an older botaclip, or "
+                                f"undefined for this species); refit it or give a value in {param('threshold')}")
+    return float(value), f"{rule.name} (out-of-fold)"
+
+
+def _binarised(chunks, threshold: float):
+    """Suitability chunks -> 0/1 presence chunks (uint8): present where suitability >= threshold."""
+    for cells, values in chunks:
+        yield cells, (values >= threshold).astype(np.uint8)
 
 
 @dataclass
@@ -182,39 +216,50 @@ def _tmp_path(out: Path) -> Path:
 
 
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
-                    pixel_m: float | None = None, occurrences=None, force: bool = False) -> PredictResult:
-    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix. A .tif of
-    more than MAX_TIF_PIXELS pixels is refused (before predicting, when it can be told) unless ``force``."""
+                    pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
+                    threshold: str | float | None = None, force: bool = False) -> PredictResult:
+    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
+
+    ``binary``: write 0/1 presence at ``threshold`` (see :func:`binary_threshold`) instead of suitability. A .tif
+    of more than MAX_TIF_PIXELS pixels is refused (before predicting, when it can be told) unless ``force``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise BotaclipError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; "
+        raise InvalidInputError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; "
                             f"use one of {', '.join(OUTPUT_FORMATS)}")
     if not out.parent.exists():
-        raise BotaclipError(f"output folder {out.parent} does not exist")
+        raise MissingFileError(f"output folder {out.parent} does not exist")
     check_output_path(out, what="--out")
+    if threshold is not None and not binary:
+        raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with {param('binary')}")
+    t_value, t_how = binary_threshold(saved, threshold) if binary else (None, None)
     check_feature_sets(saved, store)
     if suffix == ".tif" and pixel_m is not None and not force and region is None:
         check_raster_size(store.info(saved.feature_set_names[0])["rows"], int(saved.resolution), pixel_m)
+    column = "presence" if binary else "suitability"
+    chunks = iter_predictions(saved, store, region)
+    if binary:
+        chunks = _binarised(chunks, t_value)
     tmp = _tmp_path(out)
     try:
+        extra = {"threshold": round(t_value, 6), "threshold_from": t_how} if binary else {}
         if suffix == ".parquet":
-            n, total = _write_parquet(iter_predictions(saved, store, region), tmp)
-            extra = {}
+            n, total = _write_parquet(chunks, tmp, column)
         elif suffix == ".gpkg":
-            n, total = _write_gpkg(iter_predictions(saved, store, region), tmp)
-            extra = {}
+            n, total = _write_gpkg(chunks, tmp, column)
         else:
-            h3, vals = _collect(iter_predictions(saved, store, region))
+            h3, vals = collect_predictions(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
-                extra = write_geotiff(h3, vals, tmp, pixel_m, max_pixels=None if force else MAX_TIF_PIXELS)
+                extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
+                                       max_pixels=None if force else MAX_TIF_PIXELS)
             elif n:
                 from botaclip.sdm.maps import suitability_map
 
-                suitability_map(h3, vals, tmp, title=f"{saved.species} ({saved.estimator.name}, "
-                                                    f"{'+'.join(saved.feature_set_names)})")
-                extra = {}
+                title = f"{saved.species} ({saved.estimator.name}, {'+'.join(saved.feature_set_names)})"
+                if binary:
+                    title += f", present where suitability >= {t_value:.3g}"
+                suitability_map(h3, vals, tmp, title=title, label=column)
         if n == 0:
             raise BotaclipError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
                                 f"{'region ' + region.text if region and region.text else 'the store'}")
@@ -225,7 +270,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
     return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
 
 
-def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
+def collect_predictions(chunks) -> tuple[np.ndarray, np.ndarray]:
+    """(h3, value) chunks -> all cells sorted by h3 with their values (12 bytes a cell)."""
     cells, vals = [], []
     for c, v in chunks:
         cells.append(c)
@@ -238,22 +284,23 @@ def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
     return h3[order], v[order]
 
 
-def _write_parquet(chunks, path: Path) -> tuple[int, float]:
+def _write_parquet(chunks, path: Path, column: str = "suitability") -> tuple[int, float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("h3", pa.uint64()), ("suitability", pa.float32())])
+    value_type = pa.uint8() if column == "presence" else pa.float32()
+    schema = pa.schema([("h3", pa.uint64()), (column, value_type)])
     n, total = 0, 0.0
     with pq.ParquetWriter(path, schema, compression="zstd") as w:
         for cells, vals in chunks:
-            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), "suitability": pa.array(vals, pa.float32())},
+            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), column: pa.array(vals, value_type)},
                                    schema=schema))
             n += cells.size
             total += float(vals.sum(dtype=np.float64))
     return n, total
 
 
-def _write_gpkg(chunks, path: Path) -> tuple[int, float]:
+def _write_gpkg(chunks, path: Path, column: str = "suitability") -> tuple[int, float]:
     import geopandas as gpd
     import h3 as h3lib
     import shapely
@@ -262,9 +309,9 @@ def _write_gpkg(chunks, path: Path) -> tuple[int, float]:
     for cells, vals in chunks:
         hexes = [h3lib.int_to_str(int(c)) for c in cells]
         polys = [shapely.Polygon([(lng, lat) for lat, lng in h3lib.cell_to_boundary(h)]) for h in hexes]
-        frame = gpd.GeoDataFrame({"h3": hexes, "suitability": vals.astype(np.float64)}, geometry=polys,
-                                 crs="EPSG:4326")
-        frame.to_file(path, layer="suitability", driver="GPKG", engine="pyogrio", append=n > 0)
+        values = vals.astype(np.int32) if column == "presence" else vals.astype(np.float64)
+        frame = gpd.GeoDataFrame({"h3": hexes, column: values}, geometry=polys, crs="EPSG:4326")
+        frame.to_file(path, layer=column, driver="GPKG", engine="pyogrio", append=n > 0)
         n += cells.size
         total += float(vals.sum(dtype=np.float64))
     return n, total
@@ -277,23 +324,24 @@ def check_raster_size(n_cells: int, resolution: int, pixel_m: float, width: int 
     import h3 as h3lib
 
     if pixel_m <= 0:
-        raise BotaclipError(f"--pixel-m must be positive, got {pixel_m}")
+        raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
     cell_px = h3lib.average_hexagon_area(resolution, unit="m^2") / pixel_m**2
     n = width * height if width is not None else n_cells * cell_px
     if n > MAX_TIF_PIXELS:
         default = round(h3lib.average_hexagon_edge_length(resolution, unit="m") / 2.0)
         size = f" ({width} x {height})" if width is not None else ""
-        raise BotaclipError(f"a .tif at --pixel-m {pixel_m:g} would have {'' if width else 'at least '}"
-                            f"{n / 1e6:,.0f} million pixels{size}, {n * 4 / 1e9:,.1f} GB uncompressed (limit "
-                            f"{MAX_TIF_PIXELS // 1_000_000} million); use a larger --pixel-m (default {default} m) "
-                            "or pass --force")
+        raise InvalidInputError(f"a .tif at {param('pixel_m')} {pixel_m:g} would have {'' if width else 'at least '}"
+                                f"{n / 1e6:,.0f} million pixels{size}, {n * 4 / 1e9:,.1f} GB uncompressed (limit "
+                                f"{MAX_TIF_PIXELS // 1_000_000} million); use a larger {param('pixel_m')} (default "
+                                f"{default} m) or pass {param('force')}")
 
 
 def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float | None = None,
-                  nodata: float = -9999.0, max_pixels: int | None = None) -> dict:
+                  nodata: float = -9999.0, name: str = "suitability", max_pixels: int | None = None) -> dict:
     """Rasterise cell values (sorted h3) at ``pixel_m`` metres in the local UTM zone: each pixel takes the value
-    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows. A raster above
-    ``max_pixels`` is refused before anything is written."""
+    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows. uint8 values
+    (0/1 presence) give a uint8 raster, anything else float32. A raster above ``max_pixels`` is refused before
+    anything is written."""
     import h3 as h3lib
     import rasterio
     import rasterio.errors
@@ -307,7 +355,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     if pixel_m is None:
         pixel_m = round(h3lib.average_hexagon_edge_length(res, unit="m") / 2.0)
     if pixel_m <= 0:
-        raise BotaclipError(f"--pixel-m must be positive, got {pixel_m}")
+        raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
     lat, lng = cells_to_latlng(h3[:: max(1, h3.size // 20000)])
     crs = utm_crs(float(np.median(lat)), float(np.median(lng)))
     fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
@@ -328,14 +376,15 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     if max_pixels is not None and width * height > max_pixels:
         check_raster_size(h3.size, res, pixel_m, width, height)
     transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", crs=crs,
+    dtype = "uint8" if values.dtype == np.uint8 else "float32"
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=crs,
                    transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
                    blockysize=256)
     strip = max(1, min(height, 1_000_000 // max(width, 1)))
     col_x = x0 + (np.arange(width) + 0.5) * pixel_m
     try:
         with rasterio.open(path, "w", **profile) as dst:
-            dst.update_tags(1, name="suitability")
+            dst.update_tags(1, name=name)
             for row0 in range(0, height, strip):
                 rows = min(strip, height - row0)
                 row_y = y1 - (row0 + np.arange(rows) + 0.5) * pixel_m
@@ -344,7 +393,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
                 cells = latlng_to_cells(np.asarray(plat), np.asarray(plng), res)
                 pos = np.clip(np.searchsorted(h3, cells), 0, h3.size - 1)
                 hit = h3[pos] == cells
-                block = np.where(hit, values[pos], nodata).astype(np.float32).reshape(rows, width)
+                block = np.where(hit, values[pos], nodata).astype(dtype).reshape(rows, width)
                 dst.write(block, 1, window=rasterio.windows.Window(0, row0, width, rows))
     except rasterio.errors.RasterioError as exc:
         raise BotaclipError(f"cannot write {path}: {exc}") from None
