@@ -170,8 +170,10 @@ def test_adapter_or_resume_that_is_not_a_checkpoint(cli_runner, tmp_path):
     with pytest.raises(BotaclipError, match="is not a BotaCLIP adapter checkpoint \\(not a PyTorch file") as info:
         load_adapter(text)
     assert "KeyError" not in str(info.value)
-    _one_line_error(cli_runner, ["train", "--releves", tmp_path / "r.csv", "--imagery", tmp_path / "i.tif", "--out",
-                                 tmp_path / "a.pt", "--resume", text], "not a PyTorch file")
+    train = ["train", "--releves", tmp_path / "r.csv", "--imagery", tmp_path / "i.tif", "--out", tmp_path / "a.pt"]
+    _one_line_error(cli_runner, [*train, "--resume", text], "not a PyTorch file")
+    _one_line_error(cli_runner, [*train, "--size-px", "100000"], "--size-px must be between 1 and 2048")
+    _one_line_error(cli_runner, [*train, "--seed", "-1"], "--seed must be 0 or more")
 
 
 def test_similar_within_a_box_beyond_the_poles(cli_runner, two_sets):

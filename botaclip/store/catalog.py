@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store.schema import FeatureSetSpec
@@ -172,11 +173,12 @@ def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
             state.runs.append(dict(zip(_RUN_COLS, row)))
         has_partitions = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'partitions'",
-            [CATALOG_ALIAS]).fetchone()[0]
-        if has_partitions:
-            for name, parent, rows, size in con.execute(
-                    f"SELECT feature_set, parent, rows, bytes FROM {CATALOG_ALIAS}.main.partitions").fetchall():
-                state.partitions.setdefault(name, {})[int(parent)] = (int(rows), int(size))
+            [CATALOG_ALIAS]).fetchall()[0][0]
+        if has_partitions:  # through Arrow: a large store lists tens of thousands of partitions
+            t = con.sql(f"SELECT feature_set, parent, rows, bytes FROM {CATALOG_ALIAS}.main.partitions").arrow()
+            t = t.read_all() if hasattr(t, "read_all") else t  # duckdb 2 returns a RecordBatchReader
+            for name, parent, rows, size in zip(*(t.column(i).to_pylist() for i in range(4))):
+                state.partitions.setdefault(name, {})[parent] = (rows, size)
     except duckdb.Error as exc:
         raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return state
@@ -228,10 +230,16 @@ def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
             row["provenance"] = json.dumps(rec.get("provenance") or {}, default=str, sort_keys=True)
             con.execute(f"INSERT INTO feature_sets ({', '.join(_FS_COLS)}) VALUES ({', '.join('?' * len(_FS_COLS))})",
                         [row.get(c) for c in _FS_COLS])
-        parts = [[name, parent, rows, size] for name, recs in state.partitions.items() if name in state.feature_sets
+        parts = [(name, parent, rows, size) for name, recs in state.partitions.items() if name in state.feature_sets
                  for parent, (rows, size) in sorted(recs.items())]
-        if parts:
-            con.executemany("INSERT INTO partitions VALUES (?, ?, ?, ?)", parts)
+        if parts:  # one Arrow insert: a large store lists tens of thousands of partitions
+            names, parents, rows, sizes = zip(*parts)
+            con.register("_partitions", pa.table({"feature_set": pa.array(names, pa.string()),
+                                                  "parent": pa.array(parents, pa.uint64()),
+                                                  "rows": pa.array(rows, pa.int64()),
+                                                  "bytes": pa.array(sizes, pa.int64())}))
+            con.execute("INSERT INTO partitions SELECT * FROM _partitions")
+            con.unregister("_partitions")
         if state.runs:
             con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
                             [[r.get(c) for c in _RUN_COLS] for r in state.runs])
