@@ -116,6 +116,90 @@ def landscape(tmp_path_factory):
     return {"root": root, "store": root / "s.store", "cells": cells, "env": env}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_under(temp: str) -> list[int]:
+    """PIDs of processes whose command line mentions our Ray temp dir (this cluster's processes only)."""
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if temp in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on loopback: head and worker node (1 CPU each) on 127.0.0.1, started with
+    the `ray` CLI of this environment; its address. Stopped at the end, even on failure."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("ray")  # part of the dev extra: installed wherever the suite runs
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="brc", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    port = _free_port()
+    # A throwaway loopback cluster: no token authentication (else every client needs the generated token).
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp}",
+              "--disable-usage-stats", f"--object-store-memory={100 * 1024**2}"]
+    nodes = []
+    try:
+        nodes.append(subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                                       "--block", *common], env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert time.monotonic() < deadline and nodes[0].poll() is None, "the Ray head did not start"
+            time.sleep(0.2)
+        nodes.append(subprocess.Popen([ray_cli, "start", f"--address={address}", "--block", *common], env=env,
+                                      start_new_session=True, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        # Every process of this cluster mentions its temp dir: stop them all (SIGTERM, then SIGKILL), no others.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in set(_processes_under(temp)) | {p.pid for p in nodes if p.poll() is None}:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and (_processes_under(temp) or any(p.poll() is None for p in nodes)):
+                time.sleep(0.1)
+        for p in nodes:
+            p.wait(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 @pytest.fixture
 def two_sets(tmp_path):
     """A real store with an 8-d embedding set `emb` and a covariate set `cov` on the same 200 cells, which lie

@@ -36,7 +36,7 @@ def test_sdm_options_are_validated_before_work(cli_runner, fitted, tmp_path):
     for option, value, message in (("--background", "0", "--background must be a positive count, got 0"),
                                    ("--background", "-5", "--background must be a positive count, got -5"),
                                    ("--seed", "-1", "--seed must be a non-negative integer, got -1"),
-                                   ("--jobs", "0", "--jobs must be at least 1, got 0"),
+                                   ("--jobs", "0", "--jobs must be at least 1"),
                                    ("--max-uncertainty", "-1", "--max-uncertainty must be a non-negative number")):
         _one_line_error(cli_runner, [*fit, option, value], message)
         _one_line_error(cli_runner, ["sdm", "compare", *fit[2:6], "--features", "emb", "--all", option, value],

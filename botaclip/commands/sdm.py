@@ -47,8 +47,12 @@ def _occurrence_options(f):
                      help="Fewest presence cells (after cleaning) a species needs."),
         click.option("--seed", type=int, default=default(e, "seed"), show_default=True,
                      help="Seed of folds, background and models (>= 0)."),
-        click.option("--jobs", type=int, default=default(e, "jobs"), show_default=True,
-                     help="Threads per model fit."),
+        click.option("--jobs", type=int, default=default(e, "jobs"),
+                     help="Parallel jobs: worker processes over species (compare) or threads of a fit (fit) "
+                          "[default: all cores]."),
+        click.option("--pca", type=int, default=default(e, "pca"),
+                     help="Fit models on this many leading principal components of the features, the projection "
+                          "fitted on each training part only [default: all features]."),
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
@@ -155,8 +159,12 @@ def _print_fit(res, store_path) -> None:
               help="Comma-separated models: lightgbm, rf, logistic.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sdm_compare"),
               show_default=True, help="Directory for comparison.csv, report.md and report.json.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=default(CompareConfig, "engine"),
+              show_default=True, help="local: species over worker processes here; ray: over a Ray cluster.")
+@click.option("--ray-address", default=None,
+              help="With --engine ray: the cluster to join (host:port or 'auto') [default: start a local one].")
 @_occurrence_options
-def compare_cmd(store_path, occurrences, species, all_species, features, models, out, **kw):
+def compare_cmd(store_path, occurrences, species, all_species, features, models, out, engine, ray_address, **kw):
     """Compare feature sets and models over species on identical spatial folds; write a report."""
     from botaclip.sdm import compare
 
@@ -165,7 +173,8 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
     if not species and not all_species:
         raise InvalidInputError("name the species to compare with --species NAME (repeatable) or use --all")
     res = compare(store_path, occurrences, list(features), species=list(species) or None, models=models, out=out,
-                  progress=lambda msg: click.echo(f"  {msg}", err=True), **_sampling_and_evaluation(kw))
+                  engine=engine, ray_address=ray_address, progress=lambda msg: click.echo(f"  {msg}", err=True),
+                  **_sampling_and_evaluation(kw))
     _print_comparison(res)
 
 

@@ -23,7 +23,7 @@ from botaclip.config import build
 from botaclip.sdm import metrics as M
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
-from botaclip.sdm.models import make_model
+from botaclip.sdm.models import Projection, make_model
 from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
 
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
@@ -134,10 +134,11 @@ def cross_validate(
         res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
         res.skipped = _skip_reason(task, y[train], y[test])
         if res.skipped is None:
-            oof[test] = fitter.fit_predict(per_fold[k][train], y[train], bg[train], per_fold[k][test])
+            X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
+            oof[test] = fitter.fit_predict(X_train, y[train], bg[train], X_test)
             if task == "binary":
-                res.threshold, res.note = fitter.inner_threshold(per_fold[k][train], y[train], bg[train],
-                                                                 folds.block[train], folds.block_res)
+                res.threshold, res.note = fitter.inner_threshold(X_train, y[train], bg[train], folds.block[train],
+                                                                 folds.block_res)
                 res.metrics = score_binary(y[test], oof[test], res.threshold)
             else:
                 res.metrics = score_regression(y[test], oof[test])
@@ -151,6 +152,16 @@ class _FoldFitter:
     def __init__(self, model: str, task: str, evaluation: EvaluationConfig):
         self.model, self.task, self.ev = model, task, evaluation
         self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
+
+    def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both parts on the leading principal components of the training part (unchanged without ``pca``).
+
+        The inner CV of the threshold reuses this projection: it is fitted without labels, and never on the test
+        part."""
+        if not self.ev.pca or self.ev.pca >= X_train.shape[1]:
+            return X_train, X_test
+        projection = Projection(self.ev.pca, self.ev.seed).fit(X_train)
+        return projection.transform(X_train), projection.transform(X_test)
 
     def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray,
                     X_test: np.ndarray) -> np.ndarray:

@@ -202,7 +202,9 @@ def cv_notes(cv: CVResult, prefix: str = "") -> list[str]:
 def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str) -> SDMEstimator:
     """The model fitted on every sample (what is saved and predicts the map)."""
     lab = data.labelled
-    estimator = make_model(cfg.model, task=lab.task, seed=cfg.evaluation.seed, n_jobs=cfg.evaluation.jobs)
+    ev = cfg.evaluation
+    pca = ev.pca if ev.pca and ev.pca < data.X.shape[1] else None
+    estimator = make_model(cfg.model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca)
     weights = training_weights(lab.y, lab.is_background) if lab.task == "binary" else None
     try:
         return estimator.fit(data.X, lab.y, sample_weight=weights)

@@ -70,12 +70,12 @@ class SDMEstimator:
 
     name = ""
 
-    def __init__(self, task: str = "binary", seed: int = 0, n_jobs: int = 1):
+    def __init__(self, task: str = "binary", seed: int = 0, n_jobs: int | None = 1):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task = task
         self.seed = int(seed)
-        self.n_jobs = int(n_jobs)
+        self.n_jobs = 0 if n_jobs is None else int(n_jobs)  # threads; 0: all cores
         self.n_features_: int | None = None
 
     def fit(self, X, y, sample_weight=None) -> "SDMEstimator":
@@ -126,12 +126,12 @@ class LightGBMModel(SDMEstimator):
     name = "lightgbm"
 
     def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, learning_rate=0.05, num_leaves=31,
-                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0):
+                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0, max_bin=255):
         super().__init__(task, seed, n_jobs)
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
-            colsample_bytree=colsample_bytree, reg_lambda=reg_lambda,
+            colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, max_bin=max_bin,
         )
         self.booster_ = None
 
@@ -152,7 +152,8 @@ class LightGBMModel(SDMEstimator):
             "deterministic": True,
             "verbose": -1,
         }
-        data = lgb.Dataset(X, label=target, weight=sample_weight, params={"verbose": -1}, free_raw_data=True)
+        data = lgb.Dataset(X, label=target, weight=sample_weight, free_raw_data=True,
+                           params={"verbose": -1, "max_bin": self.params.get("max_bin", 255)})
         self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"])
 
     def _predict(self, X):
@@ -193,7 +194,7 @@ class RandomForestModel(SDMEstimator):
 
         cls = RandomForestClassifier if self.task == "binary" else RandomForestRegressor
         X = self.imputer_.fit(X).transform(X)
-        forest = cls(**self.params, n_jobs=self.n_jobs, random_state=self.seed)
+        forest = cls(**self.params, n_jobs=self.n_jobs or -1, random_state=self.seed)
         forest.fit(X, target.astype(int) if self.task == "binary" else target, sample_weight=sample_weight)
         self.forest_ = _ForestArrays.from_sklearn(forest, self.task)
         self._sk = forest
@@ -333,16 +334,91 @@ class LogisticModel(SDMEstimator):
         return model
 
 
+class Projection:
+    """Principal-component projection of the features, fitted on training data only: x -> (x - mean) @ V_k^T.
+
+    Missing values take the training medians first. Embeddings of hundreds of dimensions carry their signal in a
+    few directions; projecting on the leading ``k`` components makes every model several times faster (see
+    docs/benchmarks.md, "SDM speed")."""
+
+    def __init__(self, n_components: int, seed: int = 0):
+        self.n_components = int(n_components)
+        self.seed = int(seed)
+        self.imputer_ = _Imputer()
+        self.mean_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> "Projection":
+        X = self.imputer_.fit(_check_X(X)).transform(_check_X(X)).astype(np.float64)
+        k = min(self.n_components, X.shape[0], X.shape[1])
+        self.mean_ = X.mean(axis=0)
+        centred = X - self.mean_
+        if k < min(X.shape) // 4:
+            from sklearn.utils.extmath import randomized_svd
+
+            _, _, vt = randomized_svd(centred, k, n_iter=4, random_state=self.seed)
+        else:
+            vt = np.linalg.svd(centred, full_matrices=False)[2][:k]
+        self.components_ = vt.astype(np.float64)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = self.imputer_.transform(_check_X(X, self.mean_.shape[0])).astype(np.float64)
+        return ((X - self.mean_) @ self.components_.T).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"projection_mean": self.mean_, "projection_components": self.components_,
+                "projection_medians": self.imputer_.medians}
+
+    @classmethod
+    def from_arrays(cls, arrays, seed: int = 0) -> "Projection":
+        proj = cls(np.asarray(arrays["projection_components"]).shape[0], seed)
+        proj.mean_ = np.asarray(arrays["projection_mean"], dtype=np.float64)
+        proj.components_ = np.asarray(arrays["projection_components"], dtype=np.float64)
+        proj.imputer_ = _Imputer(np.asarray(arrays["projection_medians"], dtype=np.float32))
+        return proj
+
+
+class ProjectedModel(SDMEstimator):
+    """A model on the leading principal components of the features (:class:`Projection`), fitted on the same
+    training data. Saved as the inner model plus the projection's arrays."""
+
+    def __init__(self, inner: SDMEstimator, n_components: int):
+        super().__init__(inner.task, inner.seed, inner.n_jobs)
+        self.inner = inner
+        self.name = inner.name
+        self.projection = Projection(n_components, inner.seed)
+
+    def fit(self, X, y, sample_weight=None) -> "ProjectedModel":
+        X = _check_X(X)
+        self.n_features_ = X.shape[1]
+        self.inner.fit(self.projection.fit(X).transform(X), y, sample_weight=sample_weight)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        if self.n_features_ is None:
+            raise RuntimeError("model is not fitted")
+        return self.inner.predict(self.projection.transform(_check_X(X, self.n_features_)))
+
+    def state(self):
+        meta, arrays, text = self.inner.state()
+        meta = meta | {"projection": self.projection.components_.shape[0], "n_input_features": self.n_features_}
+        return meta, {**arrays, **self.projection.arrays()}, text
+
+
 _REGISTRY = {"lightgbm": LightGBMModel, "rf": RandomForestModel, "logistic": LogisticModel}
 
 
-def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int = 1, **params) -> SDMEstimator:
-    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'."""
+def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int | None = 1, pca: int | None = None,
+               **params) -> SDMEstimator:
+    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'; on the leading ``pca`` principal
+    components of the features when given."""
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
-    return cls(task=task, seed=seed, n_jobs=n_jobs, **params)
+    model = cls(task=task, seed=seed, n_jobs=n_jobs, **params)
+    return ProjectedModel(model, pca) if pca else model
 
 
 def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> SDMEstimator:
@@ -351,4 +427,10 @@ def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: 
         cls = _REGISTRY[meta["model"]]
     except KeyError:
         raise ValueError(f"unknown model {meta.get('model')!r} in saved state") from None
-    return cls.from_state(meta, arrays, text)
+    if not meta.get("projection"):
+        return cls.from_state(meta, arrays, text)
+    inner = cls.from_state(meta, arrays, text)
+    model = ProjectedModel(inner, int(meta["projection"]))
+    model.projection = Projection.from_arrays(arrays, inner.seed)
+    model.n_features_ = int(meta["n_input_features"])
+    return model
