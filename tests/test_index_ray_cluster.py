@@ -90,4 +90,4 @@ def test_store_not_shared_with_the_workers_is_refused(ray_cluster, sample, tmp_p
     assert msg.startswith(f"store {store} is not on storage shared with Ray worker 0") and "\n" not in msg
     assert "NFS" in msg and "object stores are not supported" in msg
     assert not any(elsewhere.rglob("*")) and not any((store / "features").rglob("*.parquet"))
-    assert Store.open(store).runs()[-1]["status"] == "failed"
+    assert Store.open(store).runs() == []  # a run that failed before committing a file leaves the catalog as it was

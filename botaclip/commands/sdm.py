@@ -224,12 +224,14 @@ def _print_comparison(res) -> None:
 @click.option("--threshold", default=None,
               help="With --binary: a rule (maxtss, senspec, p10: its out-of-fold value stored with the model) or a "
                    "value in [0, 1] instead of the stored threshold.")
-def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold):
+@click.option("--force", is_flag=True, help="Write a .tif even above 100 million pixels.")
+def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, force):
     """Predict suitability (or presence, --binary) for every indexed cell with a saved model, streaming partition
     by partition."""
     from botaclip.sdm import predict
 
-    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold)
+    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold,
+                  force=force)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     what = "share present" if binary else "mean suitability"
     click.echo(f"wrote {res.path}: {res.n_cells} cells, {what} {res.mean:.4f}{extra}")

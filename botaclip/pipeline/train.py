@@ -30,6 +30,7 @@ from botaclip.model.vocabulary import SpeciesVocabulary
 from botaclip.pipeline.feature_cache import cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_split
+from botaclip.store.outputs import check_output_path
 
 
 @dataclass
@@ -147,6 +148,8 @@ def format_epoch(record: dict, epochs: int) -> str:
 
 
 def _check_options(o: TrainOptions) -> None:
+    from botaclip.imagery.chips import MAX_SIZE_PX
+
     checks = [
         (o.epochs >= 1, f"--epochs must be at least 1, got {o.epochs}"),
         (o.batch_size >= 2, f"--batch-size must be at least 2, got {o.batch_size}"),
@@ -160,6 +163,8 @@ def _check_options(o: TrainOptions) -> None:
         (0 < o.val_fraction < 1, f"--val-fraction must be between 0 and 1 (exclusive), got {o.val_fraction}"),
         (0 <= o.block_res <= 15, f"--block-res must be an H3 resolution 0..15, got {o.block_res}"),
         (o.k_neighbors is None or o.k_neighbors >= 1, f"--k-neighbors must be at least 1, got {o.k_neighbors}"),
+        (o.seed >= 0 and o.backbone_seed >= 0, f"--seed must be 0 or more, got {min(o.seed, o.backbone_seed)}"),
+        (1 <= o.size_px <= MAX_SIZE_PX, f"--size-px must be between 1 and {MAX_SIZE_PX}, got {o.size_px}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -176,6 +181,9 @@ def train_botaclip(options: TrainOptions, echo: Callable[[str], None] = print) -
     out = Path(o.out)
     if out.suffix == "":
         raise BotaclipError(f"--out {out} needs a file name such as adapter.pt")
+    check_output_path(out, what="--out")
+    if o.cache_dir:
+        check_output_path(o.cache_dir, what="--cache-dir", is_dir=True)
     log_path = out.with_suffix(".jsonl")
     resume_ckpt = load_checkpoint(o.resume) if o.resume else None
 

@@ -105,6 +105,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         _check(self.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}", self.model)
         object.__setattr__(self, "features", feature_set_names(self.features))
+        _check_out(self.out)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ class CompareConfig:
         object.__setattr__(self, "models", models)
         if self.species is not None:
             object.__setattr__(self, "species", tuple(self.species) or None)
+        _check_out(self.out)
+
+
+def _check_out(out: str | Path | None) -> None:
+    """Never an output folder inside a store (nothing writes into a store but its writer)."""
+    if out is not None:
+        from botaclip.store.outputs import check_output_path
+
+        check_output_path(out, what=f"{param('out')} folder", is_dir=True)
 
 
 def feature_set_names(features: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -189,6 +189,11 @@ def label_cells(occ: Occurrences, species: str, kind: str, indexed: IndexedCells
     sampling = sampling or SamplingConfig()
     samples = species_samples(occ, species, kind)
     cleaned, report = clean_samples(samples, indexed.resolution, sampling.max_uncertainty, indexed.extent)
+    if len(cleaned) == 0 and len(samples.table):
+        # Name the cleaning steps that removed everything, not the features the samples never reached.
+        steps = "; ".join(f"{st.name}: {st.removed}" for st in report.steps if st.removed)
+        raise InvalidInputError(f"no sample of {species!r} in {occ.path} is left after cleaning ({steps} removed); "
+                                f"check the coordinate columns and {param('max_uncertainty')}")
     cleaned, notes = _on_indexed_cells(cleaned, report, species, occ, indexed)
     h3 = cleaned["h3"].to_numpy(dtype=np.uint64)
     y = cleaned["y"].to_numpy(dtype=np.float64)
