@@ -95,9 +95,11 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-#: The two settings compared side by side: today's defaults before the speed work (all 768 dimensions, one
-#: process) and the new defaults (botaclip.sdm.config). Same species, cells, folds and threshold rule.
-SETTINGS = {"old": {"pca": None, "jobs": 1}, "new": {}}
+#: Settings compared side by side: the defaults before the speed work (one process, 300 LightGBM rounds), the new
+#: defaults (botaclip.sdm.config: worker processes, rounds by early stopping), and the opt-in projections.
+#: Same species, cells, folds and threshold rule.
+SETTINGS = {"old": {"pca": None, "jobs": 1, "early_stopping": False}, "new": {}, "pca32": {"pca": 32},
+            "pca16": {"pca": 16}}
 
 
 def phase_compare(args) -> dict:
@@ -114,7 +116,8 @@ def phase_compare(args) -> dict:
     return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "peak_mb": _peak_mb(),
             "children_peak_mb": children.ru_maxrss / 1024.0, "species": len(res.species),
             "requested_species": n_species, "outer_fits": fits,
-            **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"] for m in ("auc", "tss") for fs in ("set0", "set1")}}
+            **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"]
+               for m in ("auc", "tss") for fs in ("set0", "set1")}}
 
 
 def phase_fit(args) -> dict:
@@ -132,7 +135,8 @@ def phase_predict(args) -> dict:
     t = time.perf_counter()
     res = predict(args.model, args.store, args.out)
     wall = time.perf_counter() - t
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells, "cells_per_s": res.n_cells / wall}
+    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells,
+            "cells_per_s": res.n_cells / wall}
 
 
 def _run_phase(name: str, **kw) -> dict:

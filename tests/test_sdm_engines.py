@@ -39,6 +39,19 @@ def test_projection_is_fitted_on_training_data_only():
     assert not np.allclose(other.mean_, p.mean_)  # it depends on what it was fitted on
 
 
+def test_projection_leaves_scalar_covariates_as_they_are(landscape, tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=(100, 6)), 1000 * rng.normal(size=(100, 2))]).astype(np.float32)
+    p = Projection(2, columns=np.arange(6)).fit(X)
+    Z = p.transform(X)
+    assert Z.shape == (100, 4) and np.array_equal(Z[:, 2:], X[:, 6:])
+    res = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb,good",
+                      model="logistic", folds=3, pca=3, out=tmp_path / "m", predictions=False, write_map=False)
+    with np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False) as arrays:
+        assert arrays["projection_columns"].tolist() == list(range(8))  # emb's 8 dimensions, not good's columns
+        assert int(arrays["projection_n_features"]) == res.n_features == 8 + 3
+
+
 def test_pca_model_saves_and_predicts_the_same(landscape, tmp_path):
     res = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
                       model="lightgbm", folds=3, pca=3, out=tmp_path / "m", predictions=False, write_map=False)
@@ -53,7 +66,7 @@ def test_pca_model_saves_and_predicts_the_same(landscape, tmp_path):
     out = predict(tmp_path / "m", landscape["store"], tmp_path / "p.parquet")
     assert out.n_cells == landscape["cells"].size
     with pytest.raises(InvalidInputError) as exc:
-        fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb", pca=0)
+        fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb", pca=-1)
     assert exc.value.params == ["pca"]
 
 
@@ -116,3 +129,20 @@ def test_ray_engine_local_and_two_node_cluster_match_the_local_run(landscape, ra
     assert on_local_ray["rows"] == expected
     on_cluster = _drive(landscape, ray_cluster)
     assert on_cluster["rows"] == expected and on_cluster["nodes"] == 2
+
+
+def test_lightgbm_rounds_come_from_early_stopping_in_the_inner_cv(landscape, tmp_path):
+    res = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
+                      model="lightgbm", folds=3, out=tmp_path / "m", predictions=False, write_map=False)
+    rounds = [f.rounds for f in res.cv.folds if not f.skipped]
+    assert rounds and all(1 <= r <= 330 for r in rounds)  # mean stopping round x 1.1, at most 300 x 1.1
+    saved = load_model(tmp_path / "m")
+    assert saved.estimator.rounds == int(np.median(rounds))  # the final model: the folds' median
+    fixed = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
+                        model="lightgbm", folds=3, early_stopping=False, predictions=False, write_map=False)
+    assert all(f.rounds is None for f in fixed.cv.folds)
+    # A fixed threshold needs no inner CV, so there is nothing to stop on: the full 300 rounds.
+    value = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
+                        model="lightgbm", folds=3, threshold=0.5, out=tmp_path / "v", predictions=False,
+                        write_map=False)
+    assert all(f.rounds is None for f in value.cv.folds) and load_model(tmp_path / "v").estimator.rounds == 300

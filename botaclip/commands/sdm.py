@@ -36,7 +36,12 @@ def _occurrence_options(f):
                           "(sensitivity = specificity), p10 (10th percentile of presences) or a value in [0, 1]; "
                           "chosen on out-of-fold predictions, never in-sample."),
         click.option("--inner-folds", type=int, default=default(e, "inner_folds"), show_default=True,
-                     help="Inner spatial folds per outer fold on which the threshold is chosen."),
+                     help="Inner spatial folds per outer fold on which the threshold (and LightGBM's rounds) are "
+                          "chosen."),
+        click.option("--early-stopping/--no-early-stopping", default=default(e, "early_stopping"),
+                     show_default=True,
+                     help="LightGBM: stop boosting when the inner CV's held-out loss stops improving (at most 300 "
+                          "rounds); without it, 300 rounds."),
         click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -51,8 +56,10 @@ def _occurrence_options(f):
                      help="Parallel jobs: worker processes over species (compare) or threads of a fit (fit) "
                           "[default: all cores]."),
         click.option("--pca", type=int, default=default(e, "pca"),
-                     help="Fit models on this many leading principal components of the features, the projection "
-                          "fitted on each training part only [default: all features]."),
+                     show_default=True,
+                     help="Fit models on this many leading principal components of the embedding feature sets "
+                          "(fitted on each training part only; scalar covariates are kept as they are); 0: all "
+                          "dimensions."),
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),

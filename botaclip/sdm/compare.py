@@ -217,7 +217,8 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     parallel = worker_count(ev.jobs, len(labelled)) > 1 or cfg.engine == "ray"
     # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
     fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
-    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics)
+    embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
+    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets)
              for s, lab in labelled.items()]
     if progress:
         progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
@@ -294,6 +295,7 @@ class _SpeciesTask:
     models: tuple[str, ...]
     evaluation: EvaluationConfig
     metrics: list[str]
+    embedding_sets: set[str]  # feature sets whose columns are embedding dimensions (projected with pca)
 
 
 def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo]:
@@ -310,8 +312,10 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
         notes += [f"{label}: {d}" for d in dropped]
         if design.uses_cross_fit(g):
             X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
+        embedding = np.concatenate([np.full(tables[n][0].shape[1], n in task.embedding_sets) for n in g])
         for model in task.models:
-            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev)
+            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
+                                embedding_columns=np.flatnonzero(embedding[kept]))
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
             rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])

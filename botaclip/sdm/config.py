@@ -70,11 +70,14 @@ class EvaluationConfig:
     inner_folds: int = 3  # inner spatial folds per outer fold on which the threshold is chosen
     seed: int = 0  # seed of folds, background and models
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
-    pca: int | None = None  # fit models on this many leading principal components (fitted on each training part)
+    pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
+    early_stopping: bool = True  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
 
     def __post_init__(self) -> None:
-        _check(self.pca is None or (_is_int(self.pca) and self.pca >= 1), "pca",
-               "must be a positive number of components (or None for all features)", self.pca)
+        _check(self.pca is None or (_is_int(self.pca) and self.pca >= 0), "pca",
+               "must be a number of components (0 or None: all features)", self.pca)
+        if self.pca == 0:
+            object.__setattr__(self, "pca", None)
         _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
         _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
                self.inner_folds)
