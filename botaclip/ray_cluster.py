@@ -15,12 +15,14 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise MissingDependencyError("the Ray engine needs Ray: pip install 'botaclip[ray]'") from None
+        raise MissingDependencyError("the Ray engine needs Ray: pip install 'botaclip[ray]' (or pip install "
+                                     "'ray>=2.9')") from None
     return ray
 
 
-def ray_init(ray, address: str | None) -> bool:
-    """Connect to the Ray cluster at ``address`` (or start a local one); True when this call started Ray."""
+def ray_init(ray, address: str | None, object_store_mb: int = 512) -> bool:
+    """Connect to the Ray cluster at ``address`` (or start a local one with an object store of
+    ``object_store_mb`` MiB); True when this call started Ray (and must shut it down)."""
     if ray.is_initialized():
         return False
     kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True)
@@ -28,7 +30,7 @@ def ray_init(ray, address: str | None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(object_store_memory=512 * 1024**2, **kwargs)
+            ray.init(object_store_memory=int(object_store_mb) * 1024**2, **kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError ... from Ray
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"

@@ -11,7 +11,6 @@ import time
 
 import h3
 import numpy as np
-import pytest
 
 from botaclip.store import Store
 

@@ -16,7 +16,6 @@ import pytest
 
 from botaclip.cli import cli
 from botaclip.errors import StoreDamagedError, StoreWriteError
-from botaclip.store import Store
 from botaclip.store.io import import_table
 from test_store_safety import _assert_unchanged, _one_line_error, _snapshot
 

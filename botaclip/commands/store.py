@@ -177,7 +177,6 @@ def similar_cmd(store, name, cell, point, k, within, method, fmt) -> None:
 
 def _emit(table, fmt: str, out: str | None) -> None:
     """Print or write an Arrow table as table, csv, json or parquet."""
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     if fmt == "parquet":

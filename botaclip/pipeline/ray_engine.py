@@ -38,22 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from botaclip.errors import BotaclipError
+from botaclip.ray_cluster import import_ray, ray_init
 
-INSTALL_HINT = "the Ray engine needs Ray: pip install 'botaclip[ray]' (or pip install 'ray>=2.9')"
 STORE_PATH_ENV = "BOTACLIP_RAY_STORE_PATH"
 QUEUED_PER_WORKER = 2  # partitions submitted to one actor at a time: one running, one waiting
 STATS_EVERY_S = 30.0  # per-worker progress lines
 MAX_ATTEMPTS = 3  # a partition whose worker died this many times stops the job
-
-
-def import_ray():
-    """The ``ray`` module, or a one-line :class:`BotaclipError` saying how to install it."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
-    try:
-        import ray
-    except ImportError:
-        raise BotaclipError(INSTALL_HINT) from None
-    return ray
 
 
 def check_ray_options(shard, n_workers: int | None, gpus_per_worker: float | None, cpus_per_worker: float) -> None:
@@ -240,24 +230,6 @@ class IndexWorker:
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
-def _ray_init(ray, address: str | None, cpus_per_worker: float) -> bool:
-    """Connect to (or start) Ray; True when this call started it (and must shut it down)."""
-    if ray.is_initialized():
-        return False
-    kwargs = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=True)
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # A local instance only carries partitions' cell ids and small results: a small object store.
-            ray.init(object_store_memory=128 * 1024**2, **kwargs)
-    except Exception as exc:  # ConnectionError, RuntimeError, ValueError ... from Ray
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-        raise BotaclipError(f"cannot start or reach {where}: {first}") from None
-    return True
-
-
 def _check_resources(ray, gpus: float, cpus: float) -> None:
     res = ray.cluster_resources()
     if gpus > 0 and res.get("GPU", 0) < gpus:
@@ -395,7 +367,8 @@ def run_partitions_ray(
     if derive_from:
         say(f"note: the Ray engine embeds every cell from the imagery (it does not derive from {derive_from!r} yet)")
     summary.engine = "ray"
-    started_ray = _ray_init(ray, address, cpus_per_worker)
+    # A local instance only carries partitions' cell ids and small results: a small object store.
+    started_ray = ray_init(ray, address, object_store_mb=128)
     writer = pool = None
     failed = True
     root = Path(store.path)
