@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The lint gate first (seconds): ruff (pyproject.toml) and the function size/parameter budget (tools/code_shape.py).
 test: $(STAMP)
+	$(BIN)/ruff check botaclip bench tests tools
+	$(BIN)/python tools/code_shape.py --check
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

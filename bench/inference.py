@@ -133,7 +133,7 @@ def bench_gpu(ours: DOFA, reference, args) -> None:
     for label, options in variants:
         embedder = Embedder(ours, RGB, device="cuda", batch_size=n, **options)
 
-        def run():
+        def run(label=label, embedder=embedder):
             outputs[label] = np.concatenate(list(embedder.embed_stream(host)))
 
         run()  # warm-up (and compilation)

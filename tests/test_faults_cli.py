@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from test_store_safety import _assert_unchanged, _one_line_error, _raster, _snapshot
 
 from botaclip.cli import cli
 from botaclip.store import Store
 from botaclip.store.h3sql import register_h3_functions
-from test_store_safety import _assert_unchanged, _one_line_error, _raster, _snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
 

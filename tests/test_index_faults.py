@@ -16,11 +16,11 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
+from test_store_safety import _assert_unchanged, _one_line_error, _snapshot, _vrt
 
 from botaclip.cli import cli
 from botaclip.pipeline import run_index
 from botaclip.store import Store
-from test_store_safety import _assert_unchanged, _one_line_error, _snapshot, _vrt
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*has random weights"),

@@ -67,7 +67,7 @@ def test_partitions_sorted_and_by_parent(store):
     with store.writer("c", kind="covariates", columns=["elev"]) as w:
         w.write(cells, columns={"elev": np.arange(100.0)})
     assert store.partitions("c") == {PARENT, OTHER_PARENT}
-    for parent, h, X in store.iter_partitions("c"):
+    for parent, h, _ in store.iter_partitions("c"):
         assert (np.diff(h.astype(np.int64)) > 0).all()
         assert (cell_to_parent(h, 6) == parent).all()
     assert (store.partition_of(cells) == cell_to_parent(cells, 6)).all()

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from test_store_safety import _assert_unchanged, _one_line_error, _snapshot
 
 from botaclip.cli import cli
 from botaclip.errors import StoreDamagedError, StoreWriteError
 from botaclip.store.io import import_table
-from test_store_safety import _assert_unchanged, _one_line_error, _snapshot
 
 
 def _damage(path: Path, how: str) -> None:

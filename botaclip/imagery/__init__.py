@@ -13,7 +13,14 @@ This package knows nothing of storage or models.
 from botaclip.imagery.bands import PRESETS, BandSpec, band_spec
 from botaclip.imagery.chips import Chip, ChipReader
 from botaclip.imagery.prefetch import ChipBatch, PrefetchStats, prefetch_chips
-from botaclip.imagery.regions import Region, cell_centres, check_resolution, iter_region_cells, parse_region, region_partitions
+from botaclip.imagery.regions import (
+    Region,
+    cell_centres,
+    check_resolution,
+    iter_region_cells,
+    parse_region,
+    region_partitions,
+)
 from botaclip.imagery.sources import RasterSource, open_source
 from botaclip.imagery.stats import BandStats, band_stats
 

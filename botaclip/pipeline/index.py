@@ -188,11 +188,10 @@ def _guess_bands(path: str):
 
 def _probe_band_count(path: str) -> int:
     import rasterio
-
-    from botaclip.imagery.sources import open_source
-    from botaclip.imagery.bands import BandSpec
-
     from rasterio.enums import ColorInterp
+
+    from botaclip.imagery.bands import BandSpec
+    from botaclip.imagery.sources import open_source
 
     try:
         with rasterio.open(path) as ds:

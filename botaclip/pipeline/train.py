@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from botaclip.errors import BotaclipError
-from botaclip.model.dofa import RandomInitWarning
 from botaclip.model.adapter import backbone_identity, load_checkpoint, save_checkpoint
+from botaclip.model.dofa import RandomInitWarning
 from botaclip.model.train import RECALL_KS, TrainConfig, TrainResult, fit_botaclip
 from botaclip.model.vocabulary import SpeciesVocabulary
 from botaclip.pipeline.feature_cache import cache_features

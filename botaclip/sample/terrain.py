@@ -115,7 +115,7 @@ def make_terrain(rng: np.random.Generator, grid: Grid) -> Terrain:
     # Ravines cut the walls and gather water; each carries a stream down to the river.
     gully = np.zeros(shape, dtype=np.float64)
     streams = []
-    for k, v0 in enumerate((0.18, 0.33, 0.86)):
+    for v0 in (0.18, 0.33, 0.86):
         v_k = v0 + rng.uniform(-0.025, 0.025)
         ph = rng.uniform(0, 1)
 

@@ -23,7 +23,6 @@ from botaclip.sdm.config import SamplingConfig
 from botaclip.sdm.occurrences import Occurrences, species_samples
 
 
-
 class FeatureSource(Protocol):
     """What the SDM needs from a feature store."""
 

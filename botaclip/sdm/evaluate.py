@@ -14,10 +14,9 @@ come from the adapter that never saw fold k, see :mod:`botaclip.sdm.crossfit`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 import numpy as np
-
-from typing import Sequence
 
 from botaclip.config import build
 from botaclip.sdm import metrics as M

@@ -346,8 +346,8 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     import rasterio
     import rasterio.errors
     import rasterio.windows
-    from pyproj import Transformer
     from affine import Affine
+    from pyproj import Transformer
 
     from botaclip.sdm.maps import utm_crs
 

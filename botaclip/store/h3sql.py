@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 import duckdb
+import h3.api.basic_int as h3i
 import numpy as np
 import pyarrow as pa
-
-import h3.api.basic_int as h3i
 
 from botaclip.store import h3vec
 

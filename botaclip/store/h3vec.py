@@ -9,10 +9,9 @@ All coordinates are degrees, in (lat, lng) order.
 
 from __future__ import annotations
 
+import h3.api.basic_int as h3i
 import numpy as np
 import pyarrow as pa
-
-import h3.api.basic_int as h3i
 
 try:  # optional accelerator: h3ronpy's Arrow kernels
     import h3ronpy as _hr

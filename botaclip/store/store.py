@@ -17,8 +17,16 @@ import pyarrow.parquet as pq
 
 from botaclip.errors import BotaclipError, StoreDamagedError
 from botaclip.store import h3vec
-from botaclip.store.catalog import (CATALOG_NAME, CatalogState, connect_read_only, create_view, load_state,
-                                    read_catalog, utcnow, write_catalog)
+from botaclip.store.catalog import (
+    CATALOG_NAME,
+    CatalogState,
+    connect_read_only,
+    create_view,
+    load_state,
+    read_catalog,
+    utcnow,
+    write_catalog,
+)
 from botaclip.store.damage import missing_error, missing_partitions, read_footer, read_partition_table
 from botaclip.store.h3sql import register_h3_functions
 from botaclip.store.layout import partition_path
