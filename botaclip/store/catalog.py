@@ -1,5 +1,7 @@
-"""The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `runs`, and one
-view per feature set over its Parquet files).
+"""The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `runs`,
+`feature_set_geometry` (see `geometry.py`), `cross_fits` (cross-fitted adapted sets, see `Store.cross_fit`), and
+one view per feature set over its Parquet files). Catalogs written before the last two tables existed read as
+having none.
 
 DuckDB lets no other process open a database file while one holds it read-write. So nothing ever opens the live
 catalog read-write: readers open it read-only (retrying briefly if someone else holds a lock), and the writer (who
@@ -35,11 +37,23 @@ CREATE TABLE feature_sets (
 CREATE TABLE runs (
     run_id BIGINT, feature_set VARCHAR, pid INTEGER, host VARCHAR, started TIMESTAMP, finished TIMESTAMP,
     status VARCHAR, rows_written BIGINT, partitions_written BIGINT, botaclip_version VARCHAR);
+CREATE TABLE feature_set_geometry (
+    name VARCHAR PRIMARY KEY, rows BIGINT, sample_rows BIGINT, dim INTEGER, effective_dim DOUBLE, mean_norm DOUBLE,
+    mean_cosine DOUBLE, mean DOUBLE[], eigenvalues DOUBLE[], explained_variance_ratio DOUBLE[], axes DOUBLE[][],
+    computed TIMESTAMP);
+CREATE TABLE cross_fits (
+    name VARCHAR PRIMARY KEY, fold_sets VARCHAR[], block_res INTEGER, blocks UBIGINT[], folds BIGINT[],
+    releve_cells UBIGINT[], adapter_sha256 VARCHAR, created TIMESTAMP);
 """
 _FS_COLS = ("name", "kind", "dtype", "dim", "columns", "extras", "provenance", "rows", "partitions", "bytes",
             "created", "updated")
 _RUN_COLS = ("run_id", "feature_set", "pid", "host", "started", "finished", "status", "rows_written",
              "partitions_written", "botaclip_version")
+_GEOMETRY_COLS = ("name", "rows", "sample_rows", "dim", "effective_dim", "mean_norm", "mean_cosine", "mean",
+                  "eigenvalues", "explained_variance_ratio", "axes", "computed")
+_CROSS_FIT_COLS = ("name", "fold_sets", "block_res", "blocks", "folds", "releve_cells", "adapter_sha256", "created")
+# Tables added after the first release, with their columns: optional when reading an older catalog.
+_OPTIONAL_TABLES = {"feature_set_geometry": _GEOMETRY_COLS, "cross_fits": _CROSS_FIT_COLS}
 
 
 def utcnow() -> _dt.datetime:
@@ -53,6 +67,8 @@ class CatalogState:
     meta: dict[str, str] = field(default_factory=dict)
     feature_sets: dict[str, dict] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
+    geometry: dict[str, dict] = field(default_factory=dict)  # feature set -> `geometry_stats` record
+    cross_fits: dict[str, dict] = field(default_factory=dict)  # full adapted set -> its cross-fit record
 
     def spec(self, name: str) -> FeatureSetSpec:
         return FeatureSetSpec.from_record(self.feature_sets[name])
@@ -157,6 +173,15 @@ def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
         runs_sql = f"SELECT {', '.join(_RUN_COLS)} FROM {CATALOG_ALIAS}.main.runs ORDER BY run_id"
         for row in con.execute(runs_sql).fetchall():
             state.runs.append(dict(zip(_RUN_COLS, row)))
+        present = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [CATALOG_ALIAS]).fetchall()}
+        for table, cols in _OPTIONAL_TABLES.items():
+            if table not in present:
+                continue
+            target = state.geometry if table == "feature_set_geometry" else state.cross_fits
+            for row in con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} ORDER BY name"
+                                   ).fetchall():
+                target[row[0]] = dict(zip(cols, row))
     except duckdb.Error as exc:
         raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return state
@@ -188,6 +213,12 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
         if state.runs:
             con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
                             [[r.get(c) for c in _RUN_COLS] for r in state.runs])
+        for table, records in (("feature_set_geometry", state.geometry), ("cross_fits", state.cross_fits)):
+            cols = _OPTIONAL_TABLES[table]
+            for name, rec in records.items():
+                if name in state.feature_sets:  # records of a removed set go with it
+                    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                [name if c == "name" else rec.get(c) for c in cols])
         for name in state.feature_sets:
             spec = state.spec(name)
             con.execute(f"CREATE VIEW {quote_ident(name)} AS "

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from botaclip.errors import BotaclipError
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
+from botaclip.store.geometry import geometry_stats
 from botaclip.store.layout import footer_meta, partition_files, partition_path, tmp_dir, write_parquet_atomic
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
@@ -49,16 +50,21 @@ class FeatureSetWriter:
 
     Embeddings passed to `write` are unit-normalised here (L2), so callers may pass raw or normalised vectors;
     an all-zero vector stays zero. Non-finite values are refused.
+
+    On a normal close, an embedding set's geometry statistics (`botaclip.store.geometry`: mean vector, PCA
+    spectrum and axes, effective dimensionality) are recomputed from its files and kept in the catalog;
+    ``geometry=False`` skips that (for intermediate commits of a longer job, which pass it on the last one).
     """
 
     def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False,
-                 max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES) -> None:
+                 max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES, geometry: bool = True) -> None:
         if store.read_only:
             raise BotaclipError(f"store {store.path} was opened read-only; open it with read_only=False to write")
         self.store = store
         self.spec = spec
         self.name = spec.name
         self.max_buffer_bytes = int(max_buffer_bytes)
+        self.geometry = bool(geometry)
         self._buffers: dict[int, list[pa.Table]] = {}
         self._buffered_bytes = 0
         self.rows_written = 0
@@ -88,6 +94,9 @@ class FeatureSetWriter:
             if overwrite:
                 self._remove_files()
                 old = None
+                # The replaced set's records describe data that is gone.
+                state.geometry.pop(self.name, None)
+                state.cross_fits.pop(self.name, None)
         now = utcnow()
         if old is None:
             self.spec.provenance.setdefault("created", now.isoformat())
@@ -128,6 +137,8 @@ class FeatureSetWriter:
             rec = state.feature_sets.get(self.name)
             if rec is not None:
                 rec.update(self.store._live_counts(self.name), updated=utcnow())
+                if not failed and self.geometry and self.spec.is_embedding:
+                    self._record_geometry(state, rec["rows"])
             for run in state.runs:
                 if run["run_id"] == self.run_id:
                     run.update(finished=utcnow(), status="failed" if failed else "done",
@@ -135,6 +146,14 @@ class FeatureSetWriter:
             write_catalog(self.store.catalog_path, state, self.store.path)
         finally:
             self._lock.release()
+
+    def _record_geometry(self, state, rows: int) -> None:
+        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
+        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
+        if stats is None:
+            state.geometry.pop(self.name, None)
+        else:
+            state.geometry[self.name] = {**stats, "name": self.name, "computed": utcnow()}
 
     def __enter__(self) -> "FeatureSetWriter":
         return self
