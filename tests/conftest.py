@@ -45,6 +45,79 @@ def write_raster(tmp_path):
     return write
 
 
+SDM_LAT0, SDM_LNG0 = 45.2, 6.1
+SDM_RES = 9
+
+
+def _sigmoid(x):
+    import numpy as np
+
+    return 1 / (1 + np.exp(-x))
+
+
+@pytest.fixture(scope="session")
+def landscape(tmp_path_factory):
+    """A store (res 9) over ~1,900 cells with an environmental gradient, and occurrence files whose species
+    follow it: 'good' features carry the gradient, 'noise' features do not."""
+    import h3
+    import numpy as np
+    import pandas as pd
+
+    from botaclip.sdm.cells import cells_to_latlng
+    from botaclip.store import Store
+
+    root = tmp_path_factory.mktemp("sdm")
+    rng = np.random.default_rng(42)
+    centre = h3.latlng_to_cell(SDM_LAT0, SDM_LNG0, SDM_RES)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(centre, 25)), dtype=np.uint64)
+    lat, lng = cells_to_latlng(cells)
+    env = (lat - lat.min()) / np.ptp(lat) * 0.7 + 0.3 * np.sin(8 * (lng - lng.min()) / np.ptp(lng))
+    env = (env - env.min()) / np.ptp(env)
+
+    store = Store.create(root / "s.store", resolution=SDM_RES)
+    n = cells.size
+    with store.writer("good", kind="covariates", columns=["env", "env2", "wiggle", "flat"],
+                      provenance={"source": "test"}) as w:
+        w.write(h3=cells, columns={"env": env, "env2": env**2 + 0.05 * rng.normal(size=n),
+                                   "wiggle": rng.normal(size=n), "flat": np.ones(n)})
+    with store.writer("noise", kind="covariates", columns=["a", "b", "c"], provenance={"source": "test"}) as w:
+        w.write(h3=cells, columns={"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.normal(size=n)})
+    emb = np.column_stack([env, 1 - env, rng.normal(scale=0.2, size=(n, 6))])
+    with store.writer("emb", kind="backbone", dim=8, provenance={"model": "test"}) as w:
+        w.write(h3=cells, embedding=emb, valid_fraction=np.ones(n))
+
+    # Relevés: 600 plots; every plot lists the species present there.
+    plots = rng.choice(n, 600, replace=False)
+    rows = []
+    p_alpha = _sigmoid(10 * (env - 0.5))
+    p_beta = _sigmoid(-10 * (env - 0.4))
+    for i, p in enumerate(plots):
+        plat, plng = lat[p], lng[p]
+        rows.append((f"r{i}", plat, plng, "Commonia ubiquita", 5.0))
+        if rng.random() < p_alpha[p]:
+            rows.append((f"r{i}", plat, plng, "Alpha prima", 10.0))
+        if rng.random() < p_beta[p]:
+            rows.append((f"r{i}", plat, plng, "Beta secunda", 3.0))
+        if i < 4:
+            rows.append((f"r{i}", plat, plng, "Rara tertia", 1.0))
+    releves = pd.DataFrame(rows, columns=["releve_id", "decimalLatitude", "decimalLongitude", "species", "cover"])
+    releves.to_csv(root / "plots.csv", index=False)
+
+    # Presence-only butterflies (Darwin Core), presences concentrated at high env.
+    pres = rng.choice(n, 80, replace=False, p=p_alpha**2 / (p_alpha**2).sum())
+    bf = pd.DataFrame({"species": "Papilio alpinus", "decimalLatitude": lat[pres], "decimalLongitude": lng[pres],
+                       "occurrenceStatus": "PRESENT", "coordinateUncertaintyInMeters": 10.0})
+    bf.to_csv(root / "butterflies.csv", index=False)
+
+    # Soil abundance at 300 sites.
+    sites = rng.choice(n, 300, replace=False)
+    counts = rng.poisson(np.exp(3 * env[sites]))
+    soil = pd.DataFrame({"site_id": [f"s{i}" for i in range(300)], "decimalLatitude": lat[sites],
+                         "decimalLongitude": lng[sites], "species": "Collembola", "individualCount": counts})
+    soil.to_csv(root / "soil.csv", index=False)
+    return {"root": root, "store": root / "s.store", "cells": cells, "env": env}
+
+
 # ---------------------------------------------------------------- a tiny landscape with relevés (training tests)
 
 X0, Y0, SIDE = 900_000.0, 6_450_000.0, 600  # Lambert-93 corner (west, north), metres; 1 m pixels

@@ -20,8 +20,16 @@ def _occurrence_options(f):
                           "the value column is a count), absences in the status column -> presence-absence, "
                           "else presence-only]."),
         click.option("--folds", type=int, default=5, show_default=True, help="Number of spatial CV folds."),
-        click.option("--block-res", type=int, default=None,
-                     help="H3 resolution of the spatial blocks [default: the coarsest giving >= 4 blocks per fold]."),
+        click.option("--block-res", default="auto", show_default=True,
+                     help="H3 resolution of the spatial blocks, or 'auto': the resolution whose cell edge is closest "
+                          "to the autocorrelation range of the features (variogram of their leading principal "
+                          "components), keeping >= 4 blocks per fold."),
+        click.option("--threshold", default="maxtss", show_default=True,
+                     help="Threshold rule for TSS, sensitivity, specificity, F1 and binary maps: maxtss, senspec "
+                          "(sensitivity = specificity), p10 (10th percentile of presences) or a value in [0, 1]; "
+                          "chosen on out-of-fold predictions, never in-sample."),
+        click.option("--inner-folds", type=int, default=3, show_default=True,
+                     help="Inner spatial folds per outer fold on which the threshold is chosen."),
         click.option("--background", type=int, default=10_000, show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -83,7 +91,8 @@ def fit_cmd(store_path, occurrences, species, features, model, out, predictions_
     out = out or Path(f"sdm_{slug(species)}_{model}")
     res = fit_species(
         store_path, occurrences, species, kind=kw["kind"], features=features, model=model, folds=kw["folds"],
-        block_res=kw["block_res"], background=kw["background"], target_group=kw["target_group"],
+        block_res=kw["block_res"], threshold=kw["threshold"], inner_folds=kw["inner_folds"],
+        background=kw["background"], target_group=kw["target_group"],
         max_uncertainty=kw["max_uncertainty"], min_presences=kw["min_presences"], seed=kw["seed"], out=out,
         predictions=False if no_predictions else (predictions_name or True), write_map=not no_map,
         n_jobs=kw["jobs"], columns=columns,
@@ -97,7 +106,7 @@ def fit_cmd(store_path, occurrences, species, features, model, out, predictions_
         click.echo(f"{res.n_presences} presence cells, {negatives}")
     for line in res.cleaning.lines():
         click.echo(line)
-    click.echo(f"{len(res.cv.folds)} spatial folds from {res.n_blocks} blocks (H3 resolution {res.block_res})")
+    click.echo(res.folds_description)
     names = list(res.summary())
     click.echo("fold  n_test  pres  " + "  ".join(f"{m:>11}" for m in names))
     for f in res.cv.folds:
@@ -108,8 +117,9 @@ def fit_cmd(store_path, occurrences, species, features, model, out, predictions_
                                                  for m in names))
     for note in res.notes:
         click.echo(f"note: {note}")
-    if res.threshold is not None:
-        click.echo(f"threshold (max TSS, all data): {res.threshold:.4f}")
+    if res.threshold_rule is not None:
+        click.echo(f"threshold rule {res.threshold_rule}: chosen per fold on inner out-of-fold predictions; "
+                   f"final model {_fmt(res.threshold, 4)} (on the outer out-of-fold predictions)")
     click.echo(f"model: {res.out_dir}")
     if res.predictions_table:
         click.echo(f"predictions: table {res.predictions_table} in {store_path} ({res.n_predicted} cells)")
@@ -142,12 +152,20 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
     res = compare(
         store_path, occurrences, list(features), species=list(species) or None, kind=kw["kind"],
         models=[m.strip() for m in models.split(",") if m.strip()], folds=kw["folds"], block_res=kw["block_res"],
+        threshold=kw["threshold"], inner_folds=kw["inner_folds"],
         background=kw["background"], target_group=kw["target_group"], max_uncertainty=kw["max_uncertainty"],
         min_presences=kw["min_presences"], seed=kw["seed"], out=out, n_jobs=kw["jobs"], columns=columns,
         progress=lambda msg: click.echo(f"  {msg}", err=True),
     )
     metrics = res.metrics
-    click.echo(f"{len(res.species)} species, {res.kind}, {res.folds}-fold spatial block CV, identical folds")
+    click.echo(f"{len(res.species)} species, {res.kind}, {res.folds}-fold spatial block CV, identical folds"
+               + (f", threshold rule {res.threshold_rule}" if res.threshold_rule else ""))
+    if res.autocorrelation is not None:
+        from botaclip.sdm.autocorrelation import format_distance
+
+        click.echo(f"autocorrelation range of the inputs: {format_distance(res.autocorrelation['range_m'])}")
+    for how in sorted({s.folds for s in res.species}):
+        click.echo(f"  {how}")
     head = f"{'species':<28} {'features':<20} {'model':<9} " + " ".join(f"{m:>13}" for m in metrics)
     click.echo(head)
     for rec in res.table():
@@ -178,10 +196,18 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
               help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
 @click.option("--pixel-m", type=float, default=None,
               help="Pixel size of a .tif in metres (local UTM) [default: half the H3 edge length].")
-def predict_cmd(model_dir, store_path, region, out, pixel_m):
-    """Predict suitability for every indexed cell with a saved model, streaming partition by partition."""
+@click.option("--binary", is_flag=True,
+              help="Write 0/1 presence (column 'presence', uint8 raster) instead of suitability, at the model's "
+                   "stored threshold.")
+@click.option("--threshold", default=None,
+              help="With --binary: a rule (maxtss, senspec, p10: its out-of-fold value stored with the model) or a "
+                   "value in [0, 1] instead of the stored threshold.")
+def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold):
+    """Predict suitability (or presence, --binary) for every indexed cell with a saved model, streaming partition
+    by partition."""
     from botaclip.sdm import predict
 
-    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m)
+    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
-    click.echo(f"wrote {res.path}: {res.n_cells} cells, mean suitability {res.mean:.4f}{extra}")
+    what = "share present" if binary else "mean suitability"
+    click.echo(f"wrote {res.path}: {res.n_cells} cells, {what} {res.mean:.4f}{extra}")

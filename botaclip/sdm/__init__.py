@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from botaclip.sdm.autocorrelation import AutocorrelationRange, autocorrelation_range
 from botaclip.sdm.compare import ComparisonResult, PairedComparison, compare, paired_comparison
+from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.evaluate import CVResult, FoldResult, cross_validate
 from botaclip.sdm.fit import FitResult, fit_species
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
@@ -23,7 +25,9 @@ from botaclip.sdm.metrics import (
     boyce_curve,
     boyce_index,
     mae,
+    p10_threshold,
     roc_auc,
+    sens_spec_threshold,
     spearman,
     threshold_metrics,
     tss,
@@ -32,20 +36,24 @@ from botaclip.sdm.models import MODEL_NAMES, make_model
 from botaclip.sdm.occurrences import KINDS, Occurrences, read_occurrences
 from botaclip.sdm.persist import SavedModel, load_model, save_model
 from botaclip.sdm.predict import PredictResult, Region
+from botaclip.sdm.thresholds import THRESHOLD_RULES, ThresholdRule, parse_threshold
 
 
 def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None = None,
-            pixel_m: float | None = None) -> PredictResult:
+            pixel_m: float | None = None, binary: bool = False, threshold: str | float | None = None) -> PredictResult:
     """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` (in ``region``: an H3 cell, a
     box 'west,south,east,north' in degrees, or a polygon file) and write ``out``: .parquet (h3, suitability),
     .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition by partition.
+    ``binary``: 0/1 presence instead of suitability, at the model's stored threshold or ``threshold`` (a rule
+    name, 'maxtss', 'senspec', 'p10', whose out-of-fold value was stored with the model, or a value in [0, 1]).
     """
     from botaclip.sdm.fit import open_store
     from botaclip.sdm.predict import predict_to_file
 
     saved = load_model(model_dir)
     st = open_store(store, read_only=True)
-    return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m)
+    return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m, binary=binary,
+                           threshold=threshold)
 
 
 __all__ = [
@@ -53,5 +61,6 @@ __all__ = [
     "paired_comparison", "cross_validate", "CVResult", "FoldResult", "spatial_folds", "SpatialFolds",
     "roc_auc", "tss", "best_tss_threshold", "threshold_metrics", "boyce_index", "boyce_curve", "spearman", "mae",
     "make_model", "MODEL_NAMES", "read_occurrences", "Occurrences", "KINDS", "load_model", "save_model",
-    "SavedModel", "Region",
+    "SavedModel", "Region", "sens_spec_threshold", "p10_threshold", "THRESHOLD_RULES", "ThresholdRule",
+    "parse_threshold", "autocorrelation_range", "AutocorrelationRange", "CrossFit",
 ]

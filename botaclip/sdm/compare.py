@@ -28,10 +28,21 @@ from botaclip.sdm.dataset import (
     extent_of,
     label_cells,
 )
-from botaclip.sdm.evaluate import cross_validate, metric_names
-from botaclip.sdm.fit import as_occurrences, check_model, open_store, parse_feature_sets
-from botaclip.sdm.folds import spatial_folds
+from botaclip.sdm.crossfit import CrossFit
+from botaclip.sdm.evaluate import DEFAULT_INNER_FOLDS, cross_validate, metric_names
+from botaclip.sdm.fit import (
+    as_occurrences,
+    check_block_res,
+    check_inner_folds,
+    check_model,
+    cross_fits_of,
+    design_folds,
+    inputs_range,
+    open_store,
+    parse_feature_sets,
+)
 from botaclip.sdm.occurrences import KINDS
+from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
 
 # Metrics where smaller is better (wins are counted the other way round).
 LOWER_IS_BETTER = {"mae"}
@@ -77,6 +88,8 @@ class SpeciesInfo:
     block_res: int
     n_blocks: int
     notes: list[str] = field(default_factory=list)
+    folds: str = ""  # how the folds were made, in one line
+    cross_fitted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -94,6 +107,9 @@ class ComparisonResult:
     folds: int
     seed: int
     files: list[str] = field(default_factory=list)
+    threshold_rule: str | None = None
+    block_res: str = "auto"  # as asked: 'auto' or the forced resolution
+    autocorrelation: dict | None = None  # the estimated range of the inputs, when blocks were chosen from it
 
     def table(self) -> list[dict]:
         """One record per species x feature set x model with '<metric>_mean' and '<metric>_sd' columns."""
@@ -132,7 +148,8 @@ class ComparisonResult:
                 "folds": r.values, "mean": r.mean, "sd": r.sd}
         return {
             "kind": self.kind, "feature_sets": self.feature_sets, "models": self.models, "metrics": self.metrics,
-            "folds": self.folds, "seed": self.seed,
+            "folds": self.folds, "seed": self.seed, "threshold_rule": self.threshold_rule,
+            "block_res": self.block_res, "autocorrelation": self.autocorrelation,
             "species": [asdict(s) for s in self.species], "skipped_species": self.skipped_species,
             "results": per_species, "mean_over_species": self.means(),
             "paired": [asdict(p) for p in self.paired],
@@ -172,7 +189,10 @@ def compare(
     kind: str | None = None,
     models: Sequence[str] = ("lightgbm",),
     folds: int = 5,
-    block_res: int | None = None,
+    block_res: int | str | None = "auto",
+    threshold: str | float | ThresholdRule | None = "maxtss",
+    inner_folds: int = DEFAULT_INNER_FOLDS,
+    cross_fit: dict[str, CrossFit] | None = None,
     background: int = DEFAULT_BACKGROUND,
     target_group=None,
     max_uncertainty: float | None = None,
@@ -188,8 +208,14 @@ def compare(
     ``feature_sets``: each item a name or a list of names joined on the cell ('a' or 'b,c'); ``species``: names,
     or None for every species with at least ``min_presences`` presences (others are listed as skipped).
     Writes comparison.csv, report.md and report.json into ``out`` when given. ``progress``: optional callable
-    taking a short status string.
+    taking a short status string. ``block_res``, ``threshold``, ``inner_folds`` and ``cross_fit`` as in
+    :func:`botaclip.sdm.fit_species`; with 'auto' blocks the range is the largest over the feature sets compared,
+    estimated once on the union of the species' cells, so every species and feature set shares one block size
+    (each species may still fall back to finer blocks to keep >= 4 blocks per fold).
     """
+    block_res = check_block_res(block_res)
+    rule = parse_threshold(threshold)
+    check_inner_folds(inner_folds)
     groups = [parse_feature_sets(f) for f in feature_sets]
     if not groups:
         raise BotaclipError("give at least one feature set with --features")
@@ -231,41 +257,54 @@ def compare(
             f"no species in {occ.path} has at least {min_presences} presences on indexed cells "
             f"(--min-presences); {len(skipped)} skipped"
         )
+    # Read each feature set once for the union of all species' cells (and each fold's set if cross-fitted).
+    needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
+    cross_fits = cross_fits_of(source, all_names, cross_fit)
+    tables = {name: source.features([name], needed) for name in all_names}
+    for cf in cross_fits.values():
+        for name in cf.fold_sets:
+            if name not in tables:
+                tables[name] = source.features([name], needed)
+    group_tables = {label: _join(tables, g) for g, label in zip(groups, labels)}
+    range_ = None
+    if block_res is None:
+        range_ = inputs_range(needed, [X for X, _ in group_tables.values()], seed)
     # Split every species once (same folds for every feature set and model), before any model is fitted, so a
     # bad --block-res/--folds fails before work is done.
-    fold_sets = {s: spatial_folds(lab.h3, lab.y, folds, block_res, seed) for s, lab in labelled.items()}
-
-    # Read each feature set once for the union of all species' cells.
-    needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
-    tables = {}
-    for g, label in zip(groups, labels):
-        X, cols = source.features(g, needed)
-        tables[label] = (X, cols)
+    designs = {s: design_folds(lab.h3, lab.y, folds, block_res, seed, cross_fits=cross_fits, range_=range_,
+                               is_background=lab.is_background)
+               for s, lab in labelled.items()}
 
     metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
     rows: list[ComparisonRow] = []
     infos: list[SpeciesInfo] = []
     for s, lab in labelled.items():
-        fs = fold_sets[s]
+        design = designs[s]
+        fs = design.folds
         rows_idx = np.searchsorted(needed, lab.h3)
-        notes = list(lab.notes) + list(fs.notes)
-        for label in labels:
-            Xall, cols = tables[label]
-            X, _, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
+        notes = list(lab.notes) + list(design.notes)
+        for g, label in zip(groups, labels):
+            Xall, cols = group_tables[label]
+            X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
             notes += [f"{label}: {d}" for d in dropped]
+            if any(n in design.cross_fitted for n in g):
+                X = [_join(tables, _fold_group(g, design, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
             for model in models:
                 if progress:
                     progress(f"{s} | {label} | {model}")
-                cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, seed, n_jobs)
+                cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, seed, n_jobs,
+                                    threshold=rule, inner_folds=inner_folds)
                 for f in cv.folds:
                     if f.skipped:
                         notes.append(f"{label} | {model}: fold {f.fold} skipped: {f.skipped}")
+                    elif f.note:
+                        notes.append(f"{label} | {model}: fold {f.fold}: {f.note}")
                 summary = cv.summary()
                 for m in metrics:
                     rows.append(ComparisonRow(s, label, model, m, cv.values(m), summary[m]["mean"],
                                               summary[m]["sd"]))
         infos.append(SpeciesInfo(s, kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
-                                 sorted(set(notes), key=notes.index)))
+                                 sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted)))
 
     paired: list[PairedComparison] = []
     sp = [i.species for i in infos]
@@ -276,10 +315,29 @@ def compare(
                 res = paired_comparison([lookup[(s, a)] for s in sp], [lookup[(s, b)] for s in sp], metric)
                 paired.append(PairedComparison(model, metric, a, b, **res))
 
-    result = ComparisonResult(kind, labels, models, metrics, rows, infos, skipped, paired, folds, seed)
+    result = ComparisonResult(kind, labels, models, metrics, rows, infos, skipped, paired, folds, seed,
+                              threshold_rule=None if kind == "abundance" else str(rule),
+                              block_res="auto" if block_res is None else str(block_res),
+                              autocorrelation=None if range_ is None else range_.to_dict())
     if out is not None:
         result.files = write_reports(result, out)
     return result
+
+
+def _join(tables: dict[str, tuple[np.ndarray, list[str]]], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Feature sets joined on the cell (all read for the same cells), columns prefixed when there are several."""
+    if len(names) == 1:
+        return tables[names[0]]
+    X = np.hstack([tables[n][0] for n in names])
+    return X, [f"{n}.{c}" for n in names for c in tables[n][1]]
+
+
+def _fold_group(names: Sequence[str], design, k: int) -> list[str]:
+    """``names`` with every cross-fitted set replaced by fold k's."""
+    out = list(names)
+    for name in design.cross_fitted:
+        out = design.cross_fit.fold_names(out, name, k)
+    return out
 
 
 def _f(v, digits: int = 3) -> str:
@@ -319,8 +377,9 @@ def markdown_report(result: ComparisonResult) -> str:
              f"{', '.join(result.models)}; {result.folds}-fold spatial block CV (seed {result.seed}); "
              f"{len(result.species)} species.", "",
              "Every feature set and model was evaluated on the same cells and the same spatial folds for each "
-             "species. Values: mean over species of the per-species mean over folds (sd over species).", "",
-             "## Mean over species", ""]
+             "species. Values: mean over species of the per-species mean over folds (sd over species).", ""]
+    lines += _design_lines(result)
+    lines += ["## Mean over species", ""]
     means = result.means()
     lines.append("| features | model | " + " | ".join(result.metrics) + " |")
     lines.append("|---|---|" + "---|" * len(result.metrics))
@@ -350,6 +409,33 @@ def markdown_report(result: ComparisonResult) -> str:
         lines += ["", "## Notes", ""]
         lines += [f"- {s}: {n}" for s, n in notes]
         lines += [f"- {s}: skipped ({why})" for s, why in result.skipped_species.items()]
-    lines += ["", "## Spatial blocks", "", "| species | block resolution | blocks |", "|---|---|---|"]
-    lines += [f"| {s.species} | {s.block_res} | {s.n_blocks} |" for s in result.species]
+    lines += ["", "## Spatial blocks", "", "| species | folds |", "|---|---|"]
+    lines += [f"| {s.species} | {s.folds} |" for s in result.species]
     return "\n".join(lines) + "\n"
+
+
+def _design_lines(result: ComparisonResult) -> list[str]:
+    """How folds, blocks and thresholds were chosen, for the top of the report."""
+    lines = []
+    if result.threshold_rule is not None:
+        lines.append(f"- Threshold (TSS, sensitivity, specificity, F1): rule `{result.threshold_rule}`, chosen in "
+                     "each outer fold on inner spatial-block out-of-fold predictions of its training part, never "
+                     "on in-sample scores.")
+    auto = result.autocorrelation
+    if result.block_res == "auto" and auto is not None:
+        from botaclip.sdm.autocorrelation import format_distance
+
+        lines.append(f"- Blocks: `--block-res auto`; estimated autocorrelation range of the inputs "
+                     f"{format_distance(auto['range_m'])} (median over the leading principal components, exponential "
+                     f"variogram, {auto['n_points']} cells); each species' resolution is below.")
+    elif result.block_res == "auto":
+        lines.append("- Blocks: `--block-res auto`, but no autocorrelation range could be estimated; the "
+                     "coarsest resolution with >= 4 blocks per fold was used.")
+    else:
+        lines.append(f"- Blocks: H3 resolution {result.block_res} (given).")
+    crossfitted = sorted({n for s in result.species for n in s.cross_fitted})
+    if crossfitted:
+        lines.append(f"- Cross-fitted: {', '.join(crossfitted)}: for species whose cells overlap the relevés that "
+                     "trained the adapters, folds follow the adapters' folds and each test fold is scored on "
+                     "features of the adapter that never saw it.")
+    return lines + [""] if lines else []

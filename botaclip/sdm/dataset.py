@@ -38,6 +38,8 @@ class FeatureSource(Protocol):
 
     def provenance(self, name: str) -> dict: ...
 
+    def cross_fit(self, name: str): ...
+
 
 def provenance_id(provenance: dict) -> str:
     """A short, stable id of a provenance record: sha256 of its canonical JSON, first 16 hex digits."""
@@ -101,6 +103,15 @@ class StoreFeatures:
     def provenance(self, name: str) -> dict:
         info = self.store.info(name)
         return dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
+
+    def cross_fit(self, name: str):
+        """The :class:`~botaclip.sdm.crossfit.CrossFit` of feature set ``name``, or None if it was not
+        cross-fitted (or the store keeps no cross-fit records)."""
+        from botaclip.sdm.crossfit import CrossFit
+
+        lookup = getattr(self.store, "cross_fit", None)
+        record = lookup(name) if lookup is not None else None
+        return None if record is None else CrossFit.from_dict(record)
 
 
 def _align(found: np.ndarray, X: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:

@@ -1,9 +1,14 @@
 """Spatial-block cross-validation of one model on one species' table.
 
-For each fold: fit on the other folds, predict the held-out blocks, and score. Binary tasks: ROC AUC; TSS,
-sensitivity, specificity and F1 at the threshold that maximises TSS on the *training* folds (predicted in-sample),
-applied to the test fold; and the continuous Boyce index (test presences vs all test cells). Abundance: Spearman
-rho and MAE. A fold whose training or test part holds one class only is reported as skipped, never fatal.
+For each outer fold: fit on the other folds, predict the held-out blocks, and score. Binary tasks: ROC AUC; TSS,
+sensitivity, specificity and F1 at a threshold chosen by a rule (:mod:`botaclip.sdm.thresholds`) on the
+*inner* spatial-block out-of-fold predictions of the training part (never on in-sample scores, which a flexible
+model puts near 1), applied to the test fold; and the continuous Boyce index (test presences vs all test cells).
+Abundance: Spearman rho and MAE. A fold whose training or test part holds one class only is reported as skipped,
+never fatal.
+
+Features are one matrix for every fold, or one matrix per outer fold (cross-fitted adapters: fold k's features
+come from the adapter that never saw fold k, see :mod:`botaclip.sdm.crossfit`).
 """
 
 from __future__ import annotations
@@ -12,9 +17,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from typing import Sequence
+
 from botaclip.sdm import metrics as M
-from botaclip.sdm.folds import SpatialFolds
+from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import make_model
+from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
+
+#: Inner folds used to choose each outer fold's threshold out of sample.
+DEFAULT_INNER_FOLDS = 3
 
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
 REGRESSION_METRICS = ("spearman", "mae")
@@ -35,6 +46,7 @@ class FoldResult:
     metrics: dict[str, float] = field(default_factory=dict)
     threshold: float | None = None
     skipped: str | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -45,6 +57,7 @@ class CVResult:
     task: str
     folds: list[FoldResult]
     oof: np.ndarray  # out-of-fold prediction per sample (nan where its fold was skipped)
+    threshold_rule: str | None = None  # binary tasks: the rule that chose each fold's threshold
 
     def values(self, metric: str) -> list[float]:
         """The metric on each scored fold, in fold order (nan where undefined)."""
@@ -64,8 +77,8 @@ class CVResult:
         return out
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "task": self.task, "folds": [asdict(f) for f in self.folds],
-                "summary": self.summary()}
+        return {"model": self.model, "task": self.task, "threshold_rule": self.threshold_rule,
+                "folds": [asdict(f) for f in self.folds], "summary": self.summary()}
 
 
 def training_weights(y: np.ndarray, is_background: np.ndarray) -> np.ndarray | None:
@@ -92,7 +105,7 @@ def score_regression(y_test, p_test) -> dict[str, float]:
 
 
 def cross_validate(
-    X: np.ndarray,
+    X: np.ndarray | Sequence[np.ndarray],
     y: np.ndarray,
     folds: SpatialFolds,
     model: str = "lightgbm",
@@ -100,19 +113,26 @@ def cross_validate(
     is_background: np.ndarray | None = None,
     seed: int = 0,
     n_jobs: int = 1,
+    *,
+    threshold: str | float | ThresholdRule | None = None,
+    inner_folds: int = DEFAULT_INNER_FOLDS,
 ) -> CVResult:
     """Spatial-block cross-validation of ``model`` on (X, y) with the given folds.
 
-    ``is_background`` marks background cells of presence-only data: they are down-weighted in training (equal
-    total weight to the presences) and treated as the 'absences' of the evaluation.
+    ``X``: float [n, F], or a sequence of ``folds.n_folds`` such matrices, the k-th used for every sample in outer
+    fold k (cross-fitted features). ``is_background`` marks background cells of presence-only data: they are
+    down-weighted in training (equal total weight to the presences) and treated as the 'absences' of the
+    evaluation. ``threshold``: rule for TSS/sensitivity/specificity/F1 (default max TSS), chosen per outer fold
+    on the out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part.
     """
-    X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.float64)
+    per_fold = _fold_matrices(X, folds.n_folds)
+    rule = parse_threshold(threshold) if task == "binary" else None
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
-    weights = training_weights(y, bg) if task == "binary" else None
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
+        Xk = per_fold[k]
         train, test = folds.split(k)
         y_train, y_test = y[train], y[test]
         res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y_test > 0)))
@@ -121,17 +141,64 @@ def cross_validate(
             res.skipped = reason
             results.append(res)
             continue
+        # Weights from the training part alone: the test fold's counts must not shape the model.
+        w_train = training_weights(y_train, bg[train]) if task == "binary" else None
         est = make_model(model, task=task, seed=seed, n_jobs=n_jobs)
-        est.fit(X[train], y_train, sample_weight=None if weights is None else weights[train])
-        pred = est.predict(X[test])
+        est.fit(Xk[train], y_train, sample_weight=w_train)
+        pred = est.predict(Xk[test])
         oof[test] = pred
         if task == "binary":
-            res.threshold = M.best_tss_threshold(y_train, est.predict(X[train]))
+            res.threshold, res.note = _inner_threshold(
+                rule, Xk[train], y_train, bg[train], folds.block[train], folds.block_res, model, seed, n_jobs,
+                inner_folds)
             res.metrics = score_binary(y_test, pred, res.threshold)
         else:
             res.metrics = score_regression(y_test, pred)
         results.append(res)
-    return CVResult(model, task, results, oof)
+    return CVResult(model, task, results, oof, None if rule is None else str(rule))
+
+
+def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:
+    """One float32 matrix per outer fold (the same object for all folds when X is one matrix)."""
+    if isinstance(X, np.ndarray) or not isinstance(X, (list, tuple)):
+        shared = np.asarray(X, dtype=np.float32)
+        return [shared] * n_folds
+    if len(X) != n_folds:
+        raise ValueError(f"got feature matrices for {len(X)} folds, the folds have {n_folds}")
+    mats = [np.asarray(x, dtype=np.float32) for x in X]
+    if len({m.shape for m in mats}) != 1:
+        raise ValueError("per-fold feature matrices differ in shape")
+    return mats
+
+
+def _inner_threshold(rule: ThresholdRule, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
+                     block_res: int, model: str, seed: int, n_jobs: int,
+                     inner_folds: int) -> tuple[float, str | None]:
+    """(threshold, note) chosen by ``rule`` on inner spatial-block out-of-fold predictions of the training part.
+
+    The inner folds deal the training part's blocks (the outer folds' blocks) into ``inner_folds`` folds, fewer
+    if there are fewer blocks; each inner model predicts only blocks it was not fitted on.
+    """
+    if rule.fixed:
+        return float(rule.value), None
+    n_blocks = int(np.unique(blocks).size)
+    n_inner = min(inner_folds, n_blocks)
+    if n_inner < 2:
+        return float("nan"), "threshold undefined: the training part is one spatial block, too few for inner CV"
+    inner = spatial_folds(blocks, y, n_inner, block_res, seed)
+    oof = np.full(y.shape[0], np.nan)
+    for j in range(inner.n_folds):
+        tr, te = inner.split(j)
+        if te.size == 0 or np.unique(y[tr]).size < 2:
+            continue
+        est = make_model(model, task="binary", seed=seed, n_jobs=n_jobs)
+        est.fit(X[tr], y[tr], sample_weight=training_weights(y[tr], bg[tr]))
+        oof[te] = est.predict(X[te])
+    scored = np.isfinite(oof)
+    t = rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
+    if not np.isfinite(t):
+        return t, f"threshold undefined: inner out-of-fold predictions hold one class only ({rule} rule)"
+    return t, None
 
 
 def _skip_reason(task: str, y_train: np.ndarray, y_test: np.ndarray) -> str | None:

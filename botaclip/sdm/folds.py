@@ -3,6 +3,8 @@
 Blocks are the parent cells of the samples at a coarser resolution (``block_res``); each block goes to exactly
 one fold, so neighbouring cells inside a block are never split between training and test. Folds depend only on
 (cells, labels, n_folds, block_res, seed): the same folds are used for every feature set and model compared.
+The block resolution can be given, or chosen from the range of spatial autocorrelation of the model's inputs
+(:mod:`botaclip.sdm.autocorrelation`).
 """
 
 from __future__ import annotations
@@ -12,20 +14,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from botaclip.errors import BotaclipError
+from botaclip.sdm.autocorrelation import (
+    MIN_BLOCKS_PER_FOLD,
+    coarsest_block_res,
+    edge_length_m,
+    enough_blocks,
+    format_distance,
+    resolution_for_range,
+)
 from botaclip.sdm.cells import cell_to_parent, resolution_of
-
-MIN_BLOCKS_PER_FOLD = 4
 
 
 @dataclass(frozen=True)
 class SpatialFolds:
-    """Fold assignment of each sample (0..n_folds-1) and the blocks behind it."""
+    """Fold assignment of each sample (0..n_folds-1) and the blocks behind it.
+
+    ``how`` says how ``block_res`` was chosen: 'given' (forced), 'range' (from the autocorrelation range
+    ``range_m``, metres), 'coarsest' (the coarsest resolution with enough blocks), 'cells' (single cells) or
+    'cross-fit' (the blocks and folds of cross-fitted adapters).
+    """
 
     fold: np.ndarray  # int64 per sample
     block: np.ndarray  # uint64 parent cell per sample
     block_res: int
     n_folds: int
     notes: list[str] = field(default_factory=list)
+    how: str = "given"
+    range_m: float | None = None
 
     @property
     def n_blocks(self) -> int:
@@ -35,22 +50,42 @@ class SpatialFolds:
         """(train indices, test indices) of fold ``k``."""
         return np.flatnonzero(self.fold != k), np.flatnonzero(self.fold == k)
 
+    def describe(self) -> str:
+        """One line: how many blocks at which resolution, and why that resolution."""
+        edge = edge_length_m(self.block_res)
+        text = f"{self.n_folds} folds from {self.n_blocks} blocks at H3 resolution {self.block_res} " \
+               f"(edge {format_distance(edge)})"
+        if self.how == "range":
+            text += f", chosen from the features' autocorrelation range {format_distance(self.range_m)}"
+        elif self.how == "coarsest":
+            text += ", the coarsest resolution with >= 4 blocks per fold"
+        elif self.how == "cross-fit":
+            text += ", the blocks the adapters were cross-fitted on"
+        return text
+
 
 def default_block_res(cells: np.ndarray, positive: np.ndarray | None, n_folds: int) -> int | None:
     """The coarsest resolution whose parents give at least 4 blocks per fold (and a block with a presence per fold).
 
     Returns ``None`` when even the cells' own resolution does not give that many blocks.
     """
+    return coarsest_block_res(cells, positive, n_folds)
+
+
+def block_res_from_range(cells: np.ndarray, positive: np.ndarray | None, n_folds: int,
+                         range_m: float) -> tuple[int | None, list[str]]:
+    """The resolution whose cell edge is closest to ``range_m`` (metres), or the next finer one that still gives
+    at least 4 blocks per fold; ``None`` if none does. Returns (resolution, notes)."""
     cells = np.asarray(cells, dtype=np.uint64)
     cell_res = int(resolution_of(cells[:1])[0])
-    for res in range(0, cell_res + 1):
-        blocks = cell_to_parent(cells, res)
-        if np.unique(blocks).size < MIN_BLOCKS_PER_FOLD * n_folds:
-            continue
-        if positive is not None and np.unique(blocks[positive]).size < n_folds:
-            continue
-        return res
-    return None
+    res = resolution_for_range(range_m, cell_res)
+    if enough_blocks(cells, positive, n_folds, res):
+        return res, []
+    finer = coarsest_block_res(cells, positive, n_folds, start=res + 1)
+    if finer is None:
+        return None, []
+    return finer, [f"the autocorrelation range {format_distance(range_m)} suggests blocks at resolution {res}, which give fewer "
+                   f"than {MIN_BLOCKS_PER_FOLD} blocks per fold; using resolution {finer}"]
 
 
 def spatial_folds(
@@ -59,12 +94,18 @@ def spatial_folds(
     n_folds: int = 5,
     block_res: int | None = None,
     seed: int = 0,
+    *,
+    range_m: float | None = None,
+    assigned: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SpatialFolds:
     """Assign samples to ``n_folds`` spatially disjoint folds made of whole H3 parent blocks.
 
     ``cells``: uint64 H3 cells of the samples (one resolution); ``y``: labels (presence = ``y > 0``, also for
     abundance) used to balance presences across folds. ``block_res``: resolution of the blocks (coarser than the
-    cells); default: the coarsest resolution that still gives at least 4 blocks per fold.
+    cells). Without it: the resolution whose edge is closest to ``range_m`` (the autocorrelation range in metres,
+    see :func:`botaclip.sdm.autocorrelation.autocorrelation_range`) if given, else the coarsest resolution that
+    still gives at least 4 blocks per fold. ``assigned``: (blocks at ``block_res``, their folds) fixed in advance
+    (cross-fitted adapters); other blocks are dealt around them.
     Blocks are dealt greedily, those with most presences first (ties broken by a seeded shuffle), each to the fold
     with the fewest presences so far, then the fewest samples.
     """
@@ -79,10 +120,18 @@ def spatial_folds(
     cell_res = int(resolutions[0])
     positive = None if y is None else np.asarray(y, dtype=np.float64) > 0
     notes: list[str] = []
+    how = "cross-fit" if assigned is not None else "given"
     if block_res is None:
-        block_res = default_block_res(cells, positive, n_folds)
+        if assigned is not None:
+            raise BotaclipError("folds assigned in advance need their block resolution")
+        how = "coarsest"
+        if range_m is not None and np.isfinite(range_m):
+            block_res, notes = block_res_from_range(cells, positive, n_folds, range_m)
+            how = "range"
+        else:
+            block_res = default_block_res(cells, positive, n_folds)
         if block_res is None:
-            block_res = cell_res
+            block_res, how = cell_res, "cells"
             notes.append(
                 f"fewer than {MIN_BLOCKS_PER_FOLD} blocks per fold at every resolution; "
                 f"using single cells (resolution {cell_res}) as blocks"
@@ -110,12 +159,27 @@ def spatial_folds(
     fold_pos = np.zeros(n_folds)
     fold_total = np.zeros(n_folds)
     fold_rank = rng.permutation(n_folds)  # seeded tie-break between folds
-    block_fold = np.empty(uniq.size, dtype=np.int64)
+    block_fold = np.full(uniq.size, -1, dtype=np.int64)
+    if assigned is not None:
+        fixed_blocks, fixed_folds = (np.asarray(a) for a in assigned)
+        if fixed_folds.size and not (0 <= fixed_folds.min() and fixed_folds.max() < n_folds):
+            raise BotaclipError(f"folds assigned in advance must lie in 0..{n_folds - 1}")
+        by_block = np.argsort(fixed_blocks.astype(np.uint64))
+        fixed_blocks, fixed_folds = fixed_blocks.astype(np.uint64)[by_block], fixed_folds[by_block]
+        if fixed_blocks.size:
+            pos = np.clip(np.searchsorted(fixed_blocks, uniq), 0, fixed_blocks.size - 1)
+            hit = fixed_blocks[pos] == uniq
+            block_fold[hit] = fixed_folds[pos[hit]]
+            np.add.at(fold_pos, block_fold[hit], block_pos[hit])
+            np.add.at(fold_total, block_fold[hit], block_total[hit])
     for b in order:
+        if block_fold[b] >= 0:
+            continue
         k = int(np.lexsort((fold_rank, fold_total, fold_pos))[0])
         block_fold[b] = k
         fold_pos[k] += block_pos[b]
         fold_total[k] += block_total[b]
     if uniq.size < MIN_BLOCKS_PER_FOLD * n_folds and not notes:
         notes.append(f"only {uniq.size} blocks at resolution {block_res} for {n_folds} folds")
-    return SpatialFolds(block_fold[inverse], block, int(block_res), int(n_folds), notes)
+    return SpatialFolds(block_fold[inverse], block, int(block_res), int(n_folds), notes, how,
+                        None if range_m is None else float(range_m))

@@ -87,10 +87,19 @@ def suitability_map(
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if label == "suitability" and vmin >= 0 and vmax <= 1:
         vmin, vmax = 0.0, 1.0
-    coll = PolyCollection(polys, array=values, cmap="viridis", edgecolors="face", linewidths=0.2)
+    cmap = "viridis"
+    if label == "presence":
+        from matplotlib.colors import LinearSegmentedColormap
+
+        # Two classes; where many cells are merged into one hexagon the colour is the share present.
+        cmap = LinearSegmentedColormap.from_list("presence", ["#d9d9d9", "#1a9850"])
+        vmin, vmax = 0.0, 1.0
+    coll = PolyCollection(polys, array=values, cmap=cmap, edgecolors="face", linewidths=0.2)
     coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
-    fig.colorbar(coll, ax=ax, shrink=0.75, label=label)
+    bar = fig.colorbar(coll, ax=ax, shrink=0.75, label=label)
+    if label == "presence":
+        bar.set_ticks([0.0, 1.0], labels=["absent", "present"])
     for pts, style in ((absences, dict(marker="x", c="0.35", s=10, linewidths=0.7, label="absence")),
                        (presences, dict(marker="o", facecolors="none", edgecolors="red", s=14, linewidths=0.9,
                                         label="presence"))):

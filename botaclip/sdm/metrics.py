@@ -10,6 +10,7 @@ suitability, larger meaning more suitable; a cell is predicted present when ``sc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from scipy import stats
 __all__ = [
     "roc_auc",
     "best_tss_threshold",
+    "sens_spec_threshold",
+    "p10_threshold",
     "confusion_at",
     "threshold_metrics",
     "tss",
@@ -60,13 +63,20 @@ def best_tss_threshold(y, score) -> float:
 
     Candidates are the distinct scores (a cell is present when ``score >= t``). Among equally good thresholds the
     median one is returned, so the choice does not lean towards either end.
-    Returns ``nan`` when ``y`` holds one class only. Choose it on training data and apply it to test data.
+    Returns ``nan`` when ``y`` holds one class only. Choose it on out-of-sample predictions (see
+    :mod:`botaclip.sdm.thresholds`) and apply it to test data.
     """
     y, score = _binary(y, score)
+    if y.all() or not y.any():
+        return float("nan")
+    thresholds, sens, spec = _threshold_curve(y, score)
+    return _median_of_best(thresholds, sens + spec - 1.0)
+
+
+def _threshold_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate thresholds, sensitivity, specificity) at every distinct score, highest first."""
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
     order = np.argsort(-score, kind="mergesort")
     s_sorted = score[order]
     y_sorted = y[order]
@@ -74,13 +84,39 @@ def best_tss_threshold(y, score) -> float:
     tp = np.cumsum(y_sorted)
     fp = np.cumsum(~y_sorted)
     last_of_run = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    thresholds = s_sorted[last_of_run]
-    sens = tp[last_of_run] / n_pos
-    spec = 1.0 - fp[last_of_run] / n_neg
-    tss_values = sens + spec - 1.0
-    best = np.flatnonzero(np.isclose(tss_values, tss_values.max(), rtol=0, atol=1e-12))
+    return s_sorted[last_of_run], tp[last_of_run] / n_pos, 1.0 - fp[last_of_run] / n_neg
+
+
+def _median_of_best(thresholds: np.ndarray, objective: np.ndarray) -> float:
+    best = np.flatnonzero(np.isclose(objective, objective.max(), rtol=0, atol=1e-12))
     # Optimal candidates may not be contiguous; take the median one (a stable, class-neutral choice).
     return float(thresholds[best[len(best) // 2]])
+
+
+def sens_spec_threshold(y, score) -> float:
+    """The threshold at which sensitivity equals specificity (the smallest |sensitivity - specificity| over the
+    distinct scores; the median of equally good candidates). ``nan`` when ``y`` holds one class only."""
+    y, score = _binary(y, score)
+    if y.all() or not y.any():
+        return float("nan")
+    thresholds, sens, spec = _threshold_curve(y, score)
+    return _median_of_best(thresholds, -np.abs(sens - spec))
+
+
+def p10_threshold(presence_scores) -> float:
+    """The 10th-percentile training presence threshold: the score that 90 % of the presences reach.
+
+    With n presence scores sorted from highest to lowest, it is the k-th of them with k = ceil(0.9 n) (floor
+    for n < 10, at least 1), as ENMeval's ``or.10p`` computes it: at most 10 % of the presences fall below it.
+    ``nan`` without presences.
+    """
+    s = np.sort(np.asarray(presence_scores, dtype=np.float64).ravel())[::-1]
+    s = s[np.isfinite(s)]
+    n = s.size
+    if n == 0:
+        return float("nan")
+    k = math.ceil(0.9 * n) if n >= 10 else max(1, math.floor(0.9 * n))
+    return float(s[k - 1])
 
 
 def confusion_at(y, score, threshold: float) -> tuple[int, int, int, int]:
@@ -113,7 +149,8 @@ def tss(y, score, threshold: float | None = None) -> float:
     """True skill statistic = sensitivity + specificity - 1 at ``threshold``.
 
     Without a threshold the one maximising TSS on these same data is used (optimistic; in cross-validation pass
-    the threshold chosen on the training fold, as :func:`botaclip.sdm.evaluate.cross_validate` does).
+    a threshold chosen on out-of-sample predictions of the training part, as
+    :func:`botaclip.sdm.evaluate.cross_validate` does).
     """
     if threshold is None:
         threshold = best_tss_threshold(y, score)

@@ -2,7 +2,8 @@
 
 A model directory holds:
   model.json   format name and version, species, kind, model name, feature sets (names, provenance ids and
-               records), feature columns used, the TSS threshold, CV summary, and the estimator's parameters;
+               records), feature columns used, the threshold (rule and value, chosen on out-of-fold predictions)
+               and the value of every other rule, CV summary, and the estimator's parameters;
   model.txt    LightGBM's own text model (lightgbm only);
   arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, imputation medians), read with
                ``allow_pickle=False``.
@@ -24,7 +25,8 @@ from botaclip.errors import BotaclipError
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
-MODEL_FORMAT_VERSION = 1
+# 2: threshold_rule and thresholds (every rule's value on out-of-fold predictions); version 1 still loads.
+MODEL_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -41,6 +43,8 @@ class SavedModel:
     threshold: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    threshold_rule: str | None = None  # how ``threshold`` was chosen ('maxtss', 'senspec', 'p10' or a value)
+    thresholds: dict[str, float] = field(default_factory=dict)  # every named rule's value, out of sample
 
     @property
     def feature_set_names(self) -> list[str]:
@@ -74,6 +78,8 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
         "columns": saved.columns,
         "kept_columns": saved.kept,
         "threshold": saved.threshold,
+        "threshold_rule": saved.threshold_rule,
+        "thresholds": saved.thresholds,
         "metrics": saved.metrics,
         "estimator": meta,
         "files": {"text": "model.txt" if text is not None else None, "arrays": "arrays.npz" if arrays else None},
@@ -131,10 +137,13 @@ def load_model(directory: str | Path) -> SavedModel:
     except (OSError, ValueError, KeyError) as exc:
         raise BotaclipError(f"cannot load the model in {directory}: {exc}") from None
     known = {"format", "version", "species", "kind", "resolution", "feature_sets", "columns", "kept_columns",
-             "threshold", "metrics", "estimator", "files"}
+             "threshold", "threshold_rule", "thresholds", "metrics", "estimator", "files"}
     return SavedModel(
         estimator=estimator, species=doc["species"], kind=doc["kind"], feature_sets=doc["feature_sets"],
         columns=doc["columns"], kept=doc["kept_columns"], resolution=int(doc["resolution"]),
         threshold=doc.get("threshold"), metrics=doc.get("metrics", {}),
+        # Version 1 chose its max-TSS threshold on in-sample predictions: say so rather than pass it off as OOF.
+        threshold_rule=doc.get("threshold_rule", "maxtss-in-sample" if doc.get("threshold") is not None else None),
+        thresholds=dict(doc.get("thresholds") or {}),
         extra={k: v for k, v in doc.items() if k not in known},
     )

@@ -4,6 +4,8 @@ Prediction reads the store one partition at a time (features of one coarse H3 pa
 the largest partition, not by the number of cells. Outputs: a predictions table in the store, or a file:
 ``.parquet`` (h3, suitability), ``.gpkg`` (hexagon polygons), ``.tif`` (raster at ``pixel_m`` metres in the
 local UTM zone) or ``.png`` (map). Files are written under a temporary name and renamed when complete.
+With a threshold (``binary``) every format holds 0/1 presence instead of suitability: a ``presence`` column
+(uint8) in tables, a uint8 raster (nodata 255), a two-colour map.
 """
 
 from __future__ import annotations
@@ -140,6 +142,36 @@ def iter_predictions(saved: SavedModel, store, region: Region | None = None) -> 
         yield cells, saved.estimator.predict(X[:, kept]).astype(np.float32)
 
 
+def binary_threshold(saved: SavedModel, threshold: str | float | None = None) -> tuple[float, str]:
+    """(value, how) of the threshold that turns ``saved``'s suitability into presence/absence.
+
+    ``threshold``: None (the threshold stored with the model), a rule name (its value on the model's out-of-fold
+    predictions, stored with the model) or a value in [0, 1]."""
+    from botaclip.sdm.thresholds import parse_threshold
+
+    if saved.kind == "abundance":
+        raise BotaclipError(f"binary output needs a presence model; the {saved.species!r} model predicts abundance "
+                            "(drop --binary)")
+    if threshold is None:
+        if saved.threshold is None:
+            raise BotaclipError("the model has no stored threshold; give one with --threshold RULE|VALUE")
+        return float(saved.threshold), f"stored ({saved.threshold_rule or 'unknown rule'})"
+    rule = parse_threshold(threshold)
+    if rule.fixed:
+        return float(rule.value), "given"
+    value = saved.thresholds.get(rule.name)
+    if value is None or not np.isfinite(value):
+        raise BotaclipError(f"the model stores no {rule.name!r} threshold (fitted by an older botaclip, or "
+                            "undefined for this species); refit it or give a value with --threshold")
+    return float(value), f"{rule.name} (out-of-fold)"
+
+
+def _binarised(chunks, threshold: float):
+    """Suitability chunks -> 0/1 presence chunks (uint8): present where suitability >= threshold."""
+    for cells, values in chunks:
+        yield cells, (values >= threshold).astype(np.uint8)
+
+
 @dataclass
 class PredictResult:
     """Where predictions went and how many cells they cover."""
@@ -180,8 +212,11 @@ def _tmp_path(out: Path) -> Path:
 
 
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
-                    pixel_m: float | None = None, occurrences=None) -> PredictResult:
-    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix."""
+                    pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
+                    threshold: str | float | None = None) -> PredictResult:
+    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
+
+    ``binary``: write 0/1 presence at ``threshold`` (see :func:`binary_threshold`) instead of suitability."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -189,26 +224,33 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
                             f"use one of {', '.join(OUTPUT_FORMATS)}")
     if not out.parent.exists():
         raise BotaclipError(f"output folder {out.parent} does not exist")
+    if threshold is not None and not binary:
+        raise BotaclipError("--threshold applies to binary output; add --binary")
+    t_value, t_how = binary_threshold(saved, threshold) if binary else (None, None)
     check_feature_sets(saved, store)
+    column = "presence" if binary else "suitability"
+    chunks = iter_predictions(saved, store, region)
+    if binary:
+        chunks = _binarised(chunks, t_value)
     tmp = _tmp_path(out)
     try:
+        extra = {"threshold": round(t_value, 6), "threshold_from": t_how} if binary else {}
         if suffix == ".parquet":
-            n, total = _write_parquet(iter_predictions(saved, store, region), tmp)
-            extra = {}
+            n, total = _write_parquet(chunks, tmp, column)
         elif suffix == ".gpkg":
-            n, total = _write_gpkg(iter_predictions(saved, store, region), tmp)
-            extra = {}
+            n, total = _write_gpkg(chunks, tmp, column)
         else:
-            h3, vals = _collect(iter_predictions(saved, store, region))
+            h3, vals = _collect(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
-                extra = write_geotiff(h3, vals, tmp, pixel_m)
+                extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column)
             elif n:
                 from botaclip.sdm.maps import suitability_map
 
-                suitability_map(h3, vals, tmp, title=f"{saved.species} ({saved.estimator.name}, "
-                                                    f"{'+'.join(saved.feature_set_names)})")
-                extra = {}
+                title = f"{saved.species} ({saved.estimator.name}, {'+'.join(saved.feature_set_names)})"
+                if binary:
+                    title += f", present where suitability >= {t_value:.3g}"
+                suitability_map(h3, vals, tmp, title=title, label=column)
         if n == 0:
             raise BotaclipError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
                                 f"{'region ' + region.text if region and region.text else 'the store'}")
@@ -232,22 +274,23 @@ def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
     return h3[order], v[order]
 
 
-def _write_parquet(chunks, path: Path) -> tuple[int, float]:
+def _write_parquet(chunks, path: Path, column: str = "suitability") -> tuple[int, float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("h3", pa.uint64()), ("suitability", pa.float32())])
+    value_type = pa.uint8() if column == "presence" else pa.float32()
+    schema = pa.schema([("h3", pa.uint64()), (column, value_type)])
     n, total = 0, 0.0
     with pq.ParquetWriter(path, schema, compression="zstd") as w:
         for cells, vals in chunks:
-            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), "suitability": pa.array(vals, pa.float32())},
+            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), column: pa.array(vals, value_type)},
                                    schema=schema))
             n += cells.size
             total += float(vals.sum(dtype=np.float64))
     return n, total
 
 
-def _write_gpkg(chunks, path: Path) -> tuple[int, float]:
+def _write_gpkg(chunks, path: Path, column: str = "suitability") -> tuple[int, float]:
     import geopandas as gpd
     import h3 as h3lib
     import shapely
@@ -256,18 +299,19 @@ def _write_gpkg(chunks, path: Path) -> tuple[int, float]:
     for cells, vals in chunks:
         hexes = [h3lib.int_to_str(int(c)) for c in cells]
         polys = [shapely.Polygon([(lng, lat) for lat, lng in h3lib.cell_to_boundary(h)]) for h in hexes]
-        frame = gpd.GeoDataFrame({"h3": hexes, "suitability": vals.astype(np.float64)}, geometry=polys,
-                                 crs="EPSG:4326")
-        frame.to_file(path, layer="suitability", driver="GPKG", engine="pyogrio", append=n > 0)
+        values = vals.astype(np.int32) if column == "presence" else vals.astype(np.float64)
+        frame = gpd.GeoDataFrame({"h3": hexes, column: values}, geometry=polys, crs="EPSG:4326")
+        frame.to_file(path, layer=column, driver="GPKG", engine="pyogrio", append=n > 0)
         n += cells.size
         total += float(vals.sum(dtype=np.float64))
     return n, total
 
 
 def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float | None = None,
-                  nodata: float = -9999.0) -> dict:
+                  nodata: float = -9999.0, name: str = "suitability") -> dict:
     """Rasterise cell values (sorted h3) at ``pixel_m`` metres in the local UTM zone: each pixel takes the value
-    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows."""
+    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows. uint8 values
+    (0/1 presence) give a uint8 raster, anything else float32."""
     import h3 as h3lib
     import rasterio
     import rasterio.errors
@@ -300,14 +344,15 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     y0, y1 = np.floor(min(ys) / pixel_m) * pixel_m, np.ceil(max(ys) / pixel_m) * pixel_m
     width, height = int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m))
     transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", crs=crs,
+    dtype = "uint8" if values.dtype == np.uint8 else "float32"
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=crs,
                    transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
                    blockysize=256)
     strip = max(1, min(height, 1_000_000 // max(width, 1)))
     col_x = x0 + (np.arange(width) + 0.5) * pixel_m
     try:
         with rasterio.open(path, "w", **profile) as dst:
-            dst.update_tags(1, name="suitability")
+            dst.update_tags(1, name=name)
             for row0 in range(0, height, strip):
                 rows = min(strip, height - row0)
                 row_y = y1 - (row0 + np.arange(rows) + 0.5) * pixel_m
@@ -316,7 +361,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
                 cells = latlng_to_cells(np.asarray(plat), np.asarray(plng), res)
                 pos = np.clip(np.searchsorted(h3, cells), 0, h3.size - 1)
                 hit = h3[pos] == cells
-                block = np.where(hit, values[pos], nodata).astype(np.float32).reshape(rows, width)
+                block = np.where(hit, values[pos], nodata).astype(dtype).reshape(rows, width)
                 dst.write(block, 1, window=rasterio.windows.Window(0, row0, width, rows))
     except rasterio.errors.RasterioError as exc:
         raise BotaclipError(f"cannot write {path}: {exc}") from None
