@@ -132,3 +132,31 @@ def test_cross_fit_record_round_trip_and_refusals(tmp_path):
     with store.writer("full", kind="botaclip", dim=4, overwrite=True) as w:
         w.write(cells[:3], np.ones((3, 4)))
     assert store.cross_fit("full") is None
+
+
+def test_similar_centered_matches_numpy_and_cli(tmp_path, cli_runner):
+    from botaclip.cli import cli
+    from botaclip.store.similarity import similar
+
+    store = Store.create(tmp_path / "s.store", resolution=10)
+    rng = np.random.default_rng(5)
+    cells = children(PARENT, 300)
+    X = unit(np.r_[30.0, np.zeros(7)] + rng.normal(size=(300, 8)))  # nearly collinear
+    with store.writer("e", kind="backbone", dim=8) as w:
+        w.write(cells, X)
+    raw = similar(store, "e", cell=int(cells[0]), k=5)
+    centred = similar(store, "e", cell=int(cells[0]), k=5, centered=True)
+    assert raw.column("similarity").to_numpy().min() > 0.99
+    Xc = unit(X - X.mean(axis=0))
+    sims = Xc[1:] @ Xc[0]
+    order = np.argsort(-sims)[:5]
+    np.testing.assert_array_equal(centred.column("h3").to_numpy(), cells[1:][order])
+    np.testing.assert_allclose(centred.column("similarity").to_numpy(), sims[order], atol=1e-5)
+    result = cli_runner.invoke(cli, ["store", "similar", str(store.path), "--feature-set", "e", "--cell",
+                                     format(int(cells[0]), "x"), "-k", "3", "--centered", "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert [r["h3_string"] for r in __import__("json").loads(result.stdout)] == [
+        format(int(c), "x") for c in cells[1:][order][:3]]
+    bad = cli_runner.invoke(cli, ["store", "similar", str(store.path), "--feature-set", "e", "--cell",
+                                  format(int(cells[0]), "x"), "--centered", "--method", "hnsw"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: centred cosine is exact search only")
