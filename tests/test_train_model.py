@@ -335,3 +335,21 @@ def test_mean_species_auc_against_sklearn():
     present[:, 3] = False  # one class only: left out
     expected = np.mean([roc_auc_score(present[:, j], logits[:, j]) for j in range(3)])
     assert mean_species_auc(torch.from_numpy(logits), torch.from_numpy(present)) == pytest.approx(expected)
+
+
+def test_spatial_block_folds_keep_blocks_whole_balance_and_follow_the_seed():
+    from botaclip.pipeline.spatial_split import spatial_block_folds
+
+    rng = np.random.default_rng(0)
+    lat, lng = 45.1 + rng.uniform(0, 0.05, 600), 5.8 + rng.uniform(0, 0.07, 600)
+    blocks, fold_of_block, fold = spatial_block_folds(lat, lng, 4, 8, seed=0)
+    point_blocks = block_ids(lat, lng, 8)
+    assert np.array_equal(blocks, np.unique(point_blocks))
+    for b, f in zip(blocks, fold_of_block, strict=True):
+        assert set(fold[point_blocks == b]) == {f}  # whole blocks
+    sizes = np.bincount(fold, minlength=4)
+    assert sizes.min() > 0.5 * sizes.max()
+    _, other, _ = spatial_block_folds(lat, lng, 4, 8, seed=1)
+    assert not np.array_equal(fold_of_block, other)  # another seed, other folds
+    with pytest.raises(BotaclipError, match="cannot cross-fit 4 folds"):
+        spatial_block_folds(lat, lng, 4, 5)

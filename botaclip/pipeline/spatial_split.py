@@ -55,9 +55,9 @@ def spatial_block_folds(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deals whole H3 blocks at ``block_res`` to ``n_folds`` folds of about equal numbers of points.
 
-    Blocks are shuffled with ``seed``, then taken largest first (the shuffle breaks ties) and each is given to the
-    fold with the fewest points so far. Returns (blocks: sorted uint64 [B], fold of each block: int64 [B], fold of
-    each point: int64 [N]).
+    Blocks are taken in an order shuffled with ``seed`` and each is given to the fold with the fewest points so
+    far. (Not largest first: that order barely depends on the seed, and seeds are meant to redraw the folds.)
+    Returns (blocks: sorted uint64 [B], fold of each block: int64 [B], fold of each point: int64 [N]).
     """
     if n_folds < 2:
         raise BotaclipError(f"--folds must be at least 2 to cross-fit (0 for no cross-fitting), got {n_folds}")
@@ -68,8 +68,7 @@ def spatial_block_folds(
             f"cannot cross-fit {n_folds} folds: the {len(blocks)} relevés fall in only {len(unique)} H3 blocks at "
             f"--block-res {block_res}; use a finer (larger) --block-res or fewer --folds"
         )
-    shuffled = np.random.default_rng(seed).permutation(len(unique))
-    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
+    order = np.random.default_rng(seed).permutation(len(unique))
     fold_of_block = np.empty(len(unique), dtype=np.int64)
     load = np.zeros(n_folds, dtype=np.int64)
     for b in order:

@@ -436,6 +436,7 @@ def train_botaclip(options: TrainOptions, echo: Callable[[str], None] = print) -
          + (f"{centering['source']} ({centering.get('feature_set') or centering.get('rows')})"
             if centering["source"] != "none" else "none"))
 
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     if resume_ckpt is None:
         log_path.write_text("")
     else:  # the log restarts from what the checkpoint knows, so no epoch is listed twice
