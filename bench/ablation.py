@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--sdm-seeds", type=int, default=1,
                    help="score the SDMs on the sets of the first N training seeds (the costly part)")
     p.add_argument("--variants", default=None, help="comma-separated names (default: all)")
+    p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/botaclip-bench-ablation"))
     args = p.parse_args()
@@ -121,7 +122,9 @@ def main() -> None:
     for i, name in enumerate(chosen):
         centred, change = VARIANTS[name]
         for seed in range(args.seeds):
-            config = TrainConfig.from_dict({**base_config, **change, "seed": seed, "device": "cpu"})
+            # The setup run only built the cache (1 epoch): epochs and patience are the command's defaults.
+            config = TrainConfig.from_dict({**base_config, "epochs": args.epochs, "patience": TrainConfig.patience,
+                                            **change, "seed": seed, "device": "cpu"})
             t = time.perf_counter()
             result = fit_botaclip(feats, cover, train_idx, val_idx, config, center=center if centred else None)
             seconds = time.perf_counter() - t

@@ -102,6 +102,12 @@ def test_index_writes_companion_sets_and_records_the_cross_fit(cross_fitted, rel
         assert prov["derived_from"] == "dofa_tiny_rgbn" and prov["adapter"]["centering"]["source"] == "releves"
         assert st.geometry(name)["rows"] == len(h3)
     assert st.info("bc_fold1")["provenance"]["cross_fit"] == {"role": "fold", "fold": 1, "of": "bc"}
+    # The SDMs find the record through the store: plant relevés overlap, so the cross-fitted folds are used.
+    from botaclip.sdm import compare
+
+    res = compare(st, releve_landscape["releves"], ["dofa_tiny_rgbn", "bc"], species=["Festuca rubra"],
+                  kind="presence-absence", models=["logistic"], folds=3, min_presences=5)
+    assert res.species[0].cross_fitted == ["bc"] and "cross-fit" in res.species[0].folds
     # Run again: everything is there, nothing is rewritten.
     again = run_index(_bbox(releve_landscape), [str(releve_landscape["tif"])], store_dir,
                       adapter=str(cross_fitted), name="bc", **INDEX)
