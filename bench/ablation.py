@@ -47,11 +47,8 @@ VARIANTS: dict[str, tuple[bool, dict]] = {
 
 def _setup(args):
     """Sample region, backbone store, relevé feature cache, split, vocabulary: everything variants share."""
-    from botaclip.model.adapter import load_checkpoint
-    from botaclip.model.vocabulary import SpeciesVocabulary
     from botaclip.pipeline.index import run_index
-    from botaclip.pipeline.releves import read_releves
-    from botaclip.pipeline.train import TrainOptions, train_botaclip
+    from botaclip.pipeline.train import TrainOptions, load_training_data, train_botaclip
     from botaclip.sample import ensure_sample
 
     sample = ensure_sample(seed=0, size_km=args.size_km, plots=args.plots)
@@ -67,19 +64,8 @@ def _setup(args):
         cache_dir=str(args.workdir / "cache"), center_store=str(store_dir), center_set="dofa", bands="rgbn",
     ), echo=lambda m: None)
     print(f"relevé features: {time.perf_counter() - t:.1f} s ({base.n_releves} relevés)")
-    ckpt = load_checkpoint(base.out)
-    with np.load(base.cache_path, allow_pickle=False) as data:
-        row = {str(r): i for i, r in enumerate(data["releve_ids"])}
-        feats_all = data["features"]
-    ids = ckpt["split"]["train"] + ckpt["split"]["val"]
-    feats = feats_all[[row[r] for r in ids]]
-    releves = read_releves(sample.releves)
-    vocab = SpeciesVocabulary.from_list(ckpt["vocabulary"])
-    cover, _, _ = vocab.encode(releves.long["releve_id"].tolist(), releves.long["species"].tolist(),
-                               releves.long["cover"].tolist(), order=ids)
-    train_idx = np.arange(len(ckpt["split"]["train"]))
-    val_idx = np.arange(len(train_idx), len(ids))
-    return sample, store_dir, feats, cover, train_idx, val_idx, ckpt["config"]
+    feats, cover, train_idx, val_idx, config, _ = load_training_data(base.out)
+    return sample, store_dir, feats, cover, train_idx, val_idx, config
 
 
 def main() -> None:

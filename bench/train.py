@@ -31,24 +31,10 @@ def _region(size_km: float, plots: int) -> dict:
 
 
 def _variants(report, region, views: int) -> list[tuple[str, dict]]:
-    from botaclip.model.adapter import load_checkpoint
     from botaclip.model.train import TrainConfig, fit_botaclip
-    from botaclip.model.vocabulary import SpeciesVocabulary
-    from botaclip.pipeline.releves import read_releves
+    from botaclip.pipeline.train import load_training_data
 
-    ckpt = load_checkpoint(report.out)
-    with np.load(report.cache_path, allow_pickle=False) as data:
-        row = {str(r): i for i, r in enumerate(data["releve_ids"])}
-        feats_all = data["features"]
-    ids = ckpt["split"]["train"] + ckpt["split"]["val"]
-    feats = feats_all[[row[r] for r in ids]]
-    train_idx = np.arange(len(ckpt["split"]["train"]))
-    val_idx = np.arange(len(train_idx), len(ids))
-    releves = read_releves(region["releves"])
-    vocab = SpeciesVocabulary.from_list(ckpt["vocabulary"])
-    cover, _, _ = vocab.encode(releves.long["releve_id"].tolist(), releves.long["species"].tolist(),
-                               releves.long["cover"].tolist(), order=ids)
-    base = ckpt["config"]
+    feats, cover, train_idx, val_idx, base, center = load_training_data(report.out)
     out = []
     for name, change, one_view in [
         ("identity adapter, trained relevé encoder (raw backbone)", {"train_adapter": False}, False),
@@ -59,7 +45,7 @@ def _variants(report, region, views: int) -> list[tuple[str, dict]]:
     ]:
         config = TrainConfig.from_dict({**base, **change})
         t = time.perf_counter()
-        result = fit_botaclip(feats[:, :1] if one_view else feats, cover, train_idx, val_idx, config)
+        result = fit_botaclip(feats[:, :1] if one_view else feats, cover, train_idx, val_idx, config, center=center)
         out.append((name, {**result.best, "seconds": time.perf_counter() - t, "epochs": len(result.history) - 1}))
     return out
 

@@ -213,3 +213,16 @@ def test_augment_views_are_dihedral_transforms_of_the_chip():
     assert matched == set(range(8))  # all eight distinct transforms, identity only as view 0
     jittered = augment_views(chip, 3, np.random.default_rng(1), max_crop=0.3)
     assert jittered.shape == (3, 3, 8, 8) and np.isfinite(jittered).all()
+
+
+def test_load_training_data_reads_back_the_split_and_centring(cli_runner, landscape, tmp_path):
+    from botaclip.pipeline.train import load_training_data
+
+    out = tmp_path / "a.pt"
+    assert _train(cli_runner, landscape, out, "--epochs", "1").exit_code == 0
+    feats, cover, train_idx, val_idx, config, center = load_training_data(out)
+    ckpt = torch.load(out, weights_only=True)
+    assert feats.shape == (157, 2, 64) and cover.shape == (157, len(ckpt["vocabulary"]))
+    assert len(train_idx) == len(ckpt["split"]["train"]) and len(val_idx) == len(ckpt["split"]["val"])
+    assert config["objective"] == "contrastive"
+    np.testing.assert_allclose(center, feats[:, 0].mean(axis=0), atol=1e-6)  # centred on the relevés' chips

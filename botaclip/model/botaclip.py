@@ -122,16 +122,24 @@ REG_TARGETS = ("input", "raw")
 class _AdaptedModel(nn.Module):
     """What BotaCLIP and BotaSP share: the image adapter and the geometry regulariser R, weighted by lambda_reg.
 
-    R compares the adapted embeddings' cosines with those of the adapter's input (``reg_target="input"``: the
-    centred backbone embedding, so R = 0 at the identity start) or, for the ablation of the first demo's setting,
-    with those of the raw unit backbone embedding (``"raw"``).
+    Args (the ``adapter_options`` of both models):
+        backbone_dim: D, the backbone embedding's dimension.
+        embed_dim: E (default D: an identity-initialised adapter).
+        adapter: "linear" or "mlp" (see :class:`ImageAdapter`).
+        lambda_reg: weight of R in the loss (0: R is only reported).
+        k_neighbors: restrict R to each sample's k nearest backbone neighbours in the batch (None: all pairs).
+        reg_target: R compares the adapted embeddings' cosines with those of the adapter's input ("input": the
+            centred backbone embedding, so R = 0 at the identity start) or, for the ablation of the first demo's
+            setting, with those of the raw unit backbone embedding ("raw").
+        center: [D] the adapter's input centring (None: none).
     """
 
     #: Names of the loss terms ``forward`` returns, "loss" (the total) first.
     terms: tuple[str, ...] = ("loss", "reg")
 
-    def __init__(self, backbone_dim: int, embed_dim: int | None, adapter: str, lambda_reg: float,
-                 k_neighbors: int | None, reg_target: str, center: torch.Tensor | None) -> None:
+    def __init__(self, backbone_dim: int, embed_dim: int | None = None, adapter: str = "linear",
+                 lambda_reg: float = 1.0, k_neighbors: int | None = None, reg_target: str = "input",
+                 center: torch.Tensor | None = None) -> None:
         super().__init__()
         if reg_target not in REG_TARGETS:
             raise ValueError(f"reg_target must be one of {REG_TARGETS}, got {reg_target!r}")
@@ -165,23 +173,13 @@ class BotaCLIP(_AdaptedModel):
     terms = ("loss", "siglip", "reg")
     objective = "contrastive"
 
-    def __init__(
-        self,
-        backbone_dim: int,
-        vocab_size: int,
-        embed_dim: int | None = None,
-        adapter: str = "linear",
-        releve_hidden_dim: int = 512,
-        releve_depth: int = 2,
-        cover_transform: str = "log1p",
-        lambda_reg: float = 1.0,
-        k_neighbors: int | None = None,
-        init_temperature: float = 10.0,
-        init_bias: float = -10.0,
-        reg_target: str = "input",
-        center: torch.Tensor | None = None,
-    ) -> None:
-        super().__init__(backbone_dim, embed_dim, adapter, lambda_reg, k_neighbors, reg_target, center)
+    def __init__(self, backbone_dim: int, vocab_size: int, releve_hidden_dim: int = 512, releve_depth: int = 2,
+                 cover_transform: str = "log1p", init_temperature: float = 10.0, init_bias: float = -10.0,
+                 **adapter_options) -> None:
+        """``vocab_size``: V; ``releve_*``, ``cover_transform``: the relevé encoder (:class:`ReleveEncoder`);
+        ``init_temperature``/``init_bias``: SigLIP's t and b at the start; ``adapter_options``: as
+        :class:`_AdaptedModel` (embed_dim, adapter, lambda_reg, k_neighbors, reg_target, center)."""
+        super().__init__(backbone_dim, **adapter_options)
         self.releve_encoder = ReleveEncoder(
             vocab_size, self.image_adapter.out_dim, hidden_dim=releve_hidden_dim, depth=releve_depth,
             transform=cover_transform,
@@ -209,18 +207,9 @@ class BotaSP(_AdaptedModel):
     terms = ("loss", "bce", "reg")
     objective = "supervised"
 
-    def __init__(
-        self,
-        backbone_dim: int,
-        vocab_size: int,
-        embed_dim: int | None = None,
-        adapter: str = "linear",
-        lambda_reg: float = 1.0,
-        k_neighbors: int | None = None,
-        reg_target: str = "input",
-        center: torch.Tensor | None = None,
-    ) -> None:
-        super().__init__(backbone_dim, embed_dim, adapter, lambda_reg, k_neighbors, reg_target, center)
+    def __init__(self, backbone_dim: int, vocab_size: int, **adapter_options) -> None:
+        """``vocab_size``: V, the species the head predicts; ``adapter_options``: as :class:`_AdaptedModel`."""
+        super().__init__(backbone_dim, **adapter_options)
         self.species_head = nn.Linear(self.image_adapter.out_dim, int(vocab_size))
         self.bce = SpeciesBCELoss()
 

@@ -498,6 +498,27 @@ def train_botaclip(options: TrainOptions, echo: Callable[[str], None] = print) -
     )
 
 
+def load_training_data(checkpoint: str | Path
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict, np.ndarray | None]:
+    """What a checkpoint's full adapter trained on, read back from its feature cache and relevé table:
+    (features [N, K, D], cover [N, V] on its vocabulary, train_idx, val_idx, config dict, input centring [D] or
+    None), rows = its training then its validation relevés. For ablations and benchmarks on identical data."""
+    ckpt = load_checkpoint(checkpoint)
+    data = ckpt["data"]
+    with np.load(data["cache"], allow_pickle=False) as cache:
+        row = {str(r): i for i, r in enumerate(cache["releve_ids"])}
+        features = cache["features"]
+    ids = list(ckpt["split"]["train"]) + list(ckpt["split"]["val"])
+    releves = read_releves(data["releves"], data.get("plots"))
+    cover, _, _ = SpeciesVocabulary.from_list(ckpt["vocabulary"]).encode(
+        releves.long["releve_id"].tolist(), releves.long["species"].tolist(), releves.long["cover"].tolist(),
+        order=ids)
+    n_train = len(ckpt["split"]["train"])
+    center = ckpt["model"].get("image_adapter.center")
+    return (features[[row[r] for r in ids]], cover, np.arange(n_train), np.arange(n_train, len(ids)),
+            dict(ckpt["config"]), None if center is None or not bool(center.any()) else center.numpy())
+
+
 def format_summary(report: TrainReport) -> str:
     """The final comparison of the trained adapter with the untrained (identity) start."""
     lines = [
