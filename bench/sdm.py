@@ -101,7 +101,7 @@ def phase_compare(args) -> dict:
     n_species = args.species
     t = time.perf_counter()
     res = compare(args.store, args.occurrences, ["set0", "set1"], species=None, models=["lightgbm"], folds=5,
-                  background=args.background, out=args.out, n_jobs=args.jobs, min_presences=10)
+                  background=args.background, out=args.out, jobs=args.jobs, min_presences=10)
     wall = time.perf_counter() - t
     auc = res.means()["auc"]
     return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "species": len(res.species), "requested_species": n_species,
@@ -114,7 +114,7 @@ def phase_fit(args) -> dict:
 
     t = time.perf_counter()
     fit_species(args.store, args.occurrences, "Species 00", features="set0", model="lightgbm", folds=2,
-                background=args.background, out=args.out, predictions=False, write_map=False, n_jobs=args.jobs)
+                background=args.background, out=args.out, predictions=False, write_map=False, jobs=args.jobs)
     return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()}
 
 

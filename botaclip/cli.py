@@ -5,12 +5,13 @@ Each area's commands live in `botaclip/commands/<area>.py` and are registered on
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
 
 from botaclip import __version__
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, option_spelling
 
 
 def _one_line(text: str) -> str:
@@ -43,7 +44,9 @@ class _Root(click.Group):
         try:
             return super().invoke(ctx)
         except BotaclipError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # The library names Python parameters; here they are spelt as the options of the command that ran.
+            spelling = getattr(exc, "spelling", {})
+            click.echo(f"error: {exc.render(lambda name: spelling.get(name) or option_spelling(name))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -64,10 +67,36 @@ def cli() -> None:
     """
 
 
+def _spelling(parameter: click.Parameter) -> str:
+    if isinstance(parameter, click.Option):
+        return max(parameter.opts, key=len)
+    return parameter.human_readable_name
+
+
+def _spell_errors_as_options(command: click.Command) -> None:
+    """Errors raised under ``command`` learn how its options are spelt (``block_res`` -> ``--block-res``)."""
+    spelling = {p.name: _spelling(p) for p in command.params if p.name}
+    callback = command.callback
+    if callback is not None:
+        @functools.wraps(callback)
+        def spelled(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except BotaclipError as exc:
+                exc.spelling = spelling
+                raise
+
+        command.callback = spelled
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _spell_errors_as_options(sub)
+
+
 def _register() -> None:
     from botaclip.commands import COMMANDS
 
     for command in COMMANDS:
+        _spell_errors_as_options(command)
         cli.add_command(command)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 from botaclip.sdm.background import sample_background, target_group_background
 from botaclip.sdm.cells import cell_to_parent, latlng_to_cells
 from botaclip.sdm.cleaning import Extent, clean_samples
@@ -82,10 +82,12 @@ def test_column_overrides_and_missing_column_message(tmp_path):
     df = pd.DataFrame({"Y": [45.2], "X": [6.1], "taxon_x": ["A b"]})
     path = tmp_path / "o.csv"
     df.to_csv(path, index=False)
-    with pytest.raises(BotaclipError, match="no species column.*--species-col"):
+    with pytest.raises(InvalidInputError, match="no species column") as exc:
         read_occurrences(path)
-    with pytest.raises(BotaclipError, match="column 'nope' \\(--lat-col\\) not in"):
+    assert exc.value.params == ["species_col"]
+    with pytest.raises(InvalidInputError, match="column 'nope' \\(lat_col\\) not in") as exc:
         read_occurrences(path, lat_col="nope", species_col="taxon_x")
+    assert exc.value.params == ["lat_col"]
     occ = read_occurrences(path, lat_col="Y", lng_col="X", species_col="taxon_x")
     assert occ.records["lat"].iloc[0] == 45.2
 
@@ -196,10 +198,12 @@ def test_folds_explicit_block_res_and_errors():
     f = spatial_folds(cells, None, n_folds=3, block_res=8)
     assert f.block_res == 8
     assert np.array_equal(f.block, cell_to_parent(cells, 8))
-    with pytest.raises(BotaclipError, match="--block-res"):
+    with pytest.raises(InvalidInputError) as exc:
         spatial_folds(cells, None, n_folds=3, block_res=10)
-    with pytest.raises(BotaclipError, match="spatial blocks"):
+    assert exc.value.params == ["block_res"]
+    with pytest.raises(InvalidInputError, match="spatial blocks") as exc:
         spatial_folds(cells, None, n_folds=5, block_res=0)
+    assert exc.value.params == ["block_res", "folds"]
 
 
 def test_cell_parent_bit_arithmetic_matches_h3():

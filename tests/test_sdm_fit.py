@@ -10,13 +10,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 from botaclip.sdm import compare, fit_species, load_model, predict
-from botaclip.sdm.cells import cell_to_parent, cells_to_latlng
+from botaclip.sdm.cells import cell_to_parent
 from botaclip.sdm.predict import iter_predictions
 from botaclip.store import Store
-
-RES = 9  # the resolution of the `landscape` store (tests/conftest.py)
 
 
 def test_fit_presence_absence_end_to_end(landscape, tmp_path):
@@ -113,15 +111,15 @@ def test_compare_identical_folds_and_reports(landscape, tmp_path):
 
 
 def test_same_folds_for_every_feature_set(landscape):
-    from botaclip.sdm.dataset import StoreFeatures, label_cells
+    from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
     from botaclip.sdm.folds import spatial_folds
     from botaclip.sdm.occurrences import read_occurrences
 
     store = Store.open(landscape["store"], read_only=True)
     src = StoreFeatures(store)
     occ = read_occurrences(landscape["root"] / "plots.csv")
-    a = label_cells(occ, "Alpha prima", "presence-absence", src.indexed_cells(["good", "noise"]), RES, "x")
-    b = label_cells(occ, "Alpha prima", "presence-absence", src.indexed_cells(["good", "noise"]), RES, "x")
+    a = label_cells(occ, "Alpha prima", "presence-absence", IndexedCells.of(src, ["good", "noise"]))
+    b = label_cells(occ, "Alpha prima", "presence-absence", IndexedCells.of(src, ["good", "noise"]))
     fa, fb = spatial_folds(a.h3, a.y, 5, seed=3), spatial_folds(b.h3, b.y, 5, seed=3)
     assert np.array_equal(a.h3, b.h3) and np.array_equal(fa.fold, fb.fold)
     train, test = fa.split(0)
@@ -130,14 +128,16 @@ def test_same_folds_for_every_feature_set(landscape):
 
 def test_bad_input_errors(landscape, tmp_path):
     store, plots = landscape["store"], landscape["root"] / "plots.csv"
-    with pytest.raises(BotaclipError, match="did you mean 'Alpha prima'"):
+    with pytest.raises(InvalidInputError, match="did you mean 'Alpha prima'"):
         fit_species(store, plots, "Alpha primo", features="good", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="fewer than --min-presences 10"):
+    with pytest.raises(InvalidInputError) as exc:
         fit_species(store, plots, "Rara tertia", features="good", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="feature set 'nope' not in"):
+    assert exc.value.params == ["min_presences"]
+    with pytest.raises(InvalidInputError, match="feature set 'nope' not in"):
         fit_species(store, plots, "Alpha prima", features="good,nope", out=tmp_path / "x")
-    with pytest.raises(BotaclipError, match="has no absences"):  # listed at every plot
+    with pytest.raises(InvalidInputError) as exc:  # listed at every plot: no absences
         fit_species(store, plots, "Commonia ubiquita", features="good", out=tmp_path / "x")
+    assert exc.value.params == ["kind"]
     far = pd.read_csv(plots)
     far["decimalLatitude"] -= 10
     far.to_csv(tmp_path / "far.csv", index=False)

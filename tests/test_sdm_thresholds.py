@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.sdm import (
     CrossFit,
     autocorrelation_range,
@@ -27,7 +27,8 @@ from botaclip.sdm import (
 )
 from botaclip.sdm.autocorrelation import edge_length_m, resolution_for_range
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng
-from botaclip.sdm.dataset import StoreFeatures, label_cells
+from botaclip.sdm.config import SamplingConfig
+from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
 from botaclip.sdm.evaluate import cross_validate, training_weights
 from botaclip.sdm.models import make_model
 from botaclip.sdm.occurrences import read_occurrences
@@ -68,10 +69,10 @@ def test_parse_threshold_rules_values_and_bad_input():
     fixed = parse_threshold("0.25")
     assert fixed.fixed and fixed.value == 0.25 and fixed.choose(Y, S) == 0.25 and str(fixed) == "0.25"
     assert parse_threshold(1).value == 1.0
-    for bad, message in (("kappa", "unknown threshold rule 'kappa'"), ("1.5", "outside \\[0, 1\\]"),
-                         (-0.1, "outside"), ("nan", "outside")):
-        with pytest.raises(BotaclipError, match=message):
+    for bad in ("kappa", "1.5", -0.1, "nan", True):
+        with pytest.raises(InvalidInputError) as exc:
             parse_threshold(bad)
+        assert exc.value.params == ["threshold"] and isinstance(exc.value, ValueError)
 
 
 # --- out-of-sample thresholds on presence/background data with a real signal -------------------------------------
@@ -97,8 +98,8 @@ def presence_background(tmp_path_factory):
     pd.DataFrame({"species": "Sp", "decimalLatitude": lat[pres], "decimalLongitude": lng[pres]}).to_csv(
         root / "pres.csv", index=False)
     src = StoreFeatures(store)
-    lab = label_cells(read_occurrences(root / "pres.csv"), "Sp", "presence-only", src.indexed_cells(["cov"]), 9,
-                      "cov", background=800)
+    lab = label_cells(read_occurrences(root / "pres.csv"), "Sp", "presence-only", IndexedCells.of(src, ["cov"]),
+                      SamplingConfig(background=800))
     X, _ = src.features(["cov"], lab.h3)
     return {"root": root, "store": root / "pb.store", "lab": lab, "X": X,
             "folds": spatial_folds(lab.h3, lab.y, 5, block_res=7)}
@@ -214,13 +215,11 @@ def test_auto_blocks_in_fit_and_compare(landscape, tmp_path):
 
 def test_bad_block_res_threshold_and_inner_folds(landscape):
     store, plots = landscape["store"], landscape["root"] / "plots.csv"
-    for kwargs, message in (({"block_res": "coarse"}, "'auto' or an H3 resolution"),
-                            ({"block_res": 16}, "'auto' or an H3 resolution"),
-                            ({"threshold": "youden"}, "unknown threshold rule"),
-                            ({"threshold": 2.0}, "outside \\[0, 1\\]"),
-                            ({"inner_folds": 1}, "--inner-folds must be at least 2")):
-        with pytest.raises(BotaclipError, match=message):
+    for kwargs in ({"block_res": "coarse"}, {"block_res": 16}, {"threshold": "youden"}, {"threshold": 2.0},
+                   {"inner_folds": 1}, {"seed": -1}, {"jobs": 0}, {"background": 0}, {"folds": 1}):
+        with pytest.raises(InvalidInputError) as exc:
             fit_species(store, plots, "Alpha prima", features="good", predictions=False, **kwargs)
+        assert exc.value.params == list(kwargs)
 
 
 # --- binary predictions ------------------------------------------------------------------------------------------
@@ -257,16 +256,14 @@ def test_binary_predictions_in_every_format(landscape, tmp_path):
 def test_binary_bad_input(landscape, tmp_path):
     fit_species(landscape["store"], landscape["root"] / "soil.csv", "Collembola", features="good", model="logistic",
                 folds=3, out=tmp_path / "ab", predictions=False, write_map=False)
-    with pytest.raises(BotaclipError, match="predicts abundance"):
+    with pytest.raises(InvalidInputError, match="predicts abundance"):
         predict(tmp_path / "ab", landscape["store"], tmp_path / "x.parquet", binary=True)
     fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="good",
                 model="logistic", folds=3, out=tmp_path / "m", predictions=False, write_map=False)
-    with pytest.raises(BotaclipError, match="add --binary"):
-        predict(tmp_path / "m", landscape["store"], tmp_path / "x.parquet", threshold=0.5)
-    with pytest.raises(BotaclipError, match="outside"):
-        predict(tmp_path / "m", landscape["store"], tmp_path / "x.parquet", binary=True, threshold="1.2")
-    with pytest.raises(BotaclipError, match="unknown threshold rule"):
-        predict(tmp_path / "m", landscape["store"], tmp_path / "x.parquet", binary=True, threshold="kappa")
+    for kwargs in ({"threshold": 0.5}, {"binary": True, "threshold": "1.2"}, {"binary": True, "threshold": "kappa"}):
+        with pytest.raises(InvalidInputError) as exc:
+            predict(tmp_path / "m", landscape["store"], tmp_path / "x.parquet", **kwargs)
+        assert "threshold" in exc.value.params
     assert not (tmp_path / "x.parquet").exists()
 
 
@@ -284,9 +281,10 @@ def test_cli_threshold_and_binary(landscape, tmp_path, cli_runner, monkeypatch):
                                 "--binary"])
     assert r.exit_code == 0, r.stderr
     assert "share present" in r.output and "threshold_from stored (senspec)" in r.output
-    for args, message in ((["fit", "--threshold", "kappa"], "unknown threshold rule 'kappa'"),
+    for args, message in ((["fit", "--threshold", "kappa"], "unknown --threshold rule 'kappa'"),
                           (["fit", "--block-res", "big"], "--block-res must be 'auto'"),
-                          (["predict", "--threshold", "0.3"], "add --binary")):
+                          (["fit", "--seed", "-1"], "--seed must be a non-negative integer"),
+                          (["predict", "--threshold", "0.3"], "ask for it with --binary")):
         if args[0] == "fit":
             full = ["sdm", "fit", "--store", store, "--occurrences", plots, "--species", "Alpha prima",
                     "--features", "good", "--out", "o", *args[1:]]
@@ -346,8 +344,8 @@ def test_compare_uses_cross_fitted_folds_and_features(landscape, cross_fitted, t
     info = res.species[0]
     assert info.cross_fitted == ["emb"] and info.block_res == 7
     assert any("folds follow the adapters' 3 cross-fitting folds" in n for n in info.notes)
-    assert any("--folds 5 replaced" in n for n in info.notes) and any("--block-res 8 replaced" in n
-                                                                       for n in info.notes)
+    assert any("5 folds asked for were replaced" in n for n in info.notes)
+    assert any("block resolution 8 was replaced" in n for n in info.notes)
     auc = next(r for r in res.rows if r.features == "emb" and r.metric == "auc").values
     good = next(r for r in res.rows if r.features == "good" and r.metric == "auc").values
     assert len(auc) == len(good) == 3  # paired: the uncross-fitted set shares the cross-fitted folds
@@ -379,7 +377,7 @@ def test_fit_cross_fitted_folds_assign_blocks_and_final_model_uses_full_set(land
     # The fold of each relevé block is the adapters' fold.
     src = StoreFeatures(Store.open(cross_fitted["store"], read_only=True))
     lab = label_cells(read_occurrences(landscape["root"] / "plots.csv"), "Alpha prima", "presence-absence",
-                      src.indexed_cells(["emb"]), 9, "emb")
+                      IndexedCells.of(src, ["emb"]))
     f = spatial_folds(lab.h3, lab.y, 3, 7, assigned=cf.assignment)
     block_fold = dict(zip(cf.blocks.tolist(), cf.folds.tolist()))
     assert all(block_fold[int(b)] == k for b, k in zip(f.block, f.fold))
@@ -388,8 +386,23 @@ def test_fit_cross_fitted_folds_assign_blocks_and_final_model_uses_full_set(land
 def test_cross_fits_on_different_splits_are_refused(landscape, cross_fitted):
     cf = cross_fitted["cf"]
     other = CrossFit(cf.fold_sets, cf.block_res, cf.blocks, (cf.folds + 1) % 3, cf.releve_cells)
-    with pytest.raises(BotaclipError, match="cross-fitted on different relevé folds"):
+    with pytest.raises(InvalidInputError, match="cross-fitted on different relevé folds"):
         compare(cross_fitted["store"], landscape["root"] / "plots.csv", ["emb", "emb_f1"], species=["Alpha prima"],
                 models=["logistic"], cross_fit={"emb": cf, "emb_f1": other})
-    with pytest.raises(BotaclipError, match="at least 2 fold feature sets"):
+    with pytest.raises(InvalidInputError, match="at least 2 fold feature sets"):
         CrossFit.from_dict({"fold_sets": ["a"], "block_res": 7, "blocks": [], "folds": [], "releve_cells": []})
+
+
+def test_presence_free_blocks_are_spread_over_folds():
+    """Presence-free blocks go where absences/background are fewest, not all to the fold with fewest presences
+    (which once left one fold with nearly all the background and the others nearly none)."""
+    centre = h3.latlng_to_cell(45.0, 6.0, 5)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.cell_to_children(centre, 8)), dtype=np.uint64)
+    y = np.zeros(cells.size)
+    blocks = cell_to_parent(cells, 7)
+    y[np.isin(blocks, np.unique(blocks)[:6])] = 1  # presences in 6 blocks only
+    f = spatial_folds(cells, y, 5, block_res=7, seed=0)
+    sizes = np.bincount(f.fold, minlength=5)
+    negatives = np.bincount(f.fold, weights=1 - y, minlength=5)
+    assert sizes.max() <= 1.3 * sizes.min() and negatives.max() <= 1.3 * negatives.min()
+    assert (np.bincount(f.fold, weights=y, minlength=5) > 0).all()

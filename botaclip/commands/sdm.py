@@ -1,4 +1,7 @@
-"""`botaclip sdm`: fit, compare and apply species distribution models on feature-store features."""
+"""`botaclip sdm`: fit, compare and apply species distribution models on feature-store features.
+
+Options map one to one onto the fields of :mod:`botaclip.sdm.config`; their defaults are read from there.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +10,50 @@ from pathlib import Path
 
 import click
 
-from botaclip.errors import BotaclipError
+from botaclip.config import default
+from botaclip.errors import InvalidInputError
+from botaclip.sdm.config import CompareConfig, EvaluationConfig, FitConfig, OccurrenceColumns, SamplingConfig
 
 _KINDS = ["presence-absence", "presence-only", "abundance"]
 
 
 def _occurrence_options(f):
-    """Options shared by fit and compare: occurrence columns, cleaning, background, folds."""
+    """Options shared by fit and compare: sampling, evaluation and occurrence columns."""
+    s, e = SamplingConfig, EvaluationConfig
     opts = [
         click.option("--kind", type=click.Choice(_KINDS), default=None,
                      help="Kind of data [default: inferred: relevé/site tables -> presence-absence (abundance if "
                           "the value column is a count), absences in the status column -> presence-absence, "
                           "else presence-only]."),
-        click.option("--folds", type=int, default=5, show_default=True, help="Number of spatial CV folds."),
-        click.option("--block-res", default="auto", show_default=True,
+        click.option("--folds", type=int, default=default(e, "folds"), show_default=True,
+                     help="Number of spatial CV folds."),
+        click.option("--block-res", default=default(e, "block_res"), show_default=True,
                      help="H3 resolution of the spatial blocks, or 'auto': the resolution whose cell edge is closest "
                           "to the autocorrelation range of the features (variogram of their leading principal "
                           "components), keeping >= 4 blocks per fold."),
-        click.option("--threshold", default="maxtss", show_default=True,
+        click.option("--threshold", default=default(e, "threshold"), show_default=True,
                      help="Threshold rule for TSS, sensitivity, specificity, F1 and binary maps: maxtss, senspec "
                           "(sensitivity = specificity), p10 (10th percentile of presences) or a value in [0, 1]; "
                           "chosen on out-of-fold predictions, never in-sample."),
-        click.option("--inner-folds", type=int, default=3, show_default=True,
+        click.option("--inner-folds", type=int, default=default(e, "inner_folds"), show_default=True,
                      help="Inner spatial folds per outer fold on which the threshold is chosen."),
-        click.option("--background", type=int, default=10_000, show_default=True,
+        click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Occurrence file whose cells are the background (target-group background)."),
         click.option("--max-uncertainty", type=float, default=None,
                      help="Drop records with coordinate uncertainty above this (metres)."),
-        click.option("--min-presences", type=int, default=10, show_default=True,
+        click.option("--min-presences", type=int, default=default(s, "min_presences"), show_default=True,
                      help="Fewest presence cells (after cleaning) a species needs."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds, background and models."),
-        click.option("--jobs", type=int, default=1, show_default=True, help="Threads per model fit."),
+        click.option("--seed", type=int, default=default(e, "seed"), show_default=True,
+                     help="Seed of folds, background and models (>= 0)."),
+        click.option("--jobs", type=int, default=default(e, "jobs"), show_default=True,
+                     help="Threads per model fit."),
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
-        click.option("--value-col", default=None, help="Value column (count or cover) [default: individualCount/cover]."),
+        click.option("--value-col", default=None,
+                     help="Value column (count or cover) [default: individualCount/cover]."),
         click.option("--status-col", default=None, help="Presence/absence column [default: occurrenceStatus]."),
         click.option("--site-col", default=None, help="Plot/site id column [default: releve_id/plot_id/site_id]."),
         click.option("--crs", default=None, help="CRS of the coordinate columns, e.g. EPSG:2154 [default: WGS84]."),
@@ -53,8 +63,12 @@ def _occurrence_options(f):
     return f
 
 
-def _columns(kw: dict) -> dict:
-    return {k: kw.pop(k) for k in ("lat_col", "lng_col", "species_col", "value_col", "status_col", "site_col", "crs")}
+def _sampling_and_evaluation(kw: dict) -> dict:
+    """The options that are fields of the sampling, evaluation and column configs (by name)."""
+    from dataclasses import fields
+
+    names = {f.name for cls in (SamplingConfig, EvaluationConfig, OccurrenceColumns) for f in fields(cls)}
+    return {k: v for k, v in kw.items() if k in names and k != "columns"}
 
 
 def _fmt(v, digits=3) -> str:
@@ -73,7 +87,8 @@ def sdm() -> None:
 @click.option("--species", required=True, help="Species to model (exact name in the file).")
 @click.option("--features", default="botaclip", show_default=True,
               help="Feature set(s) of the store, comma-separated to join them on the cell.")
-@click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default="lightgbm", show_default=True,
+@click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default=default(FitConfig, "model"),
+              show_default=True,
               help="Model: gradient boosting, random forest, or standardised L2 logistic regression.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory for the model, CV metrics and map [default: sdm_<species>_<model>].")
@@ -87,16 +102,16 @@ def fit_cmd(store_path, occurrences, species, features, model, out, predictions_
     from botaclip.sdm import fit_species
     from botaclip.sdm.fit import slug
 
-    columns = _columns(kw)
-    out = out or Path(f"sdm_{slug(species)}_{model}")
     res = fit_species(
-        store_path, occurrences, species, kind=kw["kind"], features=features, model=model, folds=kw["folds"],
-        block_res=kw["block_res"], threshold=kw["threshold"], inner_folds=kw["inner_folds"],
-        background=kw["background"], target_group=kw["target_group"],
-        max_uncertainty=kw["max_uncertainty"], min_presences=kw["min_presences"], seed=kw["seed"], out=out,
+        store_path, occurrences, species, features=features, model=model,
+        out=out or Path(f"sdm_{slug(species)}_{model}"),
         predictions=False if no_predictions else (predictions_name or True), write_map=not no_map,
-        n_jobs=kw["jobs"], columns=columns,
+        **_sampling_and_evaluation(kw),
     )
+    _print_fit(res, store_path)
+
+
+def _print_fit(res, store_path) -> None:
     negatives = (f"{res.n_background} background cells" if res.kind == "presence-only"
                  else f"{res.n_absences} absence cells")
     click.echo(f"{res.species}: {res.kind}, {res.model} on {'+'.join(res.feature_sets)} ({res.n_features} features)")
@@ -136,7 +151,8 @@ def fit_cmd(store_path, occurrences, species, features, model, out, predictions_
               help="Every species with at least --min-presences presences (others are listed as skipped).")
 @click.option("--features", "features", multiple=True, required=True,
               help="A feature set to compare; repeat for each, comma-separated names are joined on the cell.")
-@click.option("--models", default="lightgbm", show_default=True, help="Comma-separated models: lightgbm, rf, logistic.")
+@click.option("--models", default=",".join(default(CompareConfig, "models")), show_default=True,
+              help="Comma-separated models: lightgbm, rf, logistic.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sdm_compare"),
               show_default=True, help="Directory for comparison.csv, report.md and report.json.")
 @_occurrence_options
@@ -145,18 +161,15 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
     from botaclip.sdm import compare
 
     if species and all_species:
-        raise BotaclipError("give --species NAME ... or --all, not both")
+        raise InvalidInputError("give --species NAME ... or --all, not both")
     if not species and not all_species:
-        raise BotaclipError("name the species to compare with --species NAME (repeatable) or use --all")
-    columns = _columns(kw)
-    res = compare(
-        store_path, occurrences, list(features), species=list(species) or None, kind=kw["kind"],
-        models=[m.strip() for m in models.split(",") if m.strip()], folds=kw["folds"], block_res=kw["block_res"],
-        threshold=kw["threshold"], inner_folds=kw["inner_folds"],
-        background=kw["background"], target_group=kw["target_group"], max_uncertainty=kw["max_uncertainty"],
-        min_presences=kw["min_presences"], seed=kw["seed"], out=out, n_jobs=kw["jobs"], columns=columns,
-        progress=lambda msg: click.echo(f"  {msg}", err=True),
-    )
+        raise InvalidInputError("name the species to compare with --species NAME (repeatable) or use --all")
+    res = compare(store_path, occurrences, list(features), species=list(species) or None, models=models, out=out,
+                  progress=lambda msg: click.echo(f"  {msg}", err=True), **_sampling_and_evaluation(kw))
+    _print_comparison(res)
+
+
+def _print_comparison(res) -> None:
     metrics = res.metrics
     click.echo(f"{len(res.species)} species, {res.kind}, {res.folds}-fold spatial block CV, identical folds"
                + (f", threshold rule {res.threshold_rule}" if res.threshold_rule else ""))

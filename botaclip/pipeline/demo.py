@@ -186,7 +186,7 @@ def truth_correlations(store, occurrences, species: list[str], kind: str, truth,
     Also returns the first species' maps (cells, truth, predictions) for the demo's picture.
     """
     from botaclip.sdm import make_model, spearman
-    from botaclip.sdm.dataset import StoreFeatures, label_cells
+    from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
     from botaclip.sdm.evaluate import training_weights
     from botaclip.sdm.folds import spatial_folds
 
@@ -211,7 +211,8 @@ def truth_correlations(store, occurrences, species: list[str], kind: str, truth,
         t = truth[truth["taxon"] == sp]
         if t.empty:
             continue
-        labelled = label_cells(occurrences, sp, kind, indexed, source.resolution, "the demo store", seed=seed)
+        labelled = label_cells(occurrences, sp, kind, IndexedCells(indexed, source.resolution, "the demo store"),
+                               seed=seed)
         rows = np.fromiter((row_of[int(c)] for c in labelled.h3), dtype=np.int64, count=labelled.h3.size)
         truth_rows = np.fromiter((row_of[int(c)] for c in t["h3"]), dtype=np.int64, count=len(t))
         weights = training_weights(labelled.y, labelled.is_background)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from botaclip.sdm.autocorrelation import AutocorrelationRange, autocorrelation_range
 from botaclip.sdm.compare import ComparisonResult, PairedComparison, compare, paired_comparison
+from botaclip.sdm.config import CompareConfig, EvaluationConfig, FitConfig, OccurrenceColumns, SamplingConfig
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.evaluate import CVResult, FoldResult, cross_validate
 from botaclip.sdm.fit import FitResult, fit_species
@@ -47,7 +48,7 @@ def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None
     ``binary``: 0/1 presence instead of suitability, at the model's stored threshold or ``threshold`` (a rule
     name, 'maxtss', 'senspec', 'p10', whose out-of-fold value was stored with the model, or a value in [0, 1]).
     """
-    from botaclip.sdm.fit import open_store
+    from botaclip.sdm.design import open_store
     from botaclip.sdm.predict import predict_to_file
 
     saved = load_model(model_dir)
@@ -62,5 +63,6 @@ __all__ = [
     "roc_auc", "tss", "best_tss_threshold", "threshold_metrics", "boyce_index", "boyce_curve", "spearman", "mae",
     "make_model", "MODEL_NAMES", "read_occurrences", "Occurrences", "KINDS", "load_model", "save_model",
     "SavedModel", "Region", "sens_spec_threshold", "p10_threshold", "THRESHOLD_RULES", "ThresholdRule",
-    "parse_threshold", "autocorrelation_range", "AutocorrelationRange", "CrossFit",
+    "parse_threshold", "autocorrelation_range", "AutocorrelationRange", "CrossFit", "FitConfig", "CompareConfig",
+    "SamplingConfig", "EvaluationConfig", "OccurrenceColumns",
 ]

@@ -8,41 +8,30 @@ and model.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy import stats
 
-from botaclip.errors import BotaclipError
-from botaclip.sdm.background import DEFAULT_BACKGROUND
-from botaclip.sdm.dataset import (
-    DEFAULT_MIN_PRESENCES,
-    StoreFeatures,
-    drop_uninformative_columns,
-    extent_of,
-    label_cells,
-)
+from botaclip.config import build
+from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.sdm.config import CompareConfig, feature_set_names
 from botaclip.sdm.crossfit import CrossFit
-from botaclip.sdm.evaluate import DEFAULT_INNER_FOLDS, cross_validate, metric_names
-from botaclip.sdm.fit import (
+from botaclip.sdm.dataset import IndexedCells, LabelledCells, StoreFeatures, drop_uninformative_columns, label_cells
+from botaclip.sdm.design import (
+    SampleDesign,
     as_occurrences,
-    check_block_res,
-    check_inner_folds,
-    check_model,
     cross_fits_of,
     design_folds,
     inputs_range,
     open_store,
-    parse_feature_sets,
+    target_group_of,
 )
-from botaclip.sdm.occurrences import KINDS
-from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
+from botaclip.sdm.evaluate import cross_validate, metric_names
+from botaclip.sdm.fit import cv_notes
+from botaclip.sdm.thresholds import parse_threshold
 
 # Metrics where smaller is better (wins are counted the other way round).
 LOWER_IS_BETTER = {"mae"}
@@ -155,6 +144,13 @@ class ComparisonResult:
             "paired": [asdict(p) for p in self.paired],
         }
 
+    def write(self, out) -> list[str]:
+        """Write comparison.csv, report.md and report.json into folder ``out``; returns the paths."""
+        from botaclip.sdm.report import write_reports
+
+        self.files = write_reports(self, out)
+        return self.files
+
 
 def paired_comparison(a_values: Sequence[float], b_values: Sequence[float], metric: str) -> dict:
     """Wins, ties and a two-sided Wilcoxon signed-rank p-value for paired per-species scores of a and b.
@@ -180,132 +176,144 @@ def paired_comparison(a_values: Sequence[float], b_values: Sequence[float], metr
     }
 
 
-def compare(
-    store,
-    occurrences,
-    feature_sets: Sequence[str | Sequence[str]],
-    *,
-    species: Sequence[str] | None = None,
-    kind: str | None = None,
-    models: Sequence[str] = ("lightgbm",),
-    folds: int = 5,
-    block_res: int | str | None = "auto",
-    threshold: str | float | ThresholdRule | None = "maxtss",
-    inner_folds: int = DEFAULT_INNER_FOLDS,
-    cross_fit: dict[str, CrossFit] | None = None,
-    background: int = DEFAULT_BACKGROUND,
-    target_group=None,
-    max_uncertainty: float | None = None,
-    min_presences: int = DEFAULT_MIN_PRESENCES,
-    seed: int = 0,
-    out: str | Path | None = None,
-    n_jobs: int = 1,
-    columns: dict | None = None,
-    progress=None,
-) -> ComparisonResult:
+def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], config: CompareConfig | None = None,
+            *, cross_fit: dict[str, CrossFit] | None = None, progress=None, **options) -> ComparisonResult:
     """Cross-validate every species x feature set x model on identical samples and folds.
 
-    ``feature_sets``: each item a name or a list of names joined on the cell ('a' or 'b,c'); ``species``: names,
-    or None for every species with at least ``min_presences`` presences (others are listed as skipped).
-    Writes comparison.csv, report.md and report.json into ``out`` when given. ``progress``: optional callable
-    taking a short status string. ``block_res``, ``threshold``, ``inner_folds`` and ``cross_fit`` as in
-    :func:`botaclip.sdm.fit_species`; with 'auto' blocks the range is the largest over the feature sets compared,
-    estimated once on the union of the species' cells, so every species and feature set shares one block size
-    (each species may still fall back to finer blocks to keep >= 4 blocks per fold).
+    ``feature_sets``: each item a name or a list of names joined on the cell ('a' or 'b,c'). ``config``: a
+    :class:`~botaclip.sdm.config.CompareConfig`, or its fields as keyword ``options``: ``species`` (names, or
+    None for every species with at least ``min_presences`` presences; others are listed as skipped),
+    ``models``, ``out`` (comparison.csv, report.md, report.json), and the sampling and evaluation fields of
+    :func:`botaclip.sdm.fit_species` (``kind``, ``folds``, ``block_res``, ``threshold``, ...). With 'auto' blocks
+    the range is the largest over the feature sets compared, estimated once on the union of the species' cells,
+    so every species and feature set shares one block size (a species may still fall back to finer blocks to keep
+    >= 4 blocks per fold). ``progress``: optional callable taking a short status string.
     """
-    block_res = check_block_res(block_res)
-    rule = parse_threshold(threshold)
-    check_inner_folds(inner_folds)
-    groups = [parse_feature_sets(f) for f in feature_sets]
-    if not groups:
-        raise BotaclipError("give at least one feature set with --features")
-    labels = ["+".join(g) for g in groups]
-    if len(set(labels)) != len(labels):
-        raise BotaclipError(f"feature set given twice: {', '.join(labels)}")
-    models = [check_model(m) for m in models]
-    if not models:
-        raise BotaclipError("give at least one model with --models")
-    if kind is not None and kind not in KINDS:
-        raise BotaclipError(f"unknown --kind {kind!r}; choose from {', '.join(KINDS)}")
+    cfg = build(CompareConfig, config, **options)
+    groups = [list(feature_set_names(f)) for f in feature_sets]
+    labels = _group_labels(groups)
     store = open_store(store, read_only=True)
-    occ = as_occurrences(occurrences, **(columns or {}))
+    occ = as_occurrences(occurrences, cfg.sampling)
     source = StoreFeatures(store)
     all_names = sorted({n for g in groups for n in g})
     source.check(all_names)
-    kind = kind or occ.infer_kind()
-    explicit = species is not None and len(species) > 0
-    species_list = list(species) if explicit else occ.species_names()
+    kind = cfg.sampling.kind or occ.infer_kind()
+    labelled, skipped = _label_species(occ, kind, source, all_names, cfg)
+    needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
+    cross_fits = cross_fits_of(source, all_names, cross_fit)
+    features = _ComparedFeatures(groups, labels, _read_tables(source, all_names, cross_fits, needed), needed)
+    ev = cfg.evaluation
+    range_ = None
+    if ev.block_resolution is None:
+        range_ = inputs_range(needed, [features.group(g)[0] for g in groups], ev.seed)
+    # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
+    # folds or blocks fail before work is done.
+    designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
+                               range_=range_, is_background=lab.is_background)
+               for s, lab in labelled.items()}
+    metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
+    rows, infos = [], []
+    for s, lab in labelled.items():
+        species_rows, info = _compare_species(lab, designs[s], features, cfg, metrics, progress)
+        rows += species_rows
+        infos.append(info)
+    result = ComparisonResult(
+        kind, labels, list(cfg.models), metrics, rows, infos, skipped, _paired(rows, infos, cfg.models, metrics,
+                                                                               labels),
+        ev.folds, ev.seed, threshold_rule=None if kind == "abundance" else str(parse_threshold(ev.threshold)),
+        block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict())
+    if cfg.out is not None:
+        result.write(cfg.out)
+    return result
+
+
+def _group_labels(groups: list[list[str]]) -> list[str]:
+    if not groups:
+        raise InvalidInputError(f"give at least one feature set in {param('feature_sets')}")
+    labels = ["+".join(g) for g in groups]
+    if len(set(labels)) != len(labels):
+        raise InvalidInputError(f"feature set given twice: {', '.join(labels)}")
+    return labels
+
+
+def _label_species(occ, kind: str, source: StoreFeatures, names: list[str],
+                   cfg: CompareConfig) -> tuple[dict[str, LabelledCells], dict[str, str]]:
+    """Each species' labelled cells; without an explicit species list, species that fail are listed as skipped."""
+    explicit = cfg.species is not None
+    species_list = list(cfg.species) if explicit else occ.species_names()
     for s in species_list:
         occ.check_species(s)
-    tg = as_occurrences(target_group, **(columns or {})) if target_group is not None else None
-    indexed = source.indexed_cells(all_names)
-    extent = extent_of(indexed)
-    feature_label = f"{'+'.join(all_names)!r} of {source.label}"
-
+    sampling = cfg.sampling
+    indexed = IndexedCells.of(source, names)
+    tg = target_group_of(sampling)
     labelled, skipped = {}, {}
     for s in species_list:
         try:
-            labelled[s] = label_cells(occ, s, kind, indexed, source.resolution, feature_label,
-                                      background=background, target_group=tg, max_uncertainty=max_uncertainty,
-                                      min_presences=min_presences, extent=extent, seed=seed)
+            labelled[s] = label_cells(occ, s, kind, indexed, sampling, target_group=tg, seed=cfg.evaluation.seed)
         except BotaclipError as exc:
             if explicit:
                 raise
             skipped[s] = str(exc)
     if not labelled:
-        raise BotaclipError(
-            f"no species in {occ.path} has at least {min_presences} presences on indexed cells "
-            f"(--min-presences); {len(skipped)} skipped"
+        raise InvalidInputError(
+            f"no species in {occ.path} has at least {sampling.min_presences} presences on indexed cells "
+            f"({param('min_presences')}); {len(skipped)} skipped"
         )
-    # Read each feature set once for the union of all species' cells (and each fold's set if cross-fitted).
-    needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
-    cross_fits = cross_fits_of(source, all_names, cross_fit)
-    tables = {name: source.features([name], needed) for name in all_names}
+    return labelled, skipped
+
+
+def _read_tables(source: StoreFeatures, names: list[str], cross_fits: dict[str, CrossFit],
+                 cells: np.ndarray) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Each feature set (and each cross-fitted set's fold sets) read once for the union of the species' cells."""
+    tables = {name: source.features([name], cells) for name in names}
     for cf in cross_fits.values():
         for name in cf.fold_sets:
             if name not in tables:
-                tables[name] = source.features([name], needed)
-    group_tables = {label: _join(tables, g) for g, label in zip(groups, labels)}
-    range_ = None
-    if block_res is None:
-        range_ = inputs_range(needed, [X for X, _ in group_tables.values()], seed)
-    # Split every species once (same folds for every feature set and model), before any model is fitted, so a
-    # bad --block-res/--folds fails before work is done.
-    designs = {s: design_folds(lab.h3, lab.y, folds, block_res, seed, cross_fits=cross_fits, range_=range_,
-                               is_background=lab.is_background)
-               for s, lab in labelled.items()}
+                tables[name] = source.features([name], cells)
+    return tables
 
-    metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
+
+@dataclass
+class _ComparedFeatures:
+    """The feature sets compared (groups joined on the cell, their labels) read once for the union of cells."""
+
+    groups: list[list[str]]
+    labels: list[str]
+    tables: dict[str, tuple[np.ndarray, list[str]]]  # by feature-set name, rows in the order of ``cells``
+    cells: np.ndarray
+
+    def group(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        return join_tables(self.tables, names)
+
+
+def _compare_species(lab: LabelledCells, design: SampleDesign, features: _ComparedFeatures, cfg: CompareConfig,
+                     metrics: list[str], progress) -> tuple[list[ComparisonRow], SpeciesInfo]:
+    """Every feature set x model for one species, on its one set of folds."""
+    ev, fs = cfg.evaluation, design.folds
+    rows_idx = np.searchsorted(features.cells, lab.h3)
+    notes = list(lab.notes) + list(design.notes)
     rows: list[ComparisonRow] = []
-    infos: list[SpeciesInfo] = []
-    for s, lab in labelled.items():
-        design = designs[s]
-        fs = design.folds
-        rows_idx = np.searchsorted(needed, lab.h3)
-        notes = list(lab.notes) + list(design.notes)
-        for g, label in zip(groups, labels):
-            Xall, cols = group_tables[label]
-            X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
-            notes += [f"{label}: {d}" for d in dropped]
-            if any(n in design.cross_fitted for n in g):
-                X = [_join(tables, _fold_group(g, design, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
-            for model in models:
-                if progress:
-                    progress(f"{s} | {label} | {model}")
-                cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, seed, n_jobs,
-                                    threshold=rule, inner_folds=inner_folds)
-                for f in cv.folds:
-                    if f.skipped:
-                        notes.append(f"{label} | {model}: fold {f.fold} skipped: {f.skipped}")
-                    elif f.note:
-                        notes.append(f"{label} | {model}: fold {f.fold}: {f.note}")
-                summary = cv.summary()
-                for m in metrics:
-                    rows.append(ComparisonRow(s, label, model, m, cv.values(m), summary[m]["mean"],
-                                              summary[m]["sd"]))
-        infos.append(SpeciesInfo(s, kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
-                                 sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted)))
+    for g, label in zip(features.groups, features.labels):
+        Xall, cols = features.group(g)
+        X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
+        notes += [f"{label}: {d}" for d in dropped]
+        if design.uses_cross_fit(g):
+            X = [features.group(design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
+        for model in cfg.models:
+            if progress:
+                progress(f"{lab.species} | {label} | {model}")
+            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev)
+            notes += cv_notes(cv, prefix=f"{label} | {model}: ")
+            summary = cv.summary()
+            rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])
+                     for m in metrics]
+    info = SpeciesInfo(lab.species, lab.kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
+                       sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted))
+    return rows, info
 
+
+def _paired(rows: list[ComparisonRow], infos: list[SpeciesInfo], models, metrics, labels) -> list[PairedComparison]:
+    """Every pair of feature sets, per model and metric, paired by species."""
     paired: list[PairedComparison] = []
     sp = [i.species for i in infos]
     for model in models:
@@ -314,128 +322,12 @@ def compare(
             for a, b in itertools.combinations(labels, 2):
                 res = paired_comparison([lookup[(s, a)] for s in sp], [lookup[(s, b)] for s in sp], metric)
                 paired.append(PairedComparison(model, metric, a, b, **res))
-
-    result = ComparisonResult(kind, labels, models, metrics, rows, infos, skipped, paired, folds, seed,
-                              threshold_rule=None if kind == "abundance" else str(rule),
-                              block_res="auto" if block_res is None else str(block_res),
-                              autocorrelation=None if range_ is None else range_.to_dict())
-    if out is not None:
-        result.files = write_reports(result, out)
-    return result
+    return paired
 
 
-def _join(tables: dict[str, tuple[np.ndarray, list[str]]], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def join_tables(tables: dict[str, tuple[np.ndarray, list[str]]], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Feature sets joined on the cell (all read for the same cells), columns prefixed when there are several."""
     if len(names) == 1:
         return tables[names[0]]
     X = np.hstack([tables[n][0] for n in names])
     return X, [f"{n}.{c}" for n in names for c in tables[n][1]]
-
-
-def _fold_group(names: Sequence[str], design, k: int) -> list[str]:
-    """``names`` with every cross-fitted set replaced by fold k's."""
-    out = list(names)
-    for name in design.cross_fitted:
-        out = design.cross_fit.fold_names(out, name, k)
-    return out
-
-
-def _f(v, digits: int = 3) -> str:
-    return "nan" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
-
-
-def write_reports(result: ComparisonResult, out: str | Path) -> list[str]:
-    """Write comparison.csv, report.md and report.json into ``out`` (each written atomically)."""
-    from botaclip.sdm.persist import _atomic_write, _json_default
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise BotaclipError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    table = result.table()
-    header = ["species", "features", "model", "n_presences", "n_samples"]
-    for m in result.metrics:
-        header += [f"{m}_mean", f"{m}_sd", f"{m}_folds"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore")
-    w.writeheader()
-    for rec in table:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) and np.isfinite(v) else ("" if isinstance(v, float)
-                                                                                    else v))
-                    for k, v in rec.items()})
-    _atomic_write(out / "comparison.csv", lambda p: Path(p).write_text(buf.getvalue()))
-    _atomic_write(out / "report.json",
-                  lambda p: Path(p).write_text(json.dumps(result.to_dict(), indent=2, default=_json_default)))
-    _atomic_write(out / "report.md", lambda p: Path(p).write_text(markdown_report(result)))
-    return [str(out / n) for n in ("comparison.csv", "report.md", "report.json")]
-
-
-def markdown_report(result: ComparisonResult) -> str:
-    """The comparison as a Markdown document: settings, means over species, paired tests, per-species table."""
-    lines = ["# SDM comparison", "",
-             f"Kind: {result.kind}; feature sets: {', '.join(result.feature_sets)}; models: "
-             f"{', '.join(result.models)}; {result.folds}-fold spatial block CV (seed {result.seed}); "
-             f"{len(result.species)} species.", "",
-             "Every feature set and model was evaluated on the same cells and the same spatial folds for each "
-             "species. Values: mean over species of the per-species mean over folds (sd over species).", ""]
-    lines += _design_lines(result)
-    lines += ["## Mean over species", ""]
-    means = result.means()
-    lines.append("| features | model | " + " | ".join(result.metrics) + " |")
-    lines.append("|---|---|" + "---|" * len(result.metrics))
-    for fs in result.feature_sets:
-        for model in result.models:
-            cells = [f"{_f(means[m][f'{fs} | {model}']['mean'])} ({_f(means[m][f'{fs} | {model}']['sd'])})"
-                     for m in result.metrics]
-            lines.append(f"| {fs} | {model} | " + " | ".join(cells) + " |")
-    if result.paired:
-        lines += ["", "## Paired comparison between feature sets", "",
-                  "Wins: species where the feature set scores better (lower for MAE). p: two-sided Wilcoxon "
-                  "signed-rank test on the per-species means.", "",
-                  "| model | metric | A | B | mean A | mean B | wins A | wins B | ties | p |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for p in result.paired:
-            lines.append(f"| {p.model} | {p.metric} | {p.a} | {p.b} | {_f(p.mean_a)} | {_f(p.mean_b)} | "
-                         f"{p.wins_a} | {p.wins_b} | {p.ties} | {_f(p.p_value, 4)} |")
-    lines += ["", "## Per species", "",
-              "| species | presences | features | model | " + " | ".join(result.metrics) + " |",
-              "|---|---|---|---|" + "---|" * len(result.metrics)]
-    for rec in result.table():
-        vals = [f"{_f(rec.get(f'{m}_mean'))} ± {_f(rec.get(f'{m}_sd'))}" for m in result.metrics]
-        lines.append(f"| {rec['species']} | {rec['n_presences']} | {rec['features']} | {rec['model']} | "
-                     + " | ".join(vals) + " |")
-    notes = [(s.species, n) for s in result.species for n in s.notes]
-    if notes or result.skipped_species:
-        lines += ["", "## Notes", ""]
-        lines += [f"- {s}: {n}" for s, n in notes]
-        lines += [f"- {s}: skipped ({why})" for s, why in result.skipped_species.items()]
-    lines += ["", "## Spatial blocks", "", "| species | folds |", "|---|---|"]
-    lines += [f"| {s.species} | {s.folds} |" for s in result.species]
-    return "\n".join(lines) + "\n"
-
-
-def _design_lines(result: ComparisonResult) -> list[str]:
-    """How folds, blocks and thresholds were chosen, for the top of the report."""
-    lines = []
-    if result.threshold_rule is not None:
-        lines.append(f"- Threshold (TSS, sensitivity, specificity, F1): rule `{result.threshold_rule}`, chosen in "
-                     "each outer fold on inner spatial-block out-of-fold predictions of its training part, never "
-                     "on in-sample scores.")
-    auto = result.autocorrelation
-    if result.block_res == "auto" and auto is not None:
-        from botaclip.sdm.autocorrelation import format_distance
-
-        lines.append(f"- Blocks: `--block-res auto`; estimated autocorrelation range of the inputs "
-                     f"{format_distance(auto['range_m'])} (median over the leading principal components, exponential "
-                     f"variogram, {auto['n_points']} cells); each species' resolution is below.")
-    elif result.block_res == "auto":
-        lines.append("- Blocks: `--block-res auto`, but no autocorrelation range could be estimated; the "
-                     "coarsest resolution with >= 4 blocks per fold was used.")
-    else:
-        lines.append(f"- Blocks: H3 resolution {result.block_res} (given).")
-    crossfitted = sorted({n for s in result.species for n in s.cross_fitted})
-    if crossfitted:
-        lines.append(f"- Cross-fitted: {', '.join(crossfitted)}: for species whose cells overlap the relevés that "
-                     "trained the adapters, folds follow the adapters' folds and each test fold is scored on "
-                     "features of the adapter that never saw it.")
-    return lines + [""] if lines else []

@@ -5,10 +5,11 @@ adapted features, the test is contaminated. Cross-fitting (as the BotaCLIP paper
 spatial-block folds of the relevés; adapter k never saw the relevés of the blocks in fold k. The store then holds
 one adapted feature set per fold (``fold_sets``) next to the full one.
 
-When any of a species' presence or absence cells (background is not data) holds a training relevé, the SDM takes its folds from the adapters' blocks
-(a block in adapter fold k is in SDM fold k; blocks no adapter saw are dealt around them) and, for outer fold k,
-reads every cell's features from ``fold_sets[k]``: training and test features both come from the adapter that
-never saw fold k. The final model and its predictions use the full feature set.
+When any of a species' presence or absence cells (background is not data) holds a training relevé, the SDM
+takes its folds from the adapters' blocks (a block in adapter fold k is in SDM fold k; blocks no adapter saw are
+dealt around them) and, for outer fold k, reads every cell's features from ``fold_sets[k]``: training and test
+features both come from the adapter that never saw fold k. The final model and its predictions use the full
+feature set.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,11 @@ class CrossFit:
         fit = cls(tuple(doc["fold_sets"]), int(doc["block_res"]), np.asarray(doc["blocks"], dtype=np.uint64),
                   np.asarray(doc["folds"], dtype=np.int64), np.asarray(doc["releve_cells"], dtype=np.uint64))
         if fit.blocks.shape != fit.folds.shape:
-            raise BotaclipError("cross-fit record: blocks and folds differ in length")
+            raise InvalidInputError("cross-fit record: blocks and folds differ in length")
         if len(fit.fold_sets) < 2:
-            raise BotaclipError("cross-fit record needs at least 2 fold feature sets")
+            raise InvalidInputError("cross-fit record needs at least 2 fold feature sets")
         if fit.folds.size and not (fit.folds.min() >= 0 and fit.folds.max() < len(fit.fold_sets)):
-            raise BotaclipError(f"cross-fit record: folds must lie in 0..{len(fit.fold_sets) - 1}")
+            raise InvalidInputError(f"cross-fit record: folds must lie in 0..{len(fit.fold_sets) - 1}")
         return fit
 
     @property

@@ -15,13 +15,13 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
-from botaclip.sdm.background import DEFAULT_BACKGROUND, sample_background, target_group_background
+from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.sdm.background import sample_background, target_group_background
 from botaclip.sdm.cells import cell_boundaries, cell_to_parent, latlng_to_cells, resolution_of
 from botaclip.sdm.cleaning import CleaningReport, Extent, clean_samples, invalid_coordinates
+from botaclip.sdm.config import SamplingConfig
 from botaclip.sdm.occurrences import Occurrences, species_samples
 
-DEFAULT_MIN_PRESENCES = 10
 
 
 class FeatureSource(Protocol):
@@ -68,7 +68,7 @@ class StoreFeatures:
 
             close = [c for n in missing for c in difflib.get_close_matches(n, available, n=1)]
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"feature set {', '.join(repr(m) for m in missing)} not in {self.label} "
                 f"(it has: {', '.join(available) or 'none'}){hint}"
             )
@@ -95,7 +95,7 @@ class StoreFeatures:
             found = np.asarray(getattr(fm, "found", np.ones(len(cells), dtype=bool)), dtype=bool)
             if not found.all():
                 raise BotaclipError(f"feature set {name!r} lacks features for {int((~found).sum())} requested cells")
-            blocks.append(_align(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells,
+            blocks.append(align_rows(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells,
                                  name))
             columns += [f"{name}.{c}" for c in fm[2]] if len(names) > 1 else [str(c) for c in fm[2]]
         return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), columns
@@ -113,7 +113,7 @@ class StoreFeatures:
         return None if record is None else CrossFit.from_dict(record)
 
 
-def _align(found: np.ndarray, X: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
+def align_rows(found: np.ndarray, X: np.ndarray, wanted: np.ndarray, name: str) -> np.ndarray:
     """Rows of X reordered to ``wanted`` (store reads need not keep the request order)."""
     if found.shape[0] == wanted.shape[0] and np.array_equal(found, wanted):
         return X
@@ -160,76 +160,96 @@ class LabelledCells:
         return "regression" if self.kind == "abundance" else "binary"
 
 
-def label_cells(
-    occ: Occurrences,
-    species: str,
-    kind: str,
-    indexed: np.ndarray,
-    resolution: int,
-    feature_label: str,
-    *,
-    background: int = DEFAULT_BACKGROUND,
-    target_group: Occurrences | None = None,
-    max_uncertainty: float | None = None,
-    min_presences: int = DEFAULT_MIN_PRESENCES,
-    extent: Extent | None = None,
-    seed: int = 0,
-) -> LabelledCells:
-    """Samples of ``species`` cleaned, assigned to cells at ``resolution`` and restricted to ``indexed`` cells,
-    with background cells added for presence-only data. Raises :class:`BotaclipError` for too few presences,
-    no sample on an indexed cell, or presence-absence data without absences."""
+@dataclass(frozen=True)
+class IndexedCells:
+    """The cells samples may fall on: sorted uint64 H3 cells with features, their resolution, a label for
+    messages (which feature sets of which store) and their lat/lng extent (for the swapped-coordinates check)."""
+
+    cells: np.ndarray
+    resolution: int
+    label: str
+    extent: Extent | None = None
+
+    @classmethod
+    def of(cls, source: "FeatureSource", names: Sequence[str]) -> "IndexedCells":
+        """The cells with features in every one of ``names``."""
+        cells = source.indexed_cells(names)
+        return cls(cells, source.resolution, f"{'+'.join(names)!r} of {source.label}", extent_of(cells))
+
+
+def label_cells(occ: Occurrences, species: str, kind: str, indexed: IndexedCells,
+                sampling: SamplingConfig | None = None, *, target_group: Occurrences | None = None,
+                seed: int = 0) -> LabelledCells:
+    """Samples of ``species`` cleaned, assigned to cells at the indexed resolution and restricted to indexed
+    cells, with background cells added for presence-only data (``sampling``: background size, uncertainty limit,
+    minimum presences; ``target_group``: occurrences whose cells are the background). Raises
+    :class:`InvalidInputError` for too few presences, no sample on an indexed cell, or presence-absence data
+    without absences."""
+    sampling = sampling or SamplingConfig()
     samples = species_samples(occ, species, kind)
-    cleaned, report = clean_samples(samples, resolution, max_uncertainty, extent)
-    has_features = np.isin(cleaned["h3"].to_numpy(dtype=np.uint64), indexed)
-    pos = (cleaned["y"].to_numpy() > 0) & ~cleaned["given_background"].to_numpy()
-    report.add(f"no features in {feature_label}", (~has_features).sum(), (~has_features & pos).sum(),
-               has_features.sum())
-    notes: list[str] = []
-    if (~has_features).any():
-        notes.append(f"{int((~has_features).sum())} cells of {species} have no features in {feature_label} "
-                     "and were left out")
-    if not has_features.any():
-        raise BotaclipError(
-            f"no occurrence of {species!r} in {occ.path} falls on a cell with features in {feature_label}; "
-            "check the CRS/columns or index the region first"
-        )
-    cleaned = cleaned[has_features]
+    cleaned, report = clean_samples(samples, indexed.resolution, sampling.max_uncertainty, indexed.extent)
+    cleaned, notes = _on_indexed_cells(cleaned, report, species, occ, indexed)
     h3 = cleaned["h3"].to_numpy(dtype=np.uint64)
     y = cleaned["y"].to_numpy(dtype=np.float64)
     given = cleaned["given_background"].to_numpy(dtype=bool)
     n_pres = int(np.sum((y > 0) & ~given))
-    if n_pres < min_presences:
-        raise BotaclipError(
+    if n_pres < sampling.min_presences:
+        raise InvalidInputError(
             f"{species!r} has {n_pres} presence cells with features after cleaning, fewer than "
-            f"--min-presences {min_presences}"
+            f"{param('min_presences')} {sampling.min_presences}"
         )
     if kind == "presence-only":
         if given.any():
             notes.append(f"using {int(given.sum())} background cells given as absences in {occ.path}")
         else:
-            presence_cells = h3[y > 0]
-            if target_group is not None:
-                group = _occurrence_cells(target_group, resolution, max_uncertainty, extent)
-                bg = target_group_background(group, indexed, presence_cells, background, seed)
-                notes.append(f"target-group background: {bg.size} cells from {target_group.path}")
-                if bg.size == 0:
-                    raise BotaclipError(f"no target-group cell of {target_group.path} is indexed and presence-free")
-            else:
-                bg = sample_background(indexed, presence_cells, background, seed)
-                if bg.size < background:
-                    notes.append(f"background: all {bg.size} indexed cells without a presence "
-                                 f"(fewer than --background {background})")
-            h3 = np.concatenate([presence_cells, bg])
-            y = np.concatenate([np.ones(presence_cells.size), np.zeros(bg.size)])
-            given = np.concatenate([np.zeros(presence_cells.size, dtype=bool), np.ones(bg.size, dtype=bool)])
-            order = np.argsort(h3, kind="stable")
-            h3, y, given = h3[order], y[order], given[order]
+            h3, y, given, bg_notes = _with_background(h3[y > 0], indexed, sampling, target_group, seed)
+            notes += bg_notes
     elif kind == "presence-absence" and not np.any(y == 0):
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{species!r} has no absences in {occ.path} (present in every sampled cell); "
-            "use --kind presence-only to contrast it with background cells"
+            f"use {param('kind')} presence-only to contrast it with background cells"
         )
     return LabelledCells(species, kind, h3, y, given, report, notes)
+
+
+def _on_indexed_cells(cleaned, report: CleaningReport, species: str, occ: Occurrences, indexed: IndexedCells):
+    """The cleaned samples on cells with features (the rest counted in the report and noted)."""
+    has_features = np.isin(cleaned["h3"].to_numpy(dtype=np.uint64), indexed.cells)
+    pos = (cleaned["y"].to_numpy() > 0) & ~cleaned["given_background"].to_numpy()
+    report.add(f"no features in {indexed.label}", (~has_features).sum(), (~has_features & pos).sum(),
+               has_features.sum())
+    notes: list[str] = []
+    if (~has_features).any():
+        notes.append(f"{int((~has_features).sum())} cells of {species} have no features in {indexed.label} "
+                     "and were left out")
+    if not has_features.any():
+        raise InvalidInputError(
+            f"no occurrence of {species!r} in {occ.path} falls on a cell with features in {indexed.label}; "
+            "check the CRS/columns or index the region first"
+        )
+    return cleaned[has_features], notes
+
+
+def _with_background(presence_cells: np.ndarray, indexed: IndexedCells, sampling: SamplingConfig,
+                     target_group: Occurrences | None, seed: int):
+    """(h3, y, is_background, notes): the presences and background cells, sorted by cell."""
+    notes = []
+    if target_group is not None:
+        group = _occurrence_cells(target_group, indexed.resolution, sampling.max_uncertainty, indexed.extent)
+        bg = target_group_background(group, indexed.cells, presence_cells, sampling.background, seed)
+        notes.append(f"target-group background: {bg.size} cells from {target_group.path}")
+        if bg.size == 0:
+            raise InvalidInputError(f"no target-group cell of {target_group.path} is indexed and presence-free")
+    else:
+        bg = sample_background(indexed.cells, presence_cells, sampling.background, seed)
+        if bg.size < sampling.background:
+            notes.append(f"background: all {bg.size} indexed cells without a presence "
+                         f"(fewer than the {sampling.background} asked for)")
+    h3 = np.concatenate([presence_cells, bg])
+    y = np.concatenate([np.ones(presence_cells.size), np.zeros(bg.size)])
+    given = np.concatenate([np.zeros(presence_cells.size, dtype=bool), np.ones(bg.size, dtype=bool)])
+    order = np.argsort(h3, kind="stable")
+    return h3[order], y[order], given[order], notes
 
 
 def _occurrence_cells(occ: Occurrences, resolution: int, max_uncertainty, extent) -> np.ndarray:
@@ -263,5 +283,5 @@ def drop_uninformative_columns(X: np.ndarray, columns: list[str]) -> tuple[np.nd
             notes.append(f"dropped {len(names)} {why} column(s): {shown}")
     keep = np.flatnonzero(~(all_missing | constant))
     if keep.size == 0:
-        raise BotaclipError("every feature column is constant or missing for these cells; nothing to model")
+        raise InvalidInputError("every feature column is constant or missing for these cells; nothing to model")
     return X[:, keep], keep.tolist(), notes

@@ -19,13 +19,12 @@ import numpy as np
 
 from typing import Sequence
 
+from botaclip.config import build
 from botaclip.sdm import metrics as M
+from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import make_model
 from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
-
-#: Inner folds used to choose each outer fold's threshold out of sample.
-DEFAULT_INNER_FOLDS = 3
 
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
 REGRESSION_METRICS = ("spearman", "mae")
@@ -111,51 +110,78 @@ def cross_validate(
     model: str = "lightgbm",
     task: str = "binary",
     is_background: np.ndarray | None = None,
-    seed: int = 0,
-    n_jobs: int = 1,
-    *,
-    threshold: str | float | ThresholdRule | None = None,
-    inner_folds: int = DEFAULT_INNER_FOLDS,
+    evaluation: EvaluationConfig | None = None,
+    **options,
 ) -> CVResult:
     """Spatial-block cross-validation of ``model`` on (X, y) with the given folds.
 
     ``X``: float [n, F], or a sequence of ``folds.n_folds`` such matrices, the k-th used for every sample in outer
     fold k (cross-fitted features). ``is_background`` marks background cells of presence-only data: they are
-    down-weighted in training (equal total weight to the presences) and treated as the 'absences' of the
-    evaluation. ``threshold``: rule for TSS/sensitivity/specificity/F1 (default max TSS), chosen per outer fold
-    on the out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part.
+    down-weighted in training (equal total weight to the presences, counted on each training part) and treated
+    as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
+    ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
+    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part.
     """
+    ev = build(EvaluationConfig, evaluation, **options)
     y = np.asarray(y, dtype=np.float64)
     per_fold = _fold_matrices(X, folds.n_folds)
-    rule = parse_threshold(threshold) if task == "binary" else None
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
+    fitter = _FoldFitter(model, task, ev)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
-        Xk = per_fold[k]
         train, test = folds.split(k)
-        y_train, y_test = y[train], y[test]
-        res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y_test > 0)))
-        reason = _skip_reason(task, y_train, y_test)
-        if reason:
-            res.skipped = reason
-            results.append(res)
-            continue
-        # Weights from the training part alone: the test fold's counts must not shape the model.
-        w_train = training_weights(y_train, bg[train]) if task == "binary" else None
-        est = make_model(model, task=task, seed=seed, n_jobs=n_jobs)
-        est.fit(Xk[train], y_train, sample_weight=w_train)
-        pred = est.predict(Xk[test])
-        oof[test] = pred
-        if task == "binary":
-            res.threshold, res.note = _inner_threshold(
-                rule, Xk[train], y_train, bg[train], folds.block[train], folds.block_res, model, seed, n_jobs,
-                inner_folds)
-            res.metrics = score_binary(y_test, pred, res.threshold)
-        else:
-            res.metrics = score_regression(y_test, pred)
+        res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
+        res.skipped = _skip_reason(task, y[train], y[test])
+        if res.skipped is None:
+            oof[test] = fitter.fit_predict(per_fold[k][train], y[train], bg[train], per_fold[k][test])
+            if task == "binary":
+                res.threshold, res.note = fitter.inner_threshold(per_fold[k][train], y[train], bg[train],
+                                                                 folds.block[train], folds.block_res)
+                res.metrics = score_binary(y[test], oof[test], res.threshold)
+            else:
+                res.metrics = score_regression(y[test], oof[test])
         results.append(res)
-    return CVResult(model, task, results, oof, None if rule is None else str(rule))
+    return CVResult(model, task, results, oof, str(fitter.rule) if task == "binary" else None)
+
+
+class _FoldFitter:
+    """Fits one kind of model on a training part and predicts held-out cells; chooses thresholds out of sample."""
+
+    def __init__(self, model: str, task: str, evaluation: EvaluationConfig):
+        self.model, self.task, self.ev = model, task, evaluation
+        self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
+
+    def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray,
+                    X_test: np.ndarray) -> np.ndarray:
+        # Weights from the training part alone: the test part's counts must not shape the model.
+        weights = training_weights(y_train, bg_train) if self.task == "binary" else None
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs)
+        est.fit(X_train, y_train, sample_weight=weights)
+        return est.predict(X_test)
+
+    def inner_threshold(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
+                        block_res: int) -> tuple[float, str | None]:
+        """(threshold, note) chosen by the rule on inner spatial-block out-of-fold predictions of a training part.
+
+        The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
+        blocks); each inner model predicts only blocks it was not fitted on."""
+        if self.rule.fixed:
+            return float(self.rule.value), None
+        n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
+        if n_inner < 2:
+            return float("nan"), "threshold undefined: the training part is one spatial block, too few for inner CV"
+        inner = spatial_folds(blocks, y, n_inner, block_res, self.ev.seed)
+        oof = np.full(y.shape[0], np.nan)
+        for j in range(inner.n_folds):
+            tr, te = inner.split(j)
+            if te.size and np.unique(y[tr]).size == 2:
+                oof[te] = self.fit_predict(X[tr], y[tr], bg[tr], X[te])
+        scored = np.isfinite(oof)
+        t = self.rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
+        if not np.isfinite(t):
+            return t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} rule)"
+        return t, None
 
 
 def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:
@@ -169,36 +195,6 @@ def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:
     if len({m.shape for m in mats}) != 1:
         raise ValueError("per-fold feature matrices differ in shape")
     return mats
-
-
-def _inner_threshold(rule: ThresholdRule, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
-                     block_res: int, model: str, seed: int, n_jobs: int,
-                     inner_folds: int) -> tuple[float, str | None]:
-    """(threshold, note) chosen by ``rule`` on inner spatial-block out-of-fold predictions of the training part.
-
-    The inner folds deal the training part's blocks (the outer folds' blocks) into ``inner_folds`` folds, fewer
-    if there are fewer blocks; each inner model predicts only blocks it was not fitted on.
-    """
-    if rule.fixed:
-        return float(rule.value), None
-    n_blocks = int(np.unique(blocks).size)
-    n_inner = min(inner_folds, n_blocks)
-    if n_inner < 2:
-        return float("nan"), "threshold undefined: the training part is one spatial block, too few for inner CV"
-    inner = spatial_folds(blocks, y, n_inner, block_res, seed)
-    oof = np.full(y.shape[0], np.nan)
-    for j in range(inner.n_folds):
-        tr, te = inner.split(j)
-        if te.size == 0 or np.unique(y[tr]).size < 2:
-            continue
-        est = make_model(model, task="binary", seed=seed, n_jobs=n_jobs)
-        est.fit(X[tr], y[tr], sample_weight=training_weights(y[tr], bg[tr]))
-        oof[te] = est.predict(X[te])
-    scored = np.isfinite(oof)
-    t = rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
-    if not np.isfinite(t):
-        return t, f"threshold undefined: inner out-of-fold predictions hold one class only ({rule} rule)"
-    return t, None
 
 
 def _skip_reason(task: str, y_train: np.ndarray, y_test: np.ndarray) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 from botaclip.sdm.autocorrelation import (
     MIN_BLOCKS_PER_FOLD,
     coarsest_block_res,
@@ -84,8 +84,8 @@ def block_res_from_range(cells: np.ndarray, positive: np.ndarray | None, n_folds
     finer = coarsest_block_res(cells, positive, n_folds, start=res + 1)
     if finer is None:
         return None, []
-    return finer, [f"the autocorrelation range {format_distance(range_m)} suggests blocks at resolution {res}, which give fewer "
-                   f"than {MIN_BLOCKS_PER_FOLD} blocks per fold; using resolution {finer}"]
+    return finer, [f"the autocorrelation range {format_distance(range_m)} suggests blocks at resolution {res}, "
+                   f"which give fewer than {MIN_BLOCKS_PER_FOLD} blocks per fold; using resolution {finer}"]
 
 
 def spatial_folds(
@@ -106,52 +106,66 @@ def spatial_folds(
     see :func:`botaclip.sdm.autocorrelation.autocorrelation_range`) if given, else the coarsest resolution that
     still gives at least 4 blocks per fold. ``assigned``: (blocks at ``block_res``, their folds) fixed in advance
     (cross-fitted adapters); other blocks are dealt around them.
-    Blocks are dealt greedily, those with most presences first (ties broken by a seeded shuffle), each to the fold
-    with the fewest presences so far, then the fewest samples.
+    Blocks are dealt greedily, those with most presences first, then the largest (ties broken by a seeded
+    shuffle): a block with presences to the fold with the fewest presences so far, a block without to the fold
+    with the fewest other samples (absences or background); ties to the fold with the fewest samples.
     """
     cells = np.asarray(cells, dtype=np.uint64)
     if n_folds < 2:
-        raise BotaclipError(f"--folds must be at least 2, got {n_folds}")
+        raise InvalidInputError(f"{param('folds')} must be at least 2, got {n_folds}")
     if cells.size == 0:
-        raise BotaclipError("no samples to split into folds")
+        raise InvalidInputError("no samples to split into folds")
     resolutions = np.unique(resolution_of(cells))
     if resolutions.size != 1:
-        raise BotaclipError(f"samples mix H3 resolutions {resolutions.tolist()}; folds need one resolution")
-    cell_res = int(resolutions[0])
+        raise InvalidInputError(f"samples mix H3 resolutions {resolutions.tolist()}; folds need one resolution")
     positive = None if y is None else np.asarray(y, dtype=np.float64) > 0
-    notes: list[str] = []
-    how = "cross-fit" if assigned is not None else "given"
-    if block_res is None:
-        if assigned is not None:
-            raise BotaclipError("folds assigned in advance need their block resolution")
-        how = "coarsest"
-        if range_m is not None and np.isfinite(range_m):
-            block_res, notes = block_res_from_range(cells, positive, n_folds, range_m)
-            how = "range"
-        else:
-            block_res = default_block_res(cells, positive, n_folds)
-        if block_res is None:
-            block_res, how = cell_res, "cells"
-            notes.append(
-                f"fewer than {MIN_BLOCKS_PER_FOLD} blocks per fold at every resolution; "
-                f"using single cells (resolution {cell_res}) as blocks"
-            )
-    elif not 0 <= block_res <= cell_res:
-        raise BotaclipError(f"--block-res must be between 0 and the cells' resolution {cell_res}, got {block_res}")
-
+    if assigned is not None and block_res is None:
+        raise InvalidInputError(f"folds assigned in advance need their {param('block_res')}")
+    block_res, how, notes = _block_resolution(cells, positive, n_folds, block_res, range_m, int(resolutions[0]))
+    if assigned is not None:
+        how = "cross-fit"
     block = cell_to_parent(cells, block_res)
     uniq, inverse = np.unique(block, return_inverse=True)
     if uniq.size < n_folds:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"only {uniq.size} spatial blocks at resolution {block_res} for {n_folds} folds; "
-            "use a finer --block-res or fewer --folds"
+            f"use a finer {param('block_res')} or fewer {param('folds')}"
         )
+    block_fold = _deal_blocks(inverse, uniq, positive, n_folds, seed, assigned)
+    if uniq.size < MIN_BLOCKS_PER_FOLD * n_folds and not notes:
+        notes.append(f"only {uniq.size} blocks at resolution {block_res} for {n_folds} folds")
+    return SpatialFolds(block_fold[inverse], block, int(block_res), int(n_folds), notes, how,
+                        None if range_m is None else float(range_m))
+
+
+def _block_resolution(cells, positive, n_folds: int, block_res: int | None, range_m: float | None,
+                      cell_res: int) -> tuple[int, str, list[str]]:
+    """(resolution, how it was chosen, notes): given, from the autocorrelation range, or the coarsest with
+    enough blocks; single cells when nothing qualifies."""
+    if block_res is not None:
+        if not 0 <= block_res <= cell_res:
+            raise InvalidInputError(f"{param('block_res')} must be between 0 and the cells' resolution {cell_res}, "
+                                    f"got {block_res}")
+        return int(block_res), "given", []
+    notes: list[str] = []
+    if range_m is not None and np.isfinite(range_m):
+        res, notes = block_res_from_range(cells, positive, n_folds, range_m)
+        how = "range"
+    else:
+        res, how = default_block_res(cells, positive, n_folds), "coarsest"
+    if res is None:
+        return cell_res, "cells", notes + [
+            f"fewer than {MIN_BLOCKS_PER_FOLD} blocks per fold at every resolution; "
+            f"using single cells (resolution {cell_res}) as blocks"]
+    return res, how, notes
+
+
+def _deal_blocks(inverse: np.ndarray, uniq: np.ndarray, positive: np.ndarray | None, n_folds: int, seed: int,
+                 assigned: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The fold of each block (see :func:`spatial_folds` for the rule)."""
     block_total = np.bincount(inverse, minlength=uniq.size)
-    block_pos = (
-        np.bincount(inverse, weights=positive.astype(np.float64), minlength=uniq.size)
-        if positive is not None
-        else np.zeros(uniq.size)
-    )
+    block_pos = (np.bincount(inverse, weights=positive.astype(np.float64), minlength=uniq.size)
+                 if positive is not None else np.zeros(uniq.size))
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(uniq.size)
     # Stable sort of a shuffled order: most presences first, then largest blocks, seeded ties.
@@ -159,27 +173,34 @@ def spatial_folds(
     fold_pos = np.zeros(n_folds)
     fold_total = np.zeros(n_folds)
     fold_rank = rng.permutation(n_folds)  # seeded tie-break between folds
-    block_fold = np.full(uniq.size, -1, dtype=np.int64)
-    if assigned is not None:
-        fixed_blocks, fixed_folds = (np.asarray(a) for a in assigned)
-        if fixed_folds.size and not (0 <= fixed_folds.min() and fixed_folds.max() < n_folds):
-            raise BotaclipError(f"folds assigned in advance must lie in 0..{n_folds - 1}")
-        by_block = np.argsort(fixed_blocks.astype(np.uint64))
-        fixed_blocks, fixed_folds = fixed_blocks.astype(np.uint64)[by_block], fixed_folds[by_block]
-        if fixed_blocks.size:
-            pos = np.clip(np.searchsorted(fixed_blocks, uniq), 0, fixed_blocks.size - 1)
-            hit = fixed_blocks[pos] == uniq
-            block_fold[hit] = fixed_folds[pos[hit]]
-            np.add.at(fold_pos, block_fold[hit], block_pos[hit])
-            np.add.at(fold_total, block_fold[hit], block_total[hit])
-    for b in order:
-        if block_fold[b] >= 0:
-            continue
-        k = int(np.lexsort((fold_rank, fold_total, fold_pos))[0])
+    block_fold = _assigned_folds(uniq, assigned, n_folds)
+    fixed = block_fold >= 0
+    np.add.at(fold_pos, block_fold[fixed], block_pos[fixed])
+    np.add.at(fold_total, block_fold[fixed], block_total[fixed])
+    for b in order[~fixed[order]]:
+        # A block with presences goes where presences are fewest; one without goes where the other samples
+        # (absences, background) are fewest. Ranking every block by presences alone would pile all
+        # presence-free blocks into one fold (a fold of nearly only background, the others nearly without).
+        primary = fold_pos if block_pos[b] > 0 else fold_total - fold_pos
+        k = int(np.lexsort((fold_rank, fold_total, primary))[0])
         block_fold[b] = k
         fold_pos[k] += block_pos[b]
         fold_total[k] += block_total[b]
-    if uniq.size < MIN_BLOCKS_PER_FOLD * n_folds and not notes:
-        notes.append(f"only {uniq.size} blocks at resolution {block_res} for {n_folds} folds")
-    return SpatialFolds(block_fold[inverse], block, int(block_res), int(n_folds), notes, how,
-                        None if range_m is None else float(range_m))
+    return block_fold
+
+
+def _assigned_folds(uniq: np.ndarray, assigned: tuple[np.ndarray, np.ndarray] | None, n_folds: int) -> np.ndarray:
+    """The fold fixed in advance for each block (-1 where none is)."""
+    block_fold = np.full(uniq.size, -1, dtype=np.int64)
+    if assigned is None:
+        return block_fold
+    fixed_blocks, fixed_folds = (np.asarray(a) for a in assigned)
+    if fixed_folds.size and not (0 <= fixed_folds.min() and fixed_folds.max() < n_folds):
+        raise InvalidInputError(f"folds assigned in advance must lie in 0..{n_folds - 1}")
+    by_block = np.argsort(fixed_blocks.astype(np.uint64))
+    fixed_blocks, fixed_folds = fixed_blocks.astype(np.uint64)[by_block], fixed_folds[by_block]
+    if fixed_blocks.size:
+        pos = np.clip(np.searchsorted(fixed_blocks, uniq), 0, fixed_blocks.size - 1)
+        hit = fixed_blocks[pos] == uniq
+        block_fold[hit] = fixed_folds[pos[hit]]
+    return block_fold

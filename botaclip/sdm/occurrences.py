@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 
 KINDS = ("presence-absence", "presence-only", "abundance")
 
@@ -94,7 +94,7 @@ class Occurrences:
         lowered = [n for n in names if n.lower() == species.lower()]
         hint = f"; did you mean {', '.join(repr(c) for c in (lowered or close))}?" if (lowered or close) else (
             f"; the file has {len(names)} species (e.g. {', '.join(repr(n) for n in names[:3])})" if names else "")
-        raise BotaclipError(f"species {species!r} not found in {self.path}{hint}")
+        raise InvalidInputError(f"species {species!r} not found in {self.path}{hint}")
 
 
 def _find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -105,15 +105,17 @@ def _find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return None
 
 
-def _resolve(columns, given: str | None, candidates, role: str, option: str, path: str, required: bool):
+def _resolve(columns, given: str | None, candidates, role: str, name: str, path: str, required: bool):
+    """The column for ``role``: the one given in parameter ``name``, else the first recognised candidate."""
     if given is not None:
         if given not in columns:
-            raise BotaclipError(f"column {given!r} ({option}) not in {path}; columns are: {', '.join(columns)}")
+            raise InvalidInputError(f"column {given!r} ({param(name)}) not in {path}; columns are: "
+                                    f"{', '.join(columns)}")
         return given
     found = _find_column(columns, candidates)
     if found is None and required:
-        raise BotaclipError(
-            f"{path} has no {role} column (looked for {', '.join(candidates)}); name it with {option}"
+        raise InvalidInputError(
+            f"{path} has no {role} column (looked for {', '.join(candidates)}); name it with {param(name)}"
         )
     return found
 
@@ -156,7 +158,7 @@ def _read_frame(path: Path):
         raise BotaclipError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # pyogrio / pyarrow errors have no common base
         raise BotaclipError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-    raise BotaclipError(
+    raise InvalidInputError(
         f"{path}: unknown occurrence file format {path.suffix or '(no suffix)'!r}; "
         "use .csv/.tsv, .parquet (GeoParquet too) or .gpkg/.geojson"
     )
@@ -172,7 +174,7 @@ def _parse_status(series: pd.Series, column: str, path: str) -> np.ndarray:
     text = series.astype("string").str.strip().str.lower().fillna("present")
     unknown = sorted(set(text.unique()) - _PRESENT - _ABSENT - {""})
     if unknown:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"column {column!r} in {path} holds {', '.join(repr(u) for u in unknown[:3])}; "
             "expected present/absent (or 1/0)"
         )
@@ -185,7 +187,7 @@ def _to_wgs84(x: np.ndarray, y: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray
     try:
         src = CRS.from_user_input(crs)
     except Exception:
-        raise BotaclipError(f"unknown CRS {crs!r}; give e.g. EPSG:2154") from None
+        raise InvalidInputError(f"unknown {param('crs')} {crs!r}; give e.g. EPSG:2154") from None
     if src.equals(CRS.from_epsg(4326)):
         return y, x
     transformer = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
@@ -214,9 +216,9 @@ def read_occurrences(
     """
     path = Path(path)
     if not path.exists():
-        raise BotaclipError(f"occurrence file {path} does not exist")
+        raise MissingFileError(f"occurrence file {path} does not exist")
     if path.is_dir() and path.suffix.lower() not in _PARQUET_SUFFIXES:
-        raise BotaclipError(f"{path} is a directory, not an occurrence file")
+        raise InvalidInputError(f"{path} is a directory, not an occurrence file")
     frame = _read_frame(path)
     spath = str(path)
     columns = [str(c) for c in frame.columns if c != getattr(frame, "_geometry_column_name", None)]
@@ -228,7 +230,7 @@ def read_occurrences(
     if geometry is not None:
         geom_types = set(geometry.geom_type.dropna().unique())
         if geom_types - {"Point"}:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"{path} holds {', '.join(sorted(geom_types - {'Point'}))} geometries; occurrences must be points"
             )
         src_crs = crs or (geometry.crs.to_string() if geometry.crs is not None else None)
@@ -242,19 +244,19 @@ def read_occurrences(
         used = {"lat": "geometry", "lng": "geometry"}
         out_crs = src_crs or "EPSG:4326"
     else:
-        lat_name = _resolve(columns, lat_col, LAT_NAMES, "latitude", "--lat-col", spath, True)
-        lng_name = _resolve(columns, lng_col, LNG_NAMES, "longitude", "--lng-col", spath, True)
+        lat_name = _resolve(columns, lat_col, LAT_NAMES, "latitude", "lat_col", spath, True)
+        lng_name = _resolve(columns, lng_col, LNG_NAMES, "longitude", "lng_col", spath, True)
         y = pd.to_numeric(frame[lat_name], errors="coerce").to_numpy(dtype=np.float64)
         x = pd.to_numeric(frame[lng_name], errors="coerce").to_numpy(dtype=np.float64)
         lat, lng = (y, x) if crs is None else _to_wgs84(x, y, crs)
         used = {"lat": lat_name, "lng": lng_name}
         out_crs = crs or "EPSG:4326"
 
-    species_name = _resolve(columns, species_col, SPECIES_NAMES, "species", "--species-col", spath, True)
-    status_name = _resolve(columns, status_col, STATUS_NAMES, "status", "--status-col", spath, False)
-    value_name = _resolve(columns, value_col, VALUE_NAMES, "value", "--value-col", spath, False)
-    site_name = _resolve(columns, site_col, SITE_NAMES, "site", "--site-col", spath, False)
-    unc_name = _resolve(columns, uncertainty_col, UNCERTAINTY_NAMES, "uncertainty", "--uncertainty-col", spath, False)
+    species_name = _resolve(columns, species_col, SPECIES_NAMES, "species", "species_col", spath, True)
+    status_name = _resolve(columns, status_col, STATUS_NAMES, "status", "status_col", spath, False)
+    value_name = _resolve(columns, value_col, VALUE_NAMES, "value", "value_col", spath, False)
+    site_name = _resolve(columns, site_col, SITE_NAMES, "site", "site_col", spath, False)
+    unc_name = _resolve(columns, uncertainty_col, UNCERTAINTY_NAMES, "uncertainty", "uncertainty_col", spath, False)
 
     n = len(frame)
     species = frame[species_name].astype("string").str.strip().fillna("").to_numpy(dtype=object)
@@ -303,7 +305,7 @@ def species_samples(occ: Occurrences, species: str, kind: str) -> Samples:
     not recorded).
     """
     if kind not in KINDS:
-        raise BotaclipError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise InvalidInputError(f"unknown {param('kind')} {kind!r}; choose from {', '.join(KINDS)}")
     occ.check_species(species)
     rec = occ.records
     is_species = (rec["species"] == species).to_numpy()
@@ -323,9 +325,9 @@ def species_samples(occ: Occurrences, species: str, kind: str) -> Samples:
         return Samples(species, kind, table.reset_index(drop=True))
 
     if kind == "abundance" and not occ.has_values:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{occ.path} has no value column for abundance (looked for {', '.join(VALUE_NAMES)}); "
-            "name it with --value-col"
+            f"name it with {param('value_col')}"
         )
     # Site-based: each site is one sample for every species of the vocabulary.
     if occ.has_site:

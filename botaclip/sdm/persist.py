@@ -13,15 +13,14 @@ Loading parses JSON, LightGBM text and plain arrays only: it never unpickles or 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.atomic import atomic_write, write_json
+from botaclip.errors import InvalidInputError, MissingFileError
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
@@ -51,18 +50,6 @@ class SavedModel:
         return [f["name"] for f in self.feature_sets]
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
     """Write ``saved`` into ``directory`` (created if needed); each file is written atomically. Returns the paths."""
     directory = Path(directory)
@@ -86,27 +73,15 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
     } | saved.extra
     written = []
     if text is not None:
-        _atomic_write(directory / "model.txt", lambda p: Path(p).write_text(text))
-        written.append(directory / "model.txt")
+        written.append(atomic_write(directory / "model.txt", lambda p: p.write_text(text)))
     if arrays:
-        def _save(p):
+        def _save(p: Path) -> None:
             with open(p, "wb") as fh:
                 np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-        _atomic_write(directory / "arrays.npz", _save)
-        written.append(directory / "arrays.npz")
+        written.append(atomic_write(directory / "arrays.npz", _save))
     # model.json last: a directory with a model.json is complete.
-    _atomic_write(directory / "model.json",
-                  lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=_json_default, allow_nan=True)))
-    written.append(directory / "model.json")
+    written.append(write_json(directory / "model.json", doc))
     return written
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def load_model(directory: str | Path) -> SavedModel:
@@ -114,16 +89,16 @@ def load_model(directory: str | Path) -> SavedModel:
     directory = Path(directory)
     meta_path = directory / "model.json"
     if not meta_path.is_file():
-        raise BotaclipError(f"{directory} is not an SDM model directory (no model.json); "
+        raise MissingFileError(f"{directory} is not an SDM model directory (no model.json); "
                             "create one with `botaclip sdm fit --out DIR`")
     try:
         doc = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise BotaclipError(f"cannot read {meta_path}: {exc}") from None
+        raise InvalidInputError(f"cannot read {meta_path}: {exc}") from None
     if doc.get("format") != MODEL_FORMAT:
-        raise BotaclipError(f"{meta_path} is not a botaclip SDM model (format {doc.get('format')!r})")
+        raise InvalidInputError(f"{meta_path} is not a botaclip SDM model (format {doc.get('format')!r})")
     if int(doc.get("version", 0)) > MODEL_FORMAT_VERSION:
-        raise BotaclipError(f"{meta_path} has model format version {doc['version']}; upgrade botaclip to read it")
+        raise InvalidInputError(f"{meta_path} has model format version {doc['version']}; upgrade botaclip to read it")
     files = doc.get("files", {})
     text = None
     arrays: dict[str, np.ndarray] = {}
@@ -135,7 +110,7 @@ def load_model(directory: str | Path) -> SavedModel:
                 arrays = {k: npz[k] for k in npz.files}
         estimator = model_from_state(doc["estimator"], arrays, text)
     except (OSError, ValueError, KeyError) as exc:
-        raise BotaclipError(f"cannot load the model in {directory}: {exc}") from None
+        raise InvalidInputError(f"cannot load the model in {directory}: {exc}") from None
     known = {"format", "version", "species", "kind", "resolution", "feature_sets", "columns", "kept_columns",
              "threshold", "threshold_rule", "thresholds", "metrics", "estimator", "files"}
     return SavedModel(

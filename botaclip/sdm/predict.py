@@ -18,9 +18,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
-from botaclip.sdm.dataset import _align, provenance_id
+from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
 
 OUTPUT_FORMATS = (".parquet", ".gpkg", ".tif", ".png")
@@ -39,9 +39,10 @@ class Region:
             try:
                 west, south, east, north = (float(p) for p in parts)
             except ValueError:
-                raise BotaclipError(f"--region {text!r}: a box is west,south,east,north in degrees") from None
+                raise InvalidInputError(
+                    f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
             if not (west < east and south < north):
-                raise BotaclipError(f"--region {text!r}: need west < east and south < north (degrees)")
+                raise InvalidInputError(f"{param('region')} {text!r}: need west < east and south < north (degrees)")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
             return
         if Path(text).exists():
@@ -50,8 +51,8 @@ class Region:
         try:
             cell = parse_cell(text)
         except (ValueError, Exception):
-            raise BotaclipError(
-                f"--region {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
+            raise InvalidInputError(
+                f"{param('region')} {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
             ) from None
         res = int(resolution_of(np.array([cell], dtype=np.uint64))[0])
         self._mask = lambda cells: cell_to_parent(cells, res) == np.uint64(cell)
@@ -93,7 +94,7 @@ def check_feature_sets(saved: SavedModel, store) -> None:
     for fs in saved.feature_sets:
         name = fs["name"]
         if name not in available:
-            raise BotaclipError(f"the model needs feature set {name!r}, which is not in store {store.path}")
+            raise InvalidInputError(f"the model needs feature set {name!r}, which is not in store {store.path}")
         info = store.info(name)
         prov = dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
         if fs.get("provenance_id") and provenance_id(prov) != fs["provenance_id"]:
@@ -102,7 +103,7 @@ def check_feature_sets(saved: SavedModel, store) -> None:
                 f"on (id {provenance_id(prov)} vs {fs['provenance_id']}); refit the model on this store"
             )
     if int(store.resolution) != int(saved.resolution):
-        raise BotaclipError(f"store resolution {store.resolution} differs from the model's {saved.resolution}")
+        raise InvalidInputError(f"store resolution {store.resolution} differs from the model's {saved.resolution}")
 
 
 def iter_features(
@@ -122,7 +123,7 @@ def iter_features(
         for name in names[1:]:
             fm = store.features_numpy(name, cells=cells)
             present = np.asarray(getattr(fm, "found", np.ones(len(cells), dtype=bool)), dtype=bool)
-            other = _align(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells, name)
+            other = align_rows(np.asarray(fm[0], dtype=np.uint64), np.asarray(fm[1], dtype=np.float32), cells, name)
             if not present.all():
                 cells = cells[present]
                 blocks = [b[present] for b in blocks]
@@ -150,19 +151,20 @@ def binary_threshold(saved: SavedModel, threshold: str | float | None = None) ->
     from botaclip.sdm.thresholds import parse_threshold
 
     if saved.kind == "abundance":
-        raise BotaclipError(f"binary output needs a presence model; the {saved.species!r} model predicts abundance "
-                            "(drop --binary)")
+        raise InvalidInputError(f"binary output needs a presence model; the {saved.species!r} model predicts "
+                                f"abundance (drop {param('binary')})")
     if threshold is None:
         if saved.threshold is None:
-            raise BotaclipError("the model has no stored threshold; give one with --threshold RULE|VALUE")
+            raise InvalidInputError(f"the model has no stored threshold; give one in {param('threshold')} (a rule or "
+                                    "a value)")
         return float(saved.threshold), f"stored ({saved.threshold_rule or 'unknown rule'})"
     rule = parse_threshold(threshold)
     if rule.fixed:
         return float(rule.value), "given"
     value = saved.thresholds.get(rule.name)
     if value is None or not np.isfinite(value):
-        raise BotaclipError(f"the model stores no {rule.name!r} threshold (fitted by an older botaclip, or "
-                            "undefined for this species); refit it or give a value with --threshold")
+        raise InvalidInputError(f"the model stores no {rule.name!r} threshold (fitted by an older botaclip, or "
+                                f"undefined for this species); refit it or give a value in {param('threshold')}")
     return float(value), f"{rule.name} (out-of-fold)"
 
 
@@ -220,12 +222,12 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise BotaclipError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; "
+        raise InvalidInputError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; "
                             f"use one of {', '.join(OUTPUT_FORMATS)}")
     if not out.parent.exists():
-        raise BotaclipError(f"output folder {out.parent} does not exist")
+        raise MissingFileError(f"output folder {out.parent} does not exist")
     if threshold is not None and not binary:
-        raise BotaclipError("--threshold applies to binary output; add --binary")
+        raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with {param('binary')}")
     t_value, t_how = binary_threshold(saved, threshold) if binary else (None, None)
     check_feature_sets(saved, store)
     column = "presence" if binary else "suitability"
@@ -240,7 +242,7 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
         elif suffix == ".gpkg":
             n, total = _write_gpkg(chunks, tmp, column)
         else:
-            h3, vals = _collect(chunks)
+            h3, vals = collect_predictions(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
                 extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column)
@@ -261,7 +263,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
     return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
 
 
-def _collect(chunks) -> tuple[np.ndarray, np.ndarray]:
+def collect_predictions(chunks) -> tuple[np.ndarray, np.ndarray]:
+    """(h3, value) chunks -> all cells sorted by h3 with their values (12 bytes a cell)."""
     cells, vals = [], []
     for c, v in chunks:
         cells.append(c)
@@ -325,7 +328,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     if pixel_m is None:
         pixel_m = round(h3lib.average_hexagon_edge_length(res, unit="m") / 2.0)
     if pixel_m <= 0:
-        raise BotaclipError(f"--pixel-m must be positive, got {pixel_m}")
+        raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
     lat, lng = cells_to_latlng(h3[:: max(1, h3.size // 20000)])
     crs = utm_crs(float(np.median(lat)), float(np.median(lng)))
     fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)

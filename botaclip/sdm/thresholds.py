@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 from botaclip.sdm import metrics as M
 
 THRESHOLD_RULES = ("maxtss", "senspec", "p10")
@@ -74,15 +74,17 @@ def parse_threshold(rule: "str | float | ThresholdRule | None") -> ThresholdRule
         try:
             value = float(text)
         except ValueError:
-            raise BotaclipError(
-                f"unknown threshold rule {rule!r}; choose {', '.join(THRESHOLD_RULES)} or a value in [0, 1]"
+            raise InvalidInputError(
+                f"unknown {param('threshold')} rule {rule!r}; choose {', '.join(THRESHOLD_RULES)} or a value in "
+                "[0, 1]"
             ) from None
     elif isinstance(rule, (int, float)) and not isinstance(rule, bool):
         value = float(rule)
     else:
-        raise BotaclipError(f"threshold must be a rule name or a number, got {type(rule).__name__}")
+        raise InvalidInputError(f"{param('threshold')} must be a rule name or a number, got {type(rule).__name__}")
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise BotaclipError(f"threshold {rule!r} is outside [0, 1]; a fixed threshold is a suitability value")
+        raise InvalidInputError(f"{param('threshold')} {rule!r} is outside [0, 1]; a fixed threshold is a "
+                                "suitability value")
     return ThresholdRule("value", value)
 
 

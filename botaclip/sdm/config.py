@@ -1,0 +1,154 @@
+"""The settings of the SDM jobs (`sdm fit`, `sdm compare`, `sdm predict`) as frozen dataclasses.
+
+Each is validated when built, before any data is read, with errors that name the parameter (the CLI spells it
+as its option). Defaults live here only: the CLI reads them from these classes. See :mod:`botaclip.config`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botaclip.errors import InvalidInputError, param
+from botaclip.sdm.models import MODEL_NAMES
+from botaclip.sdm.occurrences import KINDS
+from botaclip.sdm.thresholds import parse_threshold
+
+
+def _check(ok: bool, name: str, requirement: str, value) -> None:
+    if not ok:
+        raise InvalidInputError(f"{param(name)} {requirement}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OccurrenceColumns:
+    """Column names of an occurrence file where they are not the recognised ones (Darwin Core first), and the
+    CRS of coordinate columns (default WGS84 degrees; with another CRS the columns hold northing/easting)."""
+
+    lat_col: str | None = None
+    lng_col: str | None = None
+    species_col: str | None = None
+    value_col: str | None = None
+    status_col: str | None = None
+    site_col: str | None = None
+    crs: str | None = None
+
+    def as_kwargs(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How occurrences become samples: the kind of data, presence-only background, cleaning."""
+
+    kind: str | None = None  # presence-absence, presence-only or abundance; None: inferred from the file
+    background: int = 10_000  # background cells for presence-only data (all indexed cells if fewer)
+    target_group: str | Path | None = None  # occurrence file whose cells are the background
+    max_uncertainty: float | None = None  # drop records with coordinate uncertainty above this (metres)
+    min_presences: int = 10  # fewest presence cells (after cleaning) a species needs
+    columns: OccurrenceColumns = field(default_factory=OccurrenceColumns)
+
+    def __post_init__(self) -> None:
+        _check(self.kind is None or self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}", self.kind)
+        _check(_is_int(self.background) and self.background >= 1, "background", "must be a positive count",
+               self.background)
+        _check(self.max_uncertainty is None or (_is_number(self.max_uncertainty) and self.max_uncertainty >= 0),
+               "max_uncertainty", "must be a non-negative number of metres", self.max_uncertainty)
+        _check(_is_int(self.min_presences) and self.min_presences >= 1, "min_presences", "must be at least 1",
+               self.min_presences)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How models are scored: spatial-block folds, block size, threshold rule, seed and threads."""
+
+    folds: int = 5  # outer spatial folds
+    block_res: int | str = "auto"  # H3 resolution of the blocks, or 'auto' (from the autocorrelation range)
+    threshold: str | float = "maxtss"  # maxtss, senspec, p10 or a value in [0, 1]
+    inner_folds: int = 3  # inner spatial folds per outer fold on which the threshold is chosen
+    seed: int = 0  # seed of folds, background and models
+    jobs: int = 1  # threads per model fit
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
+        _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
+               self.inner_folds)
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", "must be a non-negative integer", self.seed)
+        _check(_is_int(self.jobs) and self.jobs >= 1, "jobs", "must be at least 1", self.jobs)
+        object.__setattr__(self, "block_res", _block_res(self.block_res))
+        parse_threshold(self.threshold)  # raises for an unknown rule or a value outside [0, 1]
+
+    @property
+    def block_resolution(self) -> int | None:
+        """The forced block resolution, or None for 'auto'."""
+        return None if self.block_res == "auto" else int(self.block_res)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """`sdm fit`: one species, one model, on one or more feature sets joined on the cell."""
+
+    features: str | tuple[str, ...] = ("botaclip",)  # 'a,b' or ('a', 'b')
+    model: str = "lightgbm"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    out: str | Path | None = None  # model directory (model.json, cv.json, cv_folds.csv, map.png)
+    predictions: str | bool | None = True  # True: table sdm_<species> in the store; a name; False: none
+    write_map: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}", self.model)
+        object.__setattr__(self, "features", feature_set_names(self.features))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """`sdm compare`: species x feature sets x models on identical samples and folds."""
+
+    species: tuple[str, ...] | None = None  # None: every species with enough presences
+    models: tuple[str, ...] = ("lightgbm",)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    out: str | Path | None = None  # comparison.csv, report.md, report.json
+
+    def __post_init__(self) -> None:
+        names = self.models.split(",") if isinstance(self.models, str) else self.models
+        models = tuple(m.strip() for m in names if m and m.strip())
+        _check(len(models) > 0, "models", "must name at least one model", self.models)
+        for m in models:
+            _check(m in MODEL_NAMES, "models", f"must be among {', '.join(MODEL_NAMES)}", m)
+        object.__setattr__(self, "models", models)
+        if self.species is not None:
+            object.__setattr__(self, "species", tuple(self.species) or None)
+
+
+def feature_set_names(features: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """'a,b' or ['a', 'b'] -> ('a', 'b') (names of feature sets joined on the cell)."""
+    names = features.split(",") if isinstance(features, str) else list(features)
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        raise InvalidInputError(f"no feature set given; name one or more in {param('features')} (NAME[,NAME...])")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"feature set listed twice in {','.join(names)}")
+    return tuple(names)
+
+
+def _block_res(value) -> int | str:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return "auto"
+    try:
+        res = int(value)
+    except (TypeError, ValueError):
+        res = -1
+    _check(0 <= res <= 15 and str(value).strip().lstrip("+").isdigit(), "block_res",
+           "must be 'auto' or an H3 resolution 0..15", value)
+    return res
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
