@@ -160,3 +160,19 @@ def test_similar_centered_matches_numpy_and_cli(tmp_path, cli_runner):
     bad = cli_runner.invoke(cli, ["store", "similar", str(store.path), "--feature-set", "e", "--cell",
                                   format(int(cells[0]), "x"), "--centered", "--method", "hnsw"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: centred cosine is exact search only")
+
+
+def test_records_survive_catalog_rewrites_and_listing_does_not_read_them(tmp_path):
+    """Geometry and cross-fit records are copied from catalog to catalog by every writer (arrays stay in SQL),
+    and reading the catalog for listings does not carry them."""
+    store = Store.create(tmp_path / "s.store", resolution=10)
+    cells = _two_sets(store)
+    blocks = np.unique([h3.api.basic_int.cell_to_parent(int(c), 8) for c in cells]).astype(np.uint64)
+    store.record_cross_fit("full", ["full_fold0", "full_fold1"], 8, blocks, np.arange(len(blocks)) % 2, cells)
+    before = store.geometry("full_fold0")
+    with store.writer("other", kind="backbone", dim=4) as w:  # another set's writer rewrites the catalog twice
+        w.write(cells[:10], np.ones((10, 4)))
+    assert store.cross_fit("full")["fold_sets"] == ["full_fold0", "full_fold1"]
+    np.testing.assert_array_equal(store.geometry("full_fold0")["mean"], before["mean"])
+    state = store._read_catalog()
+    assert not state.records and set(state.feature_sets) == {"full", "full_fold0", "full_fold1", "other"}

@@ -32,8 +32,8 @@ import click
               help="Dimension E of the shared space [default: the backbone's, so the adapter starts as identity].")
 @click.option("--epochs", default=100, show_default=True, type=int, help="Maximum number of epochs.")
 @click.option("--batch-size", default=512, show_default=True, type=int, help="Pairs per training batch.")
-@click.option("--lr", default=None, type=float,
-              help="AdamW learning rate [default: 1e-3 for contrastive, 1e-2 for supervised].")
+@click.option("--lr", default=1e-2, show_default=True, type=float,
+              help="AdamW learning rate (docs/training.md: the ablation behind the default).")
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
 @click.option("--lambda-reg", default=1.0, show_default=True, type=float,
               help="Weight of the geometry regulariser R (0 turns it off).")

@@ -34,7 +34,7 @@ class TrainConfig:
     embed_dim: int | None = None  # None: the backbone's dimension (identity-initialised adapter)
     epochs: int = 100
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 1e-2  # see docs/training.md, ablation
     weight_decay: float = 1e-4
     lambda_reg: float = 1.0
     k_neighbors: int | None = None

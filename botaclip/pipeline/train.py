@@ -37,10 +37,6 @@ from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
 
 
-#: The learning rate of each objective when none is given (see TrainOptions.lr).
-DEFAULT_LR = {"contrastive": 1e-3, "supervised": 1e-2}
-
-
 @dataclass
 class TrainOptions:
     """Everything ``botaclip train`` takes. Lengths in metres, chip size in pixels."""
@@ -56,9 +52,10 @@ class TrainOptions:
     embed_dim: int | None = None
     epochs: int = 100
     batch_size: int = 512
-    # None: DEFAULT_LR[objective]. BotaSP's BCE is still falling after 100 epochs at 1e-3 and reaches a lower
-    # validation BCE at 1e-2 in about 45; BotaCLIP gains nothing from 1e-2 (docs/training.md, ablation).
-    lr: float | None = None
+    # 1e-2, not the 1e-3 of the first demo: at 1e-3 SigLIP's t and b hardly leave their start within the ~30
+    # epochs early stopping allows, and the butterfly and soil SDMs were clearly worse (docs/training.md,
+    # ablation); BotaSP's BCE was still falling after 100 epochs at 1e-3 and is lower at 1e-2 in about 45.
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     lambda_reg: float = 1.0
     k_neighbors: int | None = None
@@ -181,7 +178,7 @@ def _check_options(o: TrainOptions) -> None:
         (o.objective in OBJECTIVES, f"unknown --objective {o.objective!r}: use {' or '.join(OBJECTIVES)}"),
         (o.epochs >= 1, f"--epochs must be at least 1, got {o.epochs}"),
         (o.batch_size >= 2, f"--batch-size must be at least 2, got {o.batch_size}"),
-        (o.lr is None or o.lr > 0, f"--lr must be positive, got {o.lr}"),
+        (o.lr > 0, f"--lr must be positive, got {o.lr}"),
         (o.weight_decay >= 0, f"--weight-decay must be >= 0, got {o.weight_decay}"),
         (o.lambda_reg >= 0, f"--lambda-reg must be >= 0, got {o.lambda_reg}"),
         (o.init_temperature > 0, f"--init-temperature must be positive, got {o.init_temperature}"),
@@ -206,8 +203,7 @@ def _check_options(o: TrainOptions) -> None:
 
 def _train_config(o: TrainOptions, seed: int | None = None) -> TrainConfig:
     config = TrainConfig(
-        objective=o.objective, embed_dim=o.embed_dim, epochs=o.epochs, batch_size=o.batch_size,
-        lr=DEFAULT_LR[o.objective] if o.lr is None else o.lr,
+        objective=o.objective, embed_dim=o.embed_dim, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
         weight_decay=o.weight_decay, lambda_reg=o.lambda_reg, k_neighbors=o.k_neighbors,
         init_temperature=o.init_temperature, init_bias=o.init_bias, adapter=o.adapter,
         cover_transform=o.cover_transform, patience=o.patience, seed=o.seed if seed is None else seed,

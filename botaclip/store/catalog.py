@@ -67,8 +67,21 @@ class CatalogState:
     meta: dict[str, str] = field(default_factory=dict)
     feature_sets: dict[str, dict] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
-    geometry: dict[str, dict] = field(default_factory=dict)  # feature set -> `geometry_stats` record
-    cross_fits: dict[str, dict] = field(default_factory=dict)  # full adapted set -> its cross-fit record
+    # The geometry and cross-fit tables hold arrays (thousands of numbers per set) that no listing needs, so they
+    # are not read into this state: it carries only records to write (``set_record``) or to drop
+    # (``drop_record``), and `write_catalog` copies every other record from the catalog it replaces.
+    records: dict[str, dict[str, dict]] = field(default_factory=dict)  # table -> name -> new record
+    dropped: dict[str, set[str]] = field(default_factory=dict)  # table -> names whose record goes
+
+    def set_record(self, table: str, name: str, record: dict) -> None:
+        """Write ``record`` as feature set ``name``'s row of ``table`` (feature_set_geometry or cross_fits)."""
+        self.records.setdefault(table, {})[name] = {**record, "name": name}
+        self.dropped.get(table, set()).discard(name)
+
+    def drop_record(self, table: str, name: str) -> None:
+        """Remove feature set ``name``'s row of ``table`` (if any) when the catalog is next written."""
+        self.records.get(table, {}).pop(name, None)
+        self.dropped.setdefault(table, set()).add(name)
 
     def spec(self, name: str) -> FeatureSetSpec:
         return FeatureSetSpec.from_record(self.feature_sets[name])
@@ -126,6 +139,14 @@ def has_partition_files(root: Path, name: str) -> bool:
 CATALOG_ALIAS = "store_catalog"
 
 
+def attach_read_only(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    """ATTACH the database file ``path`` read-only as ``alias`` (an identifier the library chose)."""
+    try:
+        con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+    except duckdb.ParserException:  # duckdb < 2 cannot parameterise ATTACH
+        con.execute(f"ATTACH {sql_string_literal(str(path))} AS {alias} (READ_ONLY)")
+
+
 def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog ATTACHed read-only as `store_catalog` (and USEd).
 
@@ -138,10 +159,7 @@ def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyCon
     while True:
         con = duckdb.connect()
         try:
-            try:
-                con.execute(f"ATTACH ? AS {CATALOG_ALIAS} (READ_ONLY)", [str(path)])
-            except duckdb.ParserException:  # duckdb < 2 cannot parameterise ATTACH
-                con.execute(f"ATTACH {sql_string_literal(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+            attach_read_only(con, path, CATALOG_ALIAS)
             con.execute(f"USE {CATALOG_ALIAS}")
             return con
         except duckdb.Error as exc:
@@ -173,18 +191,28 @@ def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
         runs_sql = f"SELECT {', '.join(_RUN_COLS)} FROM {CATALOG_ALIAS}.main.runs ORDER BY run_id"
         for row in con.execute(runs_sql).fetchall():
             state.runs.append(dict(zip(_RUN_COLS, row)))
-        present = {r[0] for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [CATALOG_ALIAS]).fetchall()}
-        for table, cols in _OPTIONAL_TABLES.items():
-            if table not in present:
-                continue
-            target = state.geometry if table == "feature_set_geometry" else state.cross_fits
-            for row in con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} ORDER BY name"
-                                   ).fetchall():
-                target[row[0]] = dict(zip(cols, row))
     except duckdb.Error as exc:
         raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return state
+
+
+def read_record(path: Path, table: str, name: str) -> dict | None:
+    """Feature set ``name``'s row of ``table`` (feature_set_geometry or cross_fits), None if it has none (or the
+    catalog predates the table)."""
+    cols = _OPTIONAL_TABLES[table]
+    con = connect_read_only(path)
+    try:
+        present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                              [CATALOG_ALIAS, table]).fetchone()[0]
+        if not present:
+            return None
+        row = con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} WHERE name = ?",
+                          [name]).fetchone()
+    except duckdb.Error as exc:
+        raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
+    finally:
+        con.close()
+    return None if row is None else dict(zip(cols, row))
 
 
 def read_catalog(path: Path) -> CatalogState:
@@ -213,12 +241,7 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
         if state.runs:
             con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
                             [[r.get(c) for c in _RUN_COLS] for r in state.runs])
-        for table, records in (("feature_set_geometry", state.geometry), ("cross_fits", state.cross_fits)):
-            cols = _OPTIONAL_TABLES[table]
-            for name, rec in records.items():
-                if name in state.feature_sets:  # records of a removed set go with it
-                    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                [name if c == "name" else rec.get(c) for c in cols])
+        _write_records(con, state, Path(path))
         for name in state.feature_sets:
             spec = state.spec(name)
             con.execute(f"CREATE VIEW {quote_ident(name)} AS "
@@ -233,6 +256,34 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
     if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
         stale_wal.unlink()
     _fsync_dir(Path(path).parent)
+
+
+def _write_records(con: duckdb.DuckDBPyConnection, state: CatalogState, old_catalog: Path) -> None:
+    """Fill the geometry and cross-fit tables of a new catalog: the state's new records, and every other record of
+    the catalog being replaced (copied in SQL, arrays never through Python) unless dropped; records of sets no
+    longer in the catalog go with them."""
+    names = list(state.feature_sets)
+    if old_catalog.is_file():
+        attach_read_only(con, old_catalog, "old_catalog")
+        try:
+            present = {r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'old_catalog'").fetchall()}
+            for table, cols in _OPTIONAL_TABLES.items():
+                if table not in present:
+                    continue
+                keep = [n for n in names if n not in state.records.get(table, {})
+                        and n not in state.dropped.get(table, set())]
+                if keep:
+                    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM "
+                                f"old_catalog.main.{table} WHERE list_contains(?, name)", [keep])
+        finally:
+            con.execute("DETACH old_catalog")
+    for table, records in state.records.items():
+        cols = _OPTIONAL_TABLES[table]
+        for name, rec in records.items():
+            if name in state.feature_sets:  # a record of a set that is gone goes with it
+                con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [rec.get(c) for c in cols])
 
 
 def _fsync_dir(d: Path) -> None:

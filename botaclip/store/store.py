@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from botaclip.errors import BotaclipError
 from botaclip.store import h3vec
 from botaclip.store.catalog import (CATALOG_NAME, CatalogState, connect_read_only, load_state, quote_ident,
-                                    read_catalog, utcnow, view_select, write_catalog)
+                                    read_catalog, read_record, utcnow, view_select, write_catalog)
 from botaclip.store.h3sql import register_h3_functions
 from botaclip.store.layout import footer_meta, partition_files, partition_path
 from botaclip.store.lock import WriterLock
@@ -174,7 +174,7 @@ class Store:
         (float64 [q, D], the first principal axes), computed (UTC timestamp). See `botaclip.store.geometry`.
         """
         self.spec(name)
-        rec = self._read_catalog().geometry.get(name)
+        rec = read_record(self.catalog_path, "feature_set_geometry", name)
         if rec is None:
             return None
         out = dict(rec)
@@ -192,7 +192,7 @@ class Store:
         the training relevés at the store resolution, sorted, unique)}.
         """
         self.spec(name)
-        rec = self._read_catalog().cross_fits.get(name)
+        rec = read_record(self.catalog_path, "cross_fits", name)
         if rec is None:
             return None
         return {"fold_sets": list(rec["fold_sets"]), "block_res": int(rec["block_res"]),
@@ -226,10 +226,10 @@ class Store:
             missing = [n for n in [name, *fold_sets] if n not in state.feature_sets]
             if missing:
                 raise BotaclipError(f"cannot record the cross-fit of {name!r}: no feature set {missing[0]!r}")
-            state.cross_fits[name] = {
-                "name": name, "fold_sets": list(fold_sets), "block_res": int(block_res),
-                "blocks": [int(b) for b in blocks], "folds": [int(f) for f in folds],
-                "releve_cells": [int(c) for c in cells], "adapter_sha256": adapter_sha256, "created": utcnow()}
+            state.set_record("cross_fits", name, {
+                "fold_sets": list(fold_sets), "block_res": int(block_res), "blocks": [int(b) for b in blocks],
+                "folds": [int(f) for f in folds], "releve_cells": [int(c) for c in cells],
+                "adapter_sha256": adapter_sha256, "created": utcnow()})
             write_catalog(self.catalog_path, state, self.path)
 
     # ---- writing -------------------------------------------------------------------------------------------

@@ -95,8 +95,8 @@ class FeatureSetWriter:
                 self._remove_files()
                 old = None
                 # The replaced set's records describe data that is gone.
-                state.geometry.pop(self.name, None)
-                state.cross_fits.pop(self.name, None)
+                state.drop_record("feature_set_geometry", self.name)
+                state.drop_record("cross_fits", self.name)
         now = utcnow()
         if old is None:
             self.spec.provenance.setdefault("created", now.isoformat())
@@ -151,9 +151,9 @@ class FeatureSetWriter:
         """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
         stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
         if stats is None:
-            state.geometry.pop(self.name, None)
+            state.drop_record("feature_set_geometry", self.name)
         else:
-            state.geometry[self.name] = {**stats, "name": self.name, "computed": utcnow()}
+            state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
 
     def __enter__(self) -> "FeatureSetWriter":
         return self
