@@ -172,70 +172,37 @@ def _plant_subset(releves_csv: Path, n: int) -> list[str]:
     return sorted(order[:n])
 
 
-def truth_correlations(store, occurrences, species: list[str], kind: str, truth, group: str,
-                       names: dict[str, str], model: str, n_folds: int, seed: int
+def truth_correlations(result, truth, group: str, labels_of: dict[str, str]
                        ) -> tuple[dict[str, dict[str, float]], dict | None]:
-    """Spearman rho between each species' *out-of-fold* predicted suitability and its true suitability, per
-    feature set (``names``: label -> store feature set; results keyed by label), over every indexed cell with a
-    truth value.
+    """Spearman rho between each species' out-of-fold predicted suitability and its true suitability, per feature
+    set (keyed by label: ``labels_of`` maps store feature sets to labels), over the species' sample cells (relevé
+    plots, presence and background cells, soil sites; a cell's samples averaged).
 
-    The indexed cells are dealt to spatial folds (the cross-fitting blocks and folds when a set was cross-fitted,
-    other blocks dealt around them; else blocks of the coarsest resolution with >= 4 per fold); for fold k a model
-    is fitted on the species' samples outside fold k and predicts the fold's cells, with fold k's adapter features
-    for a cross-fitted set. No cell is predicted by a model whose features or labels came from its own fold.
-    Also returns the first species' maps (cells, truth, predictions) for the demo's picture.
+    The predictions are the spatial-block CV's out-of-fold ones (``ComparisonResult.predictions``): no cell is
+    predicted by a model fitted on its own fold, nor, where the adapters were cross-fitted, with features of an
+    adapter that saw its fold's relevés. Also returns the first species' maps (cells, truth, predictions).
     """
-    from botaclip.sdm import make_model, spearman
-    from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
-    from botaclip.sdm.evaluate import training_weights
-    from botaclip.sdm.folds import spatial_folds
+    import pandas as pd
 
-    source = StoreFeatures(store)
-    indexed = source.indexed_cells(list(names.values()))
-    truth = truth[(truth["group"] == group) & np.isin(truth["h3"].to_numpy(np.uint64), indexed)]
-    cross = {n: cf for n in names.values() if (cf := source.cross_fit(n)) is not None}
-    cf = next(iter(cross.values()), None)
-    k_folds = cf.n_folds if cf is not None else n_folds
-    fold = spatial_folds(indexed, None, k_folds, cf.block_res if cf is not None else None, seed,
-                         assigned=cf.assignment if cf is not None else None).fold
-    features = {}
-    for name in names.values():
-        if name in cross:
-            features[name] = [source.features([cross[name].fold_sets[k]], indexed)[0] for k in range(k_folds)]
-        else:
-            features[name] = [source.features([name], indexed)[0]] * k_folds
-    row_of = {int(c): i for i, c in enumerate(indexed)}
-    out: dict[str, dict[str, float]] = {label: {} for label in names}
+    from botaclip.sdm import spearman
+
+    truth = truth[truth["group"] == group]
+    out: dict[str, dict[str, float]] = {label: {} for label in labels_of.values()}
     example = None
-    for sp in species:
-        t = truth[truth["taxon"] == sp]
-        if t.empty:
-            continue
-        labelled = label_cells(occurrences, sp, kind, IndexedCells(indexed, source.resolution, "the demo store"),
-                               seed=seed)
-        rows = np.fromiter((row_of[int(c)] for c in labelled.h3), dtype=np.int64, count=labelled.h3.size)
-        truth_rows = np.fromiter((row_of[int(c)] for c in t["h3"]), dtype=np.int64, count=len(t))
-        weights = training_weights(labelled.y, labelled.is_background)
-        for label, name in names.items():
-            pred = np.full(len(t), np.nan)
-            for k in range(k_folds):
-                train, test = fold[rows] != k, fold[truth_rows] == k
-                y = labelled.y[train]
-                if not test.any() or (labelled.task == "binary" and np.unique(y > 0).size < 2):
-                    continue  # nothing to predict, or a fold without presences or absences to learn from
-                estimator = make_model(model, task=labelled.task, seed=seed)
-                estimator.fit(features[name][k][rows[train]], y,
-                              sample_weight=None if weights is None else weights[train])
-                pred[test] = estimator.predict(features[name][k][truth_rows[test]])
-            ok = np.isfinite(pred)
-            rho = spearman(t["suitability"].to_numpy()[ok], pred[ok]) if ok.sum() > 2 else float("nan")
-            out[label][sp] = float(rho)
-            if example is None:
-                example = {"species": sp, "h3": t["h3"].to_numpy(np.uint64), "truth": t["suitability"].to_numpy(),
-                           "pred": {}, "rho": {}}
-            if example["species"] == sp:
-                example["pred"][SET_LABELS.get(label, label)] = pred
-                example["rho"][SET_LABELS.get(label, label)] = out[label][sp]
+    for (sp, features, _model), (h3, oof) in sorted(result.predictions.items()):
+        t = truth[truth["taxon"] == sp].set_index("h3")["suitability"]
+        per_cell = pd.Series(np.asarray(oof, dtype=float), index=np.asarray(h3, dtype=np.uint64)).groupby(level=0).mean()
+        per_cell = per_cell[np.isfinite(per_cell.to_numpy()) & per_cell.index.isin(t.index)]
+        label = labels_of[features]
+        rho = spearman(t.loc[per_cell.index].to_numpy(), per_cell.to_numpy()) if len(per_cell) > 2 else float("nan")
+        out[label][sp] = float(rho)
+        if example is None:
+            cells = per_cell.index.to_numpy(np.uint64)
+            example = {"species": sp, "h3": cells, "truth": t.loc[cells].to_numpy(), "pred": {}, "rho": {}}
+        if example["species"] == sp:
+            pred = per_cell.reindex(example["h3"]).to_numpy()
+            example["pred"][SET_LABELS.get(label, label)] = pred
+            example["rho"][SET_LABELS.get(label, label)] = out[label][sp]
     return out, example
 
 
@@ -270,8 +237,7 @@ def score_tasks(store, sample, names: dict[str, str], seed: int, model: str, fol
         for row in result.rows:
             if row.metric == metric:
                 scores[labels_of[row.features]][row.species] = row.mean
-        fitted = sorted(next(iter(scores.values())))
-        rho, example = truth_correlations(store, occ, fitted, kind, truth, group, names, model, folds, seed)
+        rho, example = truth_correlations(result, truth, group, labels_of)
         if task == "plants":
             plant_example = example
         result_tasks[task] = {
@@ -486,11 +452,12 @@ def _write_reports(report: DemoReport, out: Path, diagnostics_md: str) -> None:
         f"Each cell: mean over {seeds} seed(s) (each seed trains both adapters and draws the folds again) of the mean "
         "over species of the spatial-block cross-validated score; ± the standard deviation over seeds. "
         "Differences: mean over species x seeds; p: two-sided Wilcoxon signed-rank test over species x seeds. "
-        "'rho with true suitability' correlates out-of-fold predictions with the simulated truth.",
+        "'rho with true suitability' correlates each species' out-of-fold predictions with the simulated truth "
+        "over its sample cells.",
         "",
         "No leakage: the adapters are cross-fitted on spatial blocks of the relevés. Wherever a species' cells hold "
         "training relevés, the SDM folds are the adapters' folds and fold k is scored with the features of the "
-        "adapters that never saw fold k; the truth correlations use the same folds.",
+        "adapters that never saw fold k; the truth correlations use those same out-of-fold predictions.",
         "",
         "## Per task",
     ]

@@ -99,6 +99,10 @@ class ComparisonResult:
     threshold_rule: str | None = None
     block_res: str = "auto"  # as asked: 'auto' or the forced resolution
     autocorrelation: dict | None = None  # the estimated range of the inputs, when blocks were chosen from it
+    # (species, features, model) -> (sample cells uint64 [n], out-of-fold prediction [n], nan where a fold was
+    # skipped): for callers that score the predictions against something else (the demo's true suitability).
+    # Not written to the reports.
+    predictions: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def table(self) -> list[dict]:
         """One record per species x feature set x model with '<metric>_mean' and '<metric>_sd' columns."""
@@ -212,16 +216,17 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
                                range_=range_, is_background=lab.is_background)
                for s, lab in labelled.items()}
     metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
-    rows, infos = [], []
+    rows, infos, predictions = [], [], {}
     for s, lab in labelled.items():
-        species_rows, info = _compare_species(lab, designs[s], features, cfg, metrics, progress)
+        species_rows, info = _compare_species(lab, designs[s], features, cfg, metrics, progress, predictions)
         rows += species_rows
         infos.append(info)
     result = ComparisonResult(
         kind, labels, list(cfg.models), metrics, rows, infos, skipped, _paired(rows, infos, cfg.models, metrics,
                                                                                labels),
         ev.folds, ev.seed, threshold_rule=None if kind == "abundance" else str(parse_threshold(ev.threshold)),
-        block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict())
+        block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict(),
+        predictions=predictions)
     if cfg.out is not None:
         result.write(cfg.out)
     return result
@@ -287,8 +292,9 @@ class _ComparedFeatures:
 
 
 def _compare_species(lab: LabelledCells, design: SampleDesign, features: _ComparedFeatures, cfg: CompareConfig,
-                     metrics: list[str], progress) -> tuple[list[ComparisonRow], SpeciesInfo]:
-    """Every feature set x model for one species, on its one set of folds."""
+                     metrics: list[str], progress, predictions: dict) -> tuple[list[ComparisonRow], SpeciesInfo]:
+    """Every feature set x model for one species, on its one set of folds (out-of-fold predictions go into
+    ``predictions``)."""
     ev, fs = cfg.evaluation, design.folds
     rows_idx = np.searchsorted(features.cells, lab.h3)
     notes = list(lab.notes) + list(design.notes)
@@ -303,6 +309,7 @@ def _compare_species(lab: LabelledCells, design: SampleDesign, features: _Compar
             if progress:
                 progress(f"{lab.species} | {label} | {model}")
             cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev)
+            predictions[(lab.species, label, model)] = (lab.h3, cv.oof)
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
             rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])
