@@ -95,18 +95,29 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+#: Settings compared side by side: the defaults before the speed work (one process, 300 LightGBM rounds), the new
+#: defaults (botaclip.sdm.config: worker processes, rounds by early stopping), and the opt-in projections.
+#: Same species, cells, folds and threshold rule.
+SETTINGS = {"old": {"pca": None, "jobs": 1, "early_stopping": False}, "new": {}, "pca32": {"pca": 32},
+            "pca16": {"pca": 16}}
+
+
 def phase_compare(args) -> dict:
     from botaclip.sdm import compare
 
     n_species = args.species
     t = time.perf_counter()
-    res = compare(args.store, args.occurrences, ["set0", "set1"], species=None, models=["lightgbm"], folds=5,
-                  background=args.background, out=args.out, jobs=args.jobs, min_presences=10)
+    res = compare(args.store, args.occurrences, ["set0", "set1"], species=None, models=[args.models], folds=5,
+                  background=args.background, out=args.out, min_presences=10, **SETTINGS[args.settings])
     wall = time.perf_counter() - t
-    auc = res.means()["auc"]
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "species": len(res.species), "requested_species": n_species,
-            "fits": len(res.species) * 2 * 5, "auc_set0": auc["set0 | lightgbm"]["mean"],
-            "auc_set1": auc["set1 | lightgbm"]["mean"]}
+    means = res.means()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fits = sum(len(r.values) for r in res.rows if r.metric == "auc")
+    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "peak_mb": _peak_mb(),
+            "children_peak_mb": children.ru_maxrss / 1024.0, "species": len(res.species),
+            "requested_species": n_species, "outer_fits": fits,
+            **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"]
+               for m in ("auc", "tss") for fs in ("set0", "set1")}}
 
 
 def phase_fit(args) -> dict:
@@ -124,7 +135,8 @@ def phase_predict(args) -> dict:
     t = time.perf_counter()
     res = predict(args.model, args.store, args.out)
     wall = time.perf_counter() - t
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells, "cells_per_s": res.n_cells / wall}
+    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells,
+            "cells_per_s": res.n_cells / wall}
 
 
 def _run_phase(name: str, **kw) -> dict:
@@ -141,13 +153,17 @@ def run_compare(args, root: Path) -> None:
     make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
     print(f"built compare store: {cells.size} cells x {args.dim}-d x 2 feature sets "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
-    cmp = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
-                     out=root / "cmp_out", species=args.species, background=args.background, jobs=args.jobs)
-    print(f"sdm compare: {cmp['species']} species x 2 feature sets x 5 folds (lightgbm, presence-only, "
-          f"{args.presences} presences + {args.background} background each) on {cells.size} cells x "
-          f"{args.dim}-d: {cmp['seconds']:.1f} s wall, {cmp['cpu_s']:.0f} CPU-s "
-          f"({cmp['cpu_s'] / max(cmp['fits'], 1):.1f} CPU-s per fit), peak {cmp['peak_mb']:.0f} MB "
-          f"(mean AUC set0 {cmp['auc_set0']:.3f}, set1 {cmp['auc_set1']:.3f})", flush=True)
+    print(f"sdm compare: {args.species} species x 2 feature sets x 5 folds ({args.models}, presence-only, "
+          f"{args.presences} presences + {args.background} background each, threshold by inner CV) on "
+          f"{cells.size} cells x {args.dim}-d", flush=True)
+    print("| settings | wall s | CPU-s | CPU-s per outer fit | peak MB (driver / a worker) | AUC set0 | AUC set1 | "
+          "TSS set0 | TSS set1 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for settings in args.settings.split(","):
+        c = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv", out=root / f"cmp_{settings}",
+                       species=args.species, background=args.background, settings=settings, models=args.models)
+        print(f"| {settings} {SETTINGS[settings] or '(defaults)'} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
+              f"{c['cpu_s'] / max(c['outer_fits'], 1):.2f} | {c['peak_mb']:.0f} / {c['children_peak_mb']:.0f} | "
+              f"{c['auc_set0']:.4f} | {c['auc_set1']:.4f} | {c['tss_set0']:.4f} | {c['tss_set1']:.4f} |", flush=True)
 
 
 def run_predict(args, root: Path) -> None:
@@ -175,9 +191,12 @@ def main() -> None:
     ap.add_argument("--background", type=int, default=10_000)
     ap.add_argument("--predict-cells", type=int, default=1_000_000)
     ap.add_argument("--res", type=int, default=10)
-    ap.add_argument("--jobs", type=int, default=1, help="threads per model fit (1 is fastest on a shared machine)")
+    ap.add_argument("--jobs", type=int, default=1, help="threads per fit in the prediction benchmark")
+    ap.add_argument("--settings", default="old,new", help="compare settings to run side by side: old, new")
+    ap.add_argument("--models", default="lightgbm", help="the model of the comparison: lightgbm, rf or logistic")
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
     ap.add_argument("--skip-compare", action="store_true", help="only the prediction benchmark")
+    ap.add_argument("--skip-predict", action="store_true", help="only the comparison benchmark")
     # Internal: run one phase in this process.
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -190,13 +209,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.jobs))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_sdm_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         if not args.skip_compare:
             run_compare(args, root)
-        run_predict(args, root)
+        if not args.skip_predict:
+            run_predict(args, root)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

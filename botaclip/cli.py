@@ -11,7 +11,7 @@ import sys
 import click
 
 from botaclip import __version__
-from botaclip.errors import BotaclipError, option_spelling
+from botaclip.errors import BotaclipError, Interrupted, is_interrupt, option_spelling, root_cause
 
 
 def _one_line(text: str) -> str:
@@ -43,14 +43,23 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:  # Ctrl-C that a command turned into what was kept and what to do
+            click.echo(str(exc), err=True)
+            ctx.exit(exc.exit_code)
         except BotaclipError as exc:
             # The library names Python parameters; here they are spelt as the options of the command that ran.
             spelling = getattr(exc, "spelling", {})
             click.echo(f"error: {exc.render(lambda name: spelling.get(name) or option_spelling(name))}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as exc:  # DuckDB reports Ctrl-C as "Query interrupted"
+            if not is_interrupt(exc):
+                raise
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except OSError as exc:  # the environment refused (permissions, a full disk): say so, no traceback
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {root_cause(exc)}{where}", err=True)
+            ctx.exit(2)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         # Keep --help in pipeline order rather than alphabetical.

@@ -3,7 +3,8 @@
 Library code raises :class:`BotaclipError` (or one of its subclasses) for a problem it can explain: what is
 wrong, with which file or value, what to do. The CLI prints it as one line and exits non-zero, without a
 traceback. The subclasses also derive from the matching built-in exception, so Python callers can catch what
-they expect (``except ValueError``, ``except FileNotFoundError``) and tests can assert types, not message text.
+they expect (``except ValueError``, ``except FileNotFoundError``, ``except OSError`` for a damaged store or a full
+disk) and tests can assert types, not message text.
 
 A message names the *parameters* it is about with :func:`param`: a Python caller reads the parameter's name
 (``folds``), the CLI shows the option that sets it (``--folds``), so one message serves both::
@@ -13,6 +14,8 @@ A message names the *parameters* it is about with :func:`param`: a Python caller
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from typing import Callable
 
@@ -65,3 +68,36 @@ class StoreBusyError(BotaclipError, BlockingIOError):
 
 class MissingDependencyError(BotaclipError, ImportError):
     """An optional dependency (an extra such as ``botaclip[ray]``) is not installed."""
+
+
+class StoreDamagedError(BotaclipError, OSError):
+    """A store file is missing, truncated or unreadable; the message names it and says how to repair."""
+
+
+class StoreWriteError(BotaclipError, OSError):
+    """Writing into a store failed (disk full, read-only, permissions); the store is left as it was."""
+
+
+class Interrupted(BotaclipError):
+    """The user pressed Ctrl-C; what was committed is kept. The CLI prints the message as is and exits 130."""
+
+    exit_code = 130
+
+
+def root_cause(exc: BaseException) -> str:
+    """The message of the innermost chained exception: GDAL's own reason hides behind rasterio's
+    "Read failed. See previous exception for details."."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.errno:  # "No space left on device", not pyarrow's wrapping of it
+        return os.strerror(exc.errno)
+    text = str(exc).strip()
+    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):  # said inside another library's message (DuckDB's)
+        if os.strerror(code) in text:
+            return os.strerror(code)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, whether Python raised it or DuckDB turned it into ``RuntimeError('Query interrupted')``."""
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower())

@@ -179,3 +179,135 @@ def releve_landscape(tmp_path_factory):
     pd.DataFrame(plots).to_csv(plots_csv, index=False)
     return {"root": root, "tif": tif, "releves": releves_csv, "plots": plots_csv, "long": long,
             "plots_df": pd.DataFrame(plots)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_under(temp: str) -> list[int]:
+    """PIDs of processes whose command line mentions our Ray temp dir (this cluster's processes only)."""
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if temp in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on loopback: head and worker node (1 CPU each) on 127.0.0.1, started with
+    the `ray` CLI of this environment; its address. Stopped at the end, even on failure."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("ray")  # part of the dev extra: installed wherever the suite runs
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="brc", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    port = _free_port()
+    # A throwaway loopback cluster: no token authentication (else every client needs the generated token).
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp}",
+              "--disable-usage-stats", f"--object-store-memory={100 * 1024**2}"]
+    nodes = []
+    try:
+        nodes.append(subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                                       "--block", *common], env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert time.monotonic() < deadline and nodes[0].poll() is None, "the Ray head did not start"
+            time.sleep(0.2)
+        nodes.append(subprocess.Popen([ray_cli, "start", f"--address={address}", "--block", *common], env=env,
+                                      start_new_session=True, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        yield address
+    finally:
+        # Every process of this cluster mentions its temp dir: stop them all (SIGTERM, then SIGKILL), no others.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in set(_processes_under(temp)) | {p.pid for p in nodes if p.poll() is None}:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and (_processes_under(temp) or any(p.poll() is None for p in nodes)):
+                time.sleep(0.1)
+        for p in nodes:
+            p.wait(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture
+def two_sets(tmp_path):
+    """A real store with an 8-d embedding set `emb` and a covariate set `cov` on the same 200 cells, which lie
+    in two partitions (100 each): ``(store, cells)``."""
+    import h3.api.basic_int as h3i
+    import numpy as np
+
+    from botaclip.store import Store
+
+    store = Store.create(tmp_path / "s.store")
+    cells = np.array([c for lat in (45.19, 45.5) for c in sorted(h3i.cell_to_children(
+        h3i.latlng_to_cell(lat, 5.72, 6), 10))[:100]], dtype=np.uint64)
+    rng = np.random.default_rng(0)
+    with store.writer("emb", kind="backbone", dim=8, provenance={"model": "test"}) as w:
+        w.write(cells, rng.normal(size=(len(cells), 8)), valid_fraction=np.ones(len(cells)))
+    with store.writer("cov", kind="covariates", columns=["a"]) as w:
+        w.write(cells, columns={"a": rng.normal(size=len(cells))})
+    return store, cells
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A resolution-9 store with a 4-d embedding set `emb` (~1,300 cells) and a logistic SDM fitted on it
+    (presence-only): ``(store path, model directory)``. Shared by a module: tests must not change them."""
+    import h3
+    import numpy as np
+    import pandas as pd
+
+    from botaclip.sdm import fit_species
+    from botaclip.sdm.cells import cells_to_latlng
+    from botaclip.store import Store
+
+    root = tmp_path_factory.mktemp("fitted")
+    rng = np.random.default_rng(1)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(45.2, 6.1, 9), 20)),
+                     dtype=np.uint64)
+    lat, lng = cells_to_latlng(cells)
+    store = Store.create(root / "s.store", resolution=9)
+    with store.writer("emb", kind="backbone", dim=4) as w:
+        w.write(cells, np.column_stack([lat - 45.2, lng - 6.1, rng.normal(size=(len(cells), 2))]))
+    pick = rng.choice(len(cells), 60, replace=False)
+    pd.DataFrame({"species": "P a", "decimalLatitude": lat[pick], "decimalLongitude": lng[pick]}).to_csv(
+        root / "po.csv", index=False)
+    fit_species(store.path, root / "po.csv", "P a", features="emb", model="logistic", folds=3,
+                out=root / "model", predictions=False, write_map=False)
+    return store.path, root / "model"

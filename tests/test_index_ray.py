@@ -81,6 +81,14 @@ def test_ray_engine_matches_local_engine_and_resumes(sample, local_store, ray_lo
     # Per-worker progress: two actors on two CPUs, sharing the partitions.
     assert len(rest.worker_stats) == 2 and sum(w["cells"] for w in rest.worker_stats) > 0
     assert "worker 0" in rest.format()
+    # --overwrite (another seed) is built aside and swapped in: every cell recomputed, none merged from the old set.
+    old = Store.open(store).features_numpy(SET)
+    again = run_index("sample", [str(sample.ortho)], store, engine="ray", overwrite=True, seed=1, **TINY)
+    new = Store.open(store).features_numpy(SET)
+    assert again.written == ref["rows"] and again.skipped_present == 0
+    np.testing.assert_array_equal(new.h3, old.h3)
+    assert not np.allclose(new.X, old.X) and Store.open(store).verify().ok
+    assert not any((store / ".tmp").rglob("*.parquet")) and not any((store / ".swap").glob("*"))
 
 
 def test_worker_killed_mid_run_still_yields_every_cell_once(sample, local_store, ray_local, tmp_path):

@@ -125,7 +125,7 @@ def test_bad_inputs_give_one_line_errors(cli_runner, filled, tmp_path):
     _err(cli_runner, ["store", "create", s], "already exists")
     _err(cli_runner, ["sql", s, "SELEC nonsense"], "SQL error:")
     _err(cli_runner, ["sql", s, "SELECT * FROM no_such_view"], "SQL error:")
-    _err(cli_runner, ["sql", s, "CREATE TABLE t AS SELECT 1"], "SQL error:")
+    _err(cli_runner, ["sql", s, "CREATE TABLE t AS SELECT 1"], "read-only: CREATE statements are refused")
     _err(cli_runner, ["sql", s, "SELECT 1", "--format", "parquet"], "needs --out")
     _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa"], "exactly one of a cell")
     _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", "zz"], "not an H3 cell")

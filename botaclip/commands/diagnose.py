@@ -43,7 +43,7 @@ def diagnose(store_path, feature_sets, labels_path, label_col, sample, seed, k, 
     from botaclip.diagnostics import diagnose as run_diagnostics
     from botaclip.store import Store
 
-    names = [n.strip() for n in feature_sets.split(",") if n.strip()] if feature_sets else None
+    names = [n.strip() for n in feature_sets.split(",") if n.strip()] if feature_sets is not None else None
     store = Store.open(store_path, read_only=True)
     report = run_diagnostics(
         store, names, labels=labels_path, label_col=label_col, sample=sample, seed=seed, out_dir=out_dir, k=k,

@@ -36,7 +36,12 @@ def _occurrence_options(f):
                           "(sensitivity = specificity), p10 (10th percentile of presences) or a value in [0, 1]; "
                           "chosen on out-of-fold predictions, never in-sample."),
         click.option("--inner-folds", type=int, default=default(e, "inner_folds"), show_default=True,
-                     help="Inner spatial folds per outer fold on which the threshold is chosen."),
+                     help="Inner spatial folds per outer fold on which the threshold (and LightGBM's rounds) are "
+                          "chosen."),
+        click.option("--early-stopping/--no-early-stopping", default=default(e, "early_stopping"),
+                     show_default=True,
+                     help="LightGBM: stop boosting when the inner CV's held-out loss stops improving (at most 300 "
+                          "rounds); without it, 300 rounds."),
         click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -47,8 +52,14 @@ def _occurrence_options(f):
                      help="Fewest presence cells (after cleaning) a species needs."),
         click.option("--seed", type=int, default=default(e, "seed"), show_default=True,
                      help="Seed of folds, background and models (>= 0)."),
-        click.option("--jobs", type=int, default=default(e, "jobs"), show_default=True,
-                     help="Threads per model fit."),
+        click.option("--jobs", type=int, default=default(e, "jobs"),
+                     help="Parallel jobs: worker processes over species (compare) or threads of a fit (fit) "
+                          "[default: all cores]."),
+        click.option("--pca", type=int, default=default(e, "pca"),
+                     show_default=True,
+                     help="Fit models on this many leading principal components of the embedding feature sets "
+                          "(fitted on each training part only; scalar covariates are kept as they are); 0: all "
+                          "dimensions."),
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
@@ -155,8 +166,12 @@ def _print_fit(res, store_path) -> None:
               help="Comma-separated models: lightgbm, rf, logistic.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sdm_compare"),
               show_default=True, help="Directory for comparison.csv, report.md and report.json.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=default(CompareConfig, "engine"),
+              show_default=True, help="local: species over worker processes here; ray: over a Ray cluster.")
+@click.option("--ray-address", default=None,
+              help="With --engine ray: the cluster to join (host:port or 'auto') [default: start a local one].")
 @_occurrence_options
-def compare_cmd(store_path, occurrences, species, all_species, features, models, out, **kw):
+def compare_cmd(store_path, occurrences, species, all_species, features, models, out, engine, ray_address, **kw):
     """Compare feature sets and models over species on identical spatial folds; write a report."""
     from botaclip.sdm import compare
 
@@ -165,7 +180,8 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
     if not species and not all_species:
         raise InvalidInputError("name the species to compare with --species NAME (repeatable) or use --all")
     res = compare(store_path, occurrences, list(features), species=list(species) or None, models=models, out=out,
-                  progress=lambda msg: click.echo(f"  {msg}", err=True), **_sampling_and_evaluation(kw))
+                  engine=engine, ray_address=ray_address, progress=lambda msg: click.echo(f"  {msg}", err=True),
+                  **_sampling_and_evaluation(kw))
     _print_comparison(res)
 
 
@@ -215,12 +231,14 @@ def _print_comparison(res) -> None:
 @click.option("--threshold", default=None,
               help="With --binary: a rule (maxtss, senspec, p10: its out-of-fold value stored with the model) or a "
                    "value in [0, 1] instead of the stored threshold.")
-def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold):
+@click.option("--force", is_flag=True, help="Write a .tif even above 100 million pixels.")
+def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, force):
     """Predict suitability (or presence, --binary) for every indexed cell with a saved model, streaming partition
     by partition."""
     from botaclip.sdm import predict
 
-    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold)
+    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold,
+                  force=force)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     what = "share present" if binary else "mean suitability"
     click.echo(f"wrote {res.path}: {res.n_cells} cells, {what} {res.mean:.4f}{extra}")

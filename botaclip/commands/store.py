@@ -64,6 +64,10 @@ def info_cmd(store: str, as_json: bool) -> None:
         shape = f"dim {i['dim']}" if "dim" in i else f"columns {', '.join(i['columns'])}"
         click.echo(f"  {i['name']}: {i['kind']}, {shape}, {i['dtype']}, {i['rows']} rows in {i['partitions']} "
                    f"partitions, {_human(i['bytes'])}")
+        for what in ("damaged", "missing"):
+            if i[what]:
+                click.echo(f"    {what.upper()}: {len(i[what])} partition file(s), e.g. {i[what][0]}; run "
+                           f"`botaclip store verify {store} --repair`")
         prov = {k: v for k, v in i["provenance"].items() if v not in (None, "", [], {})}
         if prov:
             click.echo("    provenance: " + json.dumps(prov, default=str, sort_keys=True))
@@ -71,9 +75,14 @@ def info_cmd(store: str, as_json: bool) -> None:
 
 @store_group.command("verify")
 @click.argument("store", type=click.Path())
-def verify_cmd(store: str) -> None:
+@click.option("--repair", is_flag=True,
+              help="Move damaged partition files to STORE/quarantine/ and drop them (and missing ones) from the "
+                   "catalog, so the rest stays usable; `botaclip index` then recomputes their cells.")
+def verify_cmd(store: str, repair: bool) -> None:
     """Check STORE: every file readable, catalog counts match, no duplicate cell (exit 1 on a problem)."""
-    rep = _open(store).verify()
+    rep = _open(store, read_only=not repair).verify(repair=repair)
+    for line in rep.repairs:
+        click.echo(f"repaired: {line}", err=True)
     for w in rep.warnings:
         click.echo(f"warning: {w}", err=True)
     for p in rep.problems:
@@ -223,28 +232,19 @@ def _format_table(table, max_rows: int = 200, max_width: int = 40) -> str:
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format.")
-@click.option("--out", type=click.Path(), help="Write the result to this file instead of stdout.")
+@click.option("--out", type=click.Path(), help="Write the result to this file (outside the store) instead of stdout.")
 def sql_cmd(store: str, query: str, fmt: str, out: str | None) -> None:
-    """Run a SQL query on STORE with every feature-set view and the H3 functions available."""
-    import duckdb
+    """Run a read-only SQL query on STORE with every feature-set view and the H3 functions available.
 
-    s = _open(store)
-    con = s.connect()
-    try:
-        try:
-            rel = con.sql(query)
-            if rel is None:
-                click.echo("ok")
-                return
-            table = rel.arrow()
-            if hasattr(table, "read_all"):  # newer duckdb returns a RecordBatchReader
-                table = table.read_all()
-        except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BotaclipError(f"SQL error: {first}") from None
-    finally:
-        con.close()
-    _emit(table, fmt, out)
+    Read-only: only queries run (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); statements
+    that would change the catalog or write files (CREATE, DROP, INSERT, COPY, ATTACH, SET, ...) are refused.
+    """
+    from botaclip.store.outputs import check_output_path
+    from botaclip.store.query import run_query
+
+    if out:
+        check_output_path(out)
+    _emit(run_query(_open(store), query), fmt, out)
 
 
 # `botaclip store diagnose` lives in its own module (embedding-space diagnostics, botaclip/diagnostics).

@@ -34,6 +34,7 @@ from botaclip.diagnostics.neighbours import class_similarity_sums, cosine_knn, u
 from botaclip.diagnostics.sources import FeatureSource, as_source
 from botaclip.diagnostics.spatial import cluster_sample, h3_ring1_pairs, morans_i
 from botaclip.errors import BotaclipError
+from botaclip.store.outputs import check_output_path
 
 N_PAIRS = 100_000
 N_MORAN_COMPONENTS = 3
@@ -228,6 +229,13 @@ def diagnose(
         random-init backbone) is close to 1 everywhere; centred cosine shows its structure.
     """
     started = time.perf_counter()
+    if feature_sets is not None and not list(feature_sets):
+        raise BotaclipError("no feature set named (an empty --feature-sets); name some, or leave the option out "
+                            "for every feature set")
+    if int(seed) < 0:
+        raise BotaclipError(f"--seed must be 0 or more, got {seed}")
+    if out_dir is not None:
+        check_output_path(out_dir, what="--out", is_dir=True)
     source: FeatureSource = as_source(store)
     available = source.names()
     if feature_sets:

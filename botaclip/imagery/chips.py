@@ -30,13 +30,14 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, root_cause
 from botaclip.imagery.bands import BandSpec, band_spec, check_normalization
 from botaclip.imagery.sources import RasterSource, half_extent_units, open_source
 from botaclip.imagery.stats import band_stats
 
 RESAMPLINGS = ("auto", "average", "bilinear")
 MAX_OPEN_PER_THREAD = 64
+MAX_SIZE_PX = 2048  # chip side limit: beyond it a single chip needs gigabytes
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class ChipReader:
             raise BotaclipError(f"chip size {chip_m!r} m is invalid; give a positive number of metres (--chip-m)")
         if int(size_px) != size_px or size_px < 1:
             raise BotaclipError(f"chip size {size_px!r} px is invalid; give a positive whole number of pixels")
+        if size_px > MAX_SIZE_PX:  # memory grows with its square (a 100,000 px chip is 10 GB per band)
+            raise BotaclipError(f"chip size {size_px} px is too large (at most {MAX_SIZE_PX}; the paper uses 224); "
+                                "lower --size-px")
         if resampling not in RESAMPLINGS:
             raise BotaclipError(f"unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLINGS)}")
         self.chip_m = float(chip_m)
@@ -225,7 +229,7 @@ class ChipReader:
         try:
             ds = rasterio.open(self.sources[i].path)
         except rasterio.errors.RasterioIOError as exc:
-            raise BotaclipError(f"cannot open {self.sources[i].path}: {exc}") from None
+            raise BotaclipError(f"cannot open {self.sources[i].path}: {root_cause(exc)}") from None
         handles[i] = ds
         with self._handles_lock:
             self._handles.append(ds)
@@ -266,7 +270,9 @@ class ChipReader:
                 )
                 mask = ds.dataset_mask(window=window, out_shape=shape, resampling=resampling) >= 128
             except rasterio.errors.RasterioError as exc:
-                raise BotaclipError(f"reading {src.path} failed: {exc}") from None
+                # GDAL's own reason (a VRT's missing source file, a damaged tile) is the chained cause.
+                raise BotaclipError(f"reading {src.path} failed: {root_cause(exc)}; is that file (and every file it "
+                                    "refers to) complete and readable?") from None
             if src.transform.e > 0:
                 # South-up raster: flip rows so that chips always run north to south.
                 data, mask = data[:, ::-1], mask[::-1]

@@ -21,6 +21,7 @@ import shapely
 from h3.api import numpy_int as h3np
 
 from botaclip.errors import BotaclipError
+from botaclip.geo import check_bbox, union_of_polygons
 
 MAX_RES = 15
 
@@ -32,6 +33,7 @@ class Region:
     description: str
     geometry: shapely.Geometry | None = None
     cells: np.ndarray | None = None  # uint64, for cell-list regions
+    notes: tuple[str, ...] = ()  # what was repaired while reading it (said once by the job)
 
     @property
     def is_cell_list(self) -> bool:
@@ -75,10 +77,7 @@ def _bbox_region(spec: str) -> Region:
         minlon, minlat, maxlon, maxlat = (float(v) for v in spec.split(","))
     except ValueError:
         raise BotaclipError(f"bbox {spec!r} is not four numbers minlon,minlat,maxlon,maxlat") from None
-    if not (-180 <= minlon < maxlon <= 180 and -90 <= minlat < maxlat <= 90):
-        raise BotaclipError(
-            f"bbox {spec!r} is invalid; expected minlon,minlat,maxlon,maxlat in WGS84 degrees with min < max"
-        )
+    check_bbox(minlon, minlat, maxlon, maxlat, spec, "minlon,minlat,maxlon,maxlat")
     return Region(f"bbox {spec}", geometry=shapely.box(minlon, minlat, maxlon, maxlat))
 
 
@@ -110,12 +109,12 @@ def _polygon_file_region(path: str) -> Region:
         else:
             raise BotaclipError(f"region file {path} has no CRS; set one (e.g. with ogr2ogr -a_srs)")
     gdf = gdf.to_crs("EPSG:4326")
-    geom = shapely.union_all([g for g in gdf.geometry.values if g is not None and not g.is_empty])
+    geom, notes = union_of_polygons(gdf.geometry.values, f"region file {path}")
     polys = shapely.get_parts(geom)
     polys = [p for p in polys if isinstance(p, (shapely.Polygon, shapely.MultiPolygon))]
     if not polys:
         raise BotaclipError(f"region file {path} holds no polygons (points and lines do not cover cells)")
-    return Region(f"polygons from {path}", geometry=shapely.union_all(polys))
+    return Region(f"polygons from {path}", geometry=shapely.union_all(polys), notes=tuple(notes))
 
 
 def _parse_cell(token: str, path: str) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise BotaclipError(f"adapter checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file would fail as "KeyError: 101"
+        raise BotaclipError(f"{path} is not a BotaCLIP adapter checkpoint (not a PyTorch file: a text file, or a "
+                            "truncated one?); give the .pt file written by `botaclip train`")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, foreign objects
-        raise BotaclipError(f"cannot read adapter checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # pickle errors, damaged archives, foreign objects
+        raise BotaclipError(f"cannot read adapter checkpoint {path} (damaged, or not written by `botaclip train`): "
+                            f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
         raise BotaclipError(f"{path} is not a BotaCLIP adapter checkpoint (written by `botaclip train`)")
     return ckpt

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from botaclip.errors import BotaclipError
 from botaclip.model.checkpoint import describe_checkpoint_size, read_checkpoint, sha256_file
+from botaclip.store.outputs import make_output_dir
 
 _TORCHGEO = "https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666"
 
@@ -87,8 +88,7 @@ def download_weights(backbone: str, to_dir: str | os.PathLike, url: str | None =
     name = url.rstrip("/").rsplit("/", 1)[-1]
     if hash_prefix_from_name(name) is None:
         raise BotaclipError(f"cannot verify {url}: its file name carries no sha256 prefix (NAME-<hex>.pth)")
-    to_dir = Path(to_dir)
-    to_dir.mkdir(parents=True, exist_ok=True)
+    to_dir = make_output_dir(to_dir, what="weights folder")
     target = to_dir / name
     if target.is_file():
         verify_weights(target)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from botaclip.errors import BotaclipError
+from botaclip.store.outputs import make_output_dir
 
 #: task key -> (sample file attribute, SDM kind, headline metric, group in truth.parquet)
 TASKS: dict[str, tuple[str, str, str, str]] = {
@@ -264,7 +265,13 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise BotaclipError(f"--out {out} is a file; give a folder for the demo's outputs")
-    out.mkdir(parents=True, exist_ok=True)
+    from botaclip.imagery.chips import MAX_SIZE_PX
+
+    # Refused now rather than after the sample region is built.
+    if options.seed < 0 or not 1 <= options.size_px <= MAX_SIZE_PX:
+        raise BotaclipError(f"--seed must be 0 or more and --size-px between 1 and {MAX_SIZE_PX}; got "
+                            f"{options.seed} and {options.size_px}")
+    make_output_dir(out, what="--out")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     seeds = list(range(options.seed, options.seed + options.seeds))
@@ -303,6 +310,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     training: dict[str, dict] = {}
     quiet = _indented(echo, skip=("epoch ", "embedding chips", "warning: "))
     block_res = options.block_res if options.block_res is not None else releve_block_res(sample.releves, options.folds)
+    (out / "adapters").mkdir(exist_ok=True)
     for seed in seeds:
         for objective, base in OBJECTIVE_SETS.items():
             adapter_path = out / "adapters" / f"{base}_s{seed}.pt"

@@ -22,6 +22,7 @@ How it runs:
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import warnings
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, Interrupted, is_interrupt
 from botaclip.imagery import ChipReader, PrefetchStats, band_spec, parse_region, prefetch_chips, region_partitions
 from botaclip.imagery.regions import Region, check_resolution
 from botaclip.pipeline.provenance import (
@@ -220,7 +221,9 @@ class _JobWriter:
 
     def __init__(self, store, name: str, kind: str, dim: int, provenance: dict, overwrite: bool) -> None:
         self._w = store.writer(name, kind=kind, dim=dim, provenance=provenance, overwrite=overwrite)
-        self.check_present = True  # the set exists now (emptied by overwrite)
+        # --overwrite recomputes every cell: its replacement is built aside, the old set stays until it is done.
+        self.check_present = not overwrite
+        self.replacing = self._w.replacing
 
     def write(self, parent: int, h3: np.ndarray, embedding: np.ndarray, valid_fraction: np.ndarray) -> None:
         self._w.write(h3=h3, embedding=embedding, valid_fraction=valid_fraction)
@@ -244,6 +247,7 @@ class _SessionWriter:
         # --overwrite in shard mode recomputes this shard's cells in place; dropping the whole set would delete
         # the other shards' work.
         self.check_present = not overwrite and name in store.feature_sets()
+        self.replacing = False
         self._rows: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._done: list[int] = []
         self._buffered = 0
@@ -299,6 +303,27 @@ class _SessionWriter:
 # -- the job ----------------------------------------------------------------------------------------------------
 
 
+def _resumable_on_interrupt(job: Callable[..., IndexSummary]) -> Callable[..., IndexSummary]:
+    """Ctrl-C (or DuckDB's "Query interrupted") ends the job as one line saying what was kept: finished
+    partitions are committed (the writer closes as failed), so the same command resumes."""
+
+    @functools.wraps(job)
+    def run(*args, **kwargs) -> IndexSummary:
+        try:
+            return job(*args, **kwargs)
+        except BaseException as exc:
+            if not is_interrupt(exc):
+                raise
+            if kwargs.get("overwrite") and kwargs.get("shard") is None:
+                raise Interrupted("interrupted; the feature set is unchanged (its replacement was discarded); "
+                                  "run the same command to start it again") from None
+            raise Interrupted("interrupted; the partitions finished so far are kept; run the same command to "
+                              "resume") from None
+
+    return run
+
+
+@_resumable_on_interrupt
 def run_index(
     region: str | Region,
     imagery: Sequence[str],
@@ -380,6 +405,8 @@ def run_index(
         raise BotaclipError(f"--min-valid must be between 0 and 1, got {min_valid}")
     if limit is not None and int(limit) < 0:
         raise BotaclipError(f"limit must be >= 0, got {limit}")
+    if int(seed) < 0:
+        raise BotaclipError(f"--seed must be 0 or more, got {seed}")
     shard_ij = parse_shard(shard)
     if engine not in ("local", "ray"):
         raise BotaclipError(f"--engine must be local or ray, got {engine!r}")
@@ -423,6 +450,8 @@ def run_index(
         pres = min(pres, resolution)
 
     region_obj, imagery = _resolve_region(region, imagery)
+    for note in region_obj.notes:
+        say(note)
     if not imagery:
         raise BotaclipError("no imagery given; pass one or more raster files with --imagery")
     spec = band_spec(bands, wavelengths) if (bands or wavelengths) else _guess_bands(imagery[0])
@@ -456,7 +485,7 @@ def run_index(
 
     kind = "botaclip" if bundle is not None else "backbone"
     backbone_name = str(backbone).strip().lower()
-    name = name or default_name(backbone_name, spec.name, bundle is not None)
+    name = default_name(backbone_name, spec.name, bundle is not None) if name is None else name
     from botaclip.store.schema import check_identifier
 
     try:
@@ -514,7 +543,7 @@ def run_index(
             adapter=str(Path(adapter).resolve()) if adapter is not None else None, device=device,
             batch_size=int(batch_size), read_threads=int(workers), min_valid=float(min_valid),
             name=name, kind=kind, dim=dim, provenance=provenance, resolution=resolution,
-            partition_resolution=st.partition_resolution,
+            partition_resolution=st.partition_resolution, merge_existing=not overwrite,
         )
         try:
             return run_partitions_ray(
@@ -588,6 +617,7 @@ def run_index(
             bar.update(len(batch.h3) + len(batch.nodata) + len(batch.outside))
             if batch.partition_done:
                 writer.finish(batch.partition)
+        check_replacement_written(writer.replacing, summary, name, min_valid)
         failed = False
     finally:
         batches.close()
@@ -599,6 +629,14 @@ def run_index(
     summary.read_wait_seconds = stats.wait_s
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def check_replacement_written(replacing: bool, summary: IndexSummary, name: str, min_valid: float) -> None:
+    """An --overwrite run that embedded nothing fails (and its writer keeps the old set), saying why."""
+    if replacing and summary.written == 0:
+        raise BotaclipError(
+            f"feature set {name!r} was not replaced: no cell was embedded ({summary.skipped_nodata} chips below "
+            f"--min-valid {min_valid}, {summary.skipped_outside} outside the imagery); the old set is kept")
 
 
 def cells_to_do(store, name: str, parent: int, cells: np.ndarray, summary: IndexSummary, bar,
@@ -622,17 +660,13 @@ def _present(store, name: str, parent: int, cells: np.ndarray) -> np.ndarray:
     Reads only the ``h3`` column of that partition's Parquet file (the store's documented layout), without a
     catalog round trip: this runs once per partition and must stay cheap next to a GPU's throughput.
     """
-    import pyarrow.parquet as pq
-
+    from botaclip.store.damage import read_partition_table
     from botaclip.store.layout import partition_path
 
     path = partition_path(store.path, name, parent)
     if not path.exists():
         return np.zeros(len(cells), dtype=bool)
-    try:
-        stored = pq.read_table(path, columns=["h3"]).column("h3").to_numpy().astype(np.uint64)
-    except (OSError, ValueError) as exc:
-        raise BotaclipError(f"cannot read partition file {path}: {exc}") from None
+    stored = read_partition_table(store.path, name, path, ["h3"]).column("h3").to_numpy().astype(np.uint64)
     return _isin_sorted(cells, np.sort(stored))
 
 

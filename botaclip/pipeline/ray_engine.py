@@ -94,6 +94,7 @@ class RayIndexJob:
     provenance: dict
     resolution: int
     partition_resolution: int
+    merge_existing: bool = True  # False for --overwrite: a replacement does not keep the old set's rows
 
 
 # -- the worker (runs in a Ray actor process) ---------------------------------------------------------------------
@@ -185,7 +186,7 @@ class IndexWorker:
                                           geometry=False)  # a scratch store: statistics are the driver's job
         w = self._writer
         existing = partition_path(self.root, job.name, parent)
-        if existing.exists():  # a partition partly written earlier (or by another region): keep its rows
+        if job.merge_existing and existing.exists():  # partly written earlier (or by another region): keep its rows
             table = pq.read_table(existing)
             if table.num_rows:
                 w.write(h3=table.column("h3").to_numpy().astype(np.uint64), embedding=w.spec.decode(table),
@@ -389,9 +390,7 @@ def run_partitions_ray(
     """
     from tqdm import tqdm
 
-    from botaclip.pipeline.index import cells_to_do, format_worker_stats
-    from botaclip.store.catalog import read_catalog, write_catalog
-    from botaclip.store.layout import fsync_dir, partition_path
+    from botaclip.pipeline.index import cells_to_do, check_replacement_written, format_worker_stats
 
     ray = import_ray()
     if derive_from:
@@ -436,7 +435,8 @@ def run_partitions_ray(
                 cells = cells_of(parent)
                 if cells.size == 0:
                     continue
-                todo = cells_to_do(store, job.name, parent, cells, summary, bar, remaining)
+                todo = cells_to_do(store, job.name, parent, cells, summary, bar, remaining,
+                                   check_present=not overwrite)
                 summary.partitions += 1
                 if todo.size:
                     return int(parent), todo, 0
@@ -446,7 +446,6 @@ def run_partitions_ray(
         load = {wid: 0 for wid in pool.actors}
         summary.setup_seconds = time.perf_counter() - started
         replacements = 2 * n
-        first_commit = True
         last_stats = time.monotonic()
         while True:
             for wid in list(pool.actors):  # keep every actor fed with QUEUED_PER_WORKER partitions
@@ -483,16 +482,9 @@ def run_partitions_ray(
                     raise BotaclipError(f"Ray worker {wid} failed on partition {parent:x}: "
                                         f"{_remote_error(exc)}") from None
                 load[wid] -= 1
-                # Commit: one atomic rename into the store; the driver alone does this, once per partition.
-                final = partition_path(root, job.name, parent)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(root / res["staged"], final)
-                fsync_dir(final.parent)
-                writer.rows_written += res["written"]
-                writer.partitions_written += 1
-                if first_commit:  # the feature set's view may be an empty placeholder: point it at the files
-                    write_catalog(store.catalog_path, read_catalog(store.catalog_path), root)
-                    first_commit = False
+                # Commit: one atomic rename into the store (or into a replacement's staging area); the driver
+                # alone does this, once per partition.
+                writer.commit_file(parent, root / res["staged"], res["written"])
                 summary.written += res["written"]
                 summary.embedded += res["embedded"]
                 summary.skipped_nodata += res["nodata"]
@@ -509,6 +501,7 @@ def run_partitions_ray(
                 for line in format_worker_stats(list(pool.stats.values())):
                     (bar.write if progress else say)(line)
         bar.close()
+        check_replacement_written(writer.replacing, summary, job.name, job.min_valid)
         failed = False
     finally:
         if pool is not None:

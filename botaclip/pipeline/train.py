@@ -35,6 +35,7 @@ from botaclip.model.vocabulary import SpeciesVocabulary
 from botaclip.pipeline.feature_cache import cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
+from botaclip.store.outputs import check_output_path
 
 
 @dataclass
@@ -174,6 +175,8 @@ def format_epoch(record: dict, epochs: int) -> str:
 
 
 def _check_options(o: TrainOptions) -> None:
+    from botaclip.imagery.chips import MAX_SIZE_PX
+
     checks = [
         (o.objective in OBJECTIVES, f"unknown --objective {o.objective!r}: use {' or '.join(OBJECTIVES)}"),
         (o.epochs >= 1, f"--epochs must be at least 1, got {o.epochs}"),
@@ -195,6 +198,8 @@ def _check_options(o: TrainOptions) -> None:
                                      "from the start (training is cheap once the backbone features are cached)"),
         (o.center or not (o.center_store or o.center_set), "--no-center contradicts --center-store/--center-set"),
         (o.center_store is not None or o.center_set is None, "--center-set needs --center-store"),
+        (o.seed >= 0 and o.backbone_seed >= 0, f"--seed must be 0 or more, got {min(o.seed, o.backbone_seed)}"),
+        (1 <= o.size_px <= MAX_SIZE_PX, f"--size-px must be between 1 and {MAX_SIZE_PX}, got {o.size_px}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -358,6 +363,9 @@ def train_botaclip(options: TrainOptions, echo: Callable[[str], None] = print) -
     out = Path(o.out)
     if out.suffix == "":
         raise BotaclipError(f"--out {out} needs a file name such as adapter.pt")
+    check_output_path(out, what="--out")
+    if o.cache_dir:
+        check_output_path(o.cache_dir, what="--cache-dir", is_dir=True)
     log_path = out.with_suffix(".jsonl")
     resume_ckpt = load_checkpoint(o.resume) if o.resume else None
     if resume_ckpt is not None and resume_ckpt.get("cross_fit"):

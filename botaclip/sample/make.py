@@ -31,6 +31,7 @@ from botaclip.sample.surveys import (
     survey_locations,
 )
 from botaclip.sample.truth import build_lattice, cells_table, footprint_wgs84, to_wgs84, truth_table
+from botaclip.store.outputs import check_output_path
 
 CENTRE_L93 = (930_000.0, 6_450_000.0)  # near Chamrousse, Belledonne, French Alps
 MIN_SIZE_KM, MAX_SIZE_KM = 0.5, 20.0
@@ -112,6 +113,7 @@ def ensure_sample(seed: int = 0, size_km: float = 5.0, plots: int = 2000) -> Sam
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
+    check_output_path(out, what="--out", is_dir=True)  # --overwrite must never empty a store
     if out.exists() and not out.is_dir():
         raise BotaclipError(f"--out {out} is an existing file; give a directory path that does not exist yet")
     if out.is_dir() and any(out.iterdir()):

@@ -41,12 +41,14 @@ from botaclip.sdm.thresholds import THRESHOLD_RULES, ThresholdRule, parse_thresh
 
 
 def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None = None,
-            pixel_m: float | None = None, binary: bool = False, threshold: str | float | None = None) -> PredictResult:
+            pixel_m: float | None = None, binary: bool = False, threshold: str | float | None = None,
+            force: bool = False) -> PredictResult:
     """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` (in ``region``: an H3 cell, a
     box 'west,south,east,north' in degrees, or a polygon file) and write ``out``: .parquet (h3, suitability),
     .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition by partition.
     ``binary``: 0/1 presence instead of suitability, at the model's stored threshold or ``threshold`` (a rule
     name, 'maxtss', 'senspec', 'p10', whose out-of-fold value was stored with the model, or a value in [0, 1]).
+    A .tif above 100 million pixels is refused unless ``force``.
     """
     from botaclip.sdm.design import open_store
     from botaclip.sdm.predict import predict_to_file
@@ -54,7 +56,7 @@ def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None
     saved = load_model(model_dir)
     st = open_store(store, read_only=True)
     return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m, binary=binary,
-                           threshold=threshold)
+                           threshold=threshold, force=force)
 
 
 __all__ = [

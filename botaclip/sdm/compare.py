@@ -8,6 +8,7 @@ and model.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -17,7 +18,7 @@ from scipy import stats
 
 from botaclip.config import build
 from botaclip.errors import BotaclipError, InvalidInputError, param
-from botaclip.sdm.config import CompareConfig, feature_set_names
+from botaclip.sdm.config import CompareConfig, EvaluationConfig, feature_set_names
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.dataset import IndexedCells, LabelledCells, StoreFeatures, drop_uninformative_columns, label_cells
 from botaclip.sdm.design import (
@@ -29,6 +30,7 @@ from botaclip.sdm.design import (
     open_store,
     target_group_of,
 )
+from botaclip.sdm.engines import run_tasks, worker_count
 from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import cv_notes
 from botaclip.sdm.thresholds import parse_threshold
@@ -205,22 +207,31 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     labelled, skipped = _label_species(occ, kind, source, all_names, cfg)
     needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
     cross_fits = cross_fits_of(source, all_names, cross_fit)
-    features = _ComparedFeatures(groups, labels, _read_tables(source, all_names, cross_fits, needed), needed)
+    tables = _read_tables(source, all_names, cross_fits, needed)
     ev = cfg.evaluation
     range_ = None
     if ev.block_resolution is None:
-        range_ = inputs_range(needed, [features.group(g)[0] for g in groups], ev.seed)
+        range_ = inputs_range(needed, [join_tables(tables, g)[0] for g in groups], ev.seed)
     # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
     # folds or blocks fail before work is done.
     designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
                                range_=range_, is_background=lab.is_background)
                for s, lab in labelled.items()}
     metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
-    rows, infos, predictions = [], [], {}
-    for s, lab in labelled.items():
-        species_rows, info = _compare_species(lab, designs[s], features, cfg, metrics, progress, predictions)
-        rows += species_rows
-        infos.append(info)
+    parallel = worker_count(ev.jobs, len(labelled)) > 1 or cfg.engine == "ray"
+    # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
+    fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
+    embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
+    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets)
+             for s, lab in labelled.items()]
+    if progress:
+        progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
+                 f"{cfg.engine} engine")
+    results = run_tasks(_compare_species, tasks, tables, jobs=ev.jobs, engine=cfg.engine,
+                        ray_address=cfg.ray_address, progress=progress)
+    rows = [row for species_rows, _, _ in results for row in species_rows]
+    infos = [info for _, info, _ in results]
+    predictions = {key: value for _, _, species_predictions in results for key, value in species_predictions.items()}
     result = ComparisonResult(
         kind, labels, list(cfg.models), metrics, rows, infos, skipped, _paired(rows, infos, cfg.models, metrics,
                                                                                labels),
@@ -279,44 +290,47 @@ def _read_tables(source: StoreFeatures, names: list[str], cross_fits: dict[str, 
 
 
 @dataclass
-class _ComparedFeatures:
-    """The feature sets compared (groups joined on the cell, their labels) read once for the union of cells."""
+class _SpeciesTask:
+    """One species' share of a comparison: its cells, folds, and what to fit (sent to a worker as is)."""
 
+    labelled: LabelledCells
+    design: SampleDesign
     groups: list[list[str]]
     labels: list[str]
-    tables: dict[str, tuple[np.ndarray, list[str]]]  # by feature-set name, rows in the order of ``cells``
-    cells: np.ndarray
+    cells: np.ndarray  # rows of the feature tables
+    models: tuple[str, ...]
+    evaluation: EvaluationConfig
+    metrics: list[str]
+    embedding_sets: set[str]  # feature sets whose columns are embedding dimensions (projected with pca)
 
-    def group(self, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        return join_tables(self.tables, names)
 
-
-def _compare_species(lab: LabelledCells, design: SampleDesign, features: _ComparedFeatures, cfg: CompareConfig,
-                     metrics: list[str], progress, predictions: dict) -> tuple[list[ComparisonRow], SpeciesInfo]:
-    """Every feature set x model for one species, on its one set of folds (out-of-fold predictions go into
-    ``predictions``)."""
-    ev, fs = cfg.evaluation, design.folds
-    rows_idx = np.searchsorted(features.cells, lab.h3)
+def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo, dict]:
+    """Every feature set x model for one species, on its one set of folds (``tables``: feature set name ->
+    (features of ``task.cells``, column names)); also the out-of-fold predictions by (species, label, model)."""
+    lab, design, ev = task.labelled, task.design, task.evaluation
+    fs = design.folds
+    rows_idx = np.searchsorted(task.cells, lab.h3)
     notes = list(lab.notes) + list(design.notes)
     rows: list[ComparisonRow] = []
-    for g, label in zip(features.groups, features.labels):
-        Xall, cols = features.group(g)
+    predictions = {}
+    for g, label in zip(task.groups, task.labels):
+        Xall, cols = join_tables(tables, g)
         X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
         notes += [f"{label}: {d}" for d in dropped]
         if design.uses_cross_fit(g):
-            X = [features.group(design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
-        for model in cfg.models:
-            if progress:
-                progress(f"{lab.species} | {label} | {model}")
-            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev)
+            X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
+        embedding = np.concatenate([np.full(tables[n][0].shape[1], n in task.embedding_sets) for n in g])
+        for model in task.models:
+            cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
+                                embedding_columns=np.flatnonzero(embedding[kept]))
             predictions[(lab.species, label, model)] = (lab.h3, cv.oof)
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
             rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])
-                     for m in metrics]
+                     for m in task.metrics]
     info = SpeciesInfo(lab.species, lab.kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
                        sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted))
-    return rows, info
+    return rows, info, predictions
 
 
 def _paired(rows: list[ComparisonRow], infos: list[SpeciesInfo], models, metrics, labels) -> list[PairedComparison]:

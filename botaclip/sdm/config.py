@@ -61,21 +61,29 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """How models are scored: spatial-block folds, block size, threshold rule, seed and threads."""
+    """How models are fitted and scored: spatial-block folds, block size, threshold rule, projection of the
+    features, seed and threads."""
 
     folds: int = 5  # outer spatial folds
     block_res: int | str = "auto"  # H3 resolution of the blocks, or 'auto' (from the autocorrelation range)
     threshold: str | float = "maxtss"  # maxtss, senspec, p10 or a value in [0, 1]
     inner_folds: int = 3  # inner spatial folds per outer fold on which the threshold is chosen
     seed: int = 0  # seed of folds, background and models
-    jobs: int = 1  # threads per model fit
+    jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
+    pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
+    early_stopping: bool = True  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
 
     def __post_init__(self) -> None:
+        _check(self.pca is None or (_is_int(self.pca) and self.pca >= 0), "pca",
+               "must be a number of components (0 or None: all features)", self.pca)
+        if self.pca == 0:
+            object.__setattr__(self, "pca", None)
         _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
         _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
                self.inner_folds)
         _check(_is_int(self.seed) and self.seed >= 0, "seed", "must be a non-negative integer", self.seed)
-        _check(_is_int(self.jobs) and self.jobs >= 1, "jobs", "must be at least 1", self.jobs)
+        _check(self.jobs is None or (_is_int(self.jobs) and self.jobs >= 1), "jobs",
+               "must be at least 1 (or None for all cores)", self.jobs)
         object.__setattr__(self, "block_res", _block_res(self.block_res))
         parse_threshold(self.threshold)  # raises for an unknown rule or a value outside [0, 1]
 
@@ -100,6 +108,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         _check(self.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}", self.model)
         object.__setattr__(self, "features", feature_set_names(self.features))
+        _check_out(self.out)
 
 
 @dataclass(frozen=True)
@@ -111,8 +120,13 @@ class CompareConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     out: str | Path | None = None  # comparison.csv, report.md, report.json
+    engine: str = "local"  # local (worker processes on this machine) or ray (species over a Ray cluster)
+    ray_address: str | None = None  # with engine 'ray': the cluster to join (None: start a local one)
 
     def __post_init__(self) -> None:
+        from botaclip.sdm.engines import ENGINES
+
+        _check(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}", self.engine)
         names = self.models.split(",") if isinstance(self.models, str) else self.models
         models = tuple(m.strip() for m in names if m and m.strip())
         _check(len(models) > 0, "models", "must name at least one model", self.models)
@@ -121,6 +135,15 @@ class CompareConfig:
         object.__setattr__(self, "models", models)
         if self.species is not None:
             object.__setattr__(self, "species", tuple(self.species) or None)
+        _check_out(self.out)
+
+
+def _check_out(out: str | Path | None) -> None:
+    """Never an output folder inside a store (nothing writes into a store but its writer)."""
+    if out is not None:
+        from botaclip.store.outputs import check_output_path
+
+        check_output_path(out, what=f"{param('out')} folder", is_dir=True)
 
 
 def feature_set_names(features: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -100,6 +100,19 @@ class StoreFeatures:
             columns += [f"{name}.{c}" for c in fm[2]] if len(names) > 1 else [str(c) for c in fm[2]]
         return (np.hstack(blocks) if len(blocks) > 1 else blocks[0]), columns
 
+    def embedding_columns(self, names: Sequence[str], kept: Sequence[int] | None = None) -> np.ndarray:
+        """Indices of the columns of ``names`` joined (after keeping ``kept``) that come from embedding feature
+        sets (those with a dimension), as opposed to scalar covariates."""
+        flags = []
+        for name in names:
+            info = self.store.info(name)
+            n = info.get("dim") or len(info.get("columns") or [])
+            flags += [info.get("dim") is not None] * int(n)
+        flags = np.asarray(flags, dtype=bool)
+        if kept is not None:
+            flags = flags[np.asarray(kept, dtype=np.int64)]
+        return np.flatnonzero(flags)
+
     def provenance(self, name: str) -> dict:
         info = self.store.info(name)
         return dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
@@ -188,6 +201,11 @@ def label_cells(occ: Occurrences, species: str, kind: str, indexed: IndexedCells
     sampling = sampling or SamplingConfig()
     samples = species_samples(occ, species, kind)
     cleaned, report = clean_samples(samples, indexed.resolution, sampling.max_uncertainty, indexed.extent)
+    if len(cleaned) == 0 and len(samples.table):
+        # Name the cleaning steps that removed everything, not the features the samples never reached.
+        steps = "; ".join(f"{st.name}: {st.removed}" for st in report.steps if st.removed)
+        raise InvalidInputError(f"no sample of {species!r} in {occ.path} is left after cleaning ({steps} removed); "
+                                f"check the coordinate columns and {param('max_uncertainty')}")
     cleaned, notes = _on_indexed_cells(cleaned, report, species, occ, indexed)
     h3 = cleaned["h3"].to_numpy(dtype=np.uint64)
     y = cleaned["y"].to_numpy(dtype=np.float64)

@@ -23,7 +23,7 @@ from botaclip.config import build
 from botaclip.sdm import metrics as M
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
-from botaclip.sdm.models import make_model
+from botaclip.sdm.models import Projection, make_model
 from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
 
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
@@ -46,6 +46,7 @@ class FoldResult:
     threshold: float | None = None
     skipped: str | None = None
     note: str | None = None
+    rounds: int | None = None  # LightGBM: boosting rounds, chosen by early stopping in the inner CV
 
 
 @dataclass
@@ -111,6 +112,7 @@ def cross_validate(
     task: str = "binary",
     is_background: np.ndarray | None = None,
     evaluation: EvaluationConfig | None = None,
+    embedding_columns: np.ndarray | None = None,
     **options,
 ) -> CVResult:
     """Spatial-block cross-validation of ``model`` on (X, y) with the given folds.
@@ -120,13 +122,15 @@ def cross_validate(
     down-weighted in training (equal total weight to the presences, counted on each training part) and treated
     as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
-    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part.
+    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
+    the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
+    outer training part, and the other columns as they are.
     """
     ev = build(EvaluationConfig, evaluation, **options)
     y = np.asarray(y, dtype=np.float64)
     per_fold = _fold_matrices(X, folds.n_folds)
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
-    fitter = _FoldFitter(model, task, ev)
+    fitter = _FoldFitter(model, task, ev, embedding_columns)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
@@ -134,13 +138,15 @@ def cross_validate(
         res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
         res.skipped = _skip_reason(task, y[train], y[test])
         if res.skipped is None:
-            oof[test] = fitter.fit_predict(per_fold[k][train], y[train], bg[train], per_fold[k][test])
+            X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
+            inner = None
             if task == "binary":
-                res.threshold, res.note = fitter.inner_threshold(per_fold[k][train], y[train], bg[train],
-                                                                 folds.block[train], folds.block_res)
-                res.metrics = score_binary(y[test], oof[test], res.threshold)
-            else:
-                res.metrics = score_regression(y[test], oof[test])
+                inner = fitter.inner_cv(X_train, y[train], bg[train], folds.block[train], folds.block_res)
+                res.threshold, res.note = inner.threshold, inner.note
+            res.rounds = None if inner is None else inner.rounds
+            oof[test], _ = fitter.fit_predict(X_train, y[train], bg[train], X_test, rounds=res.rounds)
+            res.metrics = (score_binary(y[test], oof[test], res.threshold) if task == "binary"
+                           else score_regression(y[test], oof[test]))
         results.append(res)
     return CVResult(model, task, results, oof, str(fitter.rule) if task == "binary" else None)
 
@@ -148,40 +154,78 @@ def cross_validate(
 class _FoldFitter:
     """Fits one kind of model on a training part and predicts held-out cells; chooses thresholds out of sample."""
 
-    def __init__(self, model: str, task: str, evaluation: EvaluationConfig):
+    def __init__(self, model: str, task: str, evaluation: EvaluationConfig,
+                 embedding_columns: np.ndarray | None = None):
         self.model, self.task, self.ev = model, task, evaluation
         self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
+        self.embedding_columns = embedding_columns
 
-    def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray,
-                    X_test: np.ndarray) -> np.ndarray:
+    def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both parts on the leading principal components of the training part (unchanged without ``pca``).
+
+        The inner CV of the threshold reuses this projection: it is fitted without labels, and never on the test
+        part."""
+        n_embedding = X_train.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
+        if not self.ev.pca or self.ev.pca >= n_embedding:
+            return X_train, X_test
+        projection = Projection(self.ev.pca, self.ev.seed, self.embedding_columns).fit(X_train)
+        return projection.transform(X_train), projection.transform(X_test)
+
+    @property
+    def stops_early(self) -> bool:
+        return self.model == "lightgbm" and bool(self.ev.early_stopping)
+
+    def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, X_test: np.ndarray, *,
+                    rounds: int | None = None, y_test: np.ndarray | None = None,
+                    bg_test: np.ndarray | None = None) -> tuple[np.ndarray, int | None]:
+        """(predictions for X_test, boosting rounds used). With ``y_test``, a boosting model stops early on the
+        held-out loss of (X_test, y_test); ``rounds`` fixes the number of rounds instead."""
         # Weights from the training part alone: the test part's counts must not shape the model.
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
-        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs)
-        est.fit(X_train, y_train, sample_weight=weights)
-        return est.predict(X_test)
+        params = {"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {}
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
+        valid = None
+        if y_test is not None and self.stops_early:
+            valid = (X_test, y_test, training_weights(y_test, bg_test) if self.task == "binary" else None)
+        est.fit(X_train, y_train, sample_weight=weights, valid=valid)
+        return est.predict(X_test), est.rounds
 
-    def inner_threshold(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
-                        block_res: int) -> tuple[float, str | None]:
-        """(threshold, note) chosen by the rule on inner spatial-block out-of-fold predictions of a training part.
+    def inner_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
+                 block_res: int) -> "_InnerCV":
+        """Inner spatial-block CV of a training part: the threshold the rule picks on its out-of-fold predictions
+        and, for LightGBM, the number of rounds (mean over inner folds of the early-stopping round, x 1.1 for the
+        larger outer training part).
 
         The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
-        blocks); each inner model predicts only blocks it was not fitted on."""
+        blocks); each inner model predicts only blocks it was not fitted on. A fixed threshold needs no inner CV."""
         if self.rule.fixed:
-            return float(self.rule.value), None
+            return _InnerCV(float(self.rule.value))
         n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
         if n_inner < 2:
-            return float("nan"), "threshold undefined: the training part is one spatial block, too few for inner CV"
+            return _InnerCV(float("nan"), "threshold undefined: the training part is one spatial block, too few "
+                                          "for inner CV")
         inner = spatial_folds(blocks, y, n_inner, block_res, self.ev.seed)
         oof = np.full(y.shape[0], np.nan)
+        rounds = []
         for j in range(inner.n_folds):
             tr, te = inner.split(j)
             if te.size and np.unique(y[tr]).size == 2:
-                oof[te] = self.fit_predict(X[tr], y[tr], bg[tr], X[te])
+                oof[te], r = self.fit_predict(X[tr], y[tr], bg[tr], X[te], y_test=y[te], bg_test=bg[te])
+                rounds += [r] if (r and np.unique(y[te]).size == 2) else []
         scored = np.isfinite(oof)
         t = self.rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
+        n_rounds = int(np.ceil(1.1 * np.mean(rounds))) if (rounds and self.stops_early) else None
         if not np.isfinite(t):
-            return t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} rule)"
-        return t, None
+            return _InnerCV(t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} "
+                               "rule)", n_rounds)
+        return _InnerCV(t, None, n_rounds)
+
+
+@dataclass
+class _InnerCV:
+    threshold: float
+    note: str | None = None
+    rounds: int | None = None
 
 
 def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:

@@ -124,7 +124,7 @@ def fit_species(store, occurrences, species: str, config: FitConfig | None = Non
     store = open_store(store, read_only=not cfg.predictions)
     data = _species_table(store, occurrences, species, cfg)
     design, cv = _evaluate(data, cfg, cross_fit)
-    estimator = _final_estimator(data, cfg, species)
+    estimator = _final_estimator(data, cfg, species, cv)
     result = _result(data, cfg, design, cv)
     saved = _saved_model(data, cfg, estimator, result)
     if cfg.out is not None:
@@ -181,7 +181,8 @@ def _evaluate(data: _SpeciesTable, cfg: FitConfig,
     if design.uses_cross_fit(names):
         X = [data.source.features(design.fold_names(names, k), lab.h3)[0][:, data.kept]
              for k in range(design.folds.n_folds)]
-    cv = cross_validate(X, lab.y, design.folds, cfg.model, lab.task, lab.is_background, ev)
+    cv = cross_validate(X, lab.y, design.folds, cfg.model, lab.task, lab.is_background, ev,
+                        embedding_columns=data.source.embedding_columns(names, data.kept))
     data.notes += design.notes + cv_notes(cv)
     if all(f.skipped for f in cv.folds):
         data.notes.append("no fold could be scored; the metrics are undefined")
@@ -199,10 +200,17 @@ def cv_notes(cv: CVResult, prefix: str = "") -> list[str]:
     return notes
 
 
-def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str) -> SDMEstimator:
-    """The model fitted on every sample (what is saved and predicts the map)."""
+def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str, cv: CVResult) -> SDMEstimator:
+    """The model fitted on every sample (what is saved and predicts the map); LightGBM with the median of the
+    outer folds' early-stopped rounds."""
     lab = data.labelled
-    estimator = make_model(cfg.model, task=lab.task, seed=cfg.evaluation.seed, n_jobs=cfg.evaluation.jobs)
+    ev = cfg.evaluation
+    columns = data.source.embedding_columns(list(cfg.features), data.kept)
+    pca = ev.pca if ev.pca and ev.pca < len(columns) else None
+    rounds = [f.rounds for f in cv.folds if f.rounds]
+    params = {"n_estimators": int(np.median(rounds))} if (rounds and cfg.model == "lightgbm") else {}
+    estimator = make_model(cfg.model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca, pca_columns=columns,
+                           **params)
     weights = training_weights(lab.y, lab.is_background) if lab.task == "binary" else None
     try:
         return estimator.fit(data.X, lab.y, sample_weight=weights)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 MODEL_NAMES = ("lightgbm", "rf", "logistic")
+#: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).
+EARLY_STOPPING_PATIENCE = 30
 TASKS = ("binary", "regression")
 
 
@@ -70,23 +72,34 @@ class SDMEstimator:
 
     name = ""
 
-    def __init__(self, task: str = "binary", seed: int = 0, n_jobs: int = 1):
+    def __init__(self, task: str = "binary", seed: int = 0, n_jobs: int | None = 1):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task = task
         self.seed = int(seed)
-        self.n_jobs = int(n_jobs)
+        self.n_jobs = 0 if n_jobs is None else int(n_jobs)  # threads; 0: all cores
         self.n_features_: int | None = None
 
-    def fit(self, X, y, sample_weight=None) -> "SDMEstimator":
+    def fit(self, X, y, sample_weight=None, valid=None) -> "SDMEstimator":
+        """Fit on (X, y) with optional weights. ``valid``: (X, y, weights) held out for early stopping, used by
+        models that stop early (LightGBM) and ignored by the others."""
         X = _check_X(X)
         y = _check_y(y, self.task, X.shape[0])
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64).ravel()
         self.n_features_ = X.shape[1]
         target = y if self.task == "binary" else np.log1p(y)
-        self._fit(X, target, sample_weight)
+        if valid is not None:
+            Xv, yv, wv = valid
+            yv = np.asarray(yv, dtype=np.float64)
+            valid = (_check_X(Xv, X.shape[1]), yv if self.task == "binary" else np.log1p(yv), wv)
+        self._fit(X, target, sample_weight, valid)
         return self
+
+    @property
+    def rounds(self) -> int | None:
+        """Boosting rounds kept after early stopping (None for models that do not boost)."""
+        return None
 
     def predict(self, X) -> np.ndarray:
         """Suitability (probability of presence, binary) or expected abundance (regression), float64."""
@@ -106,7 +119,7 @@ class SDMEstimator:
         return np.column_stack([1.0 - p, p])
 
     # Subclasses implement these three.
-    def _fit(self, X: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None) -> None:
+    def _fit(self, X: np.ndarray, target: np.ndarray, sample_weight: np.ndarray | None, valid=None) -> None:
         raise NotImplementedError
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -126,16 +139,16 @@ class LightGBMModel(SDMEstimator):
     name = "lightgbm"
 
     def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, learning_rate=0.05, num_leaves=31,
-                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0):
+                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0, max_bin=255):
         super().__init__(task, seed, n_jobs)
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
-            colsample_bytree=colsample_bytree, reg_lambda=reg_lambda,
+            colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, max_bin=max_bin,
         )
         self.booster_ = None
 
-    def _fit(self, X, target, sample_weight):
+    def _fit(self, X, target, sample_weight, valid=None):
         import lightgbm as lgb
 
         params = {
@@ -152,8 +165,21 @@ class LightGBMModel(SDMEstimator):
             "deterministic": True,
             "verbose": -1,
         }
-        data = lgb.Dataset(X, label=target, weight=sample_weight, params={"verbose": -1}, free_raw_data=True)
-        self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"])
+        dataset_params = {"verbose": -1, "max_bin": self.params.get("max_bin", 255)}
+        data = lgb.Dataset(X, label=target, weight=sample_weight, free_raw_data=True, params=dataset_params)
+        if valid is None:
+            self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"])
+            return
+        Xv, yv, wv = valid
+        held_out = lgb.Dataset(Xv, label=yv, weight=wv, reference=data, params=dataset_params)
+        self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"], valid_sets=[held_out],
+                                  callbacks=[lgb.early_stopping(EARLY_STOPPING_PATIENCE, verbose=False)])
+        # Keep only the trees up to the best round: predictions and the saved model agree.
+        self.booster_ = lgb.Booster(model_str=self.booster_.model_to_string(num_iteration=self.booster_.best_iteration))
+
+    @property
+    def rounds(self) -> int | None:
+        return None if self.booster_ is None else int(self.booster_.current_iteration())
 
     def _predict(self, X):
         return np.asarray(self.booster_.predict(X, num_threads=self.n_jobs), dtype=np.float64)
@@ -188,12 +214,12 @@ class RandomForestModel(SDMEstimator):
         self.imputer_ = _Imputer()
         self.forest_ = None
 
-    def _fit(self, X, target, sample_weight):
+    def _fit(self, X, target, sample_weight, valid=None):
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestClassifier if self.task == "binary" else RandomForestRegressor
         X = self.imputer_.fit(X).transform(X)
-        forest = cls(**self.params, n_jobs=self.n_jobs, random_state=self.seed)
+        forest = cls(**self.params, n_jobs=self.n_jobs or -1, random_state=self.seed)
         forest.fit(X, target.astype(int) if self.task == "binary" else target, sample_weight=sample_weight)
         self.forest_ = _ForestArrays.from_sklearn(forest, self.task)
         self._sk = forest
@@ -292,7 +318,7 @@ class LogisticModel(SDMEstimator):
         self.mean_ = self.scale_ = self.coef_ = None
         self.intercept_ = 0.0
 
-    def _fit(self, X, target, sample_weight):
+    def _fit(self, X, target, sample_weight, valid=None):
         from sklearn.linear_model import LogisticRegression, Ridge
 
         X = self.imputer_.fit(X).transform(X).astype(np.float64)
@@ -333,16 +359,116 @@ class LogisticModel(SDMEstimator):
         return model
 
 
+class Projection:
+    """Principal-component projection of embedding columns, fitted on training data only:
+    x_E -> (x_E - mean) @ V_k^T for the embedding columns E; the other columns (scalar covariates, whose units
+    would dominate the variance) pass unchanged after the components.
+
+    Missing values take the training medians first. Embeddings of hundreds of dimensions carry their signal in a
+    few directions; projecting on the leading ``k`` components makes every model several times faster (see
+    docs/benchmarks.md, "SDM speed"). ``columns``: indices of the embedding columns (None: all)."""
+
+    def __init__(self, n_components: int, seed: int = 0, columns: np.ndarray | None = None):
+        self.n_components = int(n_components)
+        self.seed = int(seed)
+        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+        self.imputer_ = _Imputer()
+        self.mean_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
+        self.n_features_: int | None = None
+
+    def _split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.columns is None:
+            return X, X[:, :0]
+        rest = np.setdiff1d(np.arange(X.shape[1]), self.columns)
+        return X[:, self.columns], X[:, rest]
+
+    def fit(self, X: np.ndarray) -> "Projection":
+        X = _check_X(X)
+        self.n_features_ = X.shape[1]
+        X, _ = self._split(X)
+        X = self.imputer_.fit(X).transform(X).astype(np.float64)
+        k = min(self.n_components, X.shape[0], X.shape[1])
+        self.mean_ = X.mean(axis=0)
+        centred = X - self.mean_
+        if k < min(X.shape) // 4:
+            from sklearn.utils.extmath import randomized_svd
+
+            _, _, vt = randomized_svd(centred, k, n_iter=4, random_state=self.seed)
+        else:
+            vt = np.linalg.svd(centred, full_matrices=False)[2][:k]
+        self.components_ = vt.astype(np.float64)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        emb, rest = self._split(_check_X(X, self.n_features_))
+        emb = self.imputer_.transform(emb).astype(np.float64)
+        return np.hstack([((emb - self.mean_) @ self.components_.T).astype(np.float32), rest])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        columns = np.arange(self.n_features_) if self.columns is None else self.columns
+        return {"projection_mean": self.mean_, "projection_components": self.components_,
+                "projection_medians": self.imputer_.medians, "projection_columns": columns,
+                "projection_n_features": np.asarray(self.n_features_)}
+
+    @classmethod
+    def from_arrays(cls, arrays, seed: int = 0) -> "Projection":
+        proj = cls(np.asarray(arrays["projection_components"]).shape[0], seed,
+                   np.asarray(arrays["projection_columns"], dtype=np.int64))
+        proj.n_features_ = int(arrays["projection_n_features"])
+        proj.mean_ = np.asarray(arrays["projection_mean"], dtype=np.float64)
+        proj.components_ = np.asarray(arrays["projection_components"], dtype=np.float64)
+        proj.imputer_ = _Imputer(np.asarray(arrays["projection_medians"], dtype=np.float32))
+        return proj
+
+
+class ProjectedModel(SDMEstimator):
+    """A model on the leading principal components of the features (:class:`Projection`), fitted on the same
+    training data. Saved as the inner model plus the projection's arrays."""
+
+    def __init__(self, inner: SDMEstimator, n_components: int, columns: np.ndarray | None = None):
+        super().__init__(inner.task, inner.seed, inner.n_jobs)
+        self.inner = inner
+        self.name = inner.name
+        self.projection = Projection(n_components, inner.seed, columns)
+
+    def fit(self, X, y, sample_weight=None, valid=None) -> "ProjectedModel":
+        X = _check_X(X)
+        self.n_features_ = X.shape[1]
+        self.projection.fit(X)
+        if valid is not None:
+            valid = (self.projection.transform(valid[0]), *valid[1:])
+        self.inner.fit(self.projection.transform(X), y, sample_weight=sample_weight, valid=valid)
+        return self
+
+    @property
+    def rounds(self) -> int | None:
+        return self.inner.rounds
+
+    def predict(self, X) -> np.ndarray:
+        if self.n_features_ is None:
+            raise RuntimeError("model is not fitted")
+        return self.inner.predict(self.projection.transform(_check_X(X, self.n_features_)))
+
+    def state(self):
+        meta, arrays, text = self.inner.state()
+        meta = meta | {"projection": self.projection.components_.shape[0], "n_input_features": self.n_features_}
+        return meta, {**arrays, **self.projection.arrays()}, text
+
+
 _REGISTRY = {"lightgbm": LightGBMModel, "rf": RandomForestModel, "logistic": LogisticModel}
 
 
-def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int = 1, **params) -> SDMEstimator:
-    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'."""
+def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int | None = 1, pca: int | None = None,
+               pca_columns: np.ndarray | None = None, **params) -> SDMEstimator:
+    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'; with ``pca``, on the leading ``pca``
+    principal components of the embedding columns ``pca_columns`` (indices; None: all) and the other columns."""
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
-    return cls(task=task, seed=seed, n_jobs=n_jobs, **params)
+    model = cls(task=task, seed=seed, n_jobs=n_jobs, **params)
+    return ProjectedModel(model, pca, pca_columns) if pca else model
 
 
 def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> SDMEstimator:
@@ -351,4 +477,10 @@ def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: 
         cls = _REGISTRY[meta["model"]]
     except KeyError:
         raise ValueError(f"unknown model {meta.get('model')!r} in saved state") from None
-    return cls.from_state(meta, arrays, text)
+    if not meta.get("projection"):
+        return cls.from_state(meta, arrays, text)
+    inner = cls.from_state(meta, arrays, text)
+    model = ProjectedModel(inner, int(meta["projection"]))
+    model.projection = Projection.from_arrays(arrays, inner.seed)
+    model.n_features_ = int(meta["n_input_features"])
+    return model

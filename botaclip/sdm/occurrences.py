@@ -49,6 +49,8 @@ class Occurrences:
     columns: dict[str, str | None]
     crs: str = "EPSG:4326"
     notes: list[str] = field(default_factory=list)
+    # why some values are unusable as amounts ("N rows hold text such as 'many'"), refused for abundance models
+    value_problems: list[str] = field(default_factory=list)
 
     @property
     def has_site(self) -> bool:
@@ -246,8 +248,8 @@ def read_occurrences(
     else:
         lat_name = _resolve(columns, lat_col, LAT_NAMES, "latitude", "lat_col", spath, True)
         lng_name = _resolve(columns, lng_col, LNG_NAMES, "longitude", "lng_col", spath, True)
-        y = pd.to_numeric(frame[lat_name], errors="coerce").to_numpy(dtype=np.float64)
-        x = pd.to_numeric(frame[lng_name], errors="coerce").to_numpy(dtype=np.float64)
+        y = _coordinates(frame[lat_name], lat_name, spath)
+        x = _coordinates(frame[lng_name], lng_name, spath)
         lat, lng = (y, x) if crs is None else _to_wgs84(x, y, crs)
         used = {"lat": lat_name, "lng": lng_name}
         out_crs = crs or "EPSG:4326"
@@ -264,9 +266,11 @@ def read_occurrences(
     if status_name is not None:
         present &= _parse_status(frame[status_name], status_name, spath)
     value = np.full(n, np.nan)
+    value_problems: list[str] = []
     if value_name is not None:
         value = pd.to_numeric(frame[value_name], errors="coerce").to_numpy(dtype=np.float64)
         present &= ~(value <= 0)  # a recorded zero count or cover is an absence
+        value_problems = _value_problems(frame[value_name], value, value_name, spath)
     uncertainty = (
         pd.to_numeric(frame[unc_name], errors="coerce").to_numpy(dtype=np.float64)
         if unc_name is not None
@@ -279,7 +283,38 @@ def read_occurrences(
     )
     used |= {"species": species_name, "status": status_name, "value": value_name, "site": site_name,
              "uncertainty": unc_name}
-    return Occurrences(records, spath, used, out_crs, notes)
+    return Occurrences(records, spath, used, out_crs, notes, value_problems)
+
+
+def _text_rows(raw: pd.Series, numbers: np.ndarray) -> np.ndarray:
+    """Rows that hold something (not empty) that is not a number."""
+    return raw.notna().to_numpy() & (raw.astype("string").str.strip() != "").fillna(False).to_numpy() & \
+        np.isnan(numbers)
+
+
+def _coordinates(raw: pd.Series, column: str, path: str) -> np.ndarray:
+    """A coordinate column as float64 (empty cells become NaN, dropped later as missing); text such as
+    45°06'N is refused, since silently dropping it would leave no occurrence and a misleading error."""
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    text = _text_rows(raw, values)
+    if text.any():
+        raise InvalidInputError(f"column {column!r} of {path} holds text such as {raw[text].iloc[0]!r} in "
+                            f"{int(text.sum())} row(s), not decimal numbers; convert the coordinates to decimal "
+                            "degrees (45°06'N is 45.1) or projected numbers with --crs")
+    return values
+
+
+def _value_problems(raw: pd.Series, values: np.ndarray, column: str, path: str) -> list[str]:
+    text = _text_rows(raw, values)
+    out = []
+    if text.any():
+        out.append(f"column {column!r} of {path} holds text such as {raw[text].iloc[0]!r} in {int(text.sum())} "
+                   "row(s)")
+    negative = values < 0
+    if negative.any():
+        out.append(f"column {column!r} of {path} holds {int(negative.sum())} negative value(s) (first: "
+                   f"{values[negative][0]:g})")
+    return out
 
 
 @dataclass
@@ -329,6 +364,9 @@ def species_samples(occ: Occurrences, species: str, kind: str) -> Samples:
             f"{occ.path} has no value column for abundance (looked for {', '.join(VALUE_NAMES)}); "
             f"name it with {param('value_col')}"
         )
+    if kind == "abundance" and occ.value_problems:
+        raise InvalidInputError(f"{'; '.join(occ.value_problems)}: abundances must be counts or covers >= 0; fix "
+                                f"those rows (or model presence with {param('kind')} presence-absence)")
     # Site-based: each site is one sample for every species of the vocabulary.
     if occ.has_site:
         key = rec["site"].astype(str)

@@ -13,6 +13,7 @@ Loading parses JSON, LightGBM text and plain arrays only: it never unpickles or 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from botaclip.atomic import atomic_write, write_json
-from botaclip.errors import InvalidInputError, MissingFileError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, root_cause
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
@@ -84,6 +85,20 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
     return written
 
 
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Plain arrays of arrays.npz; a damaged file is said to be damaged (numpy's own message for an archive of
+    objects suggests unpickling, which botaclip never does)."""
+    refit = "refit the model with `botaclip sdm fit`"
+    if not zipfile.is_zipfile(path):
+        raise BotaclipError(f"{path} is damaged (not a NumPy .npz archive; truncated or overwritten?); {refit}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        why = "it holds Python objects, not plain arrays" if "pickle" in str(exc) else root_cause(exc)
+        raise BotaclipError(f"{path} is damaged ({why}); {refit}") from None
+
+
 def load_model(directory: str | Path) -> SavedModel:
     """Read a model directory written by :func:`save_model`; a one-line error if it is not one."""
     directory = Path(directory)
@@ -106,8 +121,7 @@ def load_model(directory: str | Path) -> SavedModel:
         if files.get("text"):
             text = (directory / Path(files["text"]).name).read_text()
         if files.get("arrays"):
-            with np.load(directory / Path(files["arrays"]).name, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = _load_arrays(directory / Path(files["arrays"]).name)
         estimator = model_from_state(doc["estimator"], arrays, text)
     except (OSError, ValueError, KeyError) as exc:
         raise InvalidInputError(f"cannot load the model in {directory}: {exc}") from None

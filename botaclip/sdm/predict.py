@@ -19,11 +19,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
+from botaclip.geo import check_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
 from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
+from botaclip.store.outputs import check_output_path
 
 OUTPUT_FORMATS = (".parquet", ".gpkg", ".tif", ".png")
+MAX_TIF_PIXELS = 100_000_000  # about 400 MB uncompressed and a minute or more to fill; above it, --force
 
 
 class Region:
@@ -41,8 +44,7 @@ class Region:
             except ValueError:
                 raise InvalidInputError(
                     f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
-            if not (west < east and south < north):
-                raise InvalidInputError(f"{param('region')} {text!r}: need west < east and south < north (degrees)")
+            check_bbox(west, south, east, north, text, "west,south,east,north")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
             return
         if Path(text).exists():
@@ -78,7 +80,7 @@ def _polygon_mask(path: Path):
         raise BotaclipError(f"cannot read region file {path}: {exc}") from None
     if frame.crs is not None:
         frame = frame.to_crs(4326)
-    shape = shapely.union_all(frame.geometry.values)
+    shape, _ = union_of_polygons(frame.geometry.values, f"region file {path}")
     shapely.prepare(shape)
 
     def mask(cells):
@@ -215,10 +217,11 @@ def _tmp_path(out: Path) -> Path:
 
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
                     pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
-                    threshold: str | float | None = None) -> PredictResult:
+                    threshold: str | float | None = None, force: bool = False) -> PredictResult:
     """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
 
-    ``binary``: write 0/1 presence at ``threshold`` (see :func:`binary_threshold`) instead of suitability."""
+    ``binary``: write 0/1 presence at ``threshold`` (see :func:`binary_threshold`) instead of suitability. A .tif
+    of more than MAX_TIF_PIXELS pixels is refused (before predicting, when it can be told) unless ``force``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -226,10 +229,13 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
                             f"use one of {', '.join(OUTPUT_FORMATS)}")
     if not out.parent.exists():
         raise MissingFileError(f"output folder {out.parent} does not exist")
+    check_output_path(out, what="--out")
     if threshold is not None and not binary:
         raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with {param('binary')}")
     t_value, t_how = binary_threshold(saved, threshold) if binary else (None, None)
     check_feature_sets(saved, store)
+    if suffix == ".tif" and pixel_m is not None and not force and region is None:
+        check_raster_size(store.info(saved.feature_set_names[0])["rows"], int(saved.resolution), pixel_m)
     column = "presence" if binary else "suitability"
     chunks = iter_predictions(saved, store, region)
     if binary:
@@ -245,7 +251,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
             h3, vals = collect_predictions(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
-                extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column)
+                extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
+                                       max_pixels=None if force else MAX_TIF_PIXELS)
             elif n:
                 from botaclip.sdm.maps import suitability_map
 
@@ -310,11 +317,31 @@ def _write_gpkg(chunks, path: Path, column: str = "suitability") -> tuple[int, f
     return n, total
 
 
+def check_raster_size(n_cells: int, resolution: int, pixel_m: float, width: int | None = None,
+                      height: int | None = None) -> None:
+    """Refuse a raster above MAX_TIF_PIXELS: the exact `width` x `height` when known, else a lower bound (the
+    cells' own area in pixels)."""
+    import h3 as h3lib
+
+    if pixel_m <= 0:
+        raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
+    cell_px = h3lib.average_hexagon_area(resolution, unit="m^2") / pixel_m**2
+    n = width * height if width is not None else n_cells * cell_px
+    if n > MAX_TIF_PIXELS:
+        default = round(h3lib.average_hexagon_edge_length(resolution, unit="m") / 2.0)
+        size = f" ({width} x {height})" if width is not None else ""
+        raise InvalidInputError(f"a .tif at {param('pixel_m')} {pixel_m:g} would have {'' if width else 'at least '}"
+                                f"{n / 1e6:,.0f} million pixels{size}, {n * 4 / 1e9:,.1f} GB uncompressed (limit "
+                                f"{MAX_TIF_PIXELS // 1_000_000} million); use a larger {param('pixel_m')} (default "
+                                f"{default} m) or pass {param('force')}")
+
+
 def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float | None = None,
-                  nodata: float = -9999.0, name: str = "suitability") -> dict:
+                  nodata: float = -9999.0, name: str = "suitability", max_pixels: int | None = None) -> dict:
     """Rasterise cell values (sorted h3) at ``pixel_m`` metres in the local UTM zone: each pixel takes the value
     of the cell containing its centre (nodata outside indexed cells). Written in strips of rows. uint8 values
-    (0/1 presence) give a uint8 raster, anything else float32."""
+    (0/1 presence) give a uint8 raster, anything else float32. A raster above ``max_pixels`` is refused before
+    anything is written."""
     import h3 as h3lib
     import rasterio
     import rasterio.errors
@@ -346,6 +373,8 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     x0, x1 = np.floor(min(xs) / pixel_m) * pixel_m, np.ceil(max(xs) / pixel_m) * pixel_m
     y0, y1 = np.floor(min(ys) / pixel_m) * pixel_m, np.ceil(max(ys) / pixel_m) * pixel_m
     width, height = int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m))
+    if max_pixels is not None and width * height > max_pixels:
+        check_raster_size(h3.size, res, pixel_m, width, height)
     transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
     dtype = "uint8" if values.dtype == np.uint8 else "float32"
     profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=crs,

@@ -1,12 +1,16 @@
-"""The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `runs`,
-`feature_set_geometry` (see `geometry.py`), `cross_fits` (cross-fitted adapted sets, see `Store.cross_fit`), and
-one view per feature set over its Parquet files). Catalogs written before the last two tables existed read as
-having none.
+"""The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `partitions`,
+`runs`, `feature_set_geometry` (see `geometry.py`), `cross_fits` (cross-fitted adapted sets, see
+`Store.cross_fit`), and one view per feature set over its Parquet files). Catalogs written before the last two
+tables existed read as having none.
 
 DuckDB lets no other process open a database file while one holds it read-write. So nothing ever opens the live
 catalog read-write: readers open it read-only (retrying briefly if someone else holds a lock), and the writer (who
 holds the store's writer lock) builds a complete new catalog file next to it and renames it over the old one.
 Readers that already have the old file open keep a consistent snapshot; new readers see the new one.
+
+`partitions` lists every committed partition file with its rows and bytes, so readers notice a file deleted
+behind the store's back (catalogs written before it existed have no such table: their sets are simply not
+checked until the next write records them).
 
 Views use absolute paths (DuckDB resolves relative paths against the current directory, not the database file);
 they are rewritten with the store's current location whenever a writer rebuilds the catalog, and library
@@ -23,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store.schema import FeatureSetSpec
 
 CATALOG_NAME = "catalog.duckdb"
@@ -34,6 +39,7 @@ CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE feature_sets (
     name VARCHAR PRIMARY KEY, kind VARCHAR, dtype VARCHAR, dim INTEGER, columns VARCHAR[], extras VARCHAR[],
     provenance VARCHAR, rows BIGINT, partitions BIGINT, bytes BIGINT, created TIMESTAMP, updated TIMESTAMP);
+CREATE TABLE partitions (feature_set VARCHAR, parent UBIGINT, rows BIGINT, bytes BIGINT);
 CREATE TABLE runs (
     run_id BIGINT, feature_set VARCHAR, pid INTEGER, host VARCHAR, started TIMESTAMP, finished TIMESTAMP,
     status VARCHAR, rows_written BIGINT, partitions_written BIGINT, botaclip_version VARCHAR);
@@ -67,6 +73,8 @@ class CatalogState:
     meta: dict[str, str] = field(default_factory=dict)
     feature_sets: dict[str, dict] = field(default_factory=dict)
     runs: list[dict] = field(default_factory=list)
+    # feature set -> {parent: (rows, bytes)}; a set absent here is not checked (written before this table existed)
+    partitions: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
     # The geometry and cross-fit tables hold arrays (thousands of numbers per set) that no listing needs, so they
     # are not read into this state: it carries only records to write (``set_record``) or to drop
     # (``drop_record``), and `write_catalog` copies every other record from the catalog it replaces.
@@ -122,13 +130,18 @@ def view_select(spec: FeatureSetSpec, root: Path, has_files: bool) -> str:
         src = f"read_parquet({sql_string_literal(parquet_glob(root, spec.name))}, hive_partitioning = false)"
         return f"SELECT {', '.join(cols)} FROM {src}"
     # No partition yet: a typed empty relation (a glob that matches nothing is an error in DuckDB).
-    empty = ["CAST(NULL AS UBIGINT) AS h3"]
+    return f"SELECT {', '.join(_typed_columns(spec, 'NULL'))} LIMIT 0"
+
+
+def _typed_columns(spec: FeatureSetSpec, value: str) -> list[str]:
+    """`CAST(value AS <type>) AS <column>` for every column the view of `spec` has."""
+    types = [("h3", "UBIGINT")]
     if spec.is_embedding:
-        empty.append(f"CAST(NULL AS FLOAT[{spec.dim}]) AS embedding")
+        types.append(("embedding", f"FLOAT[{spec.dim}]"))
     else:
-        empty += [f"CAST(NULL AS FLOAT) AS {quote_ident(c)}" for c in spec.columns]
-    empty += [f"CAST(NULL AS {'FLOAT' if e == 'valid_fraction' else 'INTEGER'}) AS {e}" for e in spec.extras]
-    return f"SELECT {', '.join(empty)} LIMIT 0"
+        types += [(quote_ident(c), "FLOAT") for c in spec.columns]
+    types += [(e, "FLOAT" if e == "valid_fraction" else "INTEGER") for e in spec.extras]
+    return [f"CAST({value} AS {t}) AS {c}" for c, t in types]
 
 
 def has_partition_files(root: Path, name: str) -> bool:
@@ -137,6 +150,7 @@ def has_partition_files(root: Path, name: str) -> bool:
 
 
 CATALOG_ALIAS = "store_catalog"
+ERROR_VIEW_PREFIX = "botaclip: "  # starts the message of a damaged set's view, so callers can recognise it
 
 
 def attach_read_only(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
@@ -191,6 +205,14 @@ def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
         runs_sql = f"SELECT {', '.join(_RUN_COLS)} FROM {CATALOG_ALIAS}.main.runs ORDER BY run_id"
         for row in con.execute(runs_sql).fetchall():
             state.runs.append(dict(zip(_RUN_COLS, row)))
+        has_partitions = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'partitions'",
+            [CATALOG_ALIAS]).fetchall()[0][0]
+        if has_partitions:  # through Arrow: a large store lists tens of thousands of partitions
+            t = con.sql(f"SELECT feature_set, parent, rows, bytes FROM {CATALOG_ALIAS}.main.partitions").arrow()
+            t = t.read_all() if hasattr(t, "read_all") else t  # duckdb 2 returns a RecordBatchReader
+            for name, parent, rows, size in zip(*(t.column(i).to_pylist() for i in range(4))):
+                state.partitions.setdefault(name, {})[parent] = (rows, size)
     except duckdb.Error as exc:
         raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return state
@@ -225,10 +247,33 @@ def read_catalog(path: Path) -> CatalogState:
 
 
 def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
-    """Write `state` as a fresh catalog file and atomically replace `path` with it (caller holds the writer lock)."""
+    """Write `state` as a fresh catalog file and atomically replace `path` with it (caller holds the writer lock).
+
+    On any failure (a full disk, a read-only directory) the old catalog stays in place, no temporary file is
+    left behind, and a :class:`StoreWriteError` says why.
+    """
     tmp_dir = Path(root) / ".tmp"
-    tmp_dir.mkdir(exist_ok=True)
     tmp = tmp_dir / f"catalog-{os.getpid()}-{time.monotonic_ns()}.duckdb"
+    try:
+        tmp_dir.mkdir(exist_ok=True)
+        _build_catalog(tmp, state, root)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, duckdb.Error) as exc:
+        raise StoreWriteError(f"cannot write the catalog of store {root}: {root_cause(exc)} (the catalog was not "
+                              "changed)") from None
+    finally:
+        for leftover in (tmp, Path(str(tmp) + ".wal")):
+            if leftover.exists():
+                leftover.unlink()
+    stale_wal = Path(str(path) + ".wal")
+    if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
+        stale_wal.unlink()
+    _fsync_dir(Path(path).parent)
+
+
+def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
     con = duckdb.connect(str(tmp))
     try:
         con.execute(_TABLES)
@@ -238,24 +283,51 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
             row["provenance"] = json.dumps(rec.get("provenance") or {}, default=str, sort_keys=True)
             con.execute(f"INSERT INTO feature_sets ({', '.join(_FS_COLS)}) VALUES ({', '.join('?' * len(_FS_COLS))})",
                         [row.get(c) for c in _FS_COLS])
+        parts = [(name, parent, rows, size) for name, recs in state.partitions.items() if name in state.feature_sets
+                 for parent, (rows, size) in sorted(recs.items())]
+        if parts:  # one Arrow insert: a large store lists tens of thousands of partitions
+            names, parents, rows, sizes = zip(*parts)
+            con.register("_partitions", pa.table({"feature_set": pa.array(names, pa.string()),
+                                                  "parent": pa.array(parents, pa.uint64()),
+                                                  "rows": pa.array(rows, pa.int64()),
+                                                  "bytes": pa.array(sizes, pa.int64())}))
+            con.execute("INSERT INTO partitions SELECT * FROM _partitions")
+            con.unregister("_partitions")
         if state.runs:
             con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
                             [[r.get(c) for c in _RUN_COLS] for r in state.runs])
-        _write_records(con, state, Path(path))
+        _write_records(con, state, Path(root) / CATALOG_NAME)  # records kept from the catalog replaced
         for name in state.feature_sets:
-            spec = state.spec(name)
-            con.execute(f"CREATE VIEW {quote_ident(name)} AS "
-                        f"{view_select(spec, root, has_partition_files(root, name))}")
+            create_view(con, "VIEW", state.spec(name), root)
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    stale_wal = Path(str(path) + ".wal")
-    if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
-        stale_wal.unlink()
-    _fsync_dir(Path(path).parent)
+
+
+def create_view(con: duckdb.DuckDBPyConnection, kind: str, spec: FeatureSetSpec, root: Path,
+                damaged: str | None = None) -> None:
+    """CREATE (`kind` = "VIEW" or "OR REPLACE TEMP VIEW") the view of one feature set.
+
+    DuckDB reads a Parquet file's schema when a view is created, so a damaged file would make the whole catalog
+    unwritable; such a set (or one whose partitions are known to be missing: `damaged` says why) gets a view of
+    the same columns that raises that one-line reason whenever it is queried, and the other sets stay usable.
+    """
+    name = quote_ident(spec.name)
+    if damaged is None:
+        try:
+            con.execute(f"CREATE {kind} {name} AS {view_select(spec, root, has_partition_files(root, spec.name))}")
+            return
+        except duckdb.Error as exc:
+            damaged = (f"feature set {spec.name!r} has a damaged partition file ({root_cause(exc)}); run "
+                       f"`botaclip store verify {root} --repair`")
+    con.execute(f"CREATE {kind} {name} AS {error_select(spec, damaged)}")
+
+
+def error_select(spec: FeatureSetSpec, message: str) -> str:
+    """A SELECT with the feature set's columns that raises `message` as soon as any row or column is read."""
+    fail = f"error({sql_string_literal(ERROR_VIEW_PREFIX + ' '.join(message.split()))})"
+    # Every column and the filter call error(), so no projection or predicate lets the optimiser skip it.
+    return f"SELECT {', '.join(_typed_columns(spec, fail))} FROM range(1) WHERE {fail} IS NULL"
 
 
 def _write_records(con: duckdb.DuckDBPyConnection, state: CatalogState, old_catalog: Path) -> None:

@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, root_cause
 from botaclip.store import h3vec
+from botaclip.store.outputs import check_output_path
 from botaclip.store.schema import check_identifier
 
 if TYPE_CHECKING:
@@ -166,14 +167,22 @@ def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = 
             raise BotaclipError(f"columns {missing} not in {p}; columns are {list(df.columns)}")
         value_cols = list(columns)
     else:
-        value_cols = [c for c in df.columns if c not in used and c != geom_col
-                      and df[c].dtype.kind in "biuf"]
+        candidates = [c for c in df.columns if c not in used and c != geom_col]
+        value_cols = [c for c in candidates if df[c].dtype.kind in "biuf"]
+        if as_embedding and len(value_cols) < len(candidates):
+            # Dropping a text column would silently change the embedding's dimension.
+            text = [c for c in candidates if c not in value_cols]
+            raise BotaclipError(f"columns {text} of {p} are not numeric, so they cannot be embedding dimensions; "
+                                "name the embedding columns with --columns")
     if not value_cols:
         raise BotaclipError(f"{p} has no numeric columns to import besides the coordinates/cells")
-    try:
-        values = df[value_cols].to_numpy(dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BotaclipError(f"columns {value_cols} of {p} are not all numeric; choose them with --columns") from None
+    for c in value_cols:
+        if df[c].dtype.kind not in "biuf":  # text, even text that looks like numbers, is not imported as values
+            bad = df[c][df[c].notna()]
+            first = f" (first value: {bad.iloc[0]!r})" if len(bad) else ""
+            raise BotaclipError(f"column {c!r} of {p} holds text{first}, not numbers; fix the file or leave the "
+                                "column out of --columns")
+    values = df[value_cols].to_numpy(dtype=np.float64)
     names = [sanitize_column(c) for c in value_cols]
     if len(set(names)) != len(names):
         raise BotaclipError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
@@ -183,10 +192,10 @@ def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = 
     if as_embedding:
         if not np.isfinite(means).all():
             raise BotaclipError(f"{p}: embedding columns have missing values; drop those rows first")
-        with store.writer(name, kind=kind, dim=len(names), provenance=prov, overwrite=overwrite) as w:
+        with store.writer(name, kind=kind, dim=len(names), provenance=prov, overwrite=overwrite, atomic=True) as w:
             w.write(uniq, embedding=means.astype(np.float32), **({"n_obs": count} if "n_obs" in w.spec.extras else {}))
     else:
-        with store.writer(name, kind=kind, columns=names, provenance=prov, overwrite=overwrite) as w:
+        with store.writer(name, kind=kind, columns=names, provenance=prov, overwrite=overwrite, atomic=True) as w:
             extra = {"n_obs": count} if "n_obs" in w.spec.extras else {}
             w.write(uniq, columns={n: means[:, j] for j, n in enumerate(names)}, **extra)
     return {"rows_read": int(len(df)), "cells": int(len(uniq)), "columns": names if not as_embedding else None,
@@ -278,6 +287,8 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
         raise BotaclipError(f"unknown --stat {stat!r}; use mean or median")
     if not rasters:
         raise BotaclipError("give at least one raster")
+    if like is not None:
+        store.spec(like)  # "no feature set ..." rather than "holds no cells" for a typo
     target = store.existing_cells(like) if like else None
     if like is not None and len(target) == 0:
         raise BotaclipError(f"feature set {like!r} holds no cells")
@@ -287,31 +298,34 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
         try:
             ds = rasterio.open(path)
         except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise BotaclipError(f"cannot open raster {path}: {exc}") from None
-        with ds:
-            if ds.crs is None:
-                raise BotaclipError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
-            stem = sanitize_column(Path(path).stem)
-            for b in range(1, ds.count + 1):
-                col = stem if ds.count == 1 else f"{stem}_b{b}"
-                if col in per_col:
-                    raise BotaclipError(f"two rasters give the column name {col!r}; rename one file")
-                cells, vals = _raster_cells(store, ds, b)
-                uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
-                    np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
-                want = target
-                if want is None:
-                    want = uniq
-                    if len(uniq) == 0 or count.mean() < 2:  # pixels about as coarse as cells: cover the footprint
-                        want = np.union1d(uniq, _footprint_cells(store, ds))
-                per_col[col] = (uniq, summary, count)
-                missing = np.setdiff1d(want, uniq)
-                if len(missing):
-                    sampled = _centre_sample(store, ds, b, missing)
-                    ok = np.isfinite(sampled)
-                    per_col[col] = (np.r_[uniq, missing[ok]], np.r_[summary, sampled[ok]],
-                                    np.r_[count, np.ones(int(ok.sum()), np.int64)])
-            sources.append(str(Path(path).resolve()))
+            raise BotaclipError(f"cannot open raster {path}: {root_cause(exc)}") from None
+        try:
+            with ds:
+                if ds.crs is None:
+                    raise BotaclipError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
+                stem = sanitize_column(Path(path).stem)
+                for b in range(1, ds.count + 1):
+                    col = stem if ds.count == 1 else f"{stem}_b{b}"
+                    if col in per_col:
+                        raise BotaclipError(f"two rasters give the column name {col!r}; rename one file")
+                    cells, vals = _raster_cells(store, ds, b)
+                    uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
+                        np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
+                    want = target
+                    if want is None:
+                        want = uniq
+                        if len(uniq) == 0 or count.mean() < 2:  # pixels about as coarse as cells: whole footprint
+                            want = np.union1d(uniq, _footprint_cells(store, ds))
+                    per_col[col] = (uniq, summary, count)
+                    missing = np.setdiff1d(want, uniq)
+                    if len(missing):
+                        sampled = _centre_sample(store, ds, b, missing)
+                        ok = np.isfinite(sampled)
+                        per_col[col] = (np.r_[uniq, missing[ok]], np.r_[summary, sampled[ok]],
+                                        np.r_[count, np.ones(int(ok.sum()), np.int64)])
+        except rasterio.errors.RasterioError as exc:  # GDAL's reason (a missing VRT source, a damaged tile)
+            raise BotaclipError(f"reading raster {path} failed: {root_cause(exc)}") from None
+        sources.append(str(Path(path).resolve()))
     cells_all = target if target is not None else np.unique(np.concatenate([v[0] for v in per_col.values()]))
     cells_all = np.asarray(cells_all, dtype=np.uint64)
     columns, n_obs = {}, None
@@ -326,10 +340,23 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
     keep = np.zeros(len(cells_all), bool)
     for v in columns.values():
         keep |= np.isfinite(v)
+    if not keep.any():
+        raise BotaclipError(_no_cells_reason(store, rasters, like, any_pixel=any(len(v[0]) for v in per_col.values())))
     prov = {"sources": sources, "statistic": stat, "rule": "pixel centres in hexagon, else centre sample"}
-    with store.writer(name, kind="covariates", columns=list(columns), provenance=prov, overwrite=overwrite) as w:
+    with store.writer(name, kind="covariates", columns=list(columns), provenance=prov, overwrite=overwrite,
+                      atomic=True) as w:
         w.write(cells_all[keep], columns={k: v[keep] for k, v in columns.items()}, n_obs=n_obs[keep])
     return {"cells": int(keep.sum()), "columns": list(columns)}
+
+
+def _no_cells_reason(store: "Store", rasters: list[str], like: str | None, any_pixel: bool) -> str:
+    what = ", ".join(rasters)
+    if like is not None:
+        return (f"no cell of {like!r} gets a value from {what}: the rasters do not overlap those cells or are "
+                "nodata there; nothing was written")
+    if not any_pixel:
+        return f"{what} holds only nodata (or non-finite) pixels; nothing was written"
+    return f"no cell of the store's resolution {store.resolution} gets a value from {what}; nothing was written"
 
 
 # ---- export -------------------------------------------------------------------------------------------------
@@ -345,10 +372,9 @@ def export(store: "Store", name: str, out: str) -> dict:
     suffix = out_p.suffix.lower()
     if suffix not in (".parquet", ".gpkg"):
         raise BotaclipError(f"cannot export to {out}: use a .parquet (GeoParquet) or .gpkg (GeoPackage) file name")
+    check_output_path(out_p, what="export file")
     if out_p.exists():
         raise BotaclipError(f"{out} already exists; remove it or choose another name")
-    if not out_p.parent.exists():
-        raise BotaclipError(f"directory {out_p.parent} does not exist")
     names = spec.feature_names()
     rows = 0
     writer = None

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from botaclip.errors import StoreWriteError, root_cause
 from botaclip.store.schema import FOOTER_KEY
 
 PARTITION_FILE = "data.parquet"
@@ -78,17 +79,29 @@ def tmp_dir(root: Path) -> Path:
     return d
 
 
-def write_parquet_atomic(table: pa.Table, final: Path, root: Path) -> int:
-    """Write `table` to `final` so that no reader ever sees a partial file; returns bytes written."""
-    tmp = tmp_dir(root) / f"{final.parent.name}-{os.getpid()}-{time.monotonic_ns()}.parquet"
-    pq.write_table(table, tmp, row_group_size=max(1, table.num_rows),
-                   use_byte_stream_split=_byte_stream_split_columns(table.schema) or False,
-                   use_dictionary=_dictionary_columns(table.schema) or False, **PARQUET_OPTIONS)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
+def write_parquet_atomic(table: pa.Table, final: Path, root: Path, label: str | None = None) -> int:
+    """Write `table` to `final` so that no reader ever sees a partial file; returns bytes written.
+
+    On failure (a full disk, a read-only store, a path blocked by a file) `final` keeps its old content, the
+    temporary file is removed, and a :class:`StoreWriteError` names the cause (and `label`, what was written).
+    """
+    tmp = Path(root) / ".tmp" / f"{final.parent.name}-{os.getpid()}-{time.monotonic_ns()}.parquet"
+    try:
+        tmp_dir(root)
+        pq.write_table(table, tmp, row_group_size=max(1, table.num_rows),
+                       use_byte_stream_split=_byte_stream_split_columns(table.schema) or False,
+                       use_dictionary=_dictionary_columns(table.schema) or False, **PARQUET_OPTIONS)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except (OSError, pa.ArrowException) as exc:
+        what = label or (final.relative_to(root) if final.is_relative_to(root) else final)
+        raise StoreWriteError(f"cannot write {what} in store {root}: {root_cause(exc)}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return final.stat().st_size
 
 

@@ -14,7 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, StoreWriteError
 
 LOCK_NAME = ".writer.lock"
 
@@ -41,7 +41,14 @@ class WriterLock:
     def acquire(self) -> "WriterLock":
         if self._fd is not None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise StoreWriteError(f"{self.path} is a directory, not the store's lock file; remove it (rmdir) and "
+                                  "retry") from None
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write to store {self.store_dir}: {exc.strerror} ({self.path}); writes "
+                                  "need a writable store directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,8 +59,11 @@ class WriterLock:
                 f"since {h.get('since', '?')}; wait for that job to finish (or stop it) and retry") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError:  # who holds the lock is only a courtesy for the message above (a full disk may refuse it)
+            pass
         self._fd = fd
         return self
 

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from botaclip.errors import BotaclipError
+from botaclip.geo import check_bbox, union_of_polygons
 from botaclip.store import h3vec
 from botaclip.store.catalog import quote_ident, sql_string_literal
 
@@ -60,7 +61,6 @@ def parse_region(store: "Store", within: str | None, con: duckdb.DuckDBPyConnect
         return "TRUE", []
     if os.path.exists(within):
         import geopandas as gpd
-        import shapely
 
         try:
             gdf = gpd.read_file(within)
@@ -68,14 +68,12 @@ def parse_region(store: "Store", within: str | None, con: duckdb.DuckDBPyConnect
             raise BotaclipError(f"cannot read region file {within}: {exc}") from None
         if gdf.crs is None:
             raise BotaclipError(f"region file {within} has no CRS; give it one (e.g. with ogr2ogr -a_srs)")
-        geom = shapely.union_all(gdf.to_crs(4326).geometry.values)
+        geom, _ = union_of_polygons(gdf.to_crs(4326).geometry.values, f"region file {within}")
         return _polygon_predicate(store, con, geom)
     m = _BBOX.match(within)
     if m:
         s, w, n, e = (float(v) for v in m.groups())
-        if not (-90 <= s <= n <= 90 and -180 <= w <= e <= 180):
-            raise BotaclipError(f"bounding box {within!r} must be south,west,north,east in degrees with "
-                                "south <= north and west <= east")
+        check_bbox(w, s, e, n, within, "south,west,north,east")
         return ("h3_cell_to_lat(h3) BETWEEN ? AND ? AND h3_cell_to_lng(h3) BETWEEN ? AND ?", [s, n, w, e])
     try:
         cell = int(within.strip(), 16)

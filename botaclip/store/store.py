@@ -6,6 +6,7 @@ See docs/store.md for the layout, the schema of a feature set, and the concurren
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,12 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, StoreDamagedError
 from botaclip.store import h3vec
-from botaclip.store.catalog import (CATALOG_NAME, CatalogState, connect_read_only, load_state, quote_ident,
-                                    read_catalog, read_record, utcnow, view_select, write_catalog)
+from botaclip.store.catalog import (CATALOG_NAME, CatalogState, connect_read_only, create_view, load_state,
+                                    read_catalog, read_record, utcnow, write_catalog)
+from botaclip.store.damage import missing_error, missing_partitions, read_footer, read_partition_table
 from botaclip.store.h3sql import register_h3_functions
-from botaclip.store.layout import footer_meta, partition_files, partition_path
+from botaclip.store.layout import partition_path
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import SCHEMA_VERSION, FeatureSetSpec
 from botaclip.store.writer import FeatureSetWriter
@@ -73,6 +75,11 @@ class Store:
                                 "choose a new path (or open the existing store)")
         if any(ch in str(path.resolve()) for ch in "*?[]{}"):
             raise BotaclipError(f"store path {path} contains glob characters (*?[]{{}}); choose a plain path")
+        from botaclip.store.outputs import check_output_path, store_containing
+
+        outer = store_containing(path)
+        if outer is None or not path.resolve().is_relative_to(outer / ".tmp"):  # a writer's scratch store is fine
+            check_output_path(path, what="new store", is_dir=True)
         try:
             (path / "features").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -93,6 +100,9 @@ class Store:
         if not (path / CATALOG_NAME).is_file():
             raise BotaclipError(f"{path} is not a botaclip store (no {CATALOG_NAME}); "
                                 f"create one with `botaclip store create {path}`")
+        if (path / "features").exists() and not (path / "features").is_dir():
+            raise StoreDamagedError(f"{path / 'features'} is a file, but it must be the store's directory of "
+                                    "feature sets; move that file away (the store cannot be read or written)")
         state = read_catalog(path / CATALOG_NAME)
         meta = state.meta
         if meta.get("format") != STORE_FORMAT:
@@ -135,27 +145,53 @@ class Store:
 
     def spec(self, name: str) -> FeatureSetSpec:
         """The spec (kind, dim or columns, dtype, provenance) of feature set `name`."""
-        state = self._read_catalog()
+        return self._spec(self._read_catalog(), name)
+
+    def _spec(self, state: CatalogState, name: str) -> FeatureSetSpec:
         if name not in state.feature_sets:
             known = ", ".join(sorted(state.feature_sets)) or "none"
             raise BotaclipError(f"no feature set {name!r} in store {self.path} (feature sets: {known})")
         return state.spec(name)
 
-    def _live_counts(self, name: str) -> dict:
-        files = partition_files(self.path, name)
-        rows = sum(pq.read_metadata(p).num_rows for p in files.values())
-        return {"rows": rows, "partitions": len(files), "bytes": sum(p.stat().st_size for p in files.values())}
+    def _files(self, name: str) -> tuple[FeatureSetSpec, dict[int, Path]]:
+        """The spec of `name` and its partition files, after checking that every partition the catalog lists is
+        there (a StoreDamagedError names a missing one instead of answering with fewer cells)."""
+        for attempt in range(2):
+            state = self._read_catalog()
+            spec = self._spec(state, name)
+            files, missing = missing_partitions(self.path, name, state.partitions.get(name))
+            if not missing:
+                return spec, files
+            if attempt == 0:  # a writer may be swapping a replacement in right now: look once more
+                time.sleep(0.05)
+        raise missing_error(self.path, name, missing)
+
+    def _live_counts(self, name: str, state: CatalogState) -> dict:
+        """Rows, partitions and bytes counted from the files now; `damaged` and `missing` list the relative paths
+        of unreadable partition files and of catalogued ones that are gone (not counted)."""
+        files, missing = missing_partitions(self.path, name, state.partitions.get(name))
+        rows = size = 0
+        damaged = []
+        for path in files.values():
+            try:
+                rows += pq.read_metadata(path).num_rows
+                size += path.stat().st_size
+            except (OSError, pa.ArrowException):
+                damaged.append(str(path.relative_to(self.path)))
+        return {"rows": rows, "partitions": len(files) - len(damaged), "bytes": size, "damaged": damaged,
+                "missing": [str(partition_path(Path("."), name, p)) for p in missing]}
 
     def info(self, name: str) -> dict:
         """kind, dim or columns, dtype, rows, partitions, bytes on disk, provenance, created/updated of `name`
-        (rows and bytes are counted from the files now, so they include a running writer's partitions)."""
+        (rows and bytes are counted from the files now, so they include a running writer's partitions), and
+        `damaged` / `missing`: partition files that cannot be read or have disappeared (see `store verify`)."""
         state = self._read_catalog()
-        spec = self.spec(name)
+        spec = self._spec(state, name)
         rec = state.feature_sets[name]
         out = {"name": name, "kind": spec.kind, "dtype": spec.dtype, "extras": list(spec.extras),
                "provenance": spec.provenance, "created": str(rec["created"]), "updated": str(rec["updated"])}
         out.update({"dim": spec.dim} if spec.is_embedding else {"columns": list(spec.columns)})
-        out.update(self._live_counts(name))
+        out.update(self._live_counts(name, state))
         return out
 
     def runs(self) -> list[dict]:
@@ -236,18 +272,21 @@ class Store:
 
     def writer(self, name: str, kind: str, *, dim: int | None = None, columns: list[str] | None = None,
                dtype: str = "float32", provenance: dict | None = None, overwrite: bool = False,
-               max_buffer_bytes: int | None = None, geometry: bool = True) -> FeatureSetWriter:
+               atomic: bool = False, max_buffer_bytes: int | None = None, geometry: bool = True
+               ) -> FeatureSetWriter:
         """A streaming writer for feature set `name` (takes the store's writer lock until closed).
 
         kind: backbone | botaclip | covariates | imported | predictions. Give `dim` for embeddings or `columns`
         for named numeric features; `dtype` is the on-disk precision (float32, float16, int8 = embeddings only).
-        An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`.
+        An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`, which builds
+        the new set aside and swaps it in when the writer closes without error (a failed or empty replacement
+        keeps the old set). `atomic` does the same for an addition to a set: all of it or nothing.
         `geometry`: recompute an embedding set's geometry statistics on close (see `Store.geometry`).
         """
         spec = FeatureSetSpec(name=name, kind=kind, dtype=dtype, dim=dim,
                               columns=tuple(columns) if columns is not None else None, provenance=provenance or {})
         kw = {} if max_buffer_bytes is None else {"max_buffer_bytes": max_buffer_bytes}
-        return FeatureSetWriter(self, spec, overwrite=overwrite, geometry=geometry, **kw)
+        return FeatureSetWriter(self, spec, overwrite=overwrite, atomic=atomic, geometry=geometry, **kw)
 
     # ---- partitions ----------------------------------------------------------------------------------------
 
@@ -259,20 +298,17 @@ class Store:
     def partitions(self, name: str) -> set[int]:
         """Partitions of `name` marked complete: finished with `finish_partition`, or written when a writer closed
         normally. A partition flushed early (memory bound) or by a failed run is listed only once finished."""
-        self.spec(name)
-        return {p for p, f in partition_files(self.path, name).items() if footer_meta(f).get("complete")}
+        _, files = self._files(name)
+        return {p for p, f in files.items() if read_footer(self.path, name, f).get("complete")}
 
     def existing_cells(self, name: str, parent: int | None = None) -> np.ndarray:
         """uint64 cells of `name` on disk now, sorted (only partition `parent`'s if given: one small read)."""
+        _, files = self._files(name)
         if parent is not None:
-            path = partition_path(self.path, name, int(parent))
-            if not path.exists():
-                return np.zeros(0, dtype=np.uint64)
-            return np.sort(pq.read_table(path, columns=["h3"]).column("h3").to_numpy().astype(np.uint64))
-        files = partition_files(self.path, name)
+            files = {int(parent): files[int(parent)]} if int(parent) in files else {}
         if not files:
             return np.zeros(0, dtype=np.uint64)
-        parts = [pq.read_table(f, columns=["h3"]).column("h3").to_numpy() for f in files.values()]
+        parts = [read_partition_table(self.path, name, f, ["h3"]).column("h3").to_numpy() for f in files.values()]
         return np.sort(np.concatenate(parts).astype(np.uint64))
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -283,9 +319,9 @@ class Store:
 
         `columns` selects named columns of a covariate set (default all); ignored for embeddings.
         """
-        spec = self.spec(name)
+        spec, files = self._files(name)
         cols = self._check_columns(spec, columns)
-        for parent, path in partition_files(self.path, name).items():
+        for parent, path in files.items():
             table = self._read_file(path, spec, cols)
             yield parent, table.column("h3").to_numpy().astype(np.uint64), spec.decode(table, cols)
 
@@ -297,8 +333,7 @@ class Store:
             raise BotaclipError(f"feature set {spec.name!r} has no columns {unknown} (columns: {list(spec.columns)})")
         return list(columns)
 
-    @staticmethod
-    def _read_file(path: Path, spec: FeatureSetSpec, cols: list[str] | None = None,
+    def _read_file(self, path: Path, spec: FeatureSetSpec, cols: list[str] | None = None,
                    with_extras: bool = False) -> pa.Table:
         if spec.is_embedding:
             need = ["h3", "embedding"] + (["embedding_scale"] if spec.dtype == "int8" else [])
@@ -306,20 +341,16 @@ class Store:
             need = ["h3"] + (cols or list(spec.columns))
         if with_extras:
             need += list(spec.extras)
-        try:
-            return pq.read_table(path, columns=need)
-        except (OSError, pa.ArrowException) as exc:
-            raise BotaclipError(f"cannot read partition file {path}: {exc}") from None
+        return read_partition_table(self.path, spec.name, path, need)
 
     def _lookup(self, name: str, cells: np.ndarray):
         """Rows for `cells` in their order: (found bool[n], X float32[n, F] with NaN where missing, extras)."""
-        spec = self.spec(name)
+        spec, files = self._files(name)
         names = spec.feature_names()
         n = len(cells)
         X = np.full((n, len(names)), np.nan, dtype=np.float32)
         found = np.zeros(n, dtype=bool)
         extras = {e: np.full(n, np.nan) for e in spec.extras}  # float64, NaN = null
-        files = partition_files(self.path, name)
         parents = self.partition_of(cells)
         for parent in np.unique(parents):
             path = files.get(int(parent))
@@ -438,17 +469,21 @@ class Store:
             register_h3_functions(con)
             state = load_state(con, self.catalog_path)
             for name in state.feature_sets:
-                spec = state.spec(name)
-                has_files = bool(partition_files(self.path, name))
-                con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS "
-                            f"{view_select(spec, self.path, has_files)}")
+                _, missing = missing_partitions(self.path, name, state.partitions.get(name))
+                damaged = str(missing_error(self.path, name, missing)) if missing else None
+                create_view(con, "OR REPLACE TEMP VIEW", state.spec(name), self.path, damaged)
         except BaseException:
             con.close()
             raise
         return con
 
-    def verify(self):
-        """Check every file, the catalog counts and cell uniqueness; see `botaclip.store.verify`."""
-        from botaclip.store.verify import verify_store
+    def verify(self, repair: bool = False):
+        """Check every file, the catalog counts and cell uniqueness; with `repair`, set damaged partitions aside
+        and update the catalog so that the rest stays usable. See `botaclip.store.verify`."""
+        from botaclip.store.verify import repair_store, verify_store
 
+        if repair:
+            if self.read_only:
+                raise BotaclipError(f"store {self.path} was opened read-only; open it with read_only=False to repair")
+            return repair_store(self)
         return verify_store(self)

@@ -7,7 +7,12 @@ Guarantees:
 - what `existing_cells()` returns is exactly what is on disk, so a job killed at any moment (even SIGKILL) and
   rerun on the cells that are not there completes with no duplicate and no missing cell;
 - buffers are bounded (`max_buffer_bytes`): when exceeded, the largest partitions are written early as
-  "partial" (merged again later), so memory does not grow with the size of the job.
+  "partial" (merged again later), so memory does not grow with the size of the job;
+- a replacement (`overwrite=True` of an existing set) and an `atomic=True` write are built aside and swapped in
+  only when the writer closes without error (see `staging`): a failed, interrupted or empty replacement leaves
+  the old set as it was;
+- a writer that fails before writing any file leaves the catalog untouched; the catalog records every
+  committed partition's rows and bytes, so readers notice a partition file that disappears.
 """
 
 from __future__ import annotations
@@ -16,20 +21,22 @@ import json
 import os
 import shutil
 import socket
-import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
+from botaclip.store.damage import read_footer, read_partition_table
 from botaclip.store.geometry import geometry_stats
-from botaclip.store.layout import footer_meta, partition_files, partition_path, tmp_dir, write_parquet_atomic
+from botaclip.store.layout import fsync_dir, partition_files, partition_path, write_parquet_atomic
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
+from botaclip.store.staging import link_untouched, new_stage_root, recover_swaps, swap_in
 
 if TYPE_CHECKING:
     from botaclip.store.store import Store
@@ -56,7 +63,7 @@ class FeatureSetWriter:
     ``geometry=False`` skips that (for intermediate commits of a longer job, which pass it on the last one).
     """
 
-    def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False,
+    def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False, atomic: bool = False,
                  max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES, geometry: bool = True) -> None:
         if store.read_only:
             raise BotaclipError(f"store {store.path} was opened read-only; open it with read_only=False to write")
@@ -70,81 +77,112 @@ class FeatureSetWriter:
         self.rows_written = 0
         self.partitions_written = 0
         self._closed = False
+        self._stage: Path | None = None
+        self.geometry = geometry
         self._lock = WriterLock(store.path).acquire()
         try:
-            self._open(overwrite)
+            self._open(overwrite, atomic)
         except BaseException:
             self._lock.release()
             raise
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
-    def _open(self, overwrite: bool) -> None:
+    def _open(self, overwrite: bool, atomic: bool) -> None:
         root = self.store.path
-        shutil.rmtree(root / ".tmp", ignore_errors=True)  # leftovers of killed writers: we hold the lock
         state = self.store._read_catalog()
+        try:
+            # We hold the lock: finish or undo a replacement a killed writer left half-swapped, then drop the
+            # leftovers of killed writers.
+            recover_swaps(root, {r["run_id"] for r in state.runs if r["status"] == "done"})
+            shutil.rmtree(root / ".tmp", ignore_errors=True)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot prepare store {root} for writing: {root_cause(exc)}") from None
         self.spec.provenance.setdefault("resolution", self.store.resolution)
         self.spec.provenance.setdefault("code_version", _code_version())
         old = state.feature_sets.get(self.name)
+        replace = False
         if old is not None:
             why = state.spec(self.name).conflicts_with(self.spec)
             if why and not overwrite:
                 raise BotaclipError(f"feature set {self.name!r} already exists with a different {why}; "
                                     "pass overwrite=True (CLI: --overwrite) to replace it, or choose another name")
-            if overwrite:
-                self._remove_files()
-                old = None
-                # The replaced set's records describe data that is gone.
-                state.drop_record("feature_set_geometry", self.name)
-                state.drop_record("cross_fits", self.name)
+            replace = overwrite
         now = utcnow()
-        if old is None:
+        if old is None or replace:
             self.spec.provenance.setdefault("created", now.isoformat())
-            provenance = self.spec.provenance
-            created = now
+            provenance, created = self.spec.provenance, now
         else:
             provenance = {**old["provenance"], **{k: v for k, v in self.spec.provenance.items()
                                                   if k not in ("created",)}}
             created = old["created"]
         self.spec.provenance = provenance
         self._schema = self.spec.arrow_schema(self.store.resolution, self.store.partition_resolution)
-        counts = self.store._live_counts(self.name)
-        state.feature_sets[self.name] = {**self.spec.to_record(), "extras": list(self.spec.extras),
-                                         "created": created, "updated": now, **counts}
+        self._record = {**self.spec.to_record(), "extras": list(self.spec.extras), "created": created}
         self.run_id = max([r["run_id"] for r in state.runs], default=0) + 1
-        state.runs.append({"run_id": self.run_id, "feature_set": self.name, "pid": os.getpid(),
-                           "host": socket.gethostname(), "started": now, "finished": None, "status": "running",
-                           "rows_written": 0, "partitions_written": 0, "botaclip_version": _code_version()})
-        write_catalog(self.store.catalog_path, state, root)
-        self._view_has_files = counts["partitions"] > 0
+        self._run = {"run_id": self.run_id, "feature_set": self.name, "pid": os.getpid(),
+                     "host": socket.gethostname(), "started": now, "finished": None, "status": "running",
+                     "rows_written": 0, "partitions_written": 0, "botaclip_version": _code_version()}
+        self._state_at_open = state  # restored if this writer fails before committing any file
+        self._replace = replace
+        self._old_parts = {} if replace else dict(state.partitions.get(self.name, {}))
+        self._old_rows = int(old["rows"] or 0) if old is not None else 0
+        self._touched: set[int] = set()
+        self._registered = False  # the catalog knows this run (non-staged writers register on their first file)
+        if replace or atomic:
+            try:
+                self._stage = new_stage_root(root, self.name)
+            except OSError as exc:
+                raise StoreWriteError(f"cannot write to store {root}: {root_cause(exc)}") from None
+        self._view_has_files = self._stage is None and bool(partition_files(root, self.name))
 
-    def _remove_files(self) -> None:
-        d = self.store.path / "features" / self.name
-        if d.exists():
-            trash = tmp_dir(self.store.path) / f"trash-{self.name}-{time.monotonic_ns()}"
-            os.replace(d, trash)  # one rename: readers see the old set or none, never half of it
-            shutil.rmtree(trash, ignore_errors=True)
+    @property
+    def replacing(self) -> bool:
+        """True when this writer replaces an existing set (built aside, swapped in on a successful close)."""
+        return self._replace
+
+    @property
+    def _data_root(self) -> Path:
+        """Where this writer's partition files go: the store, or its staging directory."""
+        return self._stage if self._stage is not None else self.store.path
+
+    def partition_path(self, parent: int) -> Path:
+        """The file partition `parent` is written to by this writer (in the staging area for a replacement)."""
+        return partition_path(self._data_root, self.name, int(parent))
 
     def close(self, failed: bool = False) -> None:
-        """Write everything buffered, record the run in the catalog, and release the writer lock."""
+        """Write everything buffered, record the run in the catalog (a replacement: swap it in), and release the
+        writer lock. With `failed`, a replacement is discarded and a first write that produced no file leaves
+        the catalog untouched; the error that made the caller fail is the one to report, so a second failure
+        here (the same full disk) is swallowed."""
         if self._closed:
             return
         self._closed = True
         try:
-            for parent in list(self._buffers):
-                self._flush(parent, complete=not failed)
-            state = self.store._read_catalog()
-            rec = state.feature_sets.get(self.name)
-            if rec is not None:
-                rec.update(self.store._live_counts(self.name), updated=utcnow())
-                if not failed and self.geometry and self.spec.is_embedding:
-                    self._record_geometry(state, rec["rows"])
-            for run in state.runs:
-                if run["run_id"] == self.run_id:
-                    run.update(finished=utcnow(), status="failed" if failed else "done",
-                               rows_written=self.rows_written, partitions_written=self.partitions_written)
-            write_catalog(self.store.catalog_path, state, self.store.path)
+            try:
+                for parent in list(self._buffers):
+                    self._flush(parent, complete=not failed)
+            except Exception:
+                if not failed:
+                    raise
+                self._buffers.clear()  # the rows not written are recomputed by the next run
+            if self._stage is not None:
+                if not failed:
+                    self._commit_stage()
+            elif self._registered or not failed:
+                try:
+                    if failed and not self._touched:  # registered, then failed before its first file landed
+                        write_catalog(self.store.catalog_path, self._state_at_open, self.store.path)
+                    else:
+                        self._record_run("failed" if failed else "done")
+                except StoreWriteError:
+                    if not failed:
+                        raise
+            if not failed and self.geometry and self.spec.is_embedding:
+                self._record_geometry()
         finally:
+            if self._stage is not None:
+                shutil.rmtree(self._stage, ignore_errors=True)
             self._lock.release()
 
     def _record_geometry(self, state, rows: int) -> None:
@@ -155,17 +193,121 @@ class FeatureSetWriter:
         else:
             state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
 
+    def _record_geometry(self) -> None:
+        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
+        state = self.store._read_catalog()
+        rows = int(state.feature_sets[self.name]["rows"] or 0)
+        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
+        if stats is None:
+            state.drop_record("feature_set_geometry", self.name)
+        else:
+            state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
+        write_catalog(self.store.catalog_path, state, self.store.path)
+
     def __enter__(self) -> "FeatureSetWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
 
+    # ---- catalog -------------------------------------------------------------------------------------------
+
+    def _scan(self, data_root: Path) -> tuple[dict[int, tuple[int, int]], dict]:
+        """Rows and bytes of every partition file under `data_root`, plus the catalog's records of partitions
+        this writer did not rewrite that are missing or unreadable (readers keep naming those)."""
+        parts: dict[int, tuple[int, int]] = {}
+        for parent, f in partition_files(data_root, self.name).items():
+            try:
+                parts[parent] = (pq.read_metadata(f).num_rows, f.stat().st_size)
+            except (OSError, pa.ArrowException):
+                if parent in self._old_parts:
+                    parts[parent] = self._old_parts[parent]
+        for parent, rec in self._old_parts.items():
+            if parent not in parts and parent not in self._touched:
+                parts[parent] = rec
+        counts = {"rows": sum(r for r, _ in parts.values()), "partitions": len(parts),
+                  "bytes": sum(b for _, b in parts.values())}
+        return parts, counts
+
+    def _state_with_this_set(self, data_root: Path, status: str | None):
+        state = self.store._read_catalog()
+        parts, counts = self._scan(data_root)
+        state.feature_sets[self.name] = {**self._record, **counts, "updated": utcnow()}
+        state.partitions[self.name] = parts
+        if self._replace:  # the replaced set's records describe data that is gone
+            state.drop_record("feature_set_geometry", self.name)
+            state.drop_record("cross_fits", self.name)
+        runs = [r for r in state.runs if r["run_id"] == self.run_id]
+        run = runs[0] if runs else dict(self._run)
+        if not runs:
+            state.runs.append(run)
+        if status is not None:
+            run.update(finished=utcnow(), status=status, rows_written=self.rows_written,
+                       partitions_written=self.partitions_written)
+        return state, counts
+
+    def _register(self) -> None:
+        """Record the set and this run ("running") in the catalog before the first partition file lands."""
+        state, _ = self._state_with_this_set(self.store.path, None)
+        write_catalog(self.store.catalog_path, state, self.store.path)
+        self._registered = True
+
+    def _record_run(self, status: str) -> None:
+        state, _ = self._state_with_this_set(self.store.path, status)
+        write_catalog(self.store.catalog_path, state, self.store.path)
+
+    def _commit_stage(self) -> None:
+        root = self.store.path
+        if not self._replace:
+            link_untouched(root, self._stage, self.name)  # an all-or-nothing append: the whole new set
+        state, counts = self._state_with_this_set(self._stage, "done")
+        if self._replace and counts["rows"] == 0:
+            raise BotaclipError(f"feature set {self.name!r} was not replaced: the new data holds no rows, so the "
+                                f"old set ({self._old_rows} rows) is kept")
+        try:
+            swap_in(root, self._stage, self.name, self.run_id,
+                    lambda: write_catalog(self.store.catalog_path, state, root))
+        except OSError as exc:
+            if isinstance(exc, StoreWriteError):
+                raise
+            raise StoreWriteError(f"cannot move feature set {self.name!r} into store {root}: {root_cause(exc)}; "
+                                  "the store is unchanged") from None
+
     # ---- reading back --------------------------------------------------------------------------------------
 
     def existing_cells(self) -> np.ndarray:
-        """uint64 cells of this feature set that are durably on disk now (buffered rows are not included)."""
-        return self.store.existing_cells(self.name)
+        """uint64 cells of this feature set that are durably on disk now (buffered rows are not included; a
+        replacement's cells are those written so far, not the old set's)."""
+        files = partition_files(self._data_root, self.name)
+        if self._stage is not None and not self._replace:
+            files = {**partition_files(self.store.path, self.name), **files}
+        parts = [pq.read_table(f, columns=["h3"]).column("h3").to_numpy() for f in files.values()]
+        return np.sort(np.concatenate(parts).astype(np.uint64)) if parts else np.zeros(0, dtype=np.uint64)
+
+    def commit_file(self, parent: int, path: Path, rows: int) -> None:
+        """Move a complete partition file written elsewhere on the same filesystem (a Ray worker's scratch
+        store) into this writer's place for partition `parent`, atomically."""
+        parent = int(parent)
+        if self._stage is None and not self._registered:
+            self._register()
+        final = self.partition_path(parent)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreWriteError(f"cannot commit partition {parent:x} into store {self.store.path}: "
+                                  f"{root_cause(exc)}") from None
+        self._touched.add(parent)
+        self.rows_written += int(rows)
+        self.partitions_written += 1
+        self._after_first_file()
+
+    def _after_first_file(self) -> None:
+        if self._stage is None and not self._view_has_files:
+            # The catalog view was an empty placeholder; point it at the files now so readers see them.
+            write_catalog(self.store.catalog_path, self.store._read_catalog(), self.store.path)
+            self._view_has_files = True
 
     # ---- writing -------------------------------------------------------------------------------------------
 
@@ -282,14 +424,17 @@ class FeatureSetWriter:
     def _flush(self, parent: int, complete: bool) -> int:
         pieces = self._buffers.pop(parent, [])
         self._buffered_bytes -= sum(t.nbytes for t in pieces)
-        path = partition_path(self.store.path, self.name, parent)
+        path = self.partition_path(parent)
+        base = path
+        if not base.exists() and self._stage is not None and not self._replace:
+            base = partition_path(self.store.path, self.name, parent)  # an all-or-nothing append merges the live file
         was_complete = False
         existing = None
-        if path.exists():
-            was_complete = bool(footer_meta(path).get("complete"))
-            if not pieces and (was_complete or not complete):
+        if base.exists():
+            was_complete = bool(read_footer(self.store.path, self.name, base).get("complete"))
+            if not pieces and base == path and (was_complete or not complete):
                 return pq.read_metadata(path).num_rows
-            existing = pq.read_table(path).cast(self._schema)
+            existing = read_partition_table(self.store.path, self.name, base).cast(self._schema)
         new = pa.concat_tables(pieces) if pieces else self._schema.empty_table()
         new_h3 = new.column("h3").to_numpy()
         if existing is not None and existing.num_rows:
@@ -306,13 +451,17 @@ class FeatureSetWriter:
         info = json.loads(meta[FOOTER_KEY])
         info.update(parent=f"{parent:x}", complete=bool(complete or was_complete), rows=merged.num_rows)
         meta[FOOTER_KEY] = json.dumps(info, default=str).encode()
-        write_parquet_atomic(merged.replace_schema_metadata(meta), path, self.store.path)
+        if self._stage is None and not self._registered:
+            self._register()
+        try:
+            write_parquet_atomic(merged.replace_schema_metadata(meta), path, self.store.path,
+                                 label=f"partition {parent:x} of feature set {self.name!r}")
+        except StoreWriteError as exc:
+            kept = ("nothing of this write was committed: the store is unchanged" if self._stage is not None else
+                    "the partitions written before are kept; run the same command again to complete")
+            raise StoreWriteError(f"{exc}; {kept}") from None
+        self._touched.add(parent)
         self.rows_written += new.num_rows
         self.partitions_written += 1
-        if not self._view_has_files:
-            # The catalog view was an empty placeholder; point it at the files now so readers see them.
-            state = self.store._read_catalog()
-            write_catalog(self.store.catalog_path, state, self.store.path)
-            self._view_has_files = True
+        self._after_first_file()
         return merged.num_rows
-

@@ -1,0 +1,114 @@
+"""Where the species of `sdm compare` run: in this process, in worker processes on this machine, or on a Ray
+cluster. Every engine runs the same function on the same inputs (each species' labelled cells, folds and the
+feature tables) and returns the same rows in species order, so the report does not depend on the engine.
+
+Memory: the feature tables are read once by the driver. Local workers map them from one temporary ``.npy``
+file each (``np.load(mmap_mode='r')``), so they share the page cache instead of holding copies; Ray workers read
+them from the object store (zero-copy for NumPy arrays).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from botaclip.errors import InvalidInputError, param
+from botaclip.ray_cluster import import_ray, ray_init
+
+ENGINES = ("local", "ray")
+
+#: The feature tables of a worker process (set once per process by the pool's initializer).
+_WORKER_TABLES: dict | None = None
+
+
+def worker_count(jobs: int | None, n_tasks: int) -> int:
+    """Worker processes for ``n_tasks`` species: ``jobs`` (None: the machine's cores), at most one per task."""
+    available = os.cpu_count() or 1
+    return max(1, min(jobs or available, n_tasks))
+
+
+def run_tasks(task: Callable, inputs: list, tables: dict, *, jobs: int | None, engine: str = "local",
+              ray_address: str | None = None, progress: Callable[[str], None] | None = None) -> list:
+    """``task(input, tables)`` for every input, results in input order.
+
+    ``tables``: name -> (X float32 [n, d], column names), the same for every task. ``jobs``: worker processes
+    (local) or concurrent tasks (Ray); 1 runs everything in this process."""
+    if engine not in ENGINES:
+        raise InvalidInputError(f"unknown {param('engine')} {engine!r}; choose from {', '.join(ENGINES)}")
+    if engine == "ray":
+        return _run_ray(task, inputs, tables, ray_address, progress)
+    n = worker_count(jobs, len(inputs))
+    if n == 1:
+        out = []
+        for item in inputs:
+            out.append(task(item, tables))
+            _say(progress, out[-1])
+        return out
+    return _run_processes(task, inputs, tables, n, progress)
+
+
+def _say(progress, result) -> None:
+    """Report a finished task by its species (the result part that names one)."""
+    info = next((r for r in result if hasattr(r, "species")), None) if isinstance(result, tuple) else None
+    if progress is not None and info is not None:
+        progress(f"{info.species}: done")
+
+
+def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory(prefix="botaclip_sdm_") as tmp:
+        paths = {}
+        for i, (name, (X, cols)) in enumerate(tables.items()):
+            path = Path(tmp) / f"t{i}.npy"
+            np.save(path, np.ascontiguousarray(X, dtype=np.float32))
+            paths[name] = (str(path), list(cols))
+        # spawn, not fork: a forked child of a process that has run OpenMP (LightGBM, BLAS) can deadlock.
+        context = multiprocessing.get_context("spawn")
+        results: list = [None] * len(inputs)
+        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_load_tables,
+                                 initargs=(paths,)) as pool:
+            futures = {pool.submit(_run_in_worker, task, item): i for i, item in enumerate(inputs)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                _say(progress, results[futures[future]])
+        return results
+
+
+def _load_tables(paths: dict) -> None:
+    global _WORKER_TABLES
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_TABLES = {name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()}
+
+
+def _run_in_worker(task, item):
+    return task(item, _WORKER_TABLES)
+
+
+def _run_ray(task, inputs, tables, address: str | None, progress) -> list:
+    ray = import_ray()
+    started = ray_init(ray, address)
+    try:
+        tables_ref = ray.put(tables)
+        remote = ray.remote(num_cpus=1)(_run_on_ray)
+        refs = [remote.remote(task, item, tables_ref) for item in inputs]
+        results: list = [None] * len(refs)
+        pending = dict(zip(refs, range(len(refs))))
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(done[0])
+            results[i] = ray.get(done[0])
+            _say(progress, results[i])
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_on_ray(task, item, tables):
+    return task(item, tables)
