@@ -7,6 +7,8 @@ split. With a CUDA device, also the caching rate of DOFA-base at 224 px.
 
     .venv/bin/python bench/train.py                      # 5 km, 2000 plots, DOFA-small, 64 px, 1 view
     .venv/bin/python bench/train.py --size-px 224 --views 4   # the command's defaults for chips
+
+Also times a cross-fitted run (``--folds 5``: five fold adapters plus the full one) on the warm cache.
 """
 
 from __future__ import annotations
@@ -29,24 +31,10 @@ def _region(size_km: float, plots: int) -> dict:
 
 
 def _variants(report, region, views: int) -> list[tuple[str, dict]]:
-    from botaclip.model.adapter import load_checkpoint
     from botaclip.model.train import TrainConfig, fit_botaclip
-    from botaclip.model.vocabulary import SpeciesVocabulary
-    from botaclip.pipeline.releves import read_releves
+    from botaclip.pipeline.train import load_training_data
 
-    ckpt = load_checkpoint(report.out)
-    with np.load(report.cache_path, allow_pickle=False) as data:
-        row = {str(r): i for i, r in enumerate(data["releve_ids"])}
-        feats_all = data["features"]
-    ids = ckpt["split"]["train"] + ckpt["split"]["val"]
-    feats = feats_all[[row[r] for r in ids]]
-    train_idx = np.arange(len(ckpt["split"]["train"]))
-    val_idx = np.arange(len(train_idx), len(ids))
-    releves = read_releves(region["releves"])
-    vocab = SpeciesVocabulary.from_list(ckpt["vocabulary"])
-    cover, _, _ = vocab.encode(releves.long["releve_id"].tolist(), releves.long["species"].tolist(),
-                               releves.long["cover"].tolist(), order=ids)
-    base = ckpt["config"]
+    feats, cover, train_idx, val_idx, base, center = load_training_data(report.out)
     out = []
     for name, change, one_view in [
         ("identity adapter, trained relevé encoder (raw backbone)", {"train_adapter": False}, False),
@@ -57,7 +45,7 @@ def _variants(report, region, views: int) -> list[tuple[str, dict]]:
     ]:
         config = TrainConfig.from_dict({**base, **change})
         t = time.perf_counter()
-        result = fit_botaclip(feats[:, :1] if one_view else feats, cover, train_idx, val_idx, config)
+        result = fit_botaclip(feats[:, :1] if one_view else feats, cover, train_idx, val_idx, config, center=center)
         out.append((name, {**result.best, "seconds": time.perf_counter() - t, "epochs": len(result.history) - 1}))
     return out
 
@@ -95,6 +83,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/botaclip-bench-train"))
     p.add_argument("--no-variants", action="store_true")
+    p.add_argument("--folds", type=int, default=5, help="also time a cross-fitted run (0: skip)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -107,11 +96,11 @@ def main() -> None:
     cache = args.workdir / f"cache-{args.backbone}-{args.size_px}px-{args.views}v"
     shutil.rmtree(cache, ignore_errors=True)
 
-    def run(out_name: str) -> tuple[object, float]:
+    def run(out_name: str, folds: int = 0) -> tuple[object, float]:
         options = TrainOptions(
             releves=str(region["releves"]), imagery=[str(region["ortho"])], out=str(args.workdir / out_name),
             backbone=args.backbone, size_px=args.size_px, views=args.views, epochs=args.epochs,
-            batch_size=args.batch_size, block_res=args.block_res, device="cpu", cache_dir=str(cache),
+            batch_size=args.batch_size, block_res=args.block_res, device="cpu", cache_dir=str(cache), folds=folds,
         )
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -133,6 +122,12 @@ def main() -> None:
           f"({warm.cached_now} relevés embedded)")
     print(f"trainable parameters: {cold.trainable_parameters:,}")
     print(format_summary(cold))
+    if args.folds:
+        cf, cf_s = run("adapter-crossfit.pt", folds=args.folds)
+        each = ", ".join(f"{f['seconds']:.1f}" for f in cf.folds)
+        print(f"\ncross-fitted, --folds {args.folds} (cache warm): {cf_s:.1f} s in all; {cf.seconds_folds:.1f} s for "
+              f"the {args.folds} fold adapters ({each} s), "
+              f"{cf.seconds_train:.1f} s for the full one; one adapter alone: {warm.seconds_train:.1f} s")
     if not args.no_variants:
         print("\nvariants on the same cached features and split (validation, best epoch):")
         print(f"{'variant':<58}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'epochs':>8}{'s':>7}")

@@ -326,3 +326,29 @@ def test_cli_diagnose_bad_input_is_one_line(cli_runner, landscape_store, tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
+
+
+def test_effective_dimensionality_and_centred_cosine(disk_cells, tmp_path):
+    """A collinear cloud (one shared direction plus small structured offsets, like random-init embeddings):
+    raw cosine squeezes the habitats together, centred cosine separates them; effective dimensionality is the
+    participation ratio of the sample's spectrum."""
+    cells, latlng = disk_cells
+    habitat, backbone, _ = _landscape(cells, latlng)
+    offsets = backbone / np.linalg.norm(backbone, axis=1, keepdims=True)
+    collinear = np.r_[40.0, np.zeros(backbone.shape[1] - 1)] + offsets
+    pd.DataFrame({"h3": cells, "habitat": habitat}).to_parquet(tmp_path / "labels.parquet")
+    frame = {"raw": (cells, collinear)}
+    raw = diagnose(frame, labels=tmp_path / "labels.parquet", sample=300)
+    centred = diagnose(frame, labels=tmp_path / "labels.parquet", sample=300, centered=True)
+    assert centred.centered and "centred" in centred.summary_lines()[0]
+    # Raw cosine is about 1 for every pair; centred, the pairs spread around 0 (ratios such as the silhouette's
+    # are scale-free and barely move, but anything that reads cosine values - R, SigLIP logits - does).
+    assert raw.results["raw"]["mean_cosine"] > 0.99
+    assert abs(centred.results["raw"]["mean_cosine"]) < 0.05
+    # Effective dimensionality against numpy on the same sample of unit rows.
+    X = collinear / np.linalg.norm(collinear, axis=1, keepdims=True)
+    eig = np.linalg.eigvalsh(np.cov(X.T))
+    assert raw.results["raw"]["effective_dim"] == pytest.approx(eig.sum() ** 2 / (eig**2).sum(), rel=0.3)
+    assert 1.0 <= raw.results["raw"]["effective_dim"] <= X.shape[1]
+    assert raw.results["raw"]["pc1_share"] == pytest.approx(eig.max() / eig.sum(), rel=0.3)
+    assert "eff dim" in centred.to_table() and "PC1 share" in centred.to_table()

@@ -243,3 +243,113 @@ def test_frozen_adapter_baseline_trains_only_the_encoder():
     assert torch.equal(result.model.image_adapter.linear.weight, torch.eye(32))
     assert all(h["val_reg"] == pytest.approx(0.0, abs=1e-10) for h in result.history)
     assert result.history[-1]["temperature"] != pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------- centring and BotaSP
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_centred_adapter_starts_as_the_centred_backbone(kind):
+    torch.manual_seed(1)
+    d = F.normalize(torch.randn(32, 64) + 4.0, dim=-1)  # nearly collinear, like random-init embeddings
+    center = d.mean(dim=0)
+    adapter = ImageAdapter(64, 64, kind=kind, center=center)
+    expected = F.normalize(d - center, dim=-1)
+    assert torch.allclose(adapter(d), expected, atol=1e-6)
+    assert torch.allclose(adapter(d * 7.0), expected, atol=1e-6)  # input renormalised first
+    assert torch.equal(adapter.state_dict()["center"], center)
+    # R compares with the centred input, so it is zero at the start; against raw cosines it would not be.
+    model = BotaCLIP(64, vocab_size=5, adapter=kind, center=center)
+    assert float(model(d, torch.rand(32, 5) * 40)["reg"].detach()) == pytest.approx(0.0, abs=1e-10)
+    raw = BotaCLIP(64, vocab_size=5, adapter=kind, center=center, reg_target="raw")
+    assert float(raw(d, torch.rand(32, 5) * 40)["reg"].detach()) > 0.1
+    # The collinear raw cosines are all near 1; centred ones spread out.
+    assert float((d @ d.T).min()) > 0.9 and float((expected @ expected.T).min()) < 0.0
+
+
+def test_uncentred_checkpoint_state_loads_as_no_centring():
+    from botaclip.model.train import build_model, loadable_state
+
+    model = build_model(16, 4, TrainConfig())
+    old = {k: v for k, v in model.state_dict().items() if k != "image_adapter.center"}
+    model.load_state_dict(loadable_state(old, model))
+    assert torch.equal(model.image_adapter.center, torch.zeros(16))
+
+
+def test_species_bce_loss_matches_hand_computation():
+    from botaclip.model.loss import SpeciesBCELoss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    hand = -(math.log(sig(2.0)) + math.log(1 - sig(-1.0)) + math.log(1 - sig(0.5)) + math.log(sig(0.0))) / 4
+    assert float(SpeciesBCELoss()(logits, targets)) == pytest.approx(hand, rel=1e-6)
+
+
+def test_botasp_forward_uses_presence_and_regulariser():
+    from botaclip.model.botaclip import BotaSP
+
+    torch.manual_seed(0)
+    d = torch.randn(8, 16)
+    cover = torch.tensor([[0.0, 30.0, 0.0]] * 8)
+    model = BotaSP(16, vocab_size=3, lambda_reg=1.0)
+    out = model(d, cover)
+    assert set(out) == {"loss", "bce", "reg"}
+    logits = model.species_logits(d)
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([[0.0, 1.0, 0.0]] * 8))
+    assert float(out["bce"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(out["reg"]) == pytest.approx(0.0, abs=1e-10)  # identity start
+
+
+def test_botasp_training_lowers_its_loss_and_raises_species_auc():
+    feats, cover = _synthetic()
+    train, val = np.arange(180), np.arange(180, 240)
+    result = fit_botaclip(feats, cover, train, val, TrainConfig(**dict(CFG, objective="supervised", epochs=20)),
+                          center=feats[:, 0].mean(axis=0))
+    assert result.best["bce"] < result.baseline["bce"] - 0.02
+    assert result.best["species_auc"] > result.baseline["species_auc"] + 0.05
+    assert {"train_bce", "val_bce", "val_reg", "val_species_auc"} <= set(result.history[-1])
+    assert "temperature" not in result.history[-1]
+    # The head's bias starts at the training prevalence's log-odds.
+    from botaclip.model.botaclip import BotaSP
+
+    model = BotaSP(32, vocab_size=2)
+    model.init_head_bias(torch.tensor([0.1, 0.5]))
+    assert model.species_head.bias.tolist() == pytest.approx([math.log(0.1 / 0.9), 0.0], abs=1e-6)
+
+
+def test_unknown_objective_is_refused():
+    feats, cover = _synthetic(n=100)
+    with pytest.raises(BotaclipError, match="unknown --objective 'sp'"):
+        fit_botaclip(feats, cover, np.arange(80), np.arange(80, 100), TrainConfig(**dict(CFG, objective="sp")))
+
+
+def test_mean_species_auc_against_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from botaclip.model.train import mean_species_auc
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 4))
+    present = rng.random((50, 4)) < 0.3
+    present[:, 3] = False  # one class only: left out
+    expected = np.mean([roc_auc_score(present[:, j], logits[:, j]) for j in range(3)])
+    assert mean_species_auc(torch.from_numpy(logits), torch.from_numpy(present)) == pytest.approx(expected)
+
+
+def test_spatial_block_folds_keep_blocks_whole_balance_and_follow_the_seed():
+    from botaclip.pipeline.spatial_split import spatial_block_folds
+
+    rng = np.random.default_rng(0)
+    lat, lng = 45.1 + rng.uniform(0, 0.05, 600), 5.8 + rng.uniform(0, 0.07, 600)
+    blocks, fold_of_block, fold = spatial_block_folds(lat, lng, 4, 8, seed=0)
+    point_blocks = block_ids(lat, lng, 8)
+    assert np.array_equal(blocks, np.unique(point_blocks))
+    for b, f in zip(blocks, fold_of_block, strict=True):
+        assert set(fold[point_blocks == b]) == {f}  # whole blocks
+    sizes = np.bincount(fold, minlength=4)
+    assert sizes.min() > 0.5 * sizes.max()
+    _, other, _ = spatial_block_folds(lat, lng, 4, 8, seed=1)
+    assert not np.array_equal(fold_of_block, other)  # another seed, other folds
+    with pytest.raises(BotaclipError, match="cannot cross-fit 4 folds"):
+        spatial_block_folds(lat, lng, 4, 5)

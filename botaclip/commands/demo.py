@@ -25,20 +25,29 @@ import click
               help="Plant species compared (those of intermediate prevalence).")
 @click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default="logistic", show_default=True,
               help="SDM algorithm; the tree models are several times slower on a CPU.")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="Spatial-block folds of the SDMs, and cross-fitting folds of the adapters.")
+@click.option("--seeds", type=int, default=3, show_default=True,
+              help="Training seeds: each trains both adapters (and their fold adapters) and draws the SDM folds "
+                   "again; the report gives mean +- sd over seeds.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the region, the backbone and the folds.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the region and the backbone, and the first training seed.")
 def demo(out: Path, weights: str | None, backbone: str, size_km: float, plots: int, size_px: int, views: int,
-         epochs: int, batch_size: int, plant_species: int, model: str, device: str, seed: int) -> None:
-    """Run the whole pipeline on the sample region and compare raw DOFA with BotaCLIP features (the paper's Table 1).
+         epochs: int, batch_size: int, plant_species: int, model: str, folds: int, seeds: int, device: str,
+         seed: int) -> None:
+    """Run the whole pipeline on the sample region and compare raw DOFA, BotaSP and BotaCLIP features (the paper's
+    Table 1).
 
-    Makes the sample region, indexes it with the backbone, trains BotaCLIP on the relevés, derives the adapted
-    feature set, then compares both on plants (presence-absence, TSS), butterflies (presence-only, Boyce index)
-    and soil groups (abundance, Spearman rho) on identical spatial folds. Writes OUT/report.md, OUT/report.json
-    and maps in OUT/maps.
+    Makes the sample region, indexes it with the backbone, trains BotaSP and BotaCLIP on the relevés (cross-fitted
+    on spatial blocks, for --seeds seeds), derives the adapted feature sets, then compares the three on plants
+    (presence-absence, TSS), butterflies (presence-only, Boyce index) and soil groups (abundance, Spearman rho) on
+    identical spatial folds, with no relevé scoring a model built on an adapter that saw it. Writes OUT/report.md,
+    OUT/report.json and maps in OUT/maps.
     """
     from botaclip.pipeline.demo import DemoOptions, run_demo
 
     options = DemoOptions(out=out, weights=weights, backbone=backbone, seed=seed, size_km=size_km, plots=plots,
                           size_px=size_px, views=views, epochs=epochs, batch_size=batch_size,
-                          plant_species=plant_species, model=model, device=device)
+                          plant_species=plant_species, model=model, folds=folds, seeds=seeds, device=device)
     run_demo(options, echo=lambda line: click.echo(line, err=True))

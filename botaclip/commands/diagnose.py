@@ -25,16 +25,20 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the cell and pair samples.")
 @click.option("--k", "k", default=10, show_default=True, type=click.IntRange(min=1),
               help="Neighbours for kNN accuracy and neighbourhood overlap.")
+@click.option("--centered", is_flag=True,
+              help="Centred cosine: subtract each set's mean vector (kept in the catalog) before comparing; raw "
+                   "cosine over a nearly collinear set is about 1 everywhere.")
 @click.option(
     "--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
     help="Directory for diagnostics.json, diagnostics.md and the PNG figures (created if missing).",
 )
-def diagnose(store_path, feature_sets, labels_path, label_col, sample, seed, k, out_dir) -> None:
+def diagnose(store_path, feature_sets, labels_path, label_col, sample, seed, k, centered, out_dir) -> None:
     """Embedding-space diagnostics: label separation, geometry kept, spatial smoothness, per feature set.
 
     Prints one table (feature set x diagnostic): Davies-Bouldin index, silhouette (cosine) and leave-one-out kNN
     accuracy when --labels is given; Spearman correlation of pairwise cosine distances and kNN-neighbourhood
-    overlap against the first feature set; Moran's I of the first three principal components over H3 neighbours.
+    overlap against the first feature set; Moran's I of the first three principal components over H3 neighbours;
+    effective dimensionality (participation ratio of the PCA spectrum) and the first component's share.
     """
     from botaclip.diagnostics import diagnose as run_diagnostics
     from botaclip.store import Store
@@ -42,7 +46,8 @@ def diagnose(store_path, feature_sets, labels_path, label_col, sample, seed, k, 
     names = [n.strip() for n in feature_sets.split(",") if n.strip()] if feature_sets is not None else None
     store = Store.open(store_path, read_only=True)
     report = run_diagnostics(
-        store, names, labels=labels_path, label_col=label_col, sample=sample, seed=seed, out_dir=out_dir, k=k
+        store, names, labels=labels_path, label_col=label_col, sample=sample, seed=seed, out_dir=out_dir, k=k,
+        centered=centered,
     )
     for line in report.summary_lines():
         click.echo(line)

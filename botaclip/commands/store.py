@@ -164,14 +164,17 @@ def _parse_point(text: str) -> tuple[float, float]:
 @click.option("--within", help="Region: an H3 cell (hex), a bbox 'south,west,north,east', or a polygon file.")
 @click.option("--method", type=click.Choice(["brute", "hnsw"]), default="brute", show_default=True,
               help="Exact brute force, or an HNSW index (needs the vss extension: botaclip[ann]).")
+@click.option("--centered", is_flag=True,
+              help="Rank by centred cosine (the set's mean vector subtracted; exact search only): raw cosine over a "
+                   "nearly collinear set is about 1 for every cell.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="Output format.")
-def similar_cmd(store, name, cell, point, k, within, method, fmt) -> None:
+def similar_cmd(store, name, cell, point, k, within, method, centered, fmt) -> None:
     """List the k cells whose embeddings are most similar (cosine) to a cell's or a point's."""
     from botaclip.store.similarity import similar
 
     table = similar(_open(store), name, cell=cell, point=_parse_point(point) if point else None, k=k,
-                    within=within, method=method)
+                    within=within, method=method, centered=centered)
     _emit(table.drop(["h3"]), fmt, None)
 
 

@@ -21,16 +21,33 @@ import click
               help="Frozen backbone: dofa-small, dofa-base, dofa-large (dofa-tiny for tests).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="Backbone checkpoint (see `botaclip weights download`); without it the backbone is random.")
+@click.option("--objective", default="contrastive", show_default=True,
+              type=click.Choice(["contrastive", "supervised"]),
+              help="contrastive (BotaCLIP: SigLIP against a relevé encoder) or supervised (BotaSP: a linear "
+                   "multi-label species head with binary cross-entropy); both with the same adapter and R.")
+@click.option("--folds", default=0, show_default=True, type=int,
+              help="Cross-fit: also train one adapter per fold of whole H3 blocks (--block-res) of relevés, each "
+                   "never seeing its fold (K >= 2; 0: off). `botaclip index` then writes a companion set per fold.")
 @click.option("--embed-dim", default=None, type=int,
               help="Dimension E of the shared space [default: the backbone's, so the adapter starts as identity].")
 @click.option("--epochs", default=100, show_default=True, type=int, help="Maximum number of epochs.")
 @click.option("--batch-size", default=512, show_default=True, type=int, help="Pairs per training batch.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
+@click.option("--lr", default=1e-2, show_default=True, type=float,
+              help="AdamW learning rate (docs/training.md: the ablation behind the default).")
 @click.option("--weight-decay", default=1e-4, show_default=True, type=float, help="AdamW weight decay.")
 @click.option("--lambda-reg", default=1.0, show_default=True, type=float,
               help="Weight of the geometry regulariser R (0 turns it off).")
 @click.option("--k-neighbors", default=None, type=int,
               help="Restrict R to each sample's k nearest backbone neighbours in the batch [default: all pairs].")
+@click.option("--init-temperature", default=10.0, show_default=True, type=float,
+              help="SigLIP temperature t = exp(t') at the start (learned).")
+@click.option("--init-bias", default=-10.0, show_default=True, type=float, help="SigLIP bias b at the start (learned).")
+@click.option("--no-center", "no_center", is_flag=True,
+              help="Do not centre the adapter's input (the first demo's setting; see docs/training.md).")
+@click.option("--center-store", default=None, type=click.Path(file_okay=False),
+              help="Centre the adapter's input by the mean vector of this store's backbone feature set made with "
+                   "the same backbone and chips [default: the mean of the relevés' chips].")
+@click.option("--center-set", default=None, help="The backbone feature set of --center-store to centre by.")
 @click.option("--views", default=4, show_default=True, type=int,
               help="Augmented views cached per chip (1 = no augmentation).")
 @click.option("--adapter", "adapter_kind", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]),
@@ -42,7 +59,8 @@ import click
 @click.option("--val-fraction", default=0.2, show_default=True, type=float,
               help="Share of relevés held out for validation (whole spatial blocks).")
 @click.option("--block-res", default=8, show_default=True, type=int,
-              help="H3 resolution of the validation blocks (8: about 0.7 km2; smaller = larger blocks).")
+              help="H3 resolution of the validation (and --folds) blocks (8: about 0.7 km2; smaller = larger "
+                   "blocks).")
 @click.option("--patience", default=10, show_default=True, type=int,
               help="Stop after this many epochs without a better validation loss.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, split, views, batches.")
@@ -56,19 +74,22 @@ import click
               help="Folder of the backbone-feature cache [default: next to --out].")
 @click.option("--resume", default=None, type=click.Path(dir_okay=False),
               help="Continue training from this checkpoint (same data and backbone) up to --epochs.")
-def train(releves, imagery, out, plots, crs, backbone, weights, embed_dim, epochs, batch_size, lr, weight_decay,
-          lambda_reg, k_neighbors, views, adapter_kind, cover_transform, min_plots, val_fraction, block_res, patience,
-          seed, device, chip_m, size_px, bands, min_valid, cache_dir, resume) -> None:
+def train(releves, imagery, out, plots, crs, backbone, weights, objective, folds, embed_dim, epochs, batch_size, lr,
+          weight_decay, lambda_reg, k_neighbors, init_temperature, init_bias, no_center, center_store, center_set,
+          views, adapter_kind, cover_transform, min_plots, val_fraction, block_res, patience, seed, device, chip_m,
+          size_px, bands, min_valid, cache_dir, resume) -> None:
     """Train the BotaCLIP adapter: caches frozen-backbone embeddings of each relevé's chip, then fits the adapter
     and relevé encoder (SigLIP + lambda * R) with a spatial-block validation split and early stopping.
 
-    Reproduces the paper's variants with --lambda-reg 0, --views 1, --adapter mlp.
+    Reproduces the paper's variants with --lambda-reg 0, --views 1, --adapter mlp, and its supervised baseline
+    BotaSP with --objective supervised. --folds K cross-fits K more adapters for leakage-free SDMs.
     """
     from botaclip.pipeline.train import TrainOptions, format_summary, train_botaclip
 
     options = TrainOptions(
         releves=releves, imagery=list(imagery), out=out, plots=plots, crs=crs, backbone=backbone, weights=weights,
-        embed_dim=embed_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        objective=objective, folds=folds, init_temperature=init_temperature, init_bias=init_bias,
+        center=not no_center, center_store=center_store, center_set=center_set, embed_dim=embed_dim, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         lambda_reg=lambda_reg, k_neighbors=k_neighbors, views=views, adapter=adapter_kind,
         cover_transform=cover_transform, min_plots=min_plots, val_fraction=val_fraction, block_res=block_res,
         patience=patience, seed=seed, device=device, chip_m=chip_m, size_px=size_px, bands=bands,

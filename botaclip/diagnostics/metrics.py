@@ -13,6 +13,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from botaclip.diagnostics.neighbours import class_similarity_sums, cosine_knn, unit_rows
+from botaclip.store.geometry import participation_ratio
 
 
 def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +191,12 @@ class PCA:
     mean: np.ndarray  # (D,)
     components: np.ndarray  # (q, D), unit rows, largest variance first
     explained_variance_ratio: np.ndarray  # (q,)
+    eigenvalues: np.ndarray | None = None  # (D,) the whole spectrum, largest first
+
+    @property
+    def effective_dim(self) -> float:
+        """Participation ratio (sum l)^2 / sum l^2 of the whole spectrum (see botaclip.store.geometry)."""
+        return participation_ratio(self.eigenvalues)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Scores (N, q) of the rows of X on the components."""
@@ -214,4 +221,4 @@ def fit_pca(X: np.ndarray, n_components: int = 3) -> PCA:
     components *= np.where(signs == 0, 1.0, signs)[:, None]
     total = values.sum()
     ratio = values[:q] / total if total > 0 else np.zeros(q)
-    return PCA(mean=mean, components=components, explained_variance_ratio=ratio)
+    return PCA(mean=mean, components=components, explained_variance_ratio=ratio, eigenvalues=values)

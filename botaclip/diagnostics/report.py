@@ -42,6 +42,9 @@ N_MORAN_COMPONENTS = 3
 # (key, column title, format) of the printed table, in order.
 TABLE_COLUMNS = [
     ("dim", "dim", "{:d}"),
+    ("effective_dim", "eff dim", "{:.2f}"),
+    ("pc1_share", "PC1 share", "{:.3f}"),
+    ("mean_cosine", "mean cos", "{:.3f}"),
     ("davies_bouldin", "Davies-Bouldin", "{:.3f}"),
     ("silhouette_cosine", "silhouette", "{:.3f}"),
     ("knn_accuracy", "kNN acc", "{:.3f}"),
@@ -89,6 +92,7 @@ class DiagnosticsReport:
     notes: list[str] = field(default_factory=list)
     store: str | None = None
     elapsed_s: float = 0.0
+    centered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (NaN as null)."""
@@ -116,7 +120,10 @@ class DiagnosticsReport:
 
     def key(self) -> str:
         """What the table's columns mean, one line per group of columns shown."""
-        lines = []
+        lines = [f"eff dim: participation ratio (sum l)^2 / sum l^2 of the PCA spectrum of the sampled "
+                 f"{'centred ' if self.centered else ''}unit embeddings (D for an isotropic cloud, 1 when one axis "
+                 "holds all variance); PC1 share: that axis' share of the variance; mean cos: mean cosine "
+                 "similarity of random pairs of cells (near 1: a nearly collinear set, where raw cosine says little)."]
         if self.labels:
             lines.append(f"Davies-Bouldin (lower = classes better separated), silhouette (cosine, -1..1), kNN acc "
                          f"(k = {self.k}, leave-one-out, cosine; chance = {self.labels['majority_share']:.3f}).")
@@ -134,7 +141,8 @@ class DiagnosticsReport:
             f"cells common to {', '.join(self.feature_sets)}: {s['n_cells_common']}; sampled {s['n_sampled']} "
             f"(seed {self.seed}); spatial sample {s['n_spatial']} cells with {s['n_spatial_pairs']} H3 "
             f"neighbour pairs; {s['n_pairs']} cell pairs for distance correlation; k = {self.k}; "
-            f"reference for geometry: {self.reference}",
+            f"reference for geometry: {self.reference}"
+            + ("; cosine centred (each set's mean vector subtracted first)" if self.centered else ""),
         ]
         if self.labels:
             lab = self.labels
@@ -204,6 +212,7 @@ def diagnose(
     k: int = 10,
     n_pairs: int = N_PAIRS,
     umap: bool | None = None,
+    centered: bool = False,
 ) -> DiagnosticsReport:
     """Embedding-space diagnostics of `feature_sets` on the cells they all cover.
 
@@ -215,6 +224,9 @@ def diagnose(
     sample: cells drawn (fixed `seed`) for all metrics; the spatial sample for Moran's I is about as large.
     out_dir: when given, diagnostics.json, diagnostics.md and PNG figures are written there.
     umap: add a UMAP figure (default: when umap-learn is installed).
+    centered: centred cosine: subtract each embedding set's mean vector (the store's, from the catalog; else the
+        mean of the sampled cells, noted) before unit-normalising. Raw cosine over a nearly collinear set (a
+        random-init backbone) is close to 1 everywhere; centred cosine shows its structure.
     """
     started = time.perf_counter()
     if feature_sets is not None and not list(feature_sets):
@@ -335,6 +347,12 @@ def diagnose(
             with np.errstate(all="ignore"):
                 fill = 0.0 if not source.is_embedding(name) else np.nanmean(X, axis=0)
             X = np.nan_to_num(np.where(missing, fill, X), nan=0.0, posinf=0.0, neginf=0.0)
+        if centered and source.is_embedding(name):
+            mean = getattr(source, "mean", lambda _: None)(name)
+            if mean is None:
+                mean = unit_rows(X).mean(axis=0)
+                notes.append(f"{name}: no stored mean vector; centred by the mean of the sampled cells")
+            X = unit_rows(X) - np.asarray(mean, dtype=np.float32)
         X = unit_rows(X)
         X_main, X_spatial = X[main_pos], X[spatial_pos]
         del X
@@ -342,8 +360,12 @@ def diagnose(
         dist_by_set[name] = pair_cosine_distances(X_main, pair_i, pair_j)
         pca = fit_pca(X_spatial, N_MORAN_COMPONENTS)
         spatial_scores = pca.transform(X_spatial)
+        spectrum = fit_pca(X_main, 1)
         result: dict[str, Any] = {
             "dim": int(X_main.shape[1]),
+            "effective_dim": spectrum.effective_dim,
+            "pc1_share": float(spectrum.explained_variance_ratio[0]),
+            "mean_cosine": float(1.0 - dist_by_set[name].mean()),
             "standardised": not source.is_embedding(name),
             "n_cells": int(cells_by_set[name].shape[0]),
             "explained_variance_pc": [float(v) for v in pca.explained_variance_ratio],
@@ -402,6 +424,7 @@ def diagnose(
         geometry=geometry,
         notes=notes,
         store=source.description,
+        centered=centered,
     )
     if out_dir is not None:
         report.figures = _write_figures(

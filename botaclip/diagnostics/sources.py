@@ -33,6 +33,9 @@ class FeatureSource(Protocol):
         """True for embeddings (compared as they are), False for named columns such as covariates (standardised
         first, since their units differ)."""
 
+    def mean(self, name: str) -> np.ndarray | None:
+        """The feature set's mean vector over all its cells (for centred cosine), None if not known."""
+
 
 def _align(h3: np.ndarray, X: np.ndarray, cells: np.ndarray, name: str) -> np.ndarray:
     """Rows of X for `cells`, given the feature set's own cell order `h3`."""
@@ -78,6 +81,11 @@ class ArraySource:
     def is_embedding(self, name: str) -> bool:
         return True
 
+    def mean(self, name: str) -> np.ndarray | None:
+        # Of the unit rows, as a store keeps them (and as diagnose compares them).
+        X = np.asarray(self._features[name][1], dtype=np.float64)
+        return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-30)).mean(axis=0)
+
 
 class StoreSource:
     """Features read through `botaclip.store.Store`: cell lists first, then only the sampled cells."""
@@ -105,6 +113,10 @@ class StoreSource:
 
     def is_embedding(self, name: str) -> bool:
         return bool(self._store.spec(name).is_embedding)
+
+    def mean(self, name: str) -> np.ndarray | None:
+        geometry = self._store.geometry(name) if hasattr(self._store, "geometry") else None
+        return None if geometry is None else geometry["mean"]
 
 
 def as_source(store: Any) -> FeatureSource:

@@ -3,18 +3,28 @@
 A checkpoint is a ``torch.save``d dict of tensors, str, int, float, bool, None, lists and dicts only, so it loads
 with ``torch.load(weights_only=True)``::
 
-    format            "botaclip-adapter/1"
+    format            "botaclip-adapter/2" (/1: written before centring and BotaSP; still read, as uncentred)
+    objective         "contrastive" (BotaCLIP) or "supervised" (BotaSP)
     backbone          {name, model_name, dim, sha256, wavelengths, bands, chip_m, size_px}   (name: the registry
                       name, e.g. dofa-base; model_name: the model's own name, which differs at other chip sizes;
                       sha256: the weights file's sha256, or "random-init:seed=S" for a random backbone)
+    centering         {source, feature_set, store, rows}: where the adapter's input centring (the
+                      ``image_adapter.center`` buffer of ``model``) came from; source "none" for no centring
     config            the TrainConfig as a dict
-    vocabulary        list of species names (the relevé encoder's input order)
-    model             the best state dict (image adapter, relevé encoder, SigLIP t' and b)
+    vocabulary        list of species names (the relevé encoder's input / the species head's output order)
+    model             the best state dict (image adapter with its centring, relevé encoder and SigLIP t' and b, or
+                      the species head)
+    split             training and validation relevé ids, block_res, val_fraction
     history, summary  the per-epoch log and the final comparison with the untrained start
     state             the loop state for --resume (last epoch's weights, optimizer, RNG, counters)
+    cross_fit         only for ``botaclip train --folds K``: {k, block_res, seed, blocks (int64 H3 cells),
+                      folds (int64, fold of each block), releves {ids, lat, lng (degrees)}, adapters: K dicts
+                      {fold, model, vocabulary, split (with held_out: the ids of fold k), history, summary}};
+                      the top-level model is then the full adapter, trained on every relevé
 
 ``load_adapter(path)`` returns an :class:`AdapterBundle` whose ``transform`` maps unit-normalised backbone
-embeddings [N, D] to unit-normalised adapted embeddings [N, E] (torch only: no imagery, no store).
+embeddings [N, D] to unit-normalised adapted embeddings [N, E] (torch only: no imagery, no store), with
+``cross_fit`` holding the K fold adapters of a cross-fitted checkpoint.
 """
 
 from __future__ import annotations
@@ -22,17 +32,18 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from botaclip.errors import BotaclipError
-from botaclip.model.botaclip import BotaCLIP, ImageAdapter, ReleveEncoder
+from botaclip.model.botaclip import BotaCLIP, BotaSP, ImageAdapter, ReleveEncoder
 from botaclip.model.vocabulary import SpeciesVocabulary
 
-CHECKPOINT_FORMAT = "botaclip-adapter/1"
+CHECKPOINT_FORMAT = "botaclip-adapter/2"
+READABLE_FORMATS = ("botaclip-adapter/1", CHECKPOINT_FORMAT)
 
 
 def backbone_identity(weights_sha256: str | None, seed: int = 0) -> str:
@@ -69,44 +80,54 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as exc:  # pickle errors, damaged archives, foreign objects
         raise BotaclipError(f"cannot read adapter checkpoint {path} (damaged, or not written by `botaclip train`): "
                             f"{type(exc).__name__}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
         raise BotaclipError(f"{path} is not a BotaCLIP adapter checkpoint (written by `botaclip train`)")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> BotaCLIP:
-    """Rebuilds the trained BotaCLIP module (best weights) from a loaded checkpoint."""
-    from botaclip.model.train import TrainConfig, build_model
+def model_from_checkpoint(ckpt: dict, part: dict | None = None) -> BotaCLIP | BotaSP:
+    """Rebuilds the trained module (best weights) from a loaded checkpoint: the top-level adapter, or ``part``
+    (one of ``ckpt["cross_fit"]["adapters"]``, which has its own model and vocabulary)."""
+    from botaclip.model.train import TrainConfig, build_model, loadable_state
 
+    part = part or ckpt
     config = TrainConfig.from_dict(ckpt["config"])
-    model = build_model(int(ckpt["backbone"]["dim"]), len(ckpt["vocabulary"]), config)
-    model.load_state_dict(ckpt["model"])
+    model = build_model(int(ckpt["backbone"]["dim"]), len(part["vocabulary"]), config)
+    model.load_state_dict(loadable_state(part["model"], model))
     model.eval()
     return model
 
 
 @dataclass
 class AdapterBundle:
-    """A trained BotaCLIP adapter with the identity of the backbone it was trained on.
+    """A trained BotaCLIP (or BotaSP) adapter with the identity of the backbone it was trained on.
 
     Attributes:
         backbone: {name, dim, sha256, wavelengths, bands, chip_m, size_px} of the training backbone.
         embed_dim: E, the adapted embedding's dimension.
-        adapter: the image adapter (eval mode, CPU).
-        releve_encoder: the relevé encoder (eval mode, CPU), for relevé -> embedding queries.
-        vocabulary: the encoder's species vocabulary.
+        adapter: the image adapter (eval mode, CPU), its input centring included.
+        releve_encoder: the relevé encoder (eval mode, CPU), for relevé -> embedding queries; None for BotaSP.
+        vocabulary: the encoder's (or species head's) species vocabulary.
         config, summary: the training config and final summary from the checkpoint.
         path: where it was loaded from.
+        objective: "contrastive" (BotaCLIP) or "supervised" (BotaSP).
+        species_head: BotaSP's linear species head (eval mode, CPU); None for BotaCLIP.
+        centering: where the input centring came from ({source, feature_set, store, rows}).
+        cross_fit: the fold adapters of a cross-fitted checkpoint (``botaclip train --folds K``), else None.
     """
 
     backbone: dict
     embed_dim: int
     adapter: ImageAdapter
-    releve_encoder: ReleveEncoder
+    releve_encoder: ReleveEncoder | None
     vocabulary: SpeciesVocabulary
     config: dict
     summary: dict
     path: Path | None = None
+    objective: str = "contrastive"
+    species_head: torch.nn.Linear | None = None
+    centering: dict = field(default_factory=dict)
+    cross_fit: CrossFitAdapters | None = None
 
     @property
     def backbone_name(self) -> str:
@@ -137,6 +158,11 @@ class AdapterBundle:
         """D, the backbone embedding dimension the adapter takes."""
         return int(self.backbone["dim"])
 
+    @property
+    def center(self) -> np.ndarray:
+        """The input centring [D] (float32; zeros when the adapter is not centred)."""
+        return self.adapter.center.detach().numpy().copy()
+
     @torch.no_grad()
     def transform(self, embeddings: np.ndarray, batch_size: int = 65536) -> np.ndarray:
         """Unit-normalised backbone embeddings [N, D] -> unit-normalised adapted embeddings [N, E], float32."""
@@ -152,6 +178,9 @@ class AdapterBundle:
     @torch.no_grad()
     def encode_releves(self, releve_ids, species, cover) -> tuple[list, np.ndarray, int]:
         """Long table columns -> (relevé ids, unit-normalised embeddings [N, E], number of ignored unknown rows)."""
+        if self.releve_encoder is None:
+            raise BotaclipError(f"adapter {self.path or ''} was trained with --objective {self.objective} (BotaSP): "
+                                "it has no relevé encoder")
         matrix, ids, unknown = self.vocabulary.encode(releve_ids, species, cover)
         return ids, self.releve_encoder(torch.from_numpy(matrix)).numpy(), unknown
 
@@ -161,21 +190,73 @@ class AdapterBundle:
             "adapter_path": str(self.path) if self.path else None,
             "adapter_embed_dim": self.embed_dim,
             "adapter_kind": self.config.get("adapter"),
+            "objective": self.objective,
+            "centering": dict(self.centering),
             "backbone": dict(self.backbone),
         }
 
 
-def load_adapter(path: str | os.PathLike) -> AdapterBundle:
-    """Loads a checkpoint written by ``botaclip train`` (``weights_only=True``) as an :class:`AdapterBundle`."""
-    ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt)
+@dataclass
+class CrossFitAdapters:
+    """The K fold adapters of a cross-fitted checkpoint and the spatial blocks behind them.
+
+    Adapter k was trained (and validated) only on relevés whose block is not in fold k.
+
+    Attributes:
+        block_res: H3 resolution of the blocks.
+        blocks: uint64 [B] H3 cells at ``block_res`` holding the relevés; folds: int64 [B], fold of each block.
+        releve_ids, releve_lat, releve_lng: the relevés that trained any adapter (degrees, WGS84).
+        adapters: K bundles, adapter k never saw fold k.
+        seed: the seed of the fold assignment.
+    """
+
+    block_res: int
+    blocks: np.ndarray
+    folds: np.ndarray
+    releve_ids: list[str]
+    releve_lat: np.ndarray
+    releve_lng: np.ndarray
+    adapters: list[AdapterBundle]
+    seed: int = 0
+
+    @property
+    def k(self) -> int:
+        return len(self.adapters)
+
+
+def _bundle(ckpt: dict, model: BotaCLIP | BotaSP, vocabulary: list, summary: dict, path) -> AdapterBundle:
+    supervised = isinstance(model, BotaSP)
     return AdapterBundle(
         backbone=dict(ckpt["backbone"]),
         embed_dim=model.image_adapter.out_dim,
         adapter=model.image_adapter,
-        releve_encoder=model.releve_encoder,
-        vocabulary=SpeciesVocabulary.from_list(ckpt["vocabulary"]),
+        releve_encoder=None if supervised else model.releve_encoder,
+        vocabulary=SpeciesVocabulary.from_list(vocabulary),
         config=dict(ckpt["config"]),
-        summary=dict(ckpt.get("summary") or {}),
+        summary=dict(summary or {}),
         path=Path(path),
+        objective=model.objective,
+        species_head=model.species_head if supervised else None,
+        centering=dict(ckpt.get("centering") or {"source": "none"}),
     )
+
+
+def load_adapter(path: str | os.PathLike) -> AdapterBundle:
+    """Loads a checkpoint written by ``botaclip train`` (``weights_only=True``) as an :class:`AdapterBundle`
+    (with ``cross_fit`` set for a cross-fitted checkpoint)."""
+    ckpt = load_checkpoint(path)
+    bundle = _bundle(ckpt, model_from_checkpoint(ckpt), ckpt["vocabulary"], ckpt.get("summary"), path)
+    cf = ckpt.get("cross_fit")
+    if cf:
+        folds = [_bundle(ckpt, model_from_checkpoint(ckpt, part), part["vocabulary"], part.get("summary"), path)
+                 for part in sorted(cf["adapters"], key=lambda p: int(p["fold"]))]
+        bundle.cross_fit = CrossFitAdapters(
+            block_res=int(cf["block_res"]),
+            blocks=np.asarray(cf["blocks"], dtype=np.int64).astype(np.uint64),
+            folds=np.asarray(cf["folds"], dtype=np.int64),
+            releve_ids=[str(r) for r in cf["releves"]["ids"]],
+            releve_lat=np.asarray(cf["releves"]["lat"], dtype=np.float64),
+            releve_lng=np.asarray(cf["releves"]["lng"], dtype=np.float64),
+            adapters=folds, seed=int(cf.get("seed", 0)),
+        )
+    return bundle

@@ -1,11 +1,13 @@
-"""The two terms of the BotaCLIP training loss, each a small ``nn.Module`` (open_clip ``loss.py`` style).
+"""The terms of the BotaCLIP and BotaSP training losses, each a small ``nn.Module`` (open_clip ``loss.py`` style).
 
-Total loss (Cerna et al. 2025, "BotaCLIP", arXiv 2511.21194)::
+Total losses (Cerna et al. 2025, "BotaCLIP", arXiv 2511.21194)::
 
-    L = L_SigLIP(u, v) + lambda * R(a, d)
+    BotaCLIP:  L = L_SigLIP(u, v) + lambda * R(a, d)
+    BotaSP:    L = L_BCE(W a + c, y) + lambda * R(a, d)
 
-with u = adapted image embeddings, v = relevé embeddings, a = adapted and d = frozen backbone embeddings
-(a is u: the adapted image embedding is both the contrastive anchor and what R constrains).
+with u = adapted image embeddings, v = relevé embeddings, a = adapted and d = the adapter's input (the centred
+backbone embedding; a is u: the adapted image embedding is both the contrastive anchor and what R constrains),
+y = the plots' species presences.
 """
 
 from __future__ import annotations
@@ -99,3 +101,22 @@ class GeometryRegularizer(nn.Module):
         ranked = cos_d.detach().masked_fill(eye, float("-inf"))
         neighbours = ranked.topk(k, dim=1).indices
         return sq.gather(1, neighbours).mean()
+
+
+class SpeciesBCELoss(nn.Module):
+    """Multi-label binary cross-entropy over the species vocabulary: the objective of BotaSP, the supervised
+    baseline of BotaCLIP (Cerna et al. 2025, arXiv 2511.21194), where the same frozen backbone and adapter feed a
+    linear head that predicts each plot's species directly.
+
+    For N plots, V species, logits l_is = w_s . a_i + c_s of the adapted embedding a_i and targets y_is in {0, 1}
+    (species s present in plot i)::
+
+        L = -(1 / (N V)) * sum_{i=1..N} sum_{s=1..V} [ y_is log sigmoid(l_is) + (1 - y_is) log(1 - sigmoid(l_is)) ]
+
+    computed in the numerically stable form of ``binary_cross_entropy_with_logits``
+    (log(1 - sigmoid(l)) = log sigmoid(-l)).
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits [N, V], targets [N, V] (0/1 as floats) -> the mean loss (a 0-d tensor)."""
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="mean")

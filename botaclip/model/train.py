@@ -1,9 +1,11 @@
-"""Training BotaCLIP on cached backbone features: no imagery, no backbone forward, only the adapter and encoder.
+"""Training BotaCLIP (or BotaSP) on cached backbone features: no imagery, no backbone forward, only the adapter and
+the relevé encoder (or species head).
 
-``fit_botaclip(features, cover, train_idx, val_idx, config)`` runs AdamW on mini-batches of (image, relevé) pairs,
-picking one of the K cached augmented views of each chip per step, evaluates on the validation plots after each
-epoch (SigLIP, R, image -> relevé recall@k), keeps the best weights by validation loss and stops early. The whole
-loop state fits in plain tensors and lists so a checkpoint can resume it exactly.
+``fit_botaclip(features, cover, train_idx, val_idx, config, center=...)`` runs AdamW on mini-batches of
+(image, relevé) pairs, picking one of the K cached augmented views of each chip per step, evaluates on the
+validation plots after each epoch (the loss terms, R, and image -> relevé recall@k for BotaCLIP or the mean
+per-species ROC AUC for BotaSP), keeps the best weights by validation loss and stops early. The whole loop state
+fits in plain tensors and lists so a checkpoint can resume it exactly.
 """
 
 from __future__ import annotations
@@ -17,22 +19,30 @@ import numpy as np
 import torch
 
 from botaclip.errors import BotaclipError
-from botaclip.model.botaclip import BotaCLIP
+from botaclip.model.botaclip import REG_TARGETS, BotaCLIP, BotaSP
 
 RECALL_KS = (1, 5, 10)
+#: ``contrastive`` = BotaCLIP (SigLIP against a relevé encoder), ``supervised`` = BotaSP (BCE species head).
+OBJECTIVES = ("contrastive", "supervised")
 
 
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint)."""
 
+    objective: str = "contrastive"
     embed_dim: int | None = None  # None: the backbone's dimension (identity-initialised adapter)
     epochs: int = 100
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 1e-2  # see docs/training.md, ablation
     weight_decay: float = 1e-4
     lambda_reg: float = 1.0
     k_neighbors: int | None = None
+    # R against the adapter's (centred) input, or against the raw unit backbone embedding (the first demo's form).
+    reg_target: str = "input"
+    # SigLIP's learnable temperature t = exp(t') and bias b at the start (BotaCLIP only).
+    init_temperature: float = 10.0
+    init_bias: float = -10.0
     adapter: str = "linear"
     cover_transform: str = "log1p"
     releve_hidden_dim: int = 512
@@ -60,7 +70,7 @@ class TrainConfig:
 class TrainResult:
     """The trained model (best weights), the per-epoch log and the resumable loop state."""
 
-    model: BotaCLIP
+    model: BotaCLIP | BotaSP
     history: list[dict]
     best_epoch: int
     baseline: dict
@@ -82,20 +92,43 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def build_model(backbone_dim: int, vocab_size: int, config: TrainConfig) -> BotaCLIP:
-    """A fresh BotaCLIP whose initialisation depends only on ``config.seed``."""
+def check_config(config: TrainConfig) -> None:
+    """One-line errors for settings no model can take."""
+    if config.objective not in OBJECTIVES:
+        raise BotaclipError(f"unknown --objective {config.objective!r}: use {' or '.join(OBJECTIVES)}")
+    if config.reg_target not in REG_TARGETS:
+        raise BotaclipError(f"unknown regulariser target {config.reg_target!r}: use {' or '.join(REG_TARGETS)}")
+    if not config.init_temperature > 0:
+        raise BotaclipError(f"--init-temperature must be positive, got {config.init_temperature}")
+
+
+def build_model(backbone_dim: int, vocab_size: int, config: TrainConfig,
+                center: np.ndarray | torch.Tensor | None = None) -> BotaCLIP | BotaSP:
+    """A fresh BotaCLIP (or BotaSP for ``objective="supervised"``) whose initialisation depends only on
+    ``config.seed``; ``center`` [D] is the adapter's input centring (None: no centring)."""
+    check_config(config)
     torch.manual_seed(config.seed)
+    center_t = None if center is None else torch.as_tensor(np.asarray(center, dtype=np.float32))
+    common = dict(backbone_dim=backbone_dim, vocab_size=vocab_size, embed_dim=config.embed_dim,
+                  adapter=config.adapter, lambda_reg=config.lambda_reg, k_neighbors=config.k_neighbors,
+                  reg_target=config.reg_target, center=center_t)
+    if config.objective == "supervised":
+        return BotaSP(**common)
     return BotaCLIP(
-        backbone_dim=backbone_dim,
-        vocab_size=vocab_size,
-        embed_dim=config.embed_dim,
-        adapter=config.adapter,
-        releve_hidden_dim=config.releve_hidden_dim,
-        releve_depth=config.releve_depth,
-        cover_transform=config.cover_transform,
-        lambda_reg=config.lambda_reg,
-        k_neighbors=config.k_neighbors,
+        **common, releve_hidden_dim=config.releve_hidden_dim, releve_depth=config.releve_depth,
+        cover_transform=config.cover_transform, init_temperature=config.init_temperature,
+        init_bias=config.init_bias,
     )
+
+
+def loadable_state(state: dict, model: torch.nn.Module) -> dict:
+    """A saved state dict made loadable into ``model``: checkpoints written before the adapter's input centring
+    existed lack its buffer, which then means "not centred" (zeros)."""
+    state = dict(state)
+    key = "image_adapter.center"
+    if key not in state and key in model.state_dict():
+        state[key] = torch.zeros_like(model.state_dict()[key])
+    return state
 
 
 def recall_at_k(image: torch.Tensor, releve: torch.Tensor, ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
@@ -106,24 +139,40 @@ def recall_at_k(image: torch.Tensor, releve: torch.Tensor, ks: tuple[int, ...] =
     return {f"recall@{k}": float((rank < k).float().mean()) for k in ks}
 
 
+def mean_species_auc(logits: torch.Tensor, present: torch.Tensor) -> float:
+    """Mean over species (columns with both presences and absences) of the ROC AUC of ``logits`` [N, V] for
+    ``present`` [N, V] (bool), by the rank-sum (Mann-Whitney) formula; nan when no column qualifies."""
+    ranks = logits.argsort(dim=0).argsort(dim=0).to(torch.float64) + 1.0  # ties are broken arbitrarily
+    pos = present.sum(dim=0).to(torch.float64)
+    neg = present.shape[0] - pos
+    ok = (pos > 0) & (neg > 0)
+    if not bool(ok.any()):
+        return float("nan")
+    rank_sum = (ranks * present.to(torch.float64)).sum(dim=0)
+    auc = (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+    return float(auc[ok].mean())
+
+
 @torch.no_grad()
-def evaluate(model: BotaCLIP, features: torch.Tensor, cover: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Validation metrics on view 0 (the un-augmented chip): losses averaged over fixed chunks of ``batch_size``
-    (so they compare with the training batches), recall@k over the whole set."""
+def evaluate(model: BotaCLIP | BotaSP, features: torch.Tensor, cover: torch.Tensor,
+             batch_size: int) -> dict[str, float]:
+    """Validation metrics on view 0 (the un-augmented chip): loss terms averaged over fixed chunks of
+    ``batch_size`` (so they compare with the training batches), then over the whole set image -> relevé recall@k
+    (BotaCLIP) or the mean per-species ROC AUC (BotaSP)."""
     model.eval()
     n = features.shape[0]
-    siglip, reg, loss, weights = 0.0, 0.0, 0.0, 0
+    sums, weights = dict.fromkeys(model.terms, 0.0), 0
     for start in range(0, n, batch_size):
         out = model(features[start : start + batch_size], cover[start : start + batch_size])
         m = min(batch_size, n - start)
-        siglip += float(out["siglip"]) * m
-        reg += float(out["reg"]) * m
-        loss += float(out["loss"]) * m
+        for k in sums:
+            sums[k] += float(out[k]) * m
         weights += m
-    image = model.encode_image(features)
-    releve = model.encode_releve(cover)
-    metrics = {"loss": loss / weights, "siglip": siglip / weights, "reg": reg / weights}
-    metrics.update(recall_at_k(image, releve))
+    metrics = {k: v / weights for k, v in sums.items()}
+    if isinstance(model, BotaSP):
+        metrics["species_auc"] = mean_species_auc(model.species_logits(features), cover > 0)
+    else:
+        metrics.update(recall_at_k(model.encode_image(features), model.encode_releve(cover)))
     return metrics
 
 
@@ -155,8 +204,9 @@ def fit_botaclip(
     config: TrainConfig,
     resume: dict | None = None,
     on_epoch: Callable[[dict, TrainResult], None] | None = None,
+    center: np.ndarray | None = None,
 ) -> TrainResult:
-    """Trains BotaCLIP on cached features.
+    """Trains BotaCLIP (or BotaSP, ``config.objective="supervised"``) on cached features.
 
     Args:
         features: frozen backbone embeddings [N, K, D] float32, K augmented views per relevé (view 0 = the chip as
@@ -167,19 +217,22 @@ def fit_botaclip(
         resume: the ``state`` of an earlier result (from a checkpoint) to continue from.
         on_epoch: called after each epoch with that epoch's log record and the result so far (for logging and
             checkpointing).
+        center: [D] mean vector of the backbone feature set, subtracted from the unit backbone embedding before
+            the adapter (kept in the weights); None: no centring. On resume the checkpoint's centring is used.
     """
+    check_config(config)
     _check_inputs(features, cover, train_idx, val_idx, config)
     device = resolve_device(config.device)
     threads = torch.get_num_threads()
     if device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch)
+        return _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch, center)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch) -> TrainResult:
+def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch, center) -> TrainResult:
     n_views, dim = features.shape[1], features.shape[2]
     feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     covers = torch.from_numpy(np.ascontiguousarray(cover, dtype=np.float32)).to(device)
@@ -187,7 +240,9 @@ def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch) 
     val_t = torch.as_tensor(np.asarray(val_idx), dtype=torch.long, device=device)
     val_feats, val_cover = feats[val_t, 0], covers[val_t]
 
-    model = build_model(dim, cover.shape[1], config).to(device)
+    model = build_model(dim, cover.shape[1], config, center).to(device)
+    if isinstance(model, BotaSP) and resume is None:
+        model.init_head_bias((covers[train_t] > 0).float().mean(dim=0))
     if not config.train_adapter:
         model.image_adapter.requires_grad_(False)
     # As open_clip: no weight decay on biases, the temperature and the SigLIP bias (0-d and 1-d parameters).
@@ -205,14 +260,14 @@ def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch) 
         epoch, best_val, best_epoch, bad_epochs, stopped = 0, baseline["loss"], 0, 0, False
         best_state = copy.deepcopy(model.state_dict())
     else:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(loadable_state(resume["model"], model))
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         history = [dict(h) for h in resume["history"]]
         baseline = {k[4:]: v for k, v in history[0].items() if k.startswith("val_")}
         epoch, best_val, best_epoch = int(resume["epoch"]), float(resume["best_val"]), int(resume["best_epoch"])
         bad_epochs, stopped = int(resume["bad_epochs"]), bool(resume["stopped_early"])
-        best_state = resume["best_model"]
+        best_state = loadable_state(resume["best_model"], model)
 
     result = TrainResult(model, history, best_epoch, baseline, {}, stopped, {})
     while epoch < config.epochs and not stopped:
@@ -256,7 +311,7 @@ def _train_one_epoch(model, optimizer, feats, covers, train_t, n_views, config, 
     n = train_t.shape[0]
     order = train_t[torch.randperm(n, generator=generator).to(train_t.device)]
     views = torch.randint(n_views, (n,), generator=generator).to(train_t.device)
-    sums = {"loss": 0.0, "siglip": 0.0, "reg": 0.0}
+    sums = dict.fromkeys(model.terms, 0.0)
     for start in range(0, n, config.batch_size):
         idx = order[start : start + config.batch_size]
         if idx.shape[0] < 2:  # a lone leftover pair has no negatives
@@ -270,7 +325,9 @@ def _train_one_epoch(model, optimizer, feats, covers, train_t, n_views, config, 
     return {k: v / n for k, v in sums.items()}
 
 
-def _loss_params(model: BotaCLIP) -> dict[str, float]:
+def _loss_params(model: BotaCLIP | BotaSP) -> dict[str, float]:
+    if isinstance(model, BotaSP):
+        return {}
     return {"temperature": model.siglip.temperature, "bias": model.siglip.bias}
 
 

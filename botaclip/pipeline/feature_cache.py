@@ -78,7 +78,8 @@ def cache_key(backbone: dict, reader_description: dict, views: int, min_valid: f
         ],
         "views": int(views),
         "min_valid": float(min_valid),
-        "seed": int(seed),
+        # The seed only drives the augmentations: with one view (none) every training seed shares the cache.
+        "seed": int(seed) if views > 1 else 0,
     }
 
 

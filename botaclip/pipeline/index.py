@@ -215,7 +215,7 @@ def _store_state(path: Path):
 # -- writing ----------------------------------------------------------------------------------------------------
 
 
-class _JobWriter:
+class JobWriter:
     """One store writer held for the whole job (one run record)."""
 
     def __init__(self, store, name: str, kind: str, dim: int, provenance: dict, overwrite: bool) -> None:
@@ -261,11 +261,12 @@ class _SessionWriter:
         if self._buffered >= self.commit_rows or time.monotonic() - self._last_commit >= self.commit_every_s:
             self.commit()
 
-    def _open_writer(self):
+    def _open_writer(self, geometry: bool):
         delay, waited = 0.1, 0.0
         while True:
             try:
-                return self.store.writer(self.name, kind=self.kind, dim=self.dim, provenance=dict(self.provenance))
+                return self.store.writer(self.name, kind=self.kind, dim=self.dim, provenance=dict(self.provenance),
+                                         geometry=geometry)
             except BotaclipError as exc:
                 if LOCK_BUSY not in str(exc):
                     raise
@@ -275,10 +276,11 @@ class _SessionWriter:
                 waited += delay
                 delay = min(delay * 2, 2.0)
 
-    def commit(self) -> None:
-        if not self._done:
+    def commit(self, final: bool = False) -> None:
+        """Write the finished partitions; the geometry statistics (a pass over the whole set) only when final."""
+        if not self._done and not final:
             return
-        w = self._open_writer()
+        w = self._open_writer(geometry=final)
         failed = True
         try:
             for parent in self._done:
@@ -294,7 +296,7 @@ class _SessionWriter:
 
     def close(self, failed: bool) -> None:
         # Unfinished partitions are dropped: the next run recomputes them (finished ones are committed).
-        self.commit()
+        self.commit(final=not failed)
 
 
 # -- the job ----------------------------------------------------------------------------------------------------
@@ -365,6 +367,9 @@ def run_index(
         backbone: dofa-small | dofa-base | dofa-large (dofa-tiny for tests); ``weights`` a checkpoint path, else
             random init from ``seed`` (recorded as such).
         adapter: a BotaCLIP adapter checkpoint: store adapted embeddings (kind "botaclip") instead of backbone ones.
+            A cross-fitted checkpoint (``botaclip train --folds K``) also writes the K companion sets
+            ``<name>_fold<k>``, all derived from the stored backbone set (indexed first when missing), and records
+            the cross-fit (``Store.cross_fit(name)``); see :mod:`botaclip.pipeline.crossfit`.
         name: the feature set (default ``dofa_small_rgb``, ``botaclip_dofa_small_rgb`` with an adapter).
         resolution: H3 resolution 0-15 (default: the store's, or 10 for a new store).
         chip_m: chip side in metres; size_px: chip side in pixels (a multiple of 16).
@@ -409,6 +414,26 @@ def run_index(
 
         check_ray_options(shard_ij, ray_workers, gpus_per_worker, cpus_per_worker)
     store_path = Path(store)
+    preloaded = None
+    if adapter is not None:
+        from botaclip.model.adapter import load_adapter
+
+        preloaded = load_adapter(adapter)
+        if preloaded.cross_fit is not None:
+            if shard_ij is not None:
+                raise BotaclipError("--shard with a cross-fitted adapter: index the backbone set with --shard "
+                                    "first (no --adapter), then run this command once without --shard")
+            from botaclip.pipeline.crossfit import index_cross_fitted
+
+            return index_cross_fitted(
+                preloaded, str(adapter), region, imagery, store_path, name=name, backbone=backbone, weights=weights,
+                seed=seed, chip_m=chip_m, size_px=size_px, overwrite=overwrite, say=say, progress=progress,
+                index_kwargs=dict(resolution=resolution, bands=bands, wavelengths=wavelengths, normalize=normalize,
+                                  resampling=resampling, batch_size=batch_size, device=device, workers=workers,
+                                  min_valid=min_valid, limit=limit, partition_resolution=partition_resolution,
+                                  engine=engine, ray_address=ray_address, ray_workers=ray_workers,
+                                  gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker),
+            )
     existing_store = _store_state(store_path)
     if existing_store is not None:
         if resolution is not None and resolution != existing_store.resolution:
@@ -442,9 +467,7 @@ def run_index(
             model = make_backbone(backbone, weights, seed, int(size_px))
             bundle = adapter_sha = None
             if adapter is not None:
-                from botaclip.model.adapter import load_adapter
-
-                bundle = load_adapter(adapter)
+                bundle = preloaded
                 bundle.check_backbone(model.name, None if model.random_init else model.weights_sha256,
                                       model.embed_dim, seed)
                 adapter_sha = sha256_file(adapter)
@@ -530,7 +553,7 @@ def run_index(
         finally:
             reader.close()
 
-    writer_cls = _SessionWriter if shard_ij is not None else _JobWriter
+    writer_cls = _SessionWriter if shard_ij is not None else JobWriter
     kwargs = {"echo": say} if shard_ij is not None else {}
     try:
         writer = writer_cls(st, name, kind, dim, provenance, overwrite, **kwargs)
@@ -556,7 +579,7 @@ def run_index(
                 continue
             todo = cells_to_do(st, name, parent, cells, summary, bar, remaining, writer.check_present)
             if derive_from and todo.size:
-                todo = _derive(st, derive_from, bundle, writer, parent, todo, summary, bar)
+                todo = derive_partition(st, derive_from, bundle, writer, parent, todo, summary, bar)
             summary.partitions += 1
             yield parent, todo
 
@@ -664,7 +687,7 @@ def _find_backbone_set(store, provenance: dict) -> str | None:
     return None
 
 
-def _derive(store, source: str, bundle, writer, parent: int, todo: np.ndarray, summary: IndexSummary, bar) -> np.ndarray:
+def derive_partition(store, source: str, bundle, writer, parent: int, todo: np.ndarray, summary: IndexSummary, bar) -> np.ndarray:
     """Write adapted embeddings for the cells of ``todo`` that the backbone set ``source`` holds; return the rest."""
     table = store.features(source, cells=todo)
     if table.num_rows == 0:

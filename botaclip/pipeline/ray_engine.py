@@ -172,7 +172,8 @@ class IndexWorker:
         job = self.job
         if self._writer is None:
             scratch = Store.create(self._scratch, job.resolution, job.partition_resolution)
-            self._writer = scratch.writer(job.name, kind=job.kind, dim=job.dim, provenance=dict(job.provenance))
+            self._writer = scratch.writer(job.name, kind=job.kind, dim=job.dim, provenance=dict(job.provenance),
+                                          geometry=False)  # a scratch store: statistics are the driver's job
         w = self._writer
         existing = partition_path(self.root, job.name, parent)
         if job.merge_existing and existing.exists():  # partly written earlier (or by another region): keep its rows

@@ -48,3 +48,31 @@ def spatial_block_split(
         total += counts[i]
     is_val = np.isin(blocks, np.array(val_blocks, dtype=np.uint64))
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def spatial_block_folds(
+    lat: np.ndarray, lng: np.ndarray, n_folds: int, block_res: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deals whole H3 blocks at ``block_res`` to ``n_folds`` folds of about equal numbers of points.
+
+    Blocks are taken in an order shuffled with ``seed`` and each is given to the fold with the fewest points so
+    far. (Not largest first: that order barely depends on the seed, and seeds are meant to redraw the folds.)
+    Returns (blocks: sorted uint64 [B], fold of each block: int64 [B], fold of each point: int64 [N]).
+    """
+    if n_folds < 2:
+        raise BotaclipError(f"--folds must be at least 2 to cross-fit (0 for no cross-fitting), got {n_folds}")
+    blocks = block_ids(np.asarray(lat), np.asarray(lng), block_res)
+    unique, inverse, counts = np.unique(blocks, return_inverse=True, return_counts=True)
+    if len(unique) < n_folds:
+        raise BotaclipError(
+            f"cannot cross-fit {n_folds} folds: the {len(blocks)} relevés fall in only {len(unique)} H3 blocks at "
+            f"--block-res {block_res}; use a finer (larger) --block-res or fewer --folds"
+        )
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_block = np.empty(len(unique), dtype=np.int64)
+    load = np.zeros(n_folds, dtype=np.int64)
+    for b in order:
+        f = int(np.argmin(load))  # the first fold among the least loaded
+        fold_of_block[b] = f
+        load[f] += counts[b]
+    return unique, fold_of_block, fold_of_block[inverse]

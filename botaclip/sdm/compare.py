@@ -101,6 +101,10 @@ class ComparisonResult:
     threshold_rule: str | None = None
     block_res: str = "auto"  # as asked: 'auto' or the forced resolution
     autocorrelation: dict | None = None  # the estimated range of the inputs, when blocks were chosen from it
+    # (species, features, model) -> (sample cells uint64 [n], out-of-fold prediction [n], nan where a fold was
+    # skipped): for callers that score the predictions against something else (the demo's true suitability).
+    # Not written to the reports.
+    predictions: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def table(self) -> list[dict]:
         """One record per species x feature set x model with '<metric>_mean' and '<metric>_sd' columns."""
@@ -225,13 +229,15 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
                  f"{cfg.engine} engine")
     results = run_tasks(_compare_species, tasks, tables, jobs=ev.jobs, engine=cfg.engine,
                         ray_address=cfg.ray_address, progress=progress)
-    rows = [row for species_rows, _ in results for row in species_rows]
-    infos = [info for _, info in results]
+    rows = [row for species_rows, _, _ in results for row in species_rows]
+    infos = [info for _, info, _ in results]
+    predictions = {key: value for _, _, species_predictions in results for key, value in species_predictions.items()}
     result = ComparisonResult(
         kind, labels, list(cfg.models), metrics, rows, infos, skipped, _paired(rows, infos, cfg.models, metrics,
                                                                                labels),
         ev.folds, ev.seed, threshold_rule=None if kind == "abundance" else str(parse_threshold(ev.threshold)),
-        block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict())
+        block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict(),
+        predictions=predictions)
     if cfg.out is not None:
         result.write(cfg.out)
     return result
@@ -298,14 +304,15 @@ class _SpeciesTask:
     embedding_sets: set[str]  # feature sets whose columns are embedding dimensions (projected with pca)
 
 
-def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo]:
+def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo, dict]:
     """Every feature set x model for one species, on its one set of folds (``tables``: feature set name ->
-    (features of ``task.cells``, column names))."""
+    (features of ``task.cells``, column names)); also the out-of-fold predictions by (species, label, model)."""
     lab, design, ev = task.labelled, task.design, task.evaluation
     fs = design.folds
     rows_idx = np.searchsorted(task.cells, lab.h3)
     notes = list(lab.notes) + list(design.notes)
     rows: list[ComparisonRow] = []
+    predictions = {}
     for g, label in zip(task.groups, task.labels):
         Xall, cols = join_tables(tables, g)
         X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
@@ -316,13 +323,14 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
         for model in task.models:
             cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
                                 embedding_columns=np.flatnonzero(embedding[kept]))
+            predictions[(lab.species, label, model)] = (lab.h3, cv.oof)
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
             rows += [ComparisonRow(lab.species, label, model, m, cv.values(m), summary[m]["mean"], summary[m]["sd"])
                      for m in task.metrics]
     info = SpeciesInfo(lab.species, lab.kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
                        sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted))
-    return rows, info
+    return rows, info, predictions
 
 
 def _paired(rows: list[ComparisonRow], infos: list[SpeciesInfo], models, metrics, labels) -> list[PairedComparison]:

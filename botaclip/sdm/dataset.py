@@ -117,12 +117,11 @@ class StoreFeatures:
         return dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
 
     def cross_fit(self, name: str):
-        """The :class:`~botaclip.sdm.crossfit.CrossFit` of feature set ``name``, or None if it was not
-        cross-fitted (or the store keeps no cross-fit records)."""
+        """The :class:`~botaclip.sdm.crossfit.CrossFit` of feature set ``name`` as the store records it
+        (``Store.cross_fit``), or None if it was not cross-fitted."""
         from botaclip.sdm.crossfit import CrossFit
 
-        lookup = getattr(self.store, "cross_fit", None)
-        record = lookup(name) if lookup is not None else None
+        record = self.store.cross_fit(name)
         return None if record is None else CrossFit.from_dict(record)
 
 

@@ -53,8 +53,10 @@ def run_tasks(task: Callable, inputs: list, tables: dict, *, jobs: int | None, e
 
 
 def _say(progress, result) -> None:
-    if progress is not None and isinstance(result, tuple) and hasattr(result[-1], "species"):
-        progress(f"{result[-1].species}: done")
+    """Report a finished task by its species (the result part that names one)."""
+    info = next((r for r in result if hasattr(r, "species")), None) if isinstance(result, tuple) else None
+    if progress is not None and info is not None:
+        progress(f"{info.species}: done")
 
 
 def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:

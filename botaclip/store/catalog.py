@@ -1,5 +1,7 @@
 """The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `partitions`,
-`runs`, and one view per feature set over its Parquet files).
+`runs`, `feature_set_geometry` (see `geometry.py`), `cross_fits` (cross-fitted adapted sets, see
+`Store.cross_fit`), and one view per feature set over its Parquet files). Catalogs written before the last two
+tables existed read as having none.
 
 DuckDB lets no other process open a database file while one holds it read-write. So nothing ever opens the live
 catalog read-write: readers open it read-only (retrying briefly if someone else holds a lock), and the writer (who
@@ -41,11 +43,23 @@ CREATE TABLE partitions (feature_set VARCHAR, parent UBIGINT, rows BIGINT, bytes
 CREATE TABLE runs (
     run_id BIGINT, feature_set VARCHAR, pid INTEGER, host VARCHAR, started TIMESTAMP, finished TIMESTAMP,
     status VARCHAR, rows_written BIGINT, partitions_written BIGINT, botaclip_version VARCHAR);
+CREATE TABLE feature_set_geometry (
+    name VARCHAR PRIMARY KEY, rows BIGINT, sample_rows BIGINT, dim INTEGER, effective_dim DOUBLE, mean_norm DOUBLE,
+    mean_cosine DOUBLE, mean DOUBLE[], eigenvalues DOUBLE[], explained_variance_ratio DOUBLE[], axes DOUBLE[][],
+    computed TIMESTAMP);
+CREATE TABLE cross_fits (
+    name VARCHAR PRIMARY KEY, fold_sets VARCHAR[], block_res INTEGER, blocks UBIGINT[], folds BIGINT[],
+    releve_cells UBIGINT[], adapter_sha256 VARCHAR, created TIMESTAMP);
 """
 _FS_COLS = ("name", "kind", "dtype", "dim", "columns", "extras", "provenance", "rows", "partitions", "bytes",
             "created", "updated")
 _RUN_COLS = ("run_id", "feature_set", "pid", "host", "started", "finished", "status", "rows_written",
              "partitions_written", "botaclip_version")
+_GEOMETRY_COLS = ("name", "rows", "sample_rows", "dim", "effective_dim", "mean_norm", "mean_cosine", "mean",
+                  "eigenvalues", "explained_variance_ratio", "axes", "computed")
+_CROSS_FIT_COLS = ("name", "fold_sets", "block_res", "blocks", "folds", "releve_cells", "adapter_sha256", "created")
+# Tables added after the first release, with their columns: optional when reading an older catalog.
+_OPTIONAL_TABLES = {"feature_set_geometry": _GEOMETRY_COLS, "cross_fits": _CROSS_FIT_COLS}
 
 
 def utcnow() -> _dt.datetime:
@@ -61,6 +75,21 @@ class CatalogState:
     runs: list[dict] = field(default_factory=list)
     # feature set -> {parent: (rows, bytes)}; a set absent here is not checked (written before this table existed)
     partitions: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    # The geometry and cross-fit tables hold arrays (thousands of numbers per set) that no listing needs, so they
+    # are not read into this state: it carries only records to write (``set_record``) or to drop
+    # (``drop_record``), and `write_catalog` copies every other record from the catalog it replaces.
+    records: dict[str, dict[str, dict]] = field(default_factory=dict)  # table -> name -> new record
+    dropped: dict[str, set[str]] = field(default_factory=dict)  # table -> names whose record goes
+
+    def set_record(self, table: str, name: str, record: dict) -> None:
+        """Write ``record`` as feature set ``name``'s row of ``table`` (feature_set_geometry or cross_fits)."""
+        self.records.setdefault(table, {})[name] = {**record, "name": name}
+        self.dropped.get(table, set()).discard(name)
+
+    def drop_record(self, table: str, name: str) -> None:
+        """Remove feature set ``name``'s row of ``table`` (if any) when the catalog is next written."""
+        self.records.get(table, {}).pop(name, None)
+        self.dropped.setdefault(table, set()).add(name)
 
     def spec(self, name: str) -> FeatureSetSpec:
         return FeatureSetSpec.from_record(self.feature_sets[name])
@@ -124,6 +153,14 @@ CATALOG_ALIAS = "store_catalog"
 ERROR_VIEW_PREFIX = "botaclip: "  # starts the message of a damaged set's view, so callers can recognise it
 
 
+def attach_read_only(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    """ATTACH the database file ``path`` read-only as ``alias`` (an identifier the library chose)."""
+    try:
+        con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
+    except duckdb.ParserException:  # duckdb < 2 cannot parameterise ATTACH
+        con.execute(f"ATTACH {sql_string_literal(str(path))} AS {alias} (READ_ONLY)")
+
+
 def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog ATTACHed read-only as `store_catalog` (and USEd).
 
@@ -136,10 +173,7 @@ def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyCon
     while True:
         con = duckdb.connect()
         try:
-            try:
-                con.execute(f"ATTACH ? AS {CATALOG_ALIAS} (READ_ONLY)", [str(path)])
-            except duckdb.ParserException:  # duckdb < 2 cannot parameterise ATTACH
-                con.execute(f"ATTACH {sql_string_literal(str(path))} AS {CATALOG_ALIAS} (READ_ONLY)")
+            attach_read_only(con, path, CATALOG_ALIAS)
             con.execute(f"USE {CATALOG_ALIAS}")
             return con
         except duckdb.Error as exc:
@@ -182,6 +216,25 @@ def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
     except duckdb.Error as exc:
         raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return state
+
+
+def read_record(path: Path, table: str, name: str) -> dict | None:
+    """Feature set ``name``'s row of ``table`` (feature_set_geometry or cross_fits), None if it has none (or the
+    catalog predates the table)."""
+    cols = _OPTIONAL_TABLES[table]
+    con = connect_read_only(path)
+    try:
+        present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                              [CATALOG_ALIAS, table]).fetchone()[0]
+        if not present:
+            return None
+        row = con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} WHERE name = ?",
+                          [name]).fetchone()
+    except duckdb.Error as exc:
+        raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
+    finally:
+        con.close()
+    return None if row is None else dict(zip(cols, row))
 
 
 def read_catalog(path: Path) -> CatalogState:
@@ -243,6 +296,7 @@ def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
         if state.runs:
             con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
                             [[r.get(c) for c in _RUN_COLS] for r in state.runs])
+        _write_records(con, state, Path(root) / CATALOG_NAME)  # records kept from the catalog replaced
         for name in state.feature_sets:
             create_view(con, "VIEW", state.spec(name), root)
         con.execute("CHECKPOINT")
@@ -274,6 +328,34 @@ def error_select(spec: FeatureSetSpec, message: str) -> str:
     fail = f"error({sql_string_literal(ERROR_VIEW_PREFIX + ' '.join(message.split()))})"
     # Every column and the filter call error(), so no projection or predicate lets the optimiser skip it.
     return f"SELECT {', '.join(_typed_columns(spec, fail))} FROM range(1) WHERE {fail} IS NULL"
+
+
+def _write_records(con: duckdb.DuckDBPyConnection, state: CatalogState, old_catalog: Path) -> None:
+    """Fill the geometry and cross-fit tables of a new catalog: the state's new records, and every other record of
+    the catalog being replaced (copied in SQL, arrays never through Python) unless dropped; records of sets no
+    longer in the catalog go with them."""
+    names = list(state.feature_sets)
+    if old_catalog.is_file():
+        attach_read_only(con, old_catalog, "old_catalog")
+        try:
+            present = {r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'old_catalog'").fetchall()}
+            for table, cols in _OPTIONAL_TABLES.items():
+                if table not in present:
+                    continue
+                keep = [n for n in names if n not in state.records.get(table, {})
+                        and n not in state.dropped.get(table, set())]
+                if keep:
+                    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM "
+                                f"old_catalog.main.{table} WHERE list_contains(?, name)", [keep])
+        finally:
+            con.execute("DETACH old_catalog")
+    for table, records in state.records.items():
+        cols = _OPTIONAL_TABLES[table]
+        for name, rec in records.items():
+            if name in state.feature_sets:  # a record of a set that is gone goes with it
+                con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [rec.get(c) for c in cols])
 
 
 def _fsync_dir(d: Path) -> None:

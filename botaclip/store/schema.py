@@ -22,8 +22,9 @@ from botaclip.errors import BotaclipError
 SCHEMA_VERSION = 1
 KINDS = ("backbone", "botaclip", "covariates", "imported", "predictions")
 DTYPES = ("float32", "float16", "int8")
-RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "h3", "embedding", "embedding_scale", "valid_fraction",
-                  "n_obs"}
+# Catalog tables (a view of that name would clash) and on-disk column names.
+RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "feature_set_geometry", "cross_fits", "h3", "embedding",
+                  "embedding_scale", "valid_fraction", "n_obs"}
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 FOOTER_KEY = b"botaclip"
 

@@ -1,6 +1,8 @@
 """Nearest cells by cosine similarity of their embeddings, in SQL (`array_cosine_similarity`).
 
-Brute force (exact) is the default. `method="hnsw"` builds an HNSW index with DuckDB's vss extension (from the
+Brute force (exact) is the default. `centered=True` ranks by centred cosine, cos(x - m, q - m) with m the feature
+set's mean vector (from the catalog's geometry statistics): over a nearly collinear set (a random-init backbone,
+mean pairwise cosine 0.9987) raw cosine is about 1 for every cell and centred cosine shows the structure. `method="hnsw"` builds an HNSW index with DuckDB's vss extension (from the
 optional `botaclip[ann]` extra, which pins the duckdb version that `duckdb-extension-vss` ships for); it is
 approximate and is refused with a clear error where vss cannot be loaded.
 """
@@ -108,17 +110,21 @@ class SimilaritySearch:
     """Top-k cosine search over one embedding feature set; build once, query many times."""
 
     def __init__(self, store: "Store", name: str, *, method: str = "brute", within: str | None = None,
-                 in_memory: bool = False) -> None:
+                 in_memory: bool = False, centered: bool = False) -> None:
         """`in_memory` (brute force) copies the region's embeddings into a DuckDB in-memory table first: slower to
-        open, much faster per query when you run many (the HNSW method always does)."""
+        open, much faster per query when you run many (the HNSW method always does). `centered`: rank by centred
+        cosine (brute force only)."""
         if method not in METHODS:
             raise BotaclipError(f"unknown similarity method {method!r}; use one of {', '.join(METHODS)}")
+        if centered and method != "brute":
+            raise BotaclipError("centred cosine is exact search only: use --method brute with --centered")
         self.store = store
         self.spec = store.spec(name)
         if not self.spec.is_embedding:
             raise BotaclipError(f"feature set {name!r} holds columns, not embeddings; similarity needs embeddings")
         self.name = name
         self.method = method
+        self.center = _mean_vector(store, name) if centered else None
         self.con = store.connect()
         self.where, self.params = parse_region(store, within, self.con)
         self.source = quote_ident(name)
@@ -147,7 +153,22 @@ class SimilaritySearch:
             raise BotaclipError(f"query vector has {q.size} values, feature set has dim {self.spec.dim}")
         arr = f"CAST(? AS FLOAT[{self.spec.dim}])"
         extra = 1 if exclude is not None else 0
-        if self.method == "hnsw":
+        if self.center is not None:
+            # cos(x - m, q - m) = ((x - m) . q') / (|x - m| |q'|), q' = q - m, |x - m|^2 = x.x - 2 x.m + m.m:
+            # inner products of the stored column with constants, so no per-row array arithmetic. In float64:
+            # for a nearly collinear set |x - m|^2 is ~1e-3 of x.x, which float32 would cancel away.
+            m = self.center
+            qc = q.astype(np.float64) - m
+            norm_q = float(np.linalg.norm(qc)) or 1.0
+            dbl = f"CAST(? AS DOUBLE[{self.spec.dim}])"
+            x = f"CAST(embedding AS DOUBLE[{self.spec.dim}])"
+            rows = self.con.execute(
+                f"SELECT h3, CAST((array_inner_product({x}, {dbl}) - ?) / (sqrt(greatest("
+                f"array_inner_product({x}, {x}) - 2 * array_inner_product({x}, {dbl}) + ?, 1e-30)) * ?) AS FLOAT) "
+                f"AS s FROM {self.source} WHERE {self.where} ORDER BY s DESC, h3 LIMIT ?",
+                [qc.tolist(), float(m @ qc), m.tolist(), float(m @ m), norm_q, *self.params, k + extra],
+            ).fetchall()
+        elif self.method == "hnsw":
             # Exactly the pattern the HNSW optimiser rewrites: ORDER BY distance(col, constant) LIMIT n.
             rows = self.con.execute(
                 f"SELECT h3, 1 - array_cosine_distance(embedding, {arr}) AS s FROM memory.main._similar_hnsw "
@@ -192,17 +213,32 @@ def query_cell(store: "Store", cell=None, point: tuple[float, float] | None = No
     return c
 
 
+def _mean_vector(store: "Store", name: str) -> np.ndarray:
+    """The set's mean vector (float64 [D]): from the catalog's geometry statistics, else one pass over its files."""
+    geometry = store.geometry(name)
+    if geometry is not None:
+        return np.asarray(geometry["mean"], dtype=np.float64)
+    total, rows = np.zeros(store.spec(name).dim), 0
+    for _, _, X in store.iter_partitions(name):
+        total += X.astype(np.float64).sum(axis=0)
+        rows += len(X)
+    if rows == 0:
+        raise BotaclipError(f"feature set {name!r} is empty")
+    return total / rows
+
+
 def similar(store: "Store", name: str, *, cell=None, point: tuple[float, float] | None = None, k: int = 10,
-            within: str | None = None, method: str = "brute") -> pa.Table:
+            within: str | None = None, method: str = "brute", centered: bool = False) -> pa.Table:
     """The k cells most similar to a cell (or to the cell containing a point), excluding the query cell.
 
-    Returns a table (rank, h3, h3_string, similarity, lat, lng) where lat/lng are the cell centres in degrees.
+    Returns a table (rank, h3, h3_string, similarity, lat, lng) where lat/lng are the cell centres in degrees;
+    with ``centered``, similarity is the centred cosine (see the module docstring).
     """
     c = query_cell(store, cell, point)
     fm = store.features_numpy(name, cells=np.array([c], np.uint64))
     if not fm.found[0]:
         raise BotaclipError(f"cell {c:x} is not in feature set {name!r}; pick a cell that was indexed")
-    with SimilaritySearch(store, name, method=method, within=within) as search:
+    with SimilaritySearch(store, name, method=method, within=within, centered=centered) as search:
         h, s = search.query_vector(fm.X[0], k=k, exclude=c)
     lat, lng = h3vec.cell_to_latlng(h) if len(h) else (np.zeros(0), np.zeros(0))
     return pa.table({"rank": pa.array(np.arange(1, len(h) + 1), pa.int32()), "h3": pa.array(h, pa.uint64()),

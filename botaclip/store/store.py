@@ -24,6 +24,7 @@ from botaclip.store.catalog import (
     create_view,
     load_state,
     read_catalog,
+    read_record,
     utcnow,
     write_catalog,
 )
@@ -206,11 +207,82 @@ class Store:
         """Writer runs recorded in the catalog (oldest first)."""
         return self._read_catalog().runs
 
+    # ---- geometry and cross-fitting records ----------------------------------------------------------------
+
+    def geometry(self, name: str) -> dict | None:
+        """Geometry statistics of embedding set `name`, computed when it was last written (None for column sets
+        and sets written before botaclip kept them).
+
+        Keys: rows, sample_rows (rows behind the spectrum), dim, mean (float64 [D], of the unit embeddings),
+        mean_norm, mean_cosine (over pairs of distinct rows), eigenvalues (float64 [D], PCA spectrum, largest
+        first), explained_variance_ratio [D], effective_dim (participation ratio (sum l)^2 / sum l^2), axes
+        (float64 [q, D], the first principal axes), computed (UTC timestamp). See `botaclip.store.geometry`.
+        """
+        self.spec(name)
+        rec = read_record(self.catalog_path, "feature_set_geometry", name)
+        if rec is None:
+            return None
+        out = dict(rec)
+        for key in ("mean", "eigenvalues", "explained_variance_ratio"):
+            out[key] = np.asarray(rec[key], dtype=np.float64)
+        out["axes"] = np.asarray(rec["axes"], dtype=np.float64).reshape(-1, int(rec["dim"]))
+        return out
+
+    def cross_fit(self, name: str) -> dict | None:
+        """The cross-fit of adapted set `name`, or None when it was not made with a cross-fitted adapter.
+
+        Returns {"fold_sets": [K names; fold k's adapter never saw relevés of blocks in fold k],
+        "block_res": int (H3 resolution of the blocks), "blocks": uint64 [B] (H3 cells at block_res holding
+        training relevés), "folds": int64 [B] (fold of each block, 0..K-1), "releve_cells": uint64 [R] (cells of
+        the training relevés at the store resolution, sorted, unique)}.
+        """
+        self.spec(name)
+        rec = read_record(self.catalog_path, "cross_fits", name)
+        if rec is None:
+            return None
+        return {"fold_sets": list(rec["fold_sets"]), "block_res": int(rec["block_res"]),
+                "blocks": np.asarray(rec["blocks"], dtype=np.uint64),
+                "folds": np.asarray(rec["folds"], dtype=np.int64),
+                "releve_cells": np.asarray(rec["releve_cells"], dtype=np.uint64)}
+
+    def record_cross_fit(self, name: str, fold_sets: list[str], block_res: int, blocks, folds, releve_cells,
+                         adapter_sha256: str | None = None) -> None:
+        """Record that adapted set `name` comes with companion sets `fold_sets` (fold k's adapter never saw the
+        relevés of the blocks whose fold is k); arguments as returned by `cross_fit`. Takes the writer lock."""
+        if self.read_only:
+            raise BotaclipError(f"store {self.path} was opened read-only; open it with read_only=False to write")
+        blocks = h3vec.as_cells(blocks)
+        folds = np.asarray(folds, dtype=np.int64)
+        cells = np.unique(h3vec.as_cells(releve_cells))
+        k = len(fold_sets)
+        if k < 2 or len(set(fold_sets)) != k or name in fold_sets:
+            raise BotaclipError(f"cross-fit of {name!r} needs at least two distinct fold sets, got {fold_sets}")
+        if blocks.shape != folds.shape or blocks.size == 0:
+            raise BotaclipError(f"cross-fit of {name!r}: {blocks.size} blocks but {folds.size} fold numbers")
+        if folds.min() < 0 or folds.max() >= k or len(np.unique(blocks)) != blocks.size:
+            raise BotaclipError(f"cross-fit of {name!r}: fold numbers must be 0..{k - 1}, one per distinct block")
+        if not (h3vec.is_valid_cell(blocks).all() and (h3vec.get_resolution(blocks) == int(block_res)).all()):
+            raise BotaclipError(f"cross-fit of {name!r}: blocks are not H3 cells at resolution {block_res}")
+        if cells.size and (h3vec.get_resolution(cells) != self.resolution).any():
+            raise BotaclipError(f"cross-fit of {name!r}: relevé cells are not at the store resolution "
+                                f"{self.resolution}")
+        with WriterLock(self.path):
+            state = self._read_catalog()
+            missing = [n for n in [name, *fold_sets] if n not in state.feature_sets]
+            if missing:
+                raise BotaclipError(f"cannot record the cross-fit of {name!r}: no feature set {missing[0]!r}")
+            state.set_record("cross_fits", name, {
+                "fold_sets": list(fold_sets), "block_res": int(block_res), "blocks": [int(b) for b in blocks],
+                "folds": [int(f) for f in folds], "releve_cells": [int(c) for c in cells],
+                "adapter_sha256": adapter_sha256, "created": utcnow()})
+            write_catalog(self.catalog_path, state, self.path)
+
     # ---- writing -------------------------------------------------------------------------------------------
 
     def writer(self, name: str, kind: str, *, dim: int | None = None, columns: list[str] | None = None,
                dtype: str = "float32", provenance: dict | None = None, overwrite: bool = False,
-               atomic: bool = False, max_buffer_bytes: int | None = None) -> FeatureSetWriter:
+               atomic: bool = False, max_buffer_bytes: int | None = None, geometry: bool = True
+               ) -> FeatureSetWriter:
         """A streaming writer for feature set `name` (takes the store's writer lock until closed).
 
         kind: backbone | botaclip | covariates | imported | predictions. Give `dim` for embeddings or `columns`
@@ -218,11 +290,12 @@ class Store:
         An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`, which builds
         the new set aside and swaps it in when the writer closes without error (a failed or empty replacement
         keeps the old set). `atomic` does the same for an addition to a set: all of it or nothing.
+        `geometry`: recompute an embedding set's geometry statistics on close (see `Store.geometry`).
         """
         spec = FeatureSetSpec(name=name, kind=kind, dtype=dtype, dim=dim,
                               columns=tuple(columns) if columns is not None else None, provenance=provenance or {})
         kw = {} if max_buffer_bytes is None else {"max_buffer_bytes": max_buffer_bytes}
-        return FeatureSetWriter(self, spec, overwrite=overwrite, atomic=atomic, **kw)
+        return FeatureSetWriter(self, spec, overwrite=overwrite, atomic=atomic, geometry=geometry, **kw)
 
     # ---- partitions ----------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
 from botaclip.store.damage import read_footer, read_partition_table
+from botaclip.store.geometry import geometry_stats
 from botaclip.store.layout import fsync_dir, partition_files, partition_path, write_parquet_atomic
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
@@ -56,22 +57,28 @@ class FeatureSetWriter:
 
     Embeddings passed to `write` are unit-normalised here (L2), so callers may pass raw or normalised vectors;
     an all-zero vector stays zero. Non-finite values are refused.
+
+    On a normal close, an embedding set's geometry statistics (`botaclip.store.geometry`: mean vector, PCA
+    spectrum and axes, effective dimensionality) are recomputed from its files and kept in the catalog;
+    ``geometry=False`` skips that (for intermediate commits of a longer job, which pass it on the last one).
     """
 
     def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False, atomic: bool = False,
-                 max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES) -> None:
+                 max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES, geometry: bool = True) -> None:
         if store.read_only:
             raise BotaclipError(f"store {store.path} was opened read-only; open it with read_only=False to write")
         self.store = store
         self.spec = spec
         self.name = spec.name
         self.max_buffer_bytes = int(max_buffer_bytes)
+        self.geometry = bool(geometry)
         self._buffers: dict[int, list[pa.Table]] = {}
         self._buffered_bytes = 0
         self.rows_written = 0
         self.partitions_written = 0
         self._closed = False
         self._stage: Path | None = None
+        self.geometry = geometry
         self._lock = WriterLock(store.path).acquire()
         try:
             self._open(overwrite, atomic)
@@ -171,10 +178,31 @@ class FeatureSetWriter:
                 except StoreWriteError:
                     if not failed:
                         raise
+            if not failed and self.geometry and self.spec.is_embedding:
+                self._record_geometry()
         finally:
             if self._stage is not None:
                 shutil.rmtree(self._stage, ignore_errors=True)
             self._lock.release()
+
+    def _record_geometry(self, state, rows: int) -> None:
+        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
+        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
+        if stats is None:
+            state.drop_record("feature_set_geometry", self.name)
+        else:
+            state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
+
+    def _record_geometry(self) -> None:
+        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
+        state = self.store._read_catalog()
+        rows = int(state.feature_sets[self.name]["rows"] or 0)
+        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
+        if stats is None:
+            state.drop_record("feature_set_geometry", self.name)
+        else:
+            state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
+        write_catalog(self.store.catalog_path, state, self.store.path)
 
     def __enter__(self) -> "FeatureSetWriter":
         return self
@@ -206,6 +234,9 @@ class FeatureSetWriter:
         parts, counts = self._scan(data_root)
         state.feature_sets[self.name] = {**self._record, **counts, "updated": utcnow()}
         state.partitions[self.name] = parts
+        if self._replace:  # the replaced set's records describe data that is gone
+            state.drop_record("feature_set_geometry", self.name)
+            state.drop_record("cross_fits", self.name)
         runs = [r for r in state.runs if r["run_id"] == self.run_id]
         run = runs[0] if runs else dict(self._run)
         if not runs:
