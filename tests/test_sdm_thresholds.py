@@ -366,6 +366,26 @@ def test_compare_uses_cross_fitted_folds_and_features(landscape, cross_fitted, t
     assert [r.values for r in bf.rows] == [r.values for r in plain.rows]  # the full set scored every fold
 
 
+def test_each_cross_fitted_set_reads_its_own_fold_sets(landscape, cross_fitted):
+    """Two cross-fitted sets on one split: fold k of each is scored with that set's own fold-k features (a
+    regression: both used to read the first set's fold sets, so two adapters scored identically)."""
+    cf = cross_fitted["cf"]
+    good_cf = CrossFit(("good", "good", "good"), cf.block_res, cf.blocks, cf.folds, cf.releve_cells)
+    kw = dict(species=["Alpha prima"], models=["logistic"], folds=3)
+    both = compare(cross_fitted["store"], landscape["root"] / "plots.csv", ["emb", "good"],
+                   cross_fit={"emb": cf, "good": good_cf}, **kw)
+    one = compare(cross_fitted["store"], landscape["root"] / "plots.csv", ["emb", "good"], cross_fit={"emb": cf},
+                  **kw)
+    assert both.species[0].cross_fitted == ["emb", "good"]
+
+    def auc(res, features):
+        return next(r for r in res.rows if r.features == features and r.metric == "auc").values
+
+    assert auc(both, "good") == auc(one, "good")  # good's fold sets are good itself: same folds, same numbers
+    assert auc(both, "emb") == auc(one, "emb")
+    assert auc(both, "good") != auc(both, "emb")
+
+
 def test_fit_cross_fitted_folds_assign_blocks_and_final_model_uses_full_set(landscape, cross_fitted, tmp_path):
     cf = cross_fitted["cf"]
     res = fit_species(cross_fitted["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",

@@ -68,7 +68,3 @@ class CrossFit:
         b = np.argsort(other.blocks)
         return (self.block_res == other.block_res and self.n_folds == other.n_folds
                 and np.array_equal(self.blocks[a], other.blocks[b]) and np.array_equal(self.folds[a], other.folds[b]))
-
-    def fold_names(self, names: list[str], name: str, k: int) -> list[str]:
-        """``names`` with ``name`` replaced by fold k's feature set."""
-        return [self.fold_sets[k] if n == name else n for n in names]

@@ -67,17 +67,18 @@ class SampleDesign:
     cross-fitted feature set, that cross-fit (used for the folds and for each fold's features)."""
 
     folds: SpatialFolds
-    cross_fit: CrossFit | None = None
-    cross_fitted: tuple[str, ...] = ()
+    cross_fits: dict[str, CrossFit] = field(default_factory=dict)  # feature set -> its cross-fit, when used
     range: AutocorrelationRange | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def cross_fitted(self) -> tuple[str, ...]:
+        return tuple(self.cross_fits)
+
     def fold_names(self, names: Sequence[str], k: int) -> list[str]:
-        """``names`` with every cross-fitted feature set replaced by fold k's."""
-        out = list(names)
-        for name in self.cross_fitted:
-            out = self.cross_fit.fold_names(out, name, k)
-        return out
+        """``names`` with every cross-fitted feature set replaced by its own fold-k feature set (the adapter of
+        that set that never saw fold k)."""
+        return [self.cross_fits[n].fold_sets[k] if n in self.cross_fits else n for n in names]
 
     def uses_cross_fit(self, names: Sequence[str]) -> bool:
         return any(n in self.cross_fitted for n in names)
@@ -97,7 +98,7 @@ def design_folds(cells: np.ndarray, y: np.ndarray, n_folds: int, block_res: int 
     range_m = None if (block_res is not None or range_ is None) else range_.range_m
     folds = spatial_folds(cells, y, n_folds, block_res, seed, range_m=range_m)
     notes = [f"autocorrelation: {n}" for n in range_.notes] if (block_res is None and range_ is not None) else []
-    return SampleDesign(folds, None, (), range_, notes + folds.notes)
+    return SampleDesign(folds, {}, range_, notes + folds.notes)
 
 
 def _cross_fitted_design(cells, y, n_folds, block_res, seed, used: dict[str, CrossFit],
@@ -119,7 +120,7 @@ def _cross_fitted_design(cells, y, n_folds, block_res, seed, used: dict[str, Cro
         notes.append(f"block resolution {block_res} was replaced by the cross-fitting blocks' resolution "
                      f"{cf.block_res}")
     folds = spatial_folds(cells, y, cf.n_folds, cf.block_res, seed, assigned=cf.assignment)
-    return SampleDesign(folds, cf, tuple(used), None, notes + folds.notes)
+    return SampleDesign(folds, dict(used), None, notes + folds.notes)
 
 
 def check_out_dir(out: str | Path) -> Path:
