@@ -358,7 +358,7 @@ def run_index(
     """Embed the H3 cells of ``region`` from ``imagery`` and write them to the feature store ``store``.
 
     Args:
-        region: "sample", a bbox "minlon,minlat,maxlon,maxlat" (WGS84 degrees), a polygon file (GeoJSON,
+        region: "sample", a bbox "west,south,east,north" (WGS84 degrees), a polygon file (GeoJSON,
             GeoPackage, GeoParquet; any CRS), a file of H3 cells (text or Parquet), or a :class:`Region`.
         imagery: raster files (anything GDAL reads, any CRS); earlier files win where they overlap. May be empty
             with region "sample" (the sample's orthophoto is used).

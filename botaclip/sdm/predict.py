@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
-from botaclip.geo import check_bbox, union_of_polygons
+from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
 from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
@@ -37,14 +37,8 @@ class Region:
         self._mask: Callable[[np.ndarray], np.ndarray] | None = None
         if not text:
             return
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) == 4:
-            try:
-                west, south, east, north = (float(p) for p in parts)
-            except ValueError:
-                raise InvalidInputError(
-                    f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
-            check_bbox(west, south, east, north, text, "west,south,east,north")
+        if is_bbox_text(text):
+            west, south, east, north = parse_bbox(text, "region")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
             return
         if Path(text).exists():
@@ -54,7 +48,7 @@ class Region:
             cell = parse_cell(text)
         except (ValueError, Exception):
             raise InvalidInputError(
-                f"{param('region')} {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
+                f"{param('region')} {text!r} is neither a box ({BBOX_ORDER}), an H3 cell nor an existing file"
             ) from None
         res = int(resolution_of(np.array([cell], dtype=np.uint64))[0])
         self._mask = lambda cells: cell_to_parent(cells, res) == np.uint64(cell)
