@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from botaclip.atomic import sha256_file
 from botaclip.errors import BotaclipError, Interrupted, is_interrupt
 from botaclip.imagery import ChipReader, PrefetchStats, band_spec, parse_region, prefetch_chips, region_partitions
 from botaclip.imagery.regions import Region, check_resolution
@@ -41,7 +42,6 @@ from botaclip.pipeline.provenance import (
     identity_mismatch,
     index_provenance,
     merge_imagery,
-    sha256_file,
 )
 
 DEFAULT_RESOLUTION = 10

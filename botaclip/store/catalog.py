@@ -27,6 +27,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from botaclip.atomic import fsync_dir
 from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store.schema import FeatureSetSpec
 
@@ -217,7 +218,7 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
     stale_wal = Path(str(path) + ".wal")
     if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
         stale_wal.unlink()
-    _fsync_dir(Path(path).parent)
+    fsync_dir(Path(path).parent)
 
 
 def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
@@ -274,11 +275,3 @@ def error_select(spec: FeatureSetSpec, message: str) -> str:
     fail = f"error({sql_string_literal(ERROR_VIEW_PREFIX + ' '.join(message.split()))})"
     # Every column and the filter call error(), so no projection or predicate lets the optimiser skip it.
     return f"SELECT {', '.join(_typed_columns(spec, fail))} FROM range(1) WHERE {fail} IS NULL"
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
