@@ -7,6 +7,7 @@ the new one, never half of it, and a crash leaves at most a stray ``.name.*`` te
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,17 +17,26 @@ from typing import Any, Callable
 
 import numpy as np
 
+# What a folder fsync says where the platform or filesystem cannot do it (no folder handles on Windows, some
+# network and FUSE filesystems): nothing to flush there, so not a failure. Anything else (EIO) is one.
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF, errno.EACCES,
+                      errno.EPERM, errno.EISDIR}
+
 
 def fsync_dir(directory: str | os.PathLike) -> None:
-    """Flush a folder's entries (a rename is durable only once its folder is); a no-op where unsupported."""
+    """Flush a folder's entries (a rename is durable only once its folder is); a no-op where unsupported, an
+    :class:`OSError` where the disk fails (EIO)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as exc:
+        if exc.errno in _FSYNC_UNSUPPORTED:
+            return
+        raise
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in _FSYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 

@@ -1,29 +1,64 @@
-"""Geographic input that several commands take, checked one way: bounding boxes in degrees and region
-polygons (a self-intersecting polygon is repaired with `make_valid` instead of failing deep inside GEOS).
+"""Geographic input that several commands take, checked one way: bounding boxes (``west,south,east,north`` in
+degrees, the only order botaclip reads) and region polygons (a self-intersecting polygon is repaired with
+`make_valid` instead of failing deep inside GEOS).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import shapely
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
+
+BBOX_ORDER = "west,south,east,north"
+"""The one order of a bounding box everywhere in botaclip (``--region``, ``--within``): longitudes and latitudes
+in WGS84 degrees, like GeoJSON's ``bbox`` and shapely's ``box``."""
 
 
-def check_bbox(west: float, south: float, east: float, north: float, text: str, order: str) -> None:
-    """Refuse a box whose latitudes or longitudes are out of range or empty, naming which; `order` is the
-    expected form (e.g. "minlon,minlat,maxlon,maxlat") for the message."""
-    for name, lat in (("south", south), ("north", north)):
+def is_bbox_text(text: str) -> bool:
+    """Whether ``text`` is meant as a bounding box: four comma-separated values and not an existing file."""
+    text = str(text).strip()
+    return text.count(",") == 3 and not os.path.exists(text)
+
+
+def parse_bbox(text: str, name: str = "region") -> tuple[float, float, float, float]:
+    """Parse a bounding box ``west,south,east,north`` (WGS84 degrees) into four floats, refusing one that is not
+    four numbers, out of range or empty; ``name`` is the parameter the text came from, for the message.
+
+    A box whose numbers read as the lat/lng-swapped order (``south,west,north,east``) is refused with the swapped
+    version as a hint, never silently taken as another place.
+    """
+    text = str(text).strip()
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        west, south, east, north = (float(v) for v in parts)
+    except ValueError:
+        raise InvalidInputError(f"{param(name)} {text!r} is not a box of four numbers {BBOX_ORDER} "
+                                "(WGS84 degrees)") from None
+    problem = _bbox_problem(west, south, east, north)
+    if problem:
+        hint = ""
+        if _bbox_problem(south, west, north, east) is None:  # read as south,west,north,east it would be valid
+            swapped = ",".join(parts[i] for i in (1, 0, 3, 2))
+            hint = f"; if the numbers are lat,lng (south,west,north,east), give {swapped}"
+        raise InvalidInputError(f"{param(name)} bbox {text!r}: {problem}; the order is {BBOX_ORDER} in WGS84 "
+                                f"degrees{hint}")
+    return west, south, east, north
+
+
+def _bbox_problem(west: float, south: float, east: float, north: float) -> str | None:
+    """What is wrong with a box (latitude or longitude out of range, or empty), or None."""
+    for label, lat in (("south", south), ("north", north)):
         if not -90 <= lat <= 90:
-            raise BotaclipError(f"bbox {text!r}: latitude {lat:g} ({name}) is outside -90..90 degrees; the box is "
-                                f"{order} in WGS84 degrees")
-    for name, lng in (("west", west), ("east", east)):
+            return f"latitude {lat:g} ({label}) is outside -90..90 degrees"
+    for label, lng in (("west", west), ("east", east)):
         if not -180 <= lng <= 180:
-            raise BotaclipError(f"bbox {text!r}: longitude {lng:g} ({name}) is outside -180..180 degrees; the box "
-                                f"is {order} in WGS84 degrees")
+            return f"longitude {lng:g} ({label}) is outside -180..180 degrees"
     if not (west < east and south < north):
-        raise BotaclipError(f"bbox {text!r} is empty: it needs west < east and south < north ({order})")
+        return "the box is empty: it needs west < east and south < north"
+    return None
 
 
 def union_of_polygons(geoms: Sequence, source: str) -> tuple[shapely.Geometry, list[str]]:

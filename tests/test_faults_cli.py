@@ -179,5 +179,14 @@ def test_adapter_or_resume_that_is_not_a_checkpoint(cli_runner, tmp_path):
 def test_similar_within_a_box_beyond_the_poles(cli_runner, two_sets):
     store, cells = two_sets
     _one_line_error(cli_runner, ["store", "similar", store.path, "--feature-set", "emb", "--cell",
-                                 format(int(cells[0]), "x"), "--within", "45.1,5.7,95,5.8"],
+                                 format(int(cells[0]), "x"), "--within", "5.7,45.1,5.8,95"],
                     "latitude 95 (north) is outside -90..90")
+
+
+def test_similar_within_a_swapped_box_is_refused_with_a_hint(cli_runner, two_sets):
+    """--within takes west,south,east,north like --region; lat,lng order is refused, the swapped box shown."""
+    store, cells = two_sets
+    line = _one_line_error(cli_runner, ["store", "similar", store.path, "--feature-set", "emb", "--cell",
+                                        format(int(cells[0]), "x"), "--within", "35.6,139.6,35.7,139.8"],
+                           "--within", "west,south,east,north", "139.6,35.6,139.8,35.7")
+    assert "\n" not in line

@@ -95,10 +95,10 @@ def test_similar_matches_numpy(cli_runner, filled):
     inside = np.array([h3i.cell_to_parent(int(c), 8) == region for c in cells])
     s2 = np.where(inside, sims, -np.inf)
     assert [int(r["h3_string"], 16) for r in out3] == cells[np.argsort(-s2)[:3]].tolist()
-    bbox = f"{lat - 0.01},{lng - 0.01},{lat + 0.01},{lng + 0.01}"
+    bbox = f"{lng - 0.01},{lat - 0.01},{lng + 0.01},{lat + 0.01}"  # west,south,east,north, as everywhere
     out4 = json.loads(_ok(cli_runner, ["store", "similar", str(store.path), "--feature-set", "dofa", "--cell",
                                        h3i.int_to_str(int(cells[q])), "--within", bbox, "--format", "json"]))
-    assert all(abs(r["lat"] - lat) <= 0.01 and abs(r["lng"] - lng) <= 0.01 for r in out4)
+    assert out4 and all(abs(r["lat"] - lat) <= 0.01 and abs(r["lng"] - lng) <= 0.01 for r in out4)
 
 
 def test_hnsw_identical_top_k_when_vss_available(filled):

@@ -7,7 +7,7 @@ import click
 
 @click.command("index", context_settings={"allow_interspersed_args": True})
 @click.option("--region", required=True,
-              help="Cells to index: `sample` (the built-in sample region), a bbox minlon,minlat,maxlon,maxlat (WGS84 "
+              help="Cells to index: `sample` (the built-in sample region), a bbox west,south,east,north (WGS84 "
                    "degrees), a polygon file (GeoJSON, GeoPackage, GeoParquet; any CRS) or a file of H3 cells (text "
                    "or Parquet). Limited to the imagery footprint.")
 @click.option("--imagery", "imagery", multiple=True, type=click.Path(),

@@ -220,7 +220,7 @@ def _print_comparison(res) -> None:
               help="Model directory written by `botaclip sdm fit --out`.")
 @click.option("--store", "store_path", required=True, type=click.Path(path_type=Path), help="Feature store directory.")
 @click.option("--region", default=None,
-              help="Only these cells: an H3 cell, a box west,south,east,north (degrees), or a polygon file.")
+              help="Only these cells: an H3 cell, a bbox west,south,east,north (WGS84 degrees), or a polygon file.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
 @click.option("--pixel-m", type=float, default=None,

@@ -161,7 +161,7 @@ def _parse_point(text: str) -> tuple[float, float]:
 @click.option("--cell", help="Query H3 cell (hex).")
 @click.option("--point", help="Query point LAT,LNG in degrees (its containing cell is used).")
 @click.option("-k", "k", type=click.IntRange(1, 100000), default=10, show_default=True, help="Number of results.")
-@click.option("--within", help="Region: an H3 cell (hex), a bbox 'south,west,north,east', or a polygon file.")
+@click.option("--within", help="Region: an H3 cell (hex), a bbox west,south,east,north (WGS84 degrees), or a polygon file.")
 @click.option("--method", type=click.Choice(["brute", "hnsw"]), default="brute", show_default=True,
               help="Exact brute force, or an HNSW index (needs the vss extension: botaclip[ann]).")
 @click.option("--centered", is_flag=True,

@@ -1,6 +1,6 @@
 """Regions of interest and the H3 cells they cover, streamed partition by partition.
 
-A region is a bounding box (``minlon,minlat,maxlon,maxlat``, WGS84 degrees), a polygon file (GeoJSON,
+A region is a bounding box (``west,south,east,north``, WGS84 degrees: see :func:`botaclip.geo.parse_bbox`), a polygon file (GeoJSON,
 GeoPackage, GeoParquet; any CRS) or a file of H3 cells (text, one per line, hex or integer; or Parquet with an
 ``h3``/``cell`` column). A cell belongs to a polygon region when its centre lies inside it (H3's own rule).
 
@@ -20,8 +20,8 @@ import numpy as np
 import shapely
 from h3.api import numpy_int as h3np
 
-from botaclip.errors import BotaclipError
-from botaclip.geo import check_bbox, union_of_polygons
+from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 
 MAX_RES = 15
 
@@ -52,15 +52,15 @@ def check_resolution(resolution: int, what: str = "H3 resolution") -> int:
 
 
 def parse_region(spec: str) -> Region:
-    """Parse ``--region``: a bbox ``minlon,minlat,maxlon,maxlat`` (degrees), a polygon file or an H3 cell file."""
+    """Parse ``--region``: a bbox ``west,south,east,north`` (degrees), a polygon file or an H3 cell file."""
     spec = str(spec).strip()
     if not spec:
-        raise BotaclipError("--region is empty; give a bbox minlon,minlat,maxlon,maxlat, a polygon file or a cell file")
-    if not os.path.exists(spec) and spec.count(",") == 3:
+        raise InvalidInputError(f"{param('region')} is empty; give a bbox {BBOX_ORDER}, a polygon file or a cell file")
+    if is_bbox_text(spec):
         return _bbox_region(spec)
     if not os.path.exists(spec):
-        raise BotaclipError(
-            f"region {spec!r} is neither a file nor a bbox minlon,minlat,maxlon,maxlat (WGS84 degrees)"
+        raise InvalidInputError(
+            f"{param('region')} {spec!r} is neither a file nor a bbox {BBOX_ORDER} (WGS84 degrees)"
         )
     lower = spec.lower()
     if lower.endswith((".txt", ".csv", ".h3", ".cells")):
@@ -73,12 +73,8 @@ def parse_region(spec: str) -> Region:
 
 
 def _bbox_region(spec: str) -> Region:
-    try:
-        minlon, minlat, maxlon, maxlat = (float(v) for v in spec.split(","))
-    except ValueError:
-        raise BotaclipError(f"bbox {spec!r} is not four numbers minlon,minlat,maxlon,maxlat") from None
-    check_bbox(minlon, minlat, maxlon, maxlat, spec, "minlon,minlat,maxlon,maxlat")
-    return Region(f"bbox {spec}", geometry=shapely.box(minlon, minlat, maxlon, maxlat))
+    west, south, east, north = parse_bbox(spec, "region")
+    return Region(f"bbox {spec}", geometry=shapely.box(west, south, east, north))
 
 
 def _is_geoparquet(path: str) -> bool:

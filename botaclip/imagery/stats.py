@@ -17,6 +17,7 @@ from pathlib import Path
 import rasterio
 from rasterio.enums import Resampling
 
+from botaclip.atomic import write_text
 from botaclip.errors import BotaclipError
 
 CACHE_ENV = "BOTACLIP_CACHE_DIR"
@@ -54,9 +55,7 @@ def band_stats(path: str, bands: tuple[int, ...], max_side: int = 1024) -> BandS
     stats = compute_band_stats(path, bands, max_side)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"path": os.path.abspath(path), "mean": stats.mean, "std": stats.std}))
-        os.replace(tmp, cache_file)
+        write_text(cache_file, json.dumps({"path": os.path.abspath(path), "mean": stats.mean, "std": stats.std}))
     except OSError:
         pass  # an unwritable cache only costs a recomputation next time
     return stats

@@ -30,7 +30,6 @@ embeddings [N, D] to unit-normalised adapted embeddings [N, E] (torch only: no i
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from botaclip.atomic import atomic_write
 from botaclip.errors import BotaclipError
 from botaclip.model.botaclip import BotaCLIP, BotaSP, ImageAdapter, ReleveEncoder
 from botaclip.model.vocabulary import SpeciesVocabulary
@@ -56,15 +56,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -15,7 +15,6 @@ Any other missing or unexpected key is an error naming the keys. Files are read 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from botaclip.atomic import sha256_file
 from botaclip.errors import BotaclipError
 from botaclip.model.dofa import DOFA, DOFA_CONFIGS
 
@@ -44,15 +44,6 @@ _INITIALISED_HERE = re.compile(r"^(fc_norm|head)\.")
 _BLOCK_INDEX = re.compile(r"^blocks\.(\d+)\.")
 _WRAPPER_KEYS = ("model", "state_dict")
 _MAX_LISTED = 8
-
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _listed(keys: list[str]) -> str:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from botaclip.errors import BotaclipError
+from botaclip.model.device import resolve_device
 from botaclip.model.dofa import DOFA, validate_wavelengths
 
 __all__ = ["Embedder", "resolve_device", "resolve_dtype"]
@@ -34,22 +35,6 @@ _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` -> cuda when a CUDA device exists, else cpu; `cuda` without CUDA is an error."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    name = str(device).lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BotaclipError(f"device {device!r} requested but no CUDA device is available; use cpu or auto")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise BotaclipError(f"unknown device {device!r}; use auto, cpu or cuda")
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from botaclip.atomic import atomic_write, sha256_file
 from botaclip.errors import BotaclipError
-from botaclip.model.checkpoint import describe_checkpoint_size, read_checkpoint, sha256_file
+from botaclip.model.checkpoint import describe_checkpoint_size, read_checkpoint
 from botaclip.store.outputs import make_output_dir
 
 _TORCHGEO = "https://hf.co/torchgeo/dofa/resolve/b8db318b64a90b9e085ec04ba8851233c5893666"
@@ -94,10 +94,8 @@ def download_weights(backbone: str, to_dir: str | os.PathLike, url: str | None =
         verify_weights(target)
         return target
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=to_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    def download(tmp: Path) -> None:  # kept (renamed into place) only when its sha256 matches the name
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (https or user-given)
                     shutil.copyfileobj(response, out, length=1 << 20)
@@ -110,8 +108,7 @@ def download_weights(backbone: str, to_dir: str | os.PathLike, url: str | None =
             raise BotaclipError(
                 f"downloaded file from {url} has sha256 {sha[:12]}…, expected a prefix {expected}: not kept"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, download, suffix=".part")
     verify_weights(target)
     return target

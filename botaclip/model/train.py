@@ -20,6 +20,7 @@ import torch
 
 from botaclip.errors import BotaclipError
 from botaclip.model.botaclip import REG_TARGETS, BotaCLIP, BotaSP
+from botaclip.model.device import resolve_device
 
 RECALL_KS = (1, 5, 10)
 #: ``contrastive`` = BotaCLIP (SigLIP against a relevé encoder), ``supervised`` = BotaSP (BCE species head).
@@ -77,19 +78,6 @@ class TrainResult:
     best: dict
     stopped_early: bool
     state: dict = field(repr=False)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise BotaclipError(f"unknown --device {device!r}: use auto, cpu or cuda[:N]") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BotaclipError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
-    return dev
 
 
 def check_config(config: TrainConfig) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from botaclip.atomic import atomic_write
 from botaclip.errors import BotaclipError
 
 CACHE_VERSION = 1
@@ -137,21 +137,14 @@ def _save(path: Path, key: dict, rows: dict[str, np.ndarray], skipped: dict[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     ids = sorted(rows)
     feats = np.stack([rows[i] for i in ids]) if ids else np.zeros((0, views, dim), dtype=np.float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(
-            tmp,
-            key=np.array(json.dumps(key, sort_keys=True)),
-            releve_ids=np.array(ids, dtype=str),
-            features=feats.astype(np.float32),
-            skipped_ids=np.array(sorted(skipped), dtype=str),
-            skipped_reasons=np.array([skipped[i] for i in sorted(skipped)], dtype=str),
-        )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.savez(
+        tmp,
+        key=np.array(json.dumps(key, sort_keys=True)),
+        releve_ids=np.array(ids, dtype=str),
+        features=feats.astype(np.float32),
+        skipped_ids=np.array(sorted(skipped), dtype=str),
+        skipped_reasons=np.array([skipped[i] for i in sorted(skipped)], dtype=str),
+    ), suffix=".npz")
 
 
 def cache_features(

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from botaclip.atomic import sha256_file
 from botaclip.errors import BotaclipError, Interrupted, is_interrupt
 from botaclip.imagery import ChipReader, PrefetchStats, band_spec, parse_region, prefetch_chips, region_partitions
 from botaclip.imagery.regions import Region, check_resolution
@@ -41,7 +42,6 @@ from botaclip.pipeline.provenance import (
     identity_mismatch,
     index_provenance,
     merge_imagery,
-    sha256_file,
 )
 
 DEFAULT_RESOLUTION = 10
@@ -359,7 +359,7 @@ def run_index(
     """Embed the H3 cells of ``region`` from ``imagery`` and write them to the feature store ``store``.
 
     Args:
-        region: "sample", a bbox "minlon,minlat,maxlon,maxlat" (WGS84 degrees), a polygon file (GeoJSON,
+        region: "sample", a bbox "west,south,east,north" (WGS84 degrees), a polygon file (GeoJSON,
             GeoPackage, GeoParquet; any CRS), a file of H3 cells (text or Parquet), or a :class:`Region`.
         imagery: raster files (anything GDAL reads, any CRS); earlier files win where they overlap. May be empty
             with region "sample" (the sample's orthophoto is used).

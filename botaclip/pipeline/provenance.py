@@ -11,8 +11,6 @@ region); a different identity is refused, so embeddings of different models are 
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 from botaclip import __version__
@@ -36,15 +34,6 @@ def code_version() -> str:
         return f"{__version__}+g{commit[:12]}" if commit else __version__
     except OSError:
         return __version__
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_identity(model) -> str:

@@ -10,16 +10,15 @@ With a threshold (``binary``) every format holds 0/1 presence instead of suitabi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from botaclip.atomic import atomic_write
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
-from botaclip.geo import check_bbox, union_of_polygons
+from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
 from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
@@ -37,14 +36,8 @@ class Region:
         self._mask: Callable[[np.ndarray], np.ndarray] | None = None
         if not text:
             return
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) == 4:
-            try:
-                west, south, east, north = (float(p) for p in parts)
-            except ValueError:
-                raise InvalidInputError(
-                    f"{param('region')} {text!r}: a box is west,south,east,north in degrees") from None
-            check_bbox(west, south, east, north, text, "west,south,east,north")
+        if is_bbox_text(text):
+            west, south, east, north = parse_bbox(text, "region")
             self._mask = lambda cells: _in_box(cells, west, south, east, north)
             return
         if Path(text).exists():
@@ -54,7 +47,7 @@ class Region:
             cell = parse_cell(text)
         except (ValueError, Exception):
             raise InvalidInputError(
-                f"{param('region')} {text!r} is neither a box (west,south,east,north), an H3 cell nor an existing file"
+                f"{param('region')} {text!r} is neither a box ({BBOX_ORDER}), an H3 cell nor an existing file"
             ) from None
         res = int(resolution_of(np.array([cell], dtype=np.uint64))[0])
         self._mask = lambda cells: cell_to_parent(cells, res) == np.uint64(cell)
@@ -208,13 +201,6 @@ def predictions_to_store(saved: SavedModel, store, name: str, region: Region | N
     return int(h3.size), h3, vals
 
 
-def _tmp_path(out: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    return Path(tmp)
-
-
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
                     pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
                     threshold: str | float | None = None, force: bool = False) -> PredictResult:
@@ -240,9 +226,10 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
     chunks = iter_predictions(saved, store, region)
     if binary:
         chunks = _binarised(chunks, t_value)
-    tmp = _tmp_path(out)
-    try:
-        extra = {"threshold": round(t_value, 6), "threshold_from": t_how} if binary else {}
+    extra = {"threshold": round(t_value, 6), "threshold_from": t_how} if binary else {}
+    written: dict = {}
+
+    def write(tmp: Path) -> None:  # under a temporary name beside `out`, renamed into place when complete
         if suffix == ".parquet":
             n, total = _write_parquet(chunks, tmp, column)
         elif suffix == ".gpkg":
@@ -251,8 +238,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
             h3, vals = collect_predictions(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
-                extra |= write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
-                                       max_pixels=None if force else MAX_TIF_PIXELS)
+                extra.update(write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
+                                       max_pixels=None if force else MAX_TIF_PIXELS))
             elif n:
                 from botaclip.sdm.maps import suitability_map
 
@@ -263,10 +250,10 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
         if n == 0:
             raise BotaclipError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
                                 f"{'region ' + region.text if region and region.text else 'the store'}")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        written.update(n=n, total=total)
+
+    atomic_write(out, write, suffix=out.suffix)
+    n, total = written["n"], written["total"]
     return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
 
 

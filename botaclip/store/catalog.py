@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from botaclip.atomic import fsync_dir
 from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store.schema import FeatureSetSpec
 
@@ -270,7 +271,7 @@ def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
     stale_wal = Path(str(path) + ".wal")
     if stale_wal.exists():  # a WAL left by a crashed read-write session belongs to the old file
         stale_wal.unlink()
-    _fsync_dir(Path(path).parent)
+    fsync_dir(Path(path).parent)
 
 
 def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
@@ -357,10 +358,3 @@ def _write_records(con: duckdb.DuckDBPyConnection, state: CatalogState, old_cata
                 con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                             [rec.get(c) for c in cols])
 
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

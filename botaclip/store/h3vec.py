@@ -125,7 +125,8 @@ def is_valid_cell(cells: np.ndarray) -> np.ndarray:
 
 
 def cell_to_latlng(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre (lat, lng) in degrees of each valid cell (agrees with h3-py to ~1e-13 degrees)."""
+    """Centre (lat, lng) in degrees of each valid cell. With h3ronpy the centres agree with h3-py's to about
+    1e-13 degrees at resolution 0, 1e-8 (a millimetre) at resolution 10 and 2e-7 at resolution 15."""
     cells = np.asarray(cells, dtype=np.uint64)
     if cells.size == 0:
         return np.zeros(0), np.zeros(0)

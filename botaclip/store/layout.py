@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from botaclip.atomic import fsync_dir
 from botaclip.errors import StoreWriteError, root_cause
 from botaclip.store.schema import FOOTER_KEY
 
@@ -103,11 +104,3 @@ def write_parquet_atomic(table: pa.Table, final: Path, root: Path, label: str | 
         if tmp.exists():
             tmp.unlink()
     return final.stat().st_size
-
-
-def fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,7 +10,6 @@ approximate and is refused with a clear error where vss cannot be loaded.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +17,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from botaclip.errors import BotaclipError
-from botaclip.geo import check_bbox, union_of_polygons
+from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.store import h3vec
 from botaclip.store.catalog import quote_ident, sql_string_literal
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from botaclip.store.store import Store
 
 METHODS = ("brute", "hnsw")
-_BBOX = re.compile(r"^\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*$")
 
 
 def load_vss(con: duckdb.DuckDBPyConnection) -> bool:
@@ -54,8 +52,8 @@ def load_vss(con: duckdb.DuckDBPyConnection) -> bool:
 def parse_region(store: "Store", within: str | None, con: duckdb.DuckDBPyConnection) -> tuple[str, list]:
     """SQL predicate (with parameters) restricting cells to a region.
 
-    `within` is an H3 cell (hex) at the store resolution or coarser, a bounding box "south,west,north,east" in
-    degrees (cells whose centre is inside), or a vector file (GeoJSON, GeoPackage, ...) of polygons in any CRS.
+    `within` is an H3 cell (hex) at the store resolution or coarser, a bounding box "west,south,east,north" in
+    degrees (cells whose centre is inside; the one bbox order of :func:`botaclip.geo.parse_bbox`), or a vector file (GeoJSON, GeoPackage, ...) of polygons in any CRS.
     """
     if not within:
         return "TRUE", []
@@ -70,21 +68,20 @@ def parse_region(store: "Store", within: str | None, con: duckdb.DuckDBPyConnect
             raise BotaclipError(f"region file {within} has no CRS; give it one (e.g. with ogr2ogr -a_srs)")
         geom, _ = union_of_polygons(gdf.to_crs(4326).geometry.values, f"region file {within}")
         return _polygon_predicate(store, con, geom)
-    m = _BBOX.match(within)
-    if m:
-        s, w, n, e = (float(v) for v in m.groups())
-        check_bbox(w, s, e, n, within, "south,west,north,east")
+    if is_bbox_text(within):
+        w, s, e, n = parse_bbox(within, "within")
         return ("h3_cell_to_lat(h3) BETWEEN ? AND ? AND h3_cell_to_lng(h3) BETWEEN ? AND ?", [s, n, w, e])
     try:
         cell = int(within.strip(), 16)
     except ValueError:
-        raise BotaclipError(f"--within {within!r} is not a file, a bbox 'south,west,north,east' "
-                            "or an H3 cell") from None
+        raise InvalidInputError(f"{param('within')} {within!r} is not a file, a bbox {BBOX_ORDER!r} "
+                                "or an H3 cell") from None
     if not h3vec.is_valid_cell(np.array([cell], np.uint64))[0]:
-        raise BotaclipError(f"--within {within!r} is not a valid H3 cell")
+        raise InvalidInputError(f"{param('within')} {within!r} is not a valid H3 cell")
     res = int(h3vec.get_resolution(np.array([cell], np.uint64))[0])
     if res > store.resolution:
-        raise BotaclipError(f"--within cell {within} (resolution {res}) is finer than the store's {store.resolution}")
+        raise InvalidInputError(f"{param('within')} cell {within} (resolution {res}) is finer than the store's "
+                                f"{store.resolution}")
     lo, hi = h3vec.children_range(cell, store.resolution)
     return "h3 BETWEEN ? AND ?", [lo, hi]
 
@@ -101,7 +98,7 @@ def _polygon_predicate(store: "Store", con: duckdb.DuckDBPyConnection, geom) -> 
                               *[[(y, x) for x, y in r.coords] for r in poly.interiors])
         cells += [h3.str_to_int(c) for c in h3.h3shape_to_cells(shape, store.resolution)]
     if not cells:
-        raise BotaclipError("the --within region holds no polygon covering any cell centre")
+        raise InvalidInputError(f"the {param('within')} region holds no polygon covering any cell centre")
     con.register("_similar_region", pa.table({"h3": pa.array(np.unique(cells), pa.uint64())}))
     return "h3 IN (SELECT h3 FROM _similar_region)", []
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from botaclip.store.layout import PARTITION_FILE, features_dir, fsync_dir
+from botaclip.atomic import fsync_dir
+from botaclip.store.layout import PARTITION_FILE, features_dir
 
 SWAP_DIR = ".swap"
 

@@ -28,12 +28,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from botaclip.atomic import fsync_dir
 from botaclip.errors import BotaclipError, StoreWriteError, root_cause
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
 from botaclip.store.damage import read_footer, read_partition_table
 from botaclip.store.geometry import geometry_stats
-from botaclip.store.layout import fsync_dir, partition_files, partition_path, write_parquet_atomic
+from botaclip.store.layout import partition_files, partition_path, write_parquet_atomic
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
 from botaclip.store.staging import link_untouched, new_stage_root, recover_swaps, swap_in
