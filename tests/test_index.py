@@ -250,6 +250,21 @@ def test_adapter_set_is_derived_from_the_stored_backbone_set(scene, tmp_path):
     assert len(info["adapter_sha256"]) == 64 and info["weights_sha256"] == "random-init:seed=0"
 
 
+def test_config_with_keyword_overrides_is_the_keyword_call(scene, tmp_path):
+    from botaclip.pipeline import ChipConfig, IndexConfig, ModelConfig, OutputConfig, RuntimeConfig
+
+    config = IndexConfig(model=ModelConfig(backbone="dofa-tiny"), chips=ChipConfig(size_px=32),
+                         runtime=RuntimeConfig(batch_size=8, workers=2, progress=False),
+                         output=OutputConfig(name="from_config"))
+    a = run_index(BBOX, [scene["l93"]], tmp_path / "a", config, name="renamed", limit=6)
+    b = run_index(BBOX, [scene["l93"]], tmp_path / "b", name="renamed", limit=6, **TINY)
+    assert a.feature_set == b.feature_set == "renamed" and a.written == b.written > 0
+    cells = _cells(tmp_path / "a", "renamed")
+    np.testing.assert_array_equal(cells, _cells(tmp_path / "b", "renamed"))
+    np.testing.assert_array_equal(Store.open(tmp_path / "a").features_numpy("renamed", cells=cells).X,
+                                  Store.open(tmp_path / "b").features_numpy("renamed", cells=cells).X)
+
+
 # -- bad input via the CLI: one line starting `error:`, non-zero exit, store untouched --------------------------
 
 

@@ -1,8 +1,20 @@
-"""`botaclip index`: embed the H3 cells of a region from imagery into the feature store."""
+"""`botaclip index`: embed the H3 cells of a region from imagery into the feature store.
+
+Options map one to one onto the fields of :class:`botaclip.pipeline.index_config.IndexConfig` (``--quiet`` is
+``progress=False``); their defaults are read from there.
+"""
 
 from __future__ import annotations
 
 import click
+
+from botaclip.config import default
+from botaclip.pipeline.index_config import DEFAULT_RESOLUTION, ENGINES, NORMALIZATIONS, RESAMPLINGS, IndexConfig
+
+
+def _default(name: str):
+    """The default of IndexConfig field ``name``: what the option shows with --help."""
+    return default(IndexConfig, name)
 
 
 @click.command("index", context_settings={"allow_interspersed_args": True})
@@ -16,58 +28,58 @@ import click
 @click.argument("more_imagery", nargs=-1, type=click.Path(), metavar="")
 @click.option("--store", required=True, type=click.Path(),
               help="Feature store directory; created with --resolution if it does not exist.")
-@click.option("--backbone", default="dofa-small", show_default=True,
+@click.option("--backbone", default=_default("backbone"), show_default=True,
               help="DOFA backbone: dofa-small, dofa-base, dofa-large (dofa-tiny for tests).")
-@click.option("--weights", default=None, type=click.Path(),
+@click.option("--weights", default=_default("weights"), type=click.Path(),
               help="Backbone checkpoint (DOFA release or TorchGeo); without it the backbone is random "
                    "(recorded as 'random init').")
-@click.option("--adapter", default=None, type=click.Path(),
+@click.option("--adapter", default=_default("adapter"), type=click.Path(),
               help="Trained BotaCLIP adapter checkpoint: store adapted embeddings (derived from a stored backbone "
                    "feature set where it has the cells).")
-@click.option("--name", default=None,
+@click.option("--name", default=_default("name"),
               help="Feature-set name [default: <backbone>_<bands>, e.g. dofa_small_rgb; botaclip_... with --adapter].")
-@click.option("--resolution", default=None, type=int,
-              help="H3 resolution 0-15 [default: the store's, or 10 for a new store].")
-@click.option("--chip-m", default=100.0, show_default=True, type=float, help="Chip side in metres.")
-@click.option("--size-px", default=224, show_default=True, type=int,
+@click.option("--resolution", default=_default("resolution"), type=int,
+              help=f"H3 resolution 0-15 [default: the store's, or {DEFAULT_RESOLUTION} for a new store].")
+@click.option("--chip-m", default=_default("chip_m"), show_default=True, type=float, help="Chip side in metres.")
+@click.option("--size-px", default=_default("size_px"), show_default=True, type=int,
               help="Chip side in pixels after resampling (a multiple of 16).")
-@click.option("--bands", default=None,
+@click.option("--bands", default=_default("bands"),
               help="Band preset: rgb, rgbn, landsat7, landsat8, sentinel2 [default: rgb for 3 bands, rgbn for 4].")
-@click.option("--wavelengths", default=None,
+@click.option("--wavelengths", default=_default("wavelengths"),
               help="Explicit centre wavelength of each band in µm, e.g. 0.665,0.56,0.49 (instead of --bands).")
-@click.option("--normalize", default="auto", show_default=True, type=click.Choice(["auto", "preset", "stats"]),
+@click.option("--normalize", default=_default("normalize"), show_default=True, type=click.Choice(NORMALIZATIONS),
               help="Band normalisation: preset statistics (ImageNet on 0-255 for RGB), per-raster statistics "
                    "(computed once, cached), or auto (preset when the bands have one).")
-@click.option("--resampling", default="auto", show_default=True, type=click.Choice(["auto", "average", "bilinear"]),
+@click.option("--resampling", default=_default("resampling"), show_default=True, type=click.Choice(RESAMPLINGS),
               help="Resampling kernel: area average, bilinear, or auto (average when downsampling).")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Chips per model batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--workers", default=4, show_default=True, type=int,
+@click.option("--batch-size", default=_default("batch_size"), show_default=True, type=int,
+              help="Chips per model batch.")
+@click.option("--device", default=_default("device"), show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--workers", default=_default("workers"), show_default=True, type=int,
               help="Threads reading chips ahead of the model (0: read in the main thread).")
-@click.option("--shard", default=None,
+@click.option("--shard", default=_default("shard"),
               help="I/N: process only shard I of N (0 <= I < N), split by coarse H3 parent cells; shards may run "
                    "at the same time into one store.")
-@click.option("--min-valid", default=0.9, show_default=True, type=float,
+@click.option("--min-valid", default=_default("min_valid"), show_default=True, type=float,
               help="Skip chips with a smaller fraction of valid (not nodata) pixels.")
-@click.option("--overwrite", is_flag=True,
+@click.option("--overwrite", is_flag=True, default=_default("overwrite"),
               help="Recompute cells already present (without --shard: replace the whole feature set).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of a randomly initialised backbone.")
-@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+@click.option("--seed", default=_default("seed"), show_default=True, type=int,
+              help="Seed of a randomly initialised backbone.")
+@click.option("--engine", default=_default("engine"), show_default=True, type=click.Choice(ENGINES),
               help="Where partitions are embedded: this process, or Ray actors (one model each; needs "
                    "botaclip[ray]; the store must be on storage every node sees). See docs/scale.md.")
-@click.option("--ray-address", default=None,
+@click.option("--ray-address", default=_default("ray_address"),
               help="Ray cluster to join with --engine ray: auto or HOST:PORT [default: start a local Ray instance].")
-@click.option("--ray-workers", default=None, type=int,
+@click.option("--ray-workers", default=_default("ray_workers"), type=int,
               help="Ray workers (actors, one model each) [default: one per GPU, or one per --cpus-per-worker CPUs].")
-@click.option("--gpus-per-worker", default=None, type=float,
+@click.option("--gpus-per-worker", default=_default("gpus_per_worker"), type=float,
               help="GPUs per Ray worker [default: 1 when the cluster has GPUs, else 0].")
-@click.option("--cpus-per-worker", default=1.0, show_default=True, type=float,
+@click.option("--cpus-per-worker", default=_default("cpus_per_worker"), show_default=True, type=float,
               help="CPUs per Ray worker (a CPU worker's torch threads).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, default=not _default("progress"), help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def index(region, imagery, more_imagery, store, backbone, weights, adapter, name, resolution, chip_m, size_px, bands,
-          wavelengths, normalize, resampling, batch_size, device, workers, shard, min_valid, overwrite, seed, engine,
-          ray_address, ray_workers, gpus_per_worker, cpus_per_worker, quiet, as_json):
+def index(region, imagery, more_imagery, store, quiet, as_json, **options):
     """Embed the H3 cells of a region from imagery and write them to the feature store.
 
     Resumable: cells already stored are skipped, so a killed run completes when run again.
@@ -79,18 +91,14 @@ def index(region, imagery, more_imagery, store, backbone, weights, adapter, name
     """
     import json
 
+    from botaclip.config import build
     from botaclip.errors import BotaclipError
     from botaclip.pipeline import run_index
 
     paths = list(imagery) + list(more_imagery)
     if more_imagery and not imagery:
         raise BotaclipError(f"unexpected argument {more_imagery[0]!r}; imagery files go after --imagery")
-    summary = run_index(
-        region, paths, store, backbone=backbone, weights=weights, adapter=adapter, name=name,
-        resolution=resolution, chip_m=chip_m, size_px=size_px, bands=bands, wavelengths=wavelengths,
-        normalize=normalize, resampling=resampling, batch_size=batch_size, device=device, workers=workers,
-        shard=shard, min_valid=min_valid, overwrite=overwrite, seed=seed, progress=not quiet,
-        echo=lambda msg: click.echo(msg, err=True), engine=engine, ray_address=ray_address,
-        ray_workers=ray_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-    )
+    config = build(IndexConfig, progress=not quiet, **options)
+    summary = run_index(region, paths, store, config, echo=lambda msg: click.echo(msg, err=True))
     click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())
+

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, param
 
 FOLD_SUFFIX = "_fold"
 
@@ -34,7 +34,7 @@ def fold_set_names(name: str, k: int) -> list[str]:
         try:
             check_identifier(n)
         except BotaclipError:
-            raise BotaclipError(f"--name {name!r} is too long for its fold sets (e.g. {n!r}, at most 63 "
+            raise InvalidInputError(f"{param('name')} {name!r} is too long for its fold sets (e.g. {n!r}, at most 63 "
                                 "characters); choose a shorter name") from None
     return names
 
@@ -65,28 +65,32 @@ def releve_cells(bundle, resolution: int) -> np.ndarray:
     return np.unique(cells[ok])
 
 
-def index_cross_fitted(bundle, adapter_path: str, region, imagery, store_path, *, name: str | None, backbone: str,
-                       weights: str | None, seed: int, chip_m: float, size_px: int, overwrite: bool,
-                       say: Callable[[str], None], index_kwargs: dict, progress: bool = True):
-    """Index ``region`` with the cross-fitted adapter ``bundle`` (loaded from ``adapter_path``); see the module
-    docstring. ``index_kwargs`` are the remaining ``run_index`` options for the backbone set. Returns the
-    :class:`IndexSummary` of the full set, with one note per companion set."""
+def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callable[[str], None]):
+    """Index ``region`` with the cross-fitted adapter ``bundle`` (loaded from ``config.model.adapter``; ``config``
+    an :class:`~botaclip.pipeline.index_config.IndexConfig`); see the module docstring. The backbone set is
+    indexed with the same config, without the adapter. Returns the :class:`IndexSummary` of the full set, with
+    one note per companion set."""
+    from botaclip.config import with_options
     from botaclip.model.checkpoint import sha256_file as weights_sha
-    from botaclip.pipeline.index import IndexSummary, default_name, run_index
+    from botaclip.pipeline.index import default_name, run_index
+    from botaclip.pipeline.index_steps import IndexSummary
     from botaclip.pipeline.provenance import sha256_file
     from botaclip.store import Store
 
     started = time.perf_counter()
     cf = bundle.cross_fit
-    backbone_name = str(backbone).strip().lower()
+    model, chips = config.model, config.chips
+    adapter_path = str(model.adapter)
+    backbone_name = model.backbone.strip().lower()
     # Refuse a mismatched backbone before indexing anything with it.
-    bundle.check_backbone(backbone_name, weights_sha(weights) if weights else None, seed=seed)
-    if int(bundle.backbone["size_px"]) != int(size_px) or float(bundle.backbone["chip_m"]) != float(chip_m):
+    bundle.check_backbone(backbone_name, weights_sha(model.weights) if model.weights else None, seed=model.seed)
+    if int(bundle.backbone["size_px"]) != chips.size_px or float(bundle.backbone["chip_m"]) != chips.chip_m:
         raise BotaclipError(
             f"adapter {adapter_path} was trained on {bundle.backbone['chip_m']:g} m chips at "
-            f"{bundle.backbone['size_px']} px, not {chip_m:g} m at {size_px} px; use the same --chip-m/--size-px")
-    bands = index_kwargs.get("bands") or bundle.backbone.get("bands")
-    name = name or default_name(backbone_name, str(bands), adapted=True)
+            f"{bundle.backbone['size_px']} px, not {chips.chip_m:g} m at {chips.size_px} px; use the same "
+            f"{param('chip_m')}/{param('size_px')}")
+    bands = chips.bands or bundle.backbone.get("bands")
+    name = config.output.name or default_name(backbone_name, str(bands), adapted=True)
     fold_names = fold_set_names(name, cf.k)
 
     existing = Store.open(store_path, read_only=True) if (Path(store_path) / "catalog.duckdb").is_file() else None
@@ -94,13 +98,12 @@ def index_cross_fitted(bundle, adapter_path: str, region, imagery, store_path, *
     source = found[0] if found else default_name(backbone_name, str(bands), adapted=False)
     say(f"cross-fitted adapter ({cf.k} folds): backbone set {source!r} first, then {name!r} and "
         f"{fold_names[0]!r}..{fold_names[-1]!r} derived from it")
-    backbone_summary = run_index(region, imagery, store_path, backbone=backbone, weights=weights, name=source,
-                                 seed=seed, chip_m=chip_m, size_px=size_px, progress=progress, echo=say,
-                                 **index_kwargs)
+    backbone_config = with_options(config, adapter=None, name=source, overwrite=False)
+    backbone_summary = run_index(region, imagery, store_path, backbone_config, echo=say)
     st = Store.open(store_path)
     if source not in matching_backbone_sets(st, bundle.backbone):
         raise BotaclipError(f"backbone set {source!r} in {store_path} was not made with the adapter's backbone "
-                            f"{bundle.backbone['name']} ({bundle.sha256}); choose another --name")
+                            f"{bundle.backbone['name']} ({bundle.sha256}); choose another {param('name')}")
     cells = st.existing_cells(source)
     adapter_sha = sha256_file(adapter_path)
     base = dict(st.info(source)["provenance"])
@@ -112,7 +115,7 @@ def index_cross_fitted(bundle, adapter_path: str, region, imagery, store_path, *
     for target, adapter, role in targets:
         provenance = {**base, "kind": "botaclip", "adapter_sha256": adapter_sha, "adapter": adapter.provenance(),
                       "derived_from": source, "cross_fit": role}
-        written = derive_set(st, source, target, adapter, provenance, cells, overwrite)
+        written = derive_set(st, source, target, adapter, provenance, cells, config.output.overwrite)
         if target == name:
             summary.written = summary.derived = written
         else:
@@ -134,7 +137,8 @@ def derive_set(store, source: str, target: str, bundle, provenance: dict, cells:
     ``overwrite``). Returns the rows written."""
     from tqdm import tqdm
 
-    from botaclip.pipeline.index import IndexSummary, JobWriter, cells_to_do, derive_partition
+    from botaclip.pipeline.index import JobWriter
+    from botaclip.pipeline.index_steps import IndexSummary, cells_to_do, derive_partition
 
     summary = IndexSummary(feature_set=target, kind="botaclip", store=str(store.path))
     bar = tqdm(disable=True)

@@ -31,13 +31,25 @@ import sys
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, param
+from botaclip.pipeline.index_config import IndexConfig
+from botaclip.pipeline.index_steps import (
+    EmbedTally,
+    IndexSummary,
+    IndexTarget,
+    PartitionPlan,
+    check_replacement_written,
+    embed_partitions,
+    format_worker_stats,
+    partitions_to_do,
+)
 from botaclip.ray_cluster import import_ray, ray_init
 
 STORE_PATH_ENV = "BOTACLIP_RAY_STORE_PATH"
@@ -46,45 +58,20 @@ STATS_EVERY_S = 30.0  # per-worker progress lines
 MAX_ATTEMPTS = 3  # a partition whose worker died this many times stops the job
 
 
-def check_ray_options(shard, n_workers: int | None, gpus_per_worker: float | None, cpus_per_worker: float) -> None:
-    """Refuse bad Ray options before anything is read or written (and check that Ray is installed)."""
-    if shard is not None:
-        raise BotaclipError("--shard and --engine ray do not combine: the Ray engine already spreads the "
-                            "partitions over its workers; drop --shard")
-    if n_workers is not None and int(n_workers) < 1:
-        raise BotaclipError(f"--ray-workers must be at least 1, got {n_workers}")
-    if gpus_per_worker is not None and float(gpus_per_worker) < 0:
-        raise BotaclipError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
-    if float(cpus_per_worker) <= 0:
-        raise BotaclipError(f"--cpus-per-worker must be more than 0, got {cpus_per_worker}")
-    import_ray()
-
-
 @dataclass
 class RayIndexJob:
-    """What a worker needs to embed partitions exactly as the local engine would (paths are absolute)."""
+    """What a worker needs to embed partitions exactly as the local engine would: the job's config (its paths
+    made absolute), the imagery (absolute paths), the resolved bands and the feature set to write."""
 
+    config: IndexConfig
     imagery: list[str]
     bands: object  # botaclip.imagery.bands.BandSpec
-    chip_m: float
-    size_px: int
-    resampling: str
-    normalize: str
-    backbone: str
-    weights: str | None
-    seed: int
-    adapter: str | None
-    device: str
-    batch_size: int
-    read_threads: int
-    min_valid: float
-    name: str
-    kind: str
-    dim: int
-    provenance: dict
-    resolution: int
-    partition_resolution: int
-    merge_existing: bool = True  # False for --overwrite: a replacement does not keep the old set's rows
+    target: IndexTarget
+
+    @property
+    def merge_existing(self) -> bool:
+        """False for overwrite: a replacement does not keep the old set's rows."""
+        return not self.config.output.overwrite
 
 
 # -- the worker (runs in a Ray actor process) ---------------------------------------------------------------------
@@ -111,18 +98,19 @@ class IndexWorker:
         torch.set_num_threads(max(1, int(threads)))
         self.job, self.worker = job, worker
         self.root = worker_store_root(store_path)
+        chips, m, runtime = job.config.chips, job.config.model, job.config.runtime
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the driver already reported them (random weights, ...)
-            self.reader = ChipReader(job.imagery, job.bands, chip_m=job.chip_m, size_px=job.size_px,
-                                     resampling=job.resampling, normalization=job.normalize)
-            model = make_backbone(job.backbone, job.weights, job.seed, job.size_px)
+            self.reader = ChipReader(job.imagery, job.bands, chip_m=chips.chip_m, size_px=chips.size_px,
+                                     resampling=chips.resampling, normalization=chips.normalize)
+            model = make_backbone(m.backbone, m.weights, m.seed, chips.size_px)
             self.bundle = None
-            if job.adapter is not None:
+            if m.adapter is not None:
                 from botaclip.model.adapter import load_adapter
 
-                self.bundle = load_adapter(job.adapter)
-            self.embedder = Embedder(model, list(self.reader.wavelengths), device=job.device,
-                                     batch_size=job.batch_size, normalize=True)
+                self.bundle = load_adapter(m.adapter)
+            self.embedder = Embedder(model, list(self.reader.wavelengths), device=runtime.device,
+                                     batch_size=runtime.batch_size, normalize=True)
         # Created at the first partition, once the driver has checked that this node shares the store.
         self._scratch = self.root / scratch / f"w{worker}-{os.getpid()}-{secrets.token_hex(3)}"
         self._writer = None
@@ -162,64 +150,49 @@ class IndexWorker:
         this worker's scratch store, merged with the rows the store already holds for that partition.
 
         Returns the file's path relative to the store directory and the counts (written, nodata, outside)."""
-        import pyarrow.parquet as pq
-
-        from botaclip.imagery import PrefetchStats, prefetch_chips
-        from botaclip.store import Store
         from botaclip.store.layout import partition_path
 
         t0 = time.perf_counter()
-        job = self.job
+        name = self.job.target.name
+        w = self._scratch_writer()
+        self._keep_stored_rows(w, parent)
+        tally, written = EmbedTally(), 0
+        partitions = [(int(parent), np.asarray(cells, dtype=np.uint64))]
+        with closing(embed_partitions(self.reader, self.embedder, partitions, self.job.config, self.bundle,
+                                      tally)) as batches:
+            for batch, emb in batches:
+                if len(batch.h3):
+                    w.write(h3=batch.h3, embedding=emb, valid_fraction=batch.valid_fraction)
+                    written += len(batch.h3)
+        w.finish_partition(int(parent))
+        staged = partition_path(self._scratch, name, parent)
+        return {"parent": int(parent), "written": written, "nodata": tally.nodata, "outside": tally.outside,
+                "embedded": tally.embedded, "embed_s": tally.embed_s, "staged": str(staged.relative_to(self.root)),
+                "wait_s": tally.wait_s, "seconds": time.perf_counter() - t0, "worker": self.worker}
+
+    def _scratch_writer(self):
+        """This worker's writer into its scratch store, created at the first partition."""
         if self._writer is None:
-            scratch = Store.create(self._scratch, job.resolution, job.partition_resolution)
-            self._writer = scratch.writer(job.name, kind=job.kind, dim=job.dim, provenance=dict(job.provenance),
+            from botaclip.store import Store
+
+            t = self.job.target
+            scratch = Store.create(self._scratch, t.resolution, t.partition_resolution)
+            self._writer = scratch.writer(t.name, kind=t.kind, dim=t.dim, provenance=dict(t.provenance),
                                           geometry=False)  # a scratch store: statistics are the driver's job
-        w = self._writer
-        existing = partition_path(self.root, job.name, parent)
-        if job.merge_existing and existing.exists():  # partly written earlier (or by another region): keep its rows
+        return self._writer
+
+    def _keep_stored_rows(self, w, parent: int) -> None:
+        """A partition partly written earlier (or by another region) keeps its rows, unless overwritten."""
+        import pyarrow.parquet as pq
+
+        from botaclip.store.layout import partition_path
+
+        existing = partition_path(self.root, self.job.target.name, parent)
+        if self.job.merge_existing and existing.exists():
             table = pq.read_table(existing)
             if table.num_rows:
                 w.write(h3=table.column("h3").to_numpy().astype(np.uint64), embedding=w.spec.decode(table),
                         valid_fraction=table.column("valid_fraction").to_numpy(zero_copy_only=False))
-        out = {"parent": int(parent), "written": 0, "nodata": 0, "outside": 0, "embedded": 0, "embed_s": 0.0}
-        stats = PrefetchStats()
-        batches = prefetch_chips(self.reader, [(int(parent), np.asarray(cells, dtype=np.uint64))],
-                                 batch_size=job.batch_size, workers=job.read_threads, min_valid=job.min_valid,
-                                 stats=stats)
-        meta: deque = deque()
-
-        def chip_arrays():
-            for batch in batches:
-                meta.append(batch)
-                yield batch.chips
-
-        try:
-            stream = self.embedder.embed_stream(chip_arrays())
-            while True:
-                t1, wait0 = time.perf_counter(), stats.wait_s
-                try:
-                    emb = next(stream)
-                except StopIteration:
-                    break
-                out["embed_s"] += (time.perf_counter() - t1) - (stats.wait_s - wait0)
-                batch = meta.popleft()
-                out["embedded"] += len(batch.h3)
-                if len(batch.h3):
-                    if self.bundle is not None:
-                        from botaclip.pipeline.index import adapt_embeddings
-
-                        emb = adapt_embeddings(self.bundle, emb)
-                    w.write(h3=batch.h3, embedding=emb, valid_fraction=batch.valid_fraction)
-                    out["written"] += len(batch.h3)
-                out["nodata"] += len(batch.nodata)
-                out["outside"] += len(batch.outside)
-        finally:
-            batches.close()
-        w.finish_partition(int(parent))
-        staged = partition_path(self._scratch, job.name, parent)
-        out.update(staged=str(staged.relative_to(self.root)), wait_s=stats.wait_s,
-                   seconds=time.perf_counter() - t0, worker=self.worker)
-        return out
 
     def close(self) -> None:
         if self._writer is not None:
@@ -234,11 +207,12 @@ class IndexWorker:
 def _check_resources(ray, gpus: float, cpus: float) -> None:
     res = ray.cluster_resources()
     if gpus > 0 and res.get("GPU", 0) < gpus:
-        raise BotaclipError(f"the Ray cluster has {res.get('GPU', 0):g} GPU(s), fewer than --gpus-per-worker "
-                            f"{gpus:g}; pass --gpus-per-worker 0 for CPU workers")
+        raise BotaclipError(f"the Ray cluster has {res.get('GPU', 0):g} GPU(s), fewer than "
+                            f"{param('gpus_per_worker')} {gpus:g}; pass {param('gpus_per_worker')} 0 for CPU "
+                            "workers")
     if res.get("CPU", 0) < cpus:
-        raise BotaclipError(f"the Ray cluster has {res.get('CPU', 0):g} CPU(s), fewer than --cpus-per-worker "
-                            f"{cpus:g}")
+        raise BotaclipError(f"the Ray cluster has {res.get('CPU', 0):g} CPU(s), fewer than "
+                            f"{param('cpus_per_worker')} {cpus:g}")
 
 
 def _worker_count(ray, n_workers: int | None, gpus: float, cpus: float) -> int:
@@ -337,159 +311,180 @@ def _check_probe(root: Path, info: dict, token: str) -> None:
                             f"{info['root']}) is not visible to this process; " + fix)
 
 
-def run_partitions_ray(
-    job: RayIndexJob,
-    store,
-    parents: Sequence[int],
-    cells_of,
-    summary,
-    *,
-    started: float,
-    overwrite: bool = False,
-    limit: int | None = None,
-    address: str | None = None,
-    n_workers: int | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: float = 1.0,
-    progress: bool = True,
-    say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
-    derive_from: str | None = None,
-):
+
+
+def run_partitions_ray(job: RayIndexJob, store, plan: PartitionPlan, summary: IndexSummary, *, started: float,
+                       say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+                       derive_from: str | None = None) -> IndexSummary:
     """Run the planned partitions of an index job on Ray actors and commit them into ``store`` (driver side).
 
     Called by :func:`botaclip.pipeline.run_index` with ``engine="ray"`` once the input is validated and the store
-    opened; ``summary`` (an IndexSummary) is filled and returned.
+    opened; ``summary`` is filled and returned. ``job.config`` says where the cluster is (``ray_address``), how many
+    actors with which resources, ``limit``, ``overwrite`` and ``progress``.
     """
-    from tqdm import tqdm
-
-    from botaclip.pipeline.index import cells_to_do, check_replacement_written, format_worker_stats
-
     ray = import_ray()
     if derive_from:
         say(f"note: the Ray engine embeds every cell from the imagery (it does not derive from {derive_from!r} yet)")
     summary.engine = "ray"
     # A local instance only carries partitions' cell ids and small results: a small object store.
-    started_ray = ray_init(ray, address, object_store_mb=128)
-    writer = pool = None
+    started_ray = ray_init(ray, job.config.scale.ray_address, object_store_mb=128)
+    driver = _Driver(ray, job, store, summary, say)
     failed = True
-    root = Path(store.path)
-    scratch = Path(".tmp") / f"ray-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        gpus = float(gpus_per_worker) if gpus_per_worker is not None else (
-            1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0)
-        _check_resources(ray, gpus, float(cpus_per_worker))
-        n = _worker_count(ray, n_workers, gpus, float(cpus_per_worker))
-        # The job's writer: holds the store's lock for the whole run and records the run in the catalog. Opening
-        # it clears STORE/.tmp (leftovers of killed jobs), so it comes before any worker writes there.
-        writer = store.writer(job.name, kind=job.kind, dim=job.dim, provenance=dict(job.provenance),
-                              overwrite=overwrite)
-        (root / scratch).mkdir(parents=True)
-        token = secrets.token_hex(6)
-        driver_probe = scratch / "probe-driver"  # removed with the scratch directory
-        (root / driver_probe).write_text(token)
-        pool = _Pool(ray, job, str(root), str(scratch), gpus, float(cpus_per_worker), str(driver_probe), token)
-        say(f"starting {n} Ray worker(s) ({gpus:g} GPU, {float(cpus_per_worker):g} CPU each) ...")
-        pool.ready(pool.start(n))
-
-        counts = {p: int(len(cells_of(p))) for p in parents}
-        summary.planned = sum(counts.values())
-        bar = tqdm(total=summary.planned, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True,
-                   smoothing=0.1)
-        remaining = [None if limit is None else int(limit)]
-        planned = iter(parents)
-        retry: deque = deque()  # (parent, cells, attempts) of partitions whose worker died
-
-        def next_task():
-            if retry:
-                return retry.popleft()
-            for parent in planned:
-                if remaining[0] is not None and remaining[0] <= 0:
-                    return None
-                cells = cells_of(parent)
-                if cells.size == 0:
-                    continue
-                todo = cells_to_do(store, job.name, parent, cells, summary, bar, remaining,
-                                   check_present=not overwrite)
-                summary.partitions += 1
-                if todo.size:
-                    return int(parent), todo, 0
-            return None
-
-        in_flight: dict = {}  # ObjectRef -> (worker id, parent, cells, attempts)
-        load = {wid: 0 for wid in pool.actors}
+        driver.start_workers()
+        driver.plan(plan)
         summary.setup_seconds = time.perf_counter() - started
-        replacements = 2 * n
-        last_stats = time.monotonic()
-        while True:
-            for wid in list(pool.actors):  # keep every actor fed with QUEUED_PER_WORKER partitions
-                while load[wid] < QUEUED_PER_WORKER and (task := next_task()) is not None:
-                    parent, cells, attempts = task
-                    in_flight[pool.actors[wid].run_partition.remote(parent, cells)] = (wid, parent, cells, attempts)
-                    load[wid] += 1
-            if not in_flight:
-                if retry:  # work left but no worker alive
-                    raise BotaclipError("every Ray worker died; see the Ray logs (/tmp/ray/session_latest/logs), "
-                                        "then run the same command to resume")
-                break
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=5.0)
-            for ref in done:
-                wid, parent, cells, attempts = in_flight.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
-                    # The worker (or its node) died: nothing of this partition was committed; run it elsewhere.
-                    if wid in pool.actors:
-                        say(f"Ray worker {wid} died ({_remote_error(exc)}); its partitions go to other workers")
-                        pool.died(wid)
-                        if replacements > 0:
-                            replacements -= 1
-                            new = pool.start(1)
-                            pool.ready(new)
-                            load.update({i: 0 for i in new})
-                    if attempts + 1 >= MAX_ATTEMPTS:
-                        raise BotaclipError(f"partition {parent:x} failed on {MAX_ATTEMPTS} Ray workers that died; "
-                                            "see the Ray logs, then run the same command to resume") from None
-                    retry.append((parent, cells, attempts + 1))
-                    continue
-                except ray.exceptions.RayTaskError as exc:
-                    raise BotaclipError(f"Ray worker {wid} failed on partition {parent:x}: "
-                                        f"{_remote_error(exc)}") from None
-                load[wid] -= 1
-                # Commit: one atomic rename into the store (or into a replacement's staging area); the driver
-                # alone does this, once per partition.
-                writer.commit_file(parent, root / res["staged"], res["written"])
-                summary.written += res["written"]
-                summary.embedded += res["embedded"]
-                summary.skipped_nodata += res["nodata"]
-                summary.skipped_outside += res["outside"]
-                summary.embed_seconds += res["embed_s"]
-                summary.read_wait_seconds += res["wait_s"]
-                pool.record(res)
-                bar.update(res["written"] + res["nodata"] + res["outside"])
-                if progress:
-                    parts = sum(st["partitions"] for st in pool.stats.values())
-                    bar.set_postfix_str(f"{parts} partitions, {len(pool.actors)} workers", refresh=False)
-            if time.monotonic() - last_stats >= STATS_EVERY_S:
-                last_stats = time.monotonic()
-                for line in format_worker_stats(list(pool.stats.values())):
-                    (bar.write if progress else say)(line)
-        bar.close()
-        check_replacement_written(writer.replacing, summary, job.name, job.min_valid)
+        driver.run()
+        check_replacement_written(driver.writer.replacing, summary, job.target.name, job.config.chips.min_valid)
         failed = False
     finally:
-        if pool is not None:
-            try:
-                if not failed:
-                    for actor in pool.actors.values():
-                        ray.get(actor.close.remote())
-            except Exception:  # pragma: no cover - closing is best effort; the scratch dir goes anyway
-                pass
-            pool.shutdown()
-            summary.worker_stats = list(pool.stats.values())
-        shutil.rmtree(root / scratch, ignore_errors=True)
-        if writer is not None:
-            writer.close(failed=failed)
+        driver.close(failed)
         if started_ray:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Driver:
+    """The driver's side of a Ray index job: the store's writer, the actors, the partitions in flight (each
+    actor is kept fed with QUEUED_PER_WORKER of them), commits, retries after a worker death, progress."""
+
+    def __init__(self, ray, job: RayIndexJob, store, summary: IndexSummary, say: Callable[[str], None]) -> None:
+        self.ray, self.job, self.store, self.summary, self.say = ray, job, store, summary, say
+        self.root = Path(store.path)
+        self.scratch = Path(".tmp") / f"ray-{os.getpid()}-{secrets.token_hex(4)}"
+        self.progress = job.config.runtime.progress
+        self.writer = self.pool = self.bar = None
+        self.todo: Iterator[tuple[int, np.ndarray]] = iter(())
+        self.retry: deque = deque()  # (parent, cells, attempts) of partitions whose worker died
+        self.in_flight: dict = {}  # ObjectRef -> (worker id, parent, cells, attempts)
+        self.load: dict[int, int] = {}  # worker id -> partitions submitted and not returned
+        self.replacements = 0  # actors that may still be started to replace dead ones
+
+    def start_workers(self) -> None:
+        """Open the store's writer, then start the actors and check that each one shares the store directory."""
+        ray, scale, t = self.ray, self.job.config.scale, self.job.target
+        gpus = float(scale.gpus_per_worker) if scale.gpus_per_worker is not None else (
+            1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0)
+        cpus = float(scale.cpus_per_worker)
+        _check_resources(ray, gpus, cpus)
+        n = _worker_count(ray, scale.ray_workers, gpus, cpus)
+        # The job's writer: holds the store's lock for the whole run and records the run in the catalog. Opening
+        # it clears STORE/.tmp (leftovers of killed jobs), so it comes before any worker writes there.
+        self.writer = self.store.writer(t.name, kind=t.kind, dim=t.dim, provenance=dict(t.provenance),
+                                        overwrite=self.job.config.output.overwrite)
+        (self.root / self.scratch).mkdir(parents=True)
+        token = secrets.token_hex(6)
+        driver_probe = self.scratch / "probe-driver"  # removed with the scratch directory
+        (self.root / driver_probe).write_text(token)
+        self.pool = _Pool(ray, self.job, str(self.root), str(self.scratch), gpus, cpus, str(driver_probe), token)
+        self.say(f"starting {n} Ray worker(s) ({gpus:g} GPU, {cpus:g} CPU each) ...")
+        self.pool.ready(self.pool.start(n))
+        self.load = {wid: 0 for wid in self.pool.actors}
+        self.replacements = 2 * n
+
+    def plan(self, plan: PartitionPlan) -> None:
+        """Count the planned cells (the progress bar's total); partitions are then taken one at a time."""
+        from tqdm import tqdm
+
+        cfg = self.job.config
+        self.summary.planned = plan.count()
+        self.bar = tqdm(total=self.summary.planned, unit="cell", file=sys.stderr, disable=not self.progress,
+                        dynamic_ncols=True, smoothing=0.1)
+        self.todo = partitions_to_do(self.store, plan, self.summary, self.bar, name=self.job.target.name,
+                                     limit=cfg.runtime.limit, check_present=not cfg.output.overwrite)
+
+    def next_task(self) -> tuple[int, np.ndarray, int] | None:
+        if self.retry:
+            return self.retry.popleft()
+        for parent, todo in self.todo:
+            if todo.size:
+                return int(parent), todo, 0
+        return None
+
+    def run(self) -> None:
+        """Feed the actors and commit their results until every partition is done."""
+        last_stats = time.monotonic()
+        while True:
+            for wid in list(self.pool.actors):  # keep every actor fed with QUEUED_PER_WORKER partitions
+                while self.load[wid] < QUEUED_PER_WORKER and (task := self.next_task()) is not None:
+                    parent, cells, attempts = task
+                    ref = self.pool.actors[wid].run_partition.remote(parent, cells)
+                    self.in_flight[ref] = (wid, parent, cells, attempts)
+                    self.load[wid] += 1
+            if not self.in_flight:
+                if self.retry:  # work left but no worker alive
+                    raise BotaclipError("every Ray worker died; see the Ray logs (/tmp/ray/session_latest/logs), "
+                                        "then run the same command to resume")
+                return
+            done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=5.0)
+            for ref in done:
+                self.collect(ref)
+            if time.monotonic() - last_stats >= STATS_EVERY_S:
+                last_stats = time.monotonic()
+                for line in format_worker_stats(list(self.pool.stats.values())):
+                    (self.bar.write if self.progress else self.say)(line)
+
+    def collect(self, ref) -> None:
+        """One partition's result: commit it, or queue it again when its worker died."""
+        wid, parent, cells, attempts = self.in_flight.pop(ref)
+        try:
+            res = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            # The worker (or its node) died: nothing of this partition was committed; run it elsewhere.
+            self.worker_died(wid, exc)
+            if attempts + 1 >= MAX_ATTEMPTS:
+                raise BotaclipError(f"partition {parent:x} failed on {MAX_ATTEMPTS} Ray workers that died; "
+                                    "see the Ray logs, then run the same command to resume") from None
+            self.retry.append((parent, cells, attempts + 1))
+            return
+        except self.ray.exceptions.RayTaskError as exc:
+            raise BotaclipError(f"Ray worker {wid} failed on partition {parent:x}: {_remote_error(exc)}") from None
+        self.load[wid] -= 1
+        self.commit(res)
+
+    def worker_died(self, wid: int, exc) -> None:
+        """Say so once, and start a replacement while the budget of replacements lasts."""
+        if wid not in self.pool.actors:
+            return
+        self.say(f"Ray worker {wid} died ({_remote_error(exc)}); its partitions go to other workers")
+        self.pool.died(wid)
+        if self.replacements > 0:
+            self.replacements -= 1
+            new = self.pool.start(1)
+            self.pool.ready(new)
+            self.load.update({i: 0 for i in new})
+
+    def commit(self, res: dict) -> None:
+        """One atomic rename into the store (or into a replacement's staging area); the driver alone does this,
+        once per partition."""
+        self.writer.commit_file(res["parent"], self.root / res["staged"], res["written"])
+        s = self.summary
+        s.written += res["written"]
+        s.embedded += res["embedded"]
+        s.skipped_nodata += res["nodata"]
+        s.skipped_outside += res["outside"]
+        s.embed_seconds += res["embed_s"]
+        s.read_wait_seconds += res["wait_s"]
+        self.pool.record(res)
+        self.bar.update(res["written"] + res["nodata"] + res["outside"])
+        if self.progress:
+            parts = sum(st["partitions"] for st in self.pool.stats.values())
+            self.bar.set_postfix_str(f"{parts} partitions, {len(self.pool.actors)} workers", refresh=False)
+
+    def close(self, failed: bool) -> None:
+        """Stop the actors, remove the scratch directory, close the writer (a failed job keeps what it committed)."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.pool is not None:
+            try:
+                if not failed:
+                    for actor in self.pool.actors.values():
+                        self.ray.get(actor.close.remote())
+            except Exception:  # pragma: no cover - closing is best effort; the scratch dir goes anyway
+                pass
+            self.pool.shutdown()
+            self.summary.worker_stats = list(self.pool.stats.values())
+        shutil.rmtree(self.root / self.scratch, ignore_errors=True)
+        if self.writer is not None:
+            self.writer.close(failed=failed)
