@@ -74,7 +74,7 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     from botaclip.model.checkpoint import sha256_file as weights_sha
     from botaclip.pipeline.index import default_name, run_index
     from botaclip.pipeline.index_steps import IndexSummary
-    from botaclip.pipeline.provenance import sha256_file
+    from botaclip.atomic import sha256_file
     from botaclip.store import Store
 
     started = time.perf_counter()
