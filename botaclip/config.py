@@ -61,10 +61,21 @@ def _replace(config, options: dict[str, Any]):
 
 
 def build(cls: type[C], config: C | None = None, **options: Any) -> C:
-    """``config`` (or the defaults of ``cls``) with ``options`` applied by field name."""
+    """``config`` (or the defaults of ``cls``) with ``options`` applied by field name.
+
+    Without ``config``, fields of ``cls`` that have no default must be among ``options`` (TypeError otherwise)."""
     if config is not None and not isinstance(config, cls):
         raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
-    return with_options(config if config is not None else cls(), **options)
+    if config is not None:
+        return with_options(config, **options)
+    unknown = set(options) - field_names(cls)
+    if unknown:
+        raise TypeError(f"unexpected option(s) {', '.join(sorted(unknown))} for {cls.__name__}")
+    # Top-level fields go to the constructor (so that fields without a default can be given), the rest to the
+    # nested configs.
+    top = {f.name for f in dataclasses.fields(cls)}
+    return with_options(cls(**{k: v for k, v in options.items() if k in top}),
+                        **{k: v for k, v in options.items() if k not in top})
 
 
 def default(cls, name: str) -> Any:

@@ -319,9 +319,12 @@ def test_botasp_training_lowers_its_loss_and_raises_species_auc():
 
 
 def test_unknown_objective_is_refused():
+    from botaclip.errors import InvalidInputError
+
     feats, cover = _synthetic(n=100)
-    with pytest.raises(BotaclipError, match="unknown --objective 'sp'"):
+    with pytest.raises(InvalidInputError) as info:
         fit_botaclip(feats, cover, np.arange(80), np.arange(80, 100), TrainConfig(**dict(CFG, objective="sp")))
+    assert info.value.params == ["objective"]
 
 
 def test_mean_species_auc_against_sklearn():

@@ -6,6 +6,7 @@ over the landscape? Reads features through the store (never runs the network, ne
     print(report.to_table()); report.to_dict()
 """
 
+from botaclip.diagnostics.config import DiagnoseConfig
 from botaclip.diagnostics.labels import CellLabels, read_labels
 from botaclip.diagnostics.metrics import (
     PCA,
@@ -23,6 +24,7 @@ from botaclip.diagnostics.spatial import h3_ring1_pairs, morans_i
 __all__ = [
     "PCA",
     "CellLabels",
+    "DiagnoseConfig",
     "DiagnosticsReport",
     "davies_bouldin",
     "diagnose",

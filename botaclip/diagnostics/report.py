@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from botaclip.config import build
+from botaclip.diagnostics.config import N_PAIRS, DiagnoseConfig
 from botaclip.diagnostics.labels import CellLabels, read_labels
 from botaclip.diagnostics.metrics import (
     davies_bouldin,
@@ -33,10 +35,12 @@ from botaclip.diagnostics.metrics import (
 from botaclip.diagnostics.neighbours import class_similarity_sums, cosine_knn, unit_rows
 from botaclip.diagnostics.sources import FeatureSource, as_source
 from botaclip.diagnostics.spatial import cluster_sample, h3_ring1_pairs, morans_i
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingDependencyError, param
+from botaclip.progress import Progress, Silent
 from botaclip.store.outputs import check_output_path
 
-N_PAIRS = 100_000
+__all__ = ["N_PAIRS", "DiagnoseConfig", "DiagnosticsReport", "diagnose", "json_safe"]
+
 N_MORAN_COMPONENTS = 3
 
 # (key, column title, format) of the printed table, in order.
@@ -201,42 +205,61 @@ def _join_labels(labels: CellLabels, common: np.ndarray) -> tuple[np.ndarray, np
     return labels.h3[in_store], labels.labels[in_store], int((~in_store).sum())
 
 
-def diagnose(
-    store: Any,
-    feature_sets: list[str] | None = None,
-    labels: str | Path | CellLabels | None = None,
-    label_col: str = "habitat",
-    sample: int = 20_000,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    k: int = 10,
-    n_pairs: int = N_PAIRS,
-    umap: bool | None = None,
-    centered: bool = False,
-) -> DiagnosticsReport:
+def diagnose(store: Any, feature_sets: list[str] | None = None, config: DiagnoseConfig | None = None, *,
+             progress: Progress | None = None, **options: Any) -> DiagnosticsReport:
     """Embedding-space diagnostics of `feature_sets` on the cells they all cover.
 
     store: a `botaclip.store.Store` (opened read-only is enough) or a mapping {name: (h3 uint64[N], X[N, D])}.
     feature_sets: names; the first is the reference for "geometry kept" (default: every feature set in the store
         except SDM predictions, backbones first).
-    labels: a CSV/Parquet file (h3 column, or latitude/longitude in degrees) with column `label_col`, or
-        CellLabels; enables Davies–Bouldin, silhouette (cosine) and kNN accuracy.
-    sample: cells drawn (fixed `seed`) for all metrics; the spatial sample for Moran's I is about as large.
-    out_dir: when given, diagnostics.json, diagnostics.md and PNG figures are written there.
-    umap: add a UMAP figure (default: when umap-learn is installed).
-    centered: centred cosine: subtract each embedding set's mean vector (the store's, from the catalog; else the
-        mean of the sampled cells, noted) before unit-normalising. Raw cosine over a nearly collinear set (a
-        random-init backbone) is close to 1 everywhere; centred cosine shows its structure.
+    config: a :class:`~botaclip.diagnostics.config.DiagnoseConfig` (default: its defaults); keyword ``options``
+        set its fields by name: ``labels``, ``label_col``, ``sample``, ``seed``, ``k``, ``n_pairs``,
+        ``centered``, ``umap``, ``out_dir``. Raw cosine over a nearly collinear set (a random-init backbone) is
+        close to 1 everywhere; ``centered=True`` shows its structure.
+    progress: a :class:`botaclip.progress.Progress` reporter (one counter step per feature set; default: silent).
+
+    A bad option raises :class:`~botaclip.errors.InvalidInputError` naming it in ``.params``; an unknown one
+    raises TypeError.
     """
     started = time.perf_counter()
-    if feature_sets is not None and not list(feature_sets):
-        raise BotaclipError("no feature set named (an empty --feature-sets); name some, or leave the option out "
-                            "for every feature set")
-    if int(seed) < 0:
-        raise BotaclipError(f"--seed must be 0 or more, got {seed}")
-    if out_dir is not None:
-        check_output_path(out_dir, what="--out", is_dir=True)
+    cfg = build(DiagnoseConfig, config, **options)
+    progress = progress if progress is not None else Silent()
+    if cfg.out_dir is not None:
+        check_output_path(cfg.out_dir, what=param("out_dir"), is_dir=True)
     source: FeatureSource = as_source(store)
+    names = _feature_set_names(source, feature_sets)
+    sample = _draw_sample(source, names, cfg)
+    want_umap = importlib.util.find_spec("umap") is not None if cfg.umap is None else cfg.umap
+    views: dict[str, _SetView] = {}
+    with progress.bar(len(names), "feature sets", "diagnostics") as bar:
+        for name in names:
+            views[name] = _diagnose_set(source, name, sample, cfg, want_umap and cfg.out_dir is not None)
+            bar.update(1)
+    results = {name: view.result for name, view in views.items()}
+    geometry = _geometry(names, views, results)
+    report = DiagnosticsReport(
+        feature_sets=names, reference=names[0], resolution=source.resolution, k=cfg.k, seed=cfg.seed,
+        sample={"requested": cfg.sample, "n_cells_common": int(sample.common.shape[0]),
+                "n_sampled": int(sample.main_cells.shape[0]), "n_spatial": int(sample.spatial_cells.shape[0]),
+                "n_spatial_pairs": int(sample.spatial_i.shape[0]), "n_pairs": int(sample.pair_i.shape[0])},
+        labels=sample.labels_info, results=results, geometry=geometry, notes=sample.notes,
+        store=source.description, centered=cfg.centered,
+    )
+    if cfg.out_dir is not None:
+        report.figures = _write_figures(Path(cfg.out_dir), views, sample, cfg.label_col)
+        if not want_umap:
+            report.notes.append("UMAP figure skipped: install umap-learn to add it")
+    report.elapsed_s = round(time.perf_counter() - started, 2)
+    if cfg.out_dir is not None:
+        report.write(cfg.out_dir)
+    return report
+
+
+def _feature_set_names(source: FeatureSource, feature_sets: list[str] | None) -> list[str]:
+    """The feature sets to compare, checked against the source (default: all but predictions, backbones first)."""
+    if feature_sets is not None and not list(feature_sets):
+        raise InvalidInputError(f"no feature set named (an empty {param('feature_sets')}); name some, or leave it "
+                                "out for every feature set")
     available = source.names()
     if feature_sets:
         names = list(feature_sets)
@@ -250,224 +273,241 @@ def diagnose(
         raise BotaclipError(f"store {source.description} has no feature sets; run `botaclip index` first")
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"unknown feature set {unknown[0]!r} in {source.description} "
             f"(available: {', '.join(available) or 'none'})"
         )
     if len(set(names)) != len(names):
-        raise BotaclipError(f"feature set listed twice in {', '.join(names)}")
-    if sample < k + 1:
-        raise BotaclipError(f"--sample {sample} is too small; give at least {k + 1} cells")
+        raise InvalidInputError(f"feature set listed twice in {', '.join(names)}")
+    return names
 
+
+@dataclass
+class _Sample:
+    """The cells every feature set is read on: the main sample (labels, kNN, pairs), the spatial sample (Moran's
+    I) and their union (read once per set)."""
+
+    cells_by_set: dict[str, np.ndarray]
+    common: np.ndarray
+    main_cells: np.ndarray
+    spatial_cells: np.ndarray
+    spatial_i: np.ndarray
+    spatial_j: np.ndarray
+    pair_i: np.ndarray
+    pair_j: np.ndarray
+    union_cells: np.ndarray
+    main_pos: np.ndarray
+    spatial_pos: np.ndarray
+    codes: np.ndarray | None = None  # class code of each main cell (with labels)
+    classes: np.ndarray | None = None
+    labels_info: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _common_cells(source: FeatureSource, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     cells_by_set = {name: source.cells(name) for name in names}
     common = cells_by_set[names[0]]
     for name in names[1:]:
         common = np.intersect1d(common, cells_by_set[name], assume_unique=True)
     if common.shape[0] == 0:
         raise BotaclipError(f"feature sets {', '.join(names)} share no cells; compare sets indexed on one region")
-    notes: list[str] = []
+    return cells_by_set, common
 
-    labels_info = None
-    population = common
-    cell_labels = None
+
+def _draw_sample(source: FeatureSource, names: list[str], cfg: DiagnoseConfig) -> _Sample:
+    """The fixed-seed samples of the common cells (of the labelled ones, with labels)."""
+    cells_by_set, common = _common_cells(source, names)
+    labels = cfg.labels
+    population, labelled, labels_info = common, None, None
     if labels is not None:
         if not isinstance(labels, CellLabels):
-            labels = read_labels(labels, label_col=label_col, resolution=source.resolution)
-        labelled, labelled_values, n_not_in_store = _join_labels(labels, common)
-        if labelled.shape[0] == 0:
-            raise BotaclipError(
-                f"none of the {len(labels)} labelled cells in {labels.source} is in feature sets "
-                f"{', '.join(names)} (store resolution {source.resolution}); do the labels cover the indexed region?"
-            )
-        population = labelled
-        cell_labels = (labelled, labelled_values)
-        labels_info = {
-            "source": labels.source,
-            "column": labels.column,
-            "n_rows": labels.n_rows,
-            "n_rows_dropped": labels.n_rows_dropped,
-            "n_cells": len(labels),
-            "n_cells_in_store": int(labelled.shape[0]),
-            "n_cells_not_in_store": n_not_in_store,
-            "n_conflicting_cells": labels.n_conflicting_cells,
-        }
-
-    rng = np.random.default_rng(seed)
-    main_cells = _sorted_sample(population, sample, rng)
-    if main_cells.shape[0] < k + 1:
+            labels = read_labels(labels, label_col=cfg.label_col, resolution=source.resolution)
+        labelled, labels_info = _labelled_cells(labels, common, names, source.resolution)
+        population = labelled[0]
+    rng = np.random.default_rng(cfg.seed)
+    main_cells = _sorted_sample(population, cfg.sample, rng)
+    if main_cells.shape[0] < cfg.k + 1:
         raise BotaclipError(
             f"only {main_cells.shape[0]} {'labelled ' if labels is not None else ''}cells in common; "
-            f"diagnostics need at least {k + 1}"
+            f"diagnostics need at least {cfg.k + 1}"
         )
     codes = classes = None
-    if cell_labels is not None:
-        pos = np.searchsorted(cell_labels[0], main_cells)
-        classes, codes = np.unique(cell_labels[1][pos], return_inverse=True)
-        if classes.shape[0] < 2:
-            raise BotaclipError(
-                f"labels column {label_col!r} has fewer than two classes on the sampled cells "
-                f"(only {classes[0]!r}); label structure needs at least two"
-            )
-        counts = np.bincount(codes)
-        labels_info.update(
-            n_classes=int(classes.shape[0]),
-            majority_share=float(counts.max() / counts.sum()),
-            class_counts={str(c): int(n) for c, n in zip(classes, counts)},
-        )
-    spatial_cells = cluster_sample(common, sample, rng)
+    if labelled is not None:
+        codes, classes = _classes(labelled, main_cells, cfg.label_col, labels_info)
+    spatial_cells = cluster_sample(common, cfg.sample, rng)
     spatial_i, spatial_j = h3_ring1_pairs(spatial_cells)
-    if spatial_i.shape[0] == 0:
-        notes.append("no two sampled cells are H3 neighbours, so Moran's I is undefined")
-    pair_i, pair_j = sample_pairs(main_cells.shape[0], n_pairs, rng)
+    pair_i, pair_j = sample_pairs(main_cells.shape[0], cfg.n_pairs, rng)
     union_cells = np.union1d(main_cells, spatial_cells)
-    main_pos = np.searchsorted(union_cells, main_cells)
-    spatial_pos = np.searchsorted(union_cells, spatial_cells)
+    sample = _Sample(cells_by_set, common, main_cells, spatial_cells, spatial_i, spatial_j, pair_i, pair_j,
+                     union_cells, np.searchsorted(union_cells, main_cells), np.searchsorted(union_cells, spatial_cells),
+                     codes, classes, labels_info)
+    if spatial_i.shape[0] == 0:
+        sample.notes.append("no two sampled cells are H3 neighbours, so Moran's I is undefined")
+    return sample
 
-    want_umap = importlib.util.find_spec("umap") is not None if umap is None else umap
-    results: dict[str, dict[str, Any]] = {}
-    knn_by_set: dict[str, np.ndarray] = {}
-    dist_by_set: dict[str, np.ndarray] = {}
-    pca_xy: dict[str, np.ndarray] = {}
-    pca_axes: dict[str, tuple[str, str]] = {}
-    umap_xy: dict[str, np.ndarray] = {}
-    rgb: dict[str, np.ndarray] = {}
-    variance: dict[str, np.ndarray] = {}
-    for name in names:
-        X = source.read(name, union_cells)
-        if not source.is_embedding(name):
-            # Named columns (covariates) come in different units; cosine geometry needs them on one scale.
-            mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
-            X = (X - mean) / np.where(std > 0, std, 1.0)
-        missing = ~np.isfinite(X)
-        if missing.any():
-            # Missing covariate values sit at the (standardised) column mean rather than dropping the cell,
-            # so that every feature set is still compared on the same cells.
-            notes.append(f"{name}: {int(missing.any(axis=1).sum())} sampled cells with missing values, "
-                         "filled with the column mean")
-            with np.errstate(all="ignore"):
-                fill = 0.0 if not source.is_embedding(name) else np.nanmean(X, axis=0)
-            X = np.nan_to_num(np.where(missing, fill, X), nan=0.0, posinf=0.0, neginf=0.0)
-        if centered and source.is_embedding(name):
-            mean = getattr(source, "mean", lambda _: None)(name)
-            if mean is None:
-                mean = unit_rows(X).mean(axis=0)
-                notes.append(f"{name}: no stored mean vector; centred by the mean of the sampled cells")
-            X = unit_rows(X) - np.asarray(mean, dtype=np.float32)
-        X = unit_rows(X)
-        X_main, X_spatial = X[main_pos], X[spatial_pos]
-        del X
-        knn_by_set[name] = cosine_knn(X_main, k=k)
-        dist_by_set[name] = pair_cosine_distances(X_main, pair_i, pair_j)
-        pca = fit_pca(X_spatial, N_MORAN_COMPONENTS)
-        spatial_scores = pca.transform(X_spatial)
-        spectrum = fit_pca(X_main, 1)
-        result: dict[str, Any] = {
-            "dim": int(X_main.shape[1]),
-            "effective_dim": spectrum.effective_dim,
-            "pc1_share": float(spectrum.explained_variance_ratio[0]),
-            "mean_cosine": float(1.0 - dist_by_set[name].mean()),
-            "standardised": not source.is_embedding(name),
-            "n_cells": int(cells_by_set[name].shape[0]),
-            "explained_variance_pc": [float(v) for v in pca.explained_variance_ratio],
-        }
-        for c in range(N_MORAN_COMPONENTS):
-            result[f"morans_i_pc{c + 1}"] = (
-                morans_i(spatial_scores[:, c], spatial_i, spatial_j) if c < spatial_scores.shape[1] else None
-            )
-        if codes is not None:
-            result["davies_bouldin"] = davies_bouldin(X_main, codes)
-            similarity = class_similarity_sums(X_main, codes, classes.shape[0])
-            result["silhouette_cosine"] = silhouette_from_class_similarity(similarity, codes)
-            result["knn_accuracy"] = knn_vote_accuracy(knn_by_set[name], codes)
-        results[name] = result
-        main_scores = pca.transform(X_main)
-        pca_xy[name] = main_scores[:, :2]
-        ratio = pca.explained_variance_ratio
-        pca_axes[name] = tuple(f"PC{c + 1} ({100 * ratio[c]:.0f}% of variance)" if c < len(ratio) else f"PC{c + 1}"
-                               for c in range(2))
-        rgb[name] = spatial_scores
-        variance[name] = ratio
-        if want_umap and out_dir is not None:
-            umap_xy[name] = _umap_2d(X_main, seed)
 
-    reference = names[0]
+def _labelled_cells(labels: CellLabels, common: np.ndarray, names: list[str], resolution: int | None
+                    ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """The labelled cells among ``common`` and their labels, and what the report says about the join."""
+    labelled, labelled_values, n_not_in_store = _join_labels(labels, common)
+    if labelled.shape[0] == 0:
+        raise BotaclipError(
+            f"none of the {len(labels)} labelled cells in {labels.source} is in feature sets "
+            f"{', '.join(names)} (store resolution {resolution}); do the labels cover the indexed region?"
+        )
+    info = {
+        "source": labels.source,
+        "column": labels.column,
+        "n_rows": labels.n_rows,
+        "n_rows_dropped": labels.n_rows_dropped,
+        "n_cells": len(labels),
+        "n_cells_in_store": int(labelled.shape[0]),
+        "n_cells_not_in_store": n_not_in_store,
+        "n_conflicting_cells": labels.n_conflicting_cells,
+    }
+    return (labelled, labelled_values), info
+
+
+def _classes(labelled: tuple[np.ndarray, np.ndarray], main_cells: np.ndarray, label_col: str,
+             labels_info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Class codes of the sampled cells and the classes (at least two); class counts go into ``labels_info``."""
+    pos = np.searchsorted(labelled[0], main_cells)
+    classes, codes = np.unique(labelled[1][pos], return_inverse=True)
+    if classes.shape[0] < 2:
+        raise BotaclipError(
+            f"labels column {label_col!r} has fewer than two classes on the sampled cells "
+            f"(only {classes[0]!r}); label structure needs at least two"
+        )
+    counts = np.bincount(codes)
+    labels_info.update(
+        n_classes=int(classes.shape[0]),
+        majority_share=float(counts.max() / counts.sum()),
+        class_counts={str(c): int(n) for c, n in zip(classes, counts)},
+    )
+    return codes, classes
+
+
+@dataclass
+class _SetView:
+    """One feature set's metrics and what its figures and the pairwise geometry need."""
+
+    result: dict[str, Any]
+    knn: np.ndarray
+    distances: np.ndarray
+    pca_xy: np.ndarray
+    pca_axes: tuple[str, str]
+    spatial_scores: np.ndarray
+    variance: np.ndarray
+    umap_xy: np.ndarray | None = None
+
+
+def _unit_features(source: FeatureSource, name: str, cells: np.ndarray, centered: bool, notes: list[str]
+                   ) -> np.ndarray:
+    """The unit-normalised rows of feature set ``name`` on ``cells`` (covariates standardised first, missing
+    values at the column mean, embeddings centred when ``centered``)."""
+    X = source.read(name, cells)
+    if not source.is_embedding(name):
+        # Named columns (covariates) come in different units; cosine geometry needs them on one scale.
+        mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+        X = (X - mean) / np.where(std > 0, std, 1.0)
+    missing = ~np.isfinite(X)
+    if missing.any():
+        # Missing covariate values sit at the (standardised) column mean rather than dropping the cell,
+        # so that every feature set is still compared on the same cells.
+        notes.append(f"{name}: {int(missing.any(axis=1).sum())} sampled cells with missing values, "
+                     "filled with the column mean")
+        with np.errstate(all="ignore"):
+            fill = 0.0 if not source.is_embedding(name) else np.nanmean(X, axis=0)
+        X = np.nan_to_num(np.where(missing, fill, X), nan=0.0, posinf=0.0, neginf=0.0)
+    if centered and source.is_embedding(name):
+        mean = getattr(source, "mean", lambda _: None)(name)
+        if mean is None:
+            mean = unit_rows(X).mean(axis=0)
+            notes.append(f"{name}: no stored mean vector; centred by the mean of the sampled cells")
+        X = unit_rows(X) - np.asarray(mean, dtype=np.float32)
+    return unit_rows(X)
+
+
+def _diagnose_set(source: FeatureSource, name: str, sample: _Sample, cfg: DiagnoseConfig, umap: bool) -> _SetView:
+    """The metrics of one feature set on the sample (label metrics with labels; a UMAP layout when ``umap``)."""
+    X = _unit_features(source, name, sample.union_cells, cfg.centered, sample.notes)
+    X_main, X_spatial = X[sample.main_pos], X[sample.spatial_pos]
+    del X
+    knn = cosine_knn(X_main, k=cfg.k)
+    distances = pair_cosine_distances(X_main, sample.pair_i, sample.pair_j)
+    pca = fit_pca(X_spatial, N_MORAN_COMPONENTS)
+    spatial_scores = pca.transform(X_spatial)
+    spectrum = fit_pca(X_main, 1)
+    result: dict[str, Any] = {
+        "dim": int(X_main.shape[1]),
+        "effective_dim": spectrum.effective_dim,
+        "pc1_share": float(spectrum.explained_variance_ratio[0]),
+        "mean_cosine": float(1.0 - distances.mean()),
+        "standardised": not source.is_embedding(name),
+        "n_cells": int(sample.cells_by_set[name].shape[0]),
+        "explained_variance_pc": [float(v) for v in pca.explained_variance_ratio],
+    }
+    for c in range(N_MORAN_COMPONENTS):
+        result[f"morans_i_pc{c + 1}"] = (
+            morans_i(spatial_scores[:, c], sample.spatial_i, sample.spatial_j) if c < spatial_scores.shape[1]
+            else None
+        )
+    if sample.codes is not None:
+        result["davies_bouldin"] = davies_bouldin(X_main, sample.codes)
+        similarity = class_similarity_sums(X_main, sample.codes, sample.classes.shape[0])
+        result["silhouette_cosine"] = silhouette_from_class_similarity(similarity, sample.codes)
+        result["knn_accuracy"] = knn_vote_accuracy(knn, sample.codes)
+    ratio = pca.explained_variance_ratio
+    axes = tuple(f"PC{c + 1} ({100 * ratio[c]:.0f}% of variance)" if c < len(ratio) else f"PC{c + 1}"
+                 for c in range(2))
+    return _SetView(result, knn, distances, pca.transform(X_main)[:, :2], axes, spatial_scores, ratio,
+                    _umap_2d(X_main, cfg.seed) if umap else None)
+
+
+def _geometry(names: list[str], views: Mapping[str, _SetView], results: dict[str, dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """Geometry kept between every pair of feature sets; against the reference (first) also in ``results``."""
     geometry = []
     for a_index, a in enumerate(names):
         for b in names[a_index + 1:]:
             geometry.append({
                 "a": a,
                 "b": b,
-                "distance_spearman": distance_rank_correlation(dist_by_set[a], dist_by_set[b]),
-                "neighbour_overlap": neighbourhood_overlap(knn_by_set[a], knn_by_set[b]),
+                "distance_spearman": distance_rank_correlation(views[a].distances, views[b].distances),
+                "neighbour_overlap": neighbourhood_overlap(views[a].knn, views[b].knn),
             })
     for g in geometry:
-        if g["a"] == reference:
+        if g["a"] == names[0]:
             results[g["b"]]["distance_spearman"] = g["distance_spearman"]
             results[g["b"]]["neighbour_overlap"] = g["neighbour_overlap"]
-
-    report = DiagnosticsReport(
-        feature_sets=names,
-        reference=reference,
-        resolution=source.resolution,
-        k=k,
-        seed=seed,
-        sample={
-            "requested": sample,
-            "n_cells_common": int(common.shape[0]),
-            "n_sampled": int(main_cells.shape[0]),
-            "n_spatial": int(spatial_cells.shape[0]),
-            "n_spatial_pairs": int(spatial_i.shape[0]),
-            "n_pairs": int(pair_i.shape[0]),
-        },
-        labels=labels_info,
-        results=results,
-        geometry=geometry,
-        notes=notes,
-        store=source.description,
-        centered=centered,
-    )
-    if out_dir is not None:
-        report.figures = _write_figures(
-            Path(out_dir), pca_xy, pca_axes, umap_xy,
-            None if codes is None else classes[codes], labels_info["column"] if labels_info else label_col,
-            spatial_cells, rgb, variance,
-        )
-        if not want_umap:
-            report.notes.append("UMAP figure skipped: install umap-learn to add it")
-    report.elapsed_s = round(time.perf_counter() - started, 2)
-    if out_dir is not None:
-        report.write(out_dir)
-    return report
+    return geometry
 
 
 def _umap_2d(X: np.ndarray, seed: int) -> np.ndarray:
     try:
         import umap  # optional dependency
     except ImportError:
-        raise BotaclipError("the UMAP figure needs umap-learn: pip install 'botaclip[umap]' (or umap-learn)") from None
+        raise MissingDependencyError("the UMAP figure needs umap-learn: pip install 'botaclip[umap]' (or "
+                                     "umap-learn)") from None
 
     return umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(X)
 
 
-def _write_figures(
-    out_dir: Path,
-    pca_xy: Mapping[str, np.ndarray],
-    pca_axes: Mapping[str, tuple[str, str]],
-    umap_xy: Mapping[str, np.ndarray],
-    labels: np.ndarray | None,
-    label_name: str,
-    spatial_cells: np.ndarray,
-    spatial_scores: Mapping[str, np.ndarray],
-    variance: Mapping[str, np.ndarray],
-) -> list[str]:
+def _write_figures(out_dir: Path, views: Mapping[str, _SetView], sample: _Sample, label_col: str) -> list[str]:
     # Imported here so that computing diagnostics never pays for matplotlib.
     from botaclip.diagnostics.figures import pcs_to_rgb, plot_embedding_2d, plot_region_rgb
 
+    labels = None if sample.codes is None else sample.classes[sample.codes]
+    label_name = sample.labels_info["column"] if sample.labels_info else label_col
     out_dir.mkdir(parents=True, exist_ok=True)
+    pca_xy = {name: v.pca_xy for name, v in views.items()}
+    pca_axes = {name: v.pca_axes for name, v in views.items()}
     paths = [plot_embedding_2d(pca_xy, pca_axes, labels, "PCA", out_dir / "embedding_pca.png", label_name)]
+    umap_xy = {name: v.umap_xy for name, v in views.items() if v.umap_xy is not None}
     if umap_xy:
         axes = {name: ("UMAP 1", "UMAP 2") for name in umap_xy}
         paths.append(plot_embedding_2d(umap_xy, axes, labels, "UMAP", out_dir / "embedding_umap.png", label_name))
-    rgb = {name: pcs_to_rgb(scores) for name, scores in spatial_scores.items()}
-    paths.append(plot_region_rgb(spatial_cells, rgb, variance, out_dir / "region_pca_rgb.png"))
+    rgb = {name: pcs_to_rgb(v.spatial_scores) for name, v in views.items()}
+    variance = {name: v.variance for name, v in views.items()}
+    paths.append(plot_region_rgb(sample.spatial_cells, rgb, variance, out_dir / "region_pca_rgb.png"))
     return [str(p) for p in paths]

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from botaclip.model.loss import GeometryRegularizer, SigLIPLoss, SpeciesBCELoss
+from botaclip.model.train_config import ADAPTER_KINDS, COVER_TRANSFORMS, REG_TARGETS
 
-ADAPTER_KINDS = ("linear", "mlp")
-COVER_TRANSFORMS = ("log1p", "presence")
+__all__ = ["ADAPTER_KINDS", "COVER_TRANSFORMS", "REG_TARGETS", "BotaCLIP", "BotaSP", "ImageAdapter", "ReleveEncoder"]
 
 
 class ImageAdapter(nn.Module):
@@ -114,9 +114,6 @@ class ReleveEncoder(nn.Module):
 
     def forward(self, cover: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(self.transform_cover(cover)), dim=-1)
-
-
-REG_TARGETS = ("input", "raw")
 
 
 class _AdaptedModel(nn.Module):

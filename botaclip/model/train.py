@@ -13,58 +13,19 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from botaclip.errors import BotaclipError
-from botaclip.model.botaclip import REG_TARGETS, BotaCLIP, BotaSP
+from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.model.botaclip import BotaCLIP, BotaSP
 from botaclip.model.device import resolve_device
+from botaclip.model.train_config import OBJECTIVES, TrainConfig
+
+__all__ = ["OBJECTIVES", "RECALL_KS", "TrainConfig", "TrainResult", "build_model", "check_config", "fit_botaclip"]
 
 RECALL_KS = (1, 5, 10)
-#: ``contrastive`` = BotaCLIP (SigLIP against a relevé encoder), ``supervised`` = BotaSP (BCE species head).
-OBJECTIVES = ("contrastive", "supervised")
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (stored in the checkpoint)."""
-
-    objective: str = "contrastive"
-    embed_dim: int | None = None  # None: the backbone's dimension (identity-initialised adapter)
-    epochs: int = 100
-    batch_size: int = 512
-    lr: float = 1e-2  # see docs/training.md, ablation
-    weight_decay: float = 1e-4
-    lambda_reg: float = 1.0
-    k_neighbors: int | None = None
-    # R against the adapter's (centred) input, or against the raw unit backbone embedding (the first demo's form).
-    reg_target: str = "input"
-    # SigLIP's learnable temperature t = exp(t') and bias b at the start (BotaCLIP only).
-    init_temperature: float = 10.0
-    init_bias: float = -10.0
-    adapter: str = "linear"
-    cover_transform: str = "log1p"
-    releve_hidden_dim: int = 512
-    releve_depth: int = 2
-    patience: int = 10
-    seed: int = 0
-    device: str = "auto"
-    # False keeps the adapter at the identity and trains only the relevé encoder (and t, b): the raw-backbone
-    # baseline of the benchmarks, i.e. what the relevé encoder can find in the unadapted space.
-    train_adapter: bool = True
-    # Intra-op CPU threads while training (restored afterwards). The adapter's matrices are small: one thread is
-    # as fast as several on an idle machine and up to 10x faster on a busy one (no OpenMP spin-waiting).
-    cpu_threads: int | None = 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 @dataclass
@@ -81,13 +42,8 @@ class TrainResult:
 
 
 def check_config(config: TrainConfig) -> None:
-    """One-line errors for settings no model can take."""
-    if config.objective not in OBJECTIVES:
-        raise BotaclipError(f"unknown --objective {config.objective!r}: use {' or '.join(OBJECTIVES)}")
-    if config.reg_target not in REG_TARGETS:
-        raise BotaclipError(f"unknown regulariser target {config.reg_target!r}: use {' or '.join(REG_TARGETS)}")
-    if not config.init_temperature > 0:
-        raise BotaclipError(f"--init-temperature must be positive, got {config.init_temperature}")
+    """Raise InvalidInputError for settings no model can take (a TrainConfig is also checked when built)."""
+    config.validate()
 
 
 def build_model(backbone_dim: int, vocab_size: int, config: TrainConfig,
@@ -173,15 +129,13 @@ def _check_inputs(features: np.ndarray, cover: np.ndarray, train_idx: np.ndarray
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise BotaclipError(
             f"need relevés in both sets: {len(train_idx)} for training, {len(val_idx)} for validation; "
-            "add relevés or change --val-fraction / --block-res"
+            f"add relevés or change {param('val_fraction')} / {param('block_res')}"
         )
     if config.batch_size > len(train_idx):
-        raise BotaclipError(
-            f"--batch-size {config.batch_size} is larger than the training set ({len(train_idx)} relevés); "
-            f"use --batch-size {len(train_idx)} or less"
+        raise InvalidInputError(
+            f"{param('batch_size')} {config.batch_size} is larger than the training set ({len(train_idx)} relevés); "
+            f"use {param('batch_size')} {len(train_idx)} or less"
         )
-    if config.batch_size < 2:
-        raise BotaclipError(f"--batch-size must be at least 2 (contrastive pairs), got {config.batch_size}")
 
 
 def fit_botaclip(

@@ -70,11 +70,10 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     an :class:`~botaclip.pipeline.index_config.IndexConfig`); see the module docstring. The backbone set is
     indexed with the same config, without the adapter. Returns the :class:`IndexSummary` of the full set, with
     one note per companion set."""
+    from botaclip.atomic import sha256_file
     from botaclip.config import with_options
-    from botaclip.model.checkpoint import sha256_file as weights_sha
     from botaclip.pipeline.index import default_name, run_index
     from botaclip.pipeline.index_steps import IndexSummary
-    from botaclip.atomic import sha256_file
     from botaclip.store import Store
 
     started = time.perf_counter()
@@ -83,7 +82,7 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     adapter_path = str(model.adapter)
     backbone_name = model.backbone.strip().lower()
     # Refuse a mismatched backbone before indexing anything with it.
-    bundle.check_backbone(backbone_name, weights_sha(model.weights) if model.weights else None, seed=model.seed)
+    bundle.check_backbone(backbone_name, sha256_file(model.weights) if model.weights else None, seed=model.seed)
     if int(bundle.backbone["size_px"]) != chips.size_px or float(bundle.backbone["chip_m"]) != chips.chip_m:
         raise BotaclipError(
             f"adapter {adapter_path} was trained on {bundle.backbone['chip_m']:g} m chips at "

@@ -59,6 +59,7 @@ from botaclip.pipeline.provenance import (
     index_provenance,
     merge_imagery,
 )
+from botaclip.progress import as_progress
 
 __all__ = ["DEFAULT_RESOLUTION", "IndexConfig", "IndexSummary", "JobWriter", "default_name", "parse_shard",
            "run_index", "shard_of"]
@@ -459,14 +460,12 @@ class _Run:
 
 def _run_local(run: _Run) -> IndexSummary:
     """The local engine: this process embeds the partitions and writes them."""
-    from tqdm import tqdm
-
     cfg, summary, inputs, name = run.cfg, run.summary, run.inputs, run.target.name
     writer = _job_writer(run)
     # Planning pass: count the cells so that the progress bar has a total (cells are regenerated below).
     summary.planned = run.plan.count()
-    bar = tqdm(total=summary.planned, unit="cell", file=sys.stderr, disable=not cfg.runtime.progress,
-               dynamic_ncols=True, smoothing=0.1)
+    # runtime.progress: a tqdm bar on stderr (botaclip.progress.Echo), or none.
+    bar = as_progress(cfg.runtime.progress).bar(summary.planned, "cell")
 
     def derive(parent: int, todo: np.ndarray) -> np.ndarray:
         return derive_partition(run.store, run.derive_from, inputs.bundle, writer, parent, todo, summary, bar)

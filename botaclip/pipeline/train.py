@@ -1,6 +1,8 @@
 """The BotaCLIP training job: relevés -> chips at plot locations -> cached frozen-backbone embeddings -> adapter.
 
-``train_botaclip(TrainOptions(...))`` is what ``botaclip train`` runs:
+``train_botaclip(config, **options)`` is what ``botaclip train`` runs, with a
+:class:`~botaclip.pipeline.train_config.TrainJobConfig` (``TrainOptions(...)`` builds one from flat keywords, as
+before; keyword options set its fields by name):
 
 1. read the relevés (long or wide table, coordinates in it or in a plots table, any CRS);
 2. cut each relevé's chip at the plot location and embed it with the frozen backbone, once, through the feature
@@ -21,71 +23,29 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from botaclip.errors import BotaclipError
+from botaclip.config import build
+from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.model.adapter import backbone_identity, load_checkpoint, save_checkpoint
 from botaclip.model.dofa import RandomInitWarning
-from botaclip.model.train import OBJECTIVES, RECALL_KS, TrainConfig, TrainResult, check_config, fit_botaclip
+from botaclip.model.train import RECALL_KS, TrainConfig, TrainResult, fit_botaclip
 from botaclip.model.vocabulary import SpeciesVocabulary
 from botaclip.pipeline.feature_cache import cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
+from botaclip.pipeline.train_config import (  # noqa: F401 - TrainOptions: the flat form, imported from here
+    CenteringConfig,
+    SplitConfig,
+    TrainJobConfig,
+    TrainOptions,
+)
+from botaclip.progress import Progress, as_progress, counter
 from botaclip.store.outputs import check_output_path
-
-
-@dataclass
-class TrainOptions:
-    """Everything ``botaclip train`` takes. Lengths in metres, chip size in pixels."""
-
-    releves: str
-    imagery: list[str]
-    out: str
-    plots: str | None = None
-    backbone: str = "dofa-base"
-    weights: str | None = None
-    backbone_seed: int = 0
-    objective: str = "contrastive"
-    embed_dim: int | None = None
-    epochs: int = 100
-    batch_size: int = 512
-    # 1e-2, not the 1e-3 of the first demo: at 1e-3 SigLIP's t and b hardly leave their start within the ~30
-    # epochs early stopping allows, and the butterfly and soil SDMs were clearly worse (docs/training.md,
-    # ablation); BotaSP's BCE was still falling after 100 epochs at 1e-3 and is lower at 1e-2 in about 45.
-    lr: float = 1e-2
-    weight_decay: float = 1e-4
-    lambda_reg: float = 1.0
-    k_neighbors: int | None = None
-    init_temperature: float = 10.0
-    init_bias: float = -10.0
-    views: int = 4
-    adapter: str = "linear"
-    cover_transform: str = "log1p"
-    val_fraction: float = 0.2
-    block_res: int = 8
-    min_plots: int = 5
-    seed: int = 0
-    device: str = "auto"
-    chip_m: float = 100.0
-    size_px: int = 224
-    bands: str = "rgbn"
-    min_valid: float = 0.8
-    patience: int = 10
-    cache_dir: str | None = None
-    resume: str | None = None
-    crs: str | None = None
-    embed_batch_size: int = 64
-    # Input centring: the mean of a store's backbone feature set (center_store, center_set: default the set made
-    # with this backbone), else of the relevés' chips; center=False turns it off (the first demo's setting).
-    center: bool = True
-    center_store: str | None = None
-    center_set: str | None = None
-    # Cross-fitting: K >= 2 trains K fold adapters on whole H3 blocks (block_res) besides the full one; 0: off.
-    folds: int = 0
 
 
 @dataclass
@@ -133,7 +93,7 @@ def make_backbone(name: str, weights: str | None, seed: int, size_px: int):
         return create_backbone(name, weights=weights, seed=seed)
     config = DOFA_CONFIGS[str(name).strip().lower()]
     if size_px % config.patch_size:
-        raise BotaclipError(f"--size-px {size_px} is not a multiple of the patch size {config.patch_size}")
+        raise InvalidInputError(f"{param('size_px')} {size_px} is not a multiple of the patch size {config.patch_size}")
     model = DOFA.from_config(config, seed=seed, img_size=int(size_px))
     if weights is not None:
         state, sha = read_checkpoint(weights)
@@ -174,50 +134,6 @@ def format_epoch(record: dict, epochs: int) -> str:
     return f"epoch {record['epoch']:3d}/{epochs}  {head}"
 
 
-def _check_options(o: TrainOptions) -> None:
-    from botaclip.imagery.chips import MAX_SIZE_PX
-
-    checks = [
-        (o.objective in OBJECTIVES, f"unknown --objective {o.objective!r}: use {' or '.join(OBJECTIVES)}"),
-        (o.epochs >= 1, f"--epochs must be at least 1, got {o.epochs}"),
-        (o.batch_size >= 2, f"--batch-size must be at least 2, got {o.batch_size}"),
-        (o.lr > 0, f"--lr must be positive, got {o.lr}"),
-        (o.weight_decay >= 0, f"--weight-decay must be >= 0, got {o.weight_decay}"),
-        (o.lambda_reg >= 0, f"--lambda-reg must be >= 0, got {o.lambda_reg}"),
-        (o.init_temperature > 0, f"--init-temperature must be positive, got {o.init_temperature}"),
-        (o.views >= 1, f"--views must be at least 1, got {o.views}"),
-        (o.min_plots >= 1, f"--min-plots must be at least 1, got {o.min_plots}"),
-        (o.embed_dim is None or o.embed_dim >= 1, f"--embed-dim must be positive, got {o.embed_dim}"),
-        (o.patience >= 1, f"--patience must be at least 1, got {o.patience}"),
-        (0 < o.val_fraction < 1, f"--val-fraction must be between 0 and 1 (exclusive), got {o.val_fraction}"),
-        (0 <= o.block_res <= 15, f"--block-res must be an H3 resolution 0..15, got {o.block_res}"),
-        (o.k_neighbors is None or o.k_neighbors >= 1, f"--k-neighbors must be at least 1, got {o.k_neighbors}"),
-        (o.folds == 0 or o.folds >= 2, f"--folds must be at least 2 to cross-fit (0 for no cross-fitting), "
-                                       f"got {o.folds}"),
-        (not (o.folds and o.resume), "--resume continues one adapter; a cross-fitted run (--folds) is retrained "
-                                     "from the start (training is cheap once the backbone features are cached)"),
-        (o.center or not (o.center_store or o.center_set), "--no-center contradicts --center-store/--center-set"),
-        (o.center_store is not None or o.center_set is None, "--center-set needs --center-store"),
-        (o.seed >= 0 and o.backbone_seed >= 0, f"--seed must be 0 or more, got {min(o.seed, o.backbone_seed)}"),
-        (1 <= o.size_px <= MAX_SIZE_PX, f"--size-px must be between 1 and {MAX_SIZE_PX}, got {o.size_px}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise BotaclipError(message)
-
-
-def _train_config(o: TrainOptions, seed: int | None = None) -> TrainConfig:
-    config = TrainConfig(
-        objective=o.objective, embed_dim=o.embed_dim, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
-        weight_decay=o.weight_decay, lambda_reg=o.lambda_reg, k_neighbors=o.k_neighbors,
-        init_temperature=o.init_temperature, init_bias=o.init_bias, adapter=o.adapter,
-        cover_transform=o.cover_transform, patience=o.patience, seed=o.seed if seed is None else seed,
-        device=o.device,
-    )
-    check_config(config)
-    return config
-
-
 def store_center(store_path: str, backbone: dict, feature_set: str | None = None) -> tuple[np.ndarray, dict]:
     """The mean vector [D] of a store's backbone feature set (``feature_set``, or the set made with ``backbone``:
     same model, weights, wavelengths, chip size in metres and pixels) and a record of where it came from."""
@@ -252,7 +168,7 @@ def store_center(store_path: str, backbone: dict, feature_set: str | None = None
                 f"it was made with {spec.provenance.get('model')} ({spec.provenance.get('weights_sha256')}, "
                 f"{spec.provenance.get('size_px')} px), not {backbone['name']} ({backbone['sha256']}, "
                 f"{backbone['size_px']} px)")
-            raise BotaclipError(f"--center-set {name!r} of {store_path} cannot centre this adapter: {why}")
+            raise InvalidInputError(f"{param('center_set')} {name!r} of {store_path} cannot centre this adapter: {why}")
     raise BotaclipError(
         f"no backbone feature set in {store_path} was made with {backbone['name']} ({backbone['sha256']}) at "
         f"{backbone['size_px']} px and {backbone['chip_m']:g} m chips; index one with the same --backbone, --weights, "
@@ -260,11 +176,11 @@ def store_center(store_path: str, backbone: dict, feature_set: str | None = None
     )
 
 
-def _centering(o: TrainOptions, backbone: dict, features: np.ndarray) -> tuple[np.ndarray | None, dict]:
-    if not o.center:
+def _centering(c: CenteringConfig, backbone: dict, features: np.ndarray) -> tuple[np.ndarray | None, dict]:
+    if not c.center:
         return None, {"source": "none"}
-    if o.center_store:
-        return store_center(o.center_store, backbone, o.center_set)
+    if c.center_store:
+        return store_center(c.center_store, backbone, c.center_set)
     # No store: the relevés' own chips (view 0, as read) stand in for the region's backbone set.
     mean = features[:, 0].astype(np.float64).mean(axis=0)
     return mean.astype(np.float32), {"source": "releves", "rows": int(features.shape[0])}
@@ -281,7 +197,7 @@ class _Data:
     long: object  # the relevés' long table (pandas)
 
 
-def _split_and_vocabulary(data: _Data, pool: np.ndarray, o: TrainOptions, seed: int
+def _split_and_vocabulary(data: _Data, pool: np.ndarray, o: SplitConfig, seed: int
                           ) -> tuple[np.ndarray, np.ndarray, SpeciesVocabulary]:
     """Spatial train/validation split of the rows ``pool`` and the vocabulary of its training relevés."""
     tr, va = spatial_block_split(data.lat[pool], data.lng[pool], o.val_fraction, o.block_res, seed)
@@ -298,19 +214,20 @@ def _encode(data: _Data, vocabulary: SpeciesVocabulary) -> tuple[np.ndarray, int
     return cover, unknown
 
 
-def _cross_fit(data: _Data, o: TrainOptions, center: np.ndarray | None, log_path: Path,
-               echo: Callable[[str], None]) -> tuple[dict, list[dict]]:
+def _cross_fit(data: _Data, cfg: TrainJobConfig, center: np.ndarray | None, log_path: Path,
+               progress: Progress) -> tuple[dict, list[dict]]:
     """Trains the K fold adapters; returns the checkpoint's ``cross_fit`` entry and one summary per fold."""
-    blocks, fold_of_block, fold = spatial_block_folds(data.lat, data.lng, o.folds, o.block_res, o.seed)
-    echo(f"cross-fitting: {len(blocks)} H3 blocks at res {o.block_res} dealt to {o.folds} folds of "
-         f"{', '.join(str(int((fold == k).sum())) for k in range(o.folds))} relevés")
+    o, seed = cfg.split, cfg.fit.seed
+    blocks, fold_of_block, fold = spatial_block_folds(data.lat, data.lng, o.folds, o.block_res, seed)
+    progress.step(f"cross-fitting: {len(blocks)} H3 blocks at res {o.block_res} dealt to {o.folds} folds of "
+                  f"{', '.join(str(int((fold == k).sum())) for k in range(o.folds))} relevés")
     parts, summaries = [], []
     for k in range(o.folds):
         t0 = time.perf_counter()
         pool = np.flatnonzero(fold != k)
-        train_idx, val_idx, vocabulary = _split_and_vocabulary(data, pool, o, o.seed + 1 + k)
+        train_idx, val_idx, vocabulary = _split_and_vocabulary(data, pool, o, seed + 1 + k)
         cover, _ = _encode(data, vocabulary)
-        config = _train_config(o)
+        config = cfg.fit
 
         def on_epoch(record: dict, _result, fold_k: int = k) -> None:
             with open(log_path, "a") as fh:
@@ -332,11 +249,11 @@ def _cross_fit(data: _Data, o: TrainOptions, center: np.ndarray | None, log_path
             "history": result.history,
             "summary": summary,
         })
-        echo(f"fold {k + 1}/{o.folds}: trained on {len(train_idx)} / validated on {len(val_idx)} relevés, "
-             f"{len(held_out)} held out; best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-             f"{_headline(result.best)} ({summary['seconds']:.1f} s)")
+        progress.step(f"fold {k + 1}/{o.folds}: trained on {len(train_idx)} / validated on {len(val_idx)} relevés, "
+                      f"{len(held_out)} held out; best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+                      f"{_headline(result.best)} ({summary['seconds']:.1f} s)")
     entry = {
-        "k": int(o.folds), "block_res": int(o.block_res), "seed": int(o.seed),
+        "k": int(o.folds), "block_res": int(o.block_res), "seed": int(seed),
         # H3 ids fit in int64 (their top bit is always 0); tensors keep the checkpoint weights_only-loadable.
         "blocks": torch.from_numpy(blocks.astype(np.int64)), "folds": torch.from_numpy(fold_of_block),
         "releves": {"ids": list(data.ids), "lat": torch.from_numpy(data.lat.astype(np.float64)),
@@ -353,160 +270,230 @@ def _headline(metrics: dict) -> str:
     return f"val recall@5 {metrics.get('recall@5', float('nan')):.3f}"
 
 
-def train_botaclip(options: TrainOptions, echo: Callable[[str], None] = print) -> TrainReport:
-    """Runs the whole training job; writes ``options.out`` (checkpoint) and ``<out>.jsonl`` (per-epoch log)."""
-    from botaclip.imagery.chips import ChipReader
-    from botaclip.model.embedder import Embedder
+def train_botaclip(config: TrainJobConfig | None = None, echo: Callable[[str], None] | None = print, *,
+                   progress: Progress | None = None, **options) -> TrainReport:
+    """Runs the whole training job; writes ``out`` (checkpoint) and ``<out>.jsonl`` (per-epoch log).
 
-    o = options
-    _check_options(o)
-    out = Path(o.out)
-    if out.suffix == "":
-        raise BotaclipError(f"--out {out} needs a file name such as adapter.pt")
-    check_output_path(out, what="--out")
-    if o.cache_dir:
-        check_output_path(o.cache_dir, what="--cache-dir", is_dir=True)
-    log_path = out.with_suffix(".jsonl")
-    resume_ckpt = load_checkpoint(o.resume) if o.resume else None
-    if resume_ckpt is not None and resume_ckpt.get("cross_fit"):
-        raise BotaclipError(f"--resume {o.resume} is a cross-fitted checkpoint; retrain it with --folds instead")
+    Args:
+        config: a :class:`~botaclip.pipeline.train_config.TrainJobConfig` (``TrainOptions(...)`` builds one from
+            flat keywords); keyword ``options`` set its fields by name: ``releves``, ``imagery``, ``out``,
+            ``plots``, ``crs``, ``resume`` and any field of its groups (``backbone``, ``views``, ``folds``,
+            ``center_store``, ``epochs``, ``lr``, ``seed``, ``device``, ...).
+        echo: where progress lines go when no ``progress`` is given (default: print; None: nowhere).
+        progress: a :class:`botaclip.progress.Progress` reporter for the phase and epoch lines, the
+            chip-embedding counter and warnings.
 
-    releves = read_releves(o.releves, o.plots, crs=o.crs)
-    # Fail before the expensive part when no species could ever reach --min-plots.
-    SpeciesVocabulary.build(releves.long["releve_id"], releves.long["species"], o.min_plots)
-    if o.folds:  # and when the relevés cannot fill the folds
-        spatial_block_folds(releves.plots["lat"].to_numpy(), releves.plots["lng"].to_numpy(), o.folds, o.block_res,
-                            o.seed)
-    skipped = dict(releves.skipped)
-
-    with warnings.catch_warnings():
-        # Said once, as one line, below; not as a Python warning with a source line.
-        warnings.simplefilter("ignore", RandomInitWarning)
-        backbone_model = make_backbone(o.backbone, o.weights, o.backbone_seed, o.size_px)
-        reader = ChipReader(list(o.imagery), bands=o.bands, chip_m=o.chip_m, size_px=o.size_px)
-        embedder = Embedder(backbone_model, list(reader.wavelengths), device=o.device,
-                            batch_size=o.embed_batch_size, normalize=True)
-    if backbone_model.random_init:
-        echo(f"warning: {o.backbone} has random weights (seed={o.backbone_seed}): no --weights given, so the "
-             "backbone embeddings carry no pretrained knowledge")
-    backbone = backbone_info(o.backbone, backbone_model, reader.spec.name, reader.wavelengths, o.chip_m, o.size_px)
-    if resume_ckpt is not None:
-        stored = {k: resume_ckpt["backbone"].get(k) for k in ("name", "dim", "sha256")}
-        if stored != {k: backbone[k] for k in ("name", "dim", "sha256")}:
-            raise BotaclipError(
-                f"--resume {o.resume} was trained on backbone {stored['name']} ({stored['sha256']}), "
-                f"not {backbone['name']} ({backbone['sha256']}); use the same --backbone/--weights"
-            )
-    if o.center_store and resume_ckpt is None:  # a wrong store fails before the backbone runs
-        store_center(o.center_store, backbone, o.center_set)
-
+    A bad option raises :class:`~botaclip.errors.InvalidInputError` naming it in ``.params`` before anything is
+    read; an unknown one raises TypeError.
+    """
+    cfg = build(TrainJobConfig, config, **options)
+    report = progress if progress is not None else as_progress(None, echo)
+    out, log_path = _check_outputs(cfg)
+    resume = _load_resume(cfg)
+    releves = _read_checked_releves(cfg)
     t0 = time.perf_counter()
-    plots = releves.plots
-    cache_dir = Path(o.cache_dir) if o.cache_dir else out.parent
-    with reader:
-        cached = cache_features(
-            plots["releve_id"].tolist(), plots["lat"].to_numpy(), plots["lng"].to_numpy(), reader, embedder.embed,
-            backbone, cache_dir, views=o.views, min_valid=o.min_valid, seed=o.seed,
-            batch_size=o.embed_batch_size,
-            progress=_progress_echo(echo),
-        )
+    cached, backbone = _cache(cfg, releves, resume, report)
     seconds_cache = time.perf_counter() - t0
+    skipped = dict(releves.skipped)
     for reason, n in cached.skipped_counts().items():
         skipped[reason] = skipped.get(reason, 0) + n
     if not cached.releve_ids:
         raise BotaclipError(
-            f"no relevé inside the imagery: all {len(plots)} relevés of {o.releves} are outside "
-            f"{', '.join(map(str, o.imagery))} or have less than {o.min_valid:.0%} valid pixels; check the "
+            f"no relevé inside the imagery: all {len(releves.plots)} relevés of {cfg.releves} are outside "
+            f"{', '.join(cfg.imagery)} or have less than {cfg.features.min_valid:.0%} valid pixels; check the "
             "coordinates (lat/lng, CRS) and the imagery extent"
         )
-    echo(f"features: {len(cached.releve_ids)} relevés x {o.views} views from {cached.path} "
-         f"({cached.computed} embedded now, {seconds_cache:.1f} s)"
-         + (f"; skipped {_counts(skipped)}" if skipped else ""))
-
-    ids = cached.releve_ids
-    coords = plots.set_index("releve_id").loc[ids]
-    data = _Data(ids=ids, features=cached.features, lat=coords["lat"].to_numpy(), lng=coords["lng"].to_numpy(),
-                 long=releves.long)
-    if resume_ckpt is not None:
-        # The checkpoint's split, exactly: relevés added since then are left out of this run.
-        val_ids, train_ids = set(resume_ckpt["split"]["val"]), set(resume_ckpt["split"]["train"])
-        val_idx = np.array([i for i, r in enumerate(ids) if r in val_ids], dtype=np.int64)
-        train_idx = np.array([i for i, r in enumerate(ids) if r in train_ids], dtype=np.int64)
-        vocabulary = SpeciesVocabulary.from_list(resume_ckpt["vocabulary"])
-        config = TrainConfig.from_dict({**resume_ckpt["config"], "epochs": o.epochs, "device": o.device})
-        center, centering = None, dict(resume_ckpt.get("centering") or {"source": "none"})  # in the weights
-    else:
-        center, centering = _centering(o, backbone, cached.features)
-        train_idx, val_idx, vocabulary = _split_and_vocabulary(data, np.arange(len(ids)), o, o.seed)
-        config = _train_config(o)
-    cover, unknown = _encode(data, vocabulary)
-    objective = config.objective
-    echo(f"split: {len(train_idx)} training / {len(val_idx)} validation relevés (H3 blocks at res {o.block_res}); "
-         f"vocabulary: {len(vocabulary)} species in >= {o.min_plots} training plots "
-         f"({unknown} rows of other species ignored); objective {objective}; input centring: "
-         + (f"{centering['source']} ({centering.get('feature_set') or centering.get('rows')})"
-            if centering["source"] != "none" else "none"))
-
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    if resume_ckpt is None:
-        log_path.write_text("")
-    else:  # the log restarts from what the checkpoint knows, so no epoch is listed twice
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in resume_ckpt["state"]["history"][1:]))
-
+    report.step(f"features: {len(cached.releve_ids)} relevés x {cfg.features.views} views from {cached.path} "
+                f"({cached.computed} embedded now, {seconds_cache:.1f} s)"
+                + (f"; skipped {_counts(skipped)}" if skipped else ""))
+    coords = releves.plots.set_index("releve_id").loc[cached.releve_ids]
+    data = _Data(ids=cached.releve_ids, features=cached.features, lat=coords["lat"].to_numpy(),
+                 lng=coords["lng"].to_numpy(), long=releves.long)
+    plan = _plan(cfg, data, resume, backbone)
+    report.step(_plan_line(cfg, plan))
+    _start_log(log_path, resume)
     t_folds = time.perf_counter()
-    cross_fit, fold_summaries = _cross_fit(data, o, center, log_path, echo) if o.folds else (None, [])
+    cross_fit, fold_summaries = _cross_fit(data, cfg, plan.center, log_path, report) if cfg.split.folds else (None,
+                                                                                                             [])
     seconds_folds = time.perf_counter() - t_folds
-
-    base_payload = {
-        "objective": objective,
-        "backbone": backbone,
-        "centering": centering,
-        "config": config.to_dict(),
-        "vocabulary": vocabulary.to_list(),
-        "split": {"train": [ids[i] for i in train_idx], "val": [ids[i] for i in val_idx],
-                  "block_res": int(o.block_res), "val_fraction": float(o.val_fraction)},
-        "data": {"releves": str(o.releves), "plots": str(o.plots) if o.plots else None,
-                 "imagery": [str(p) for p in o.imagery], "views": int(o.views), "min_plots": int(o.min_plots),
-                 "min_valid": float(o.min_valid), "cache": str(cached.path)},
-        **({"cross_fit": cross_fit} if cross_fit is not None else {}),
-    }
-
-    def on_epoch(record: dict, result: TrainResult) -> None:
-        echo(format_epoch(record, config.epochs))
-        with open(log_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        save_checkpoint(out, {**base_payload, "model": result.state["best_model"], "history": result.state["history"],
-                              "summary": {}, "state": result.state})
-
+    payload = _payload(cfg, plan, backbone, data.ids, cached.path, cross_fit)
     t1 = time.perf_counter()
-    result = fit_botaclip(cached.features, cover, train_idx, val_idx, config,
-                          resume=resume_ckpt["state"] if resume_ckpt is not None else None, on_epoch=on_epoch,
-                          center=center)
+    result = _fit_full(data, plan, payload, (out, log_path), resume, report)
     seconds_train = time.perf_counter() - t1
-    params = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+    params = int(sum(p.numel() for p in result.model.parameters() if p.requires_grad))
     summary = {
-        "baseline": result.baseline,
-        "best": result.best,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history) - 1,
-        "stopped_early": result.stopped_early,
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "trainable_parameters": int(params),
-        "skipped": skipped,
+        "baseline": result.baseline, "best": result.best, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history) - 1, "stopped_early": result.stopped_early, "n_train": len(plan.train_idx),
+        "n_val": len(plan.val_idx), "trainable_parameters": params, "skipped": skipped,
         "seconds_train": round(seconds_train, 2),
         **({"folds": fold_summaries, "seconds_folds": round(seconds_folds, 2)} if fold_summaries else {}),
     }
-    save_checkpoint(out, {**base_payload, "model": result.state["best_model"], "history": result.history,
+    save_checkpoint(out, {**payload, "model": result.state["best_model"], "history": result.history,
                           "summary": summary, "state": result.state})
     return TrainReport(
-        out=out, log_path=log_path, cache_path=cached.path, n_releves=len(ids), n_train=len(train_idx),
-        n_val=len(val_idx), skipped=skipped, vocabulary_size=len(vocabulary), unknown_species_rows=unknown,
-        trainable_parameters=int(params), baseline=result.baseline, best=result.best, best_epoch=result.best_epoch,
-        epochs_run=len(result.history) - 1, stopped_early=result.stopped_early, cached_now=cached.computed,
-        seconds_cache=seconds_cache, seconds_train=seconds_train, history=result.history, objective=objective,
-        centering=centering, folds=fold_summaries, seconds_folds=seconds_folds,
+        out=out, log_path=log_path, cache_path=cached.path, n_releves=len(data.ids), n_train=len(plan.train_idx),
+        n_val=len(plan.val_idx), skipped=skipped, vocabulary_size=len(plan.vocabulary),
+        unknown_species_rows=plan.unknown, trainable_parameters=params, baseline=result.baseline, best=result.best,
+        best_epoch=result.best_epoch, epochs_run=len(result.history) - 1, stopped_early=result.stopped_early,
+        cached_now=cached.computed, seconds_cache=seconds_cache, seconds_train=seconds_train, history=result.history,
+        objective=plan.config.objective, centering=plan.centering, folds=fold_summaries, seconds_folds=seconds_folds,
     )
+
+
+def _check_outputs(cfg: TrainJobConfig) -> tuple[Path, Path]:
+    """The checkpoint and log paths, refused where they would write into a store."""
+    out = Path(cfg.out)
+    check_output_path(out, what=param("out"))
+    if cfg.features.cache_dir:
+        check_output_path(cfg.features.cache_dir, what=param("cache_dir"), is_dir=True)
+    return out, out.with_suffix(".jsonl")
+
+
+def _load_resume(cfg: TrainJobConfig) -> dict | None:
+    """The checkpoint to resume (None without ``resume``); a cross-fitted one is refused."""
+    if not cfg.resume:
+        return None
+    ckpt = load_checkpoint(cfg.resume)
+    if ckpt.get("cross_fit"):
+        raise InvalidInputError(f"{param('resume')} {cfg.resume} is a cross-fitted checkpoint; retrain it with "
+                                f"{param('folds')} instead")
+    return ckpt
+
+
+def _read_checked_releves(cfg: TrainJobConfig):
+    """The relevés, refused before the expensive part when no species could reach ``min_plots`` or the relevés
+    cannot fill the folds."""
+    releves = read_releves(cfg.releves, cfg.plots, crs=cfg.crs)
+    SpeciesVocabulary.build(releves.long["releve_id"], releves.long["species"], cfg.split.min_plots)
+    if cfg.split.folds:
+        spatial_block_folds(releves.plots["lat"].to_numpy(), releves.plots["lng"].to_numpy(), cfg.split.folds,
+                            cfg.split.block_res, cfg.fit.seed)
+    return releves
+
+
+def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress):
+    """The frozen backbone's features of every relevé's chip, from the cache or computed now, and the backbone's
+    identity; a resumed checkpoint of another backbone, or a centring store without its backbone set, is refused
+    first."""
+    from botaclip.imagery.chips import ChipReader
+    from botaclip.model.embedder import Embedder
+
+    f = cfg.features
+    with warnings.catch_warnings():
+        # Said once, as one line, below; not as a Python warning with a source line.
+        warnings.simplefilter("ignore", RandomInitWarning)
+        backbone_model = make_backbone(f.backbone, f.weights, f.backbone_seed, f.size_px)
+        reader = ChipReader(list(cfg.imagery), bands=f.bands, chip_m=f.chip_m, size_px=f.size_px)
+        embedder = Embedder(backbone_model, list(reader.wavelengths), device=cfg.fit.device,
+                            batch_size=f.embed_batch_size, normalize=True)
+    if backbone_model.random_init:
+        progress.warn(f"{f.backbone} has random weights (seed={f.backbone_seed}): no weights "
+                      "given, so the backbone embeddings carry no pretrained knowledge")
+    backbone = backbone_info(f.backbone, backbone_model, reader.spec.name, reader.wavelengths, f.chip_m, f.size_px)
+    with reader:
+        if resume is not None:
+            stored = {k: resume["backbone"].get(k) for k in ("name", "dim", "sha256")}
+            if stored != {k: backbone[k] for k in ("name", "dim", "sha256")}:
+                raise InvalidInputError(
+                    f"{param('resume')} {cfg.resume} was trained on backbone {stored['name']} ({stored['sha256']}), "
+                    f"not {backbone['name']} ({backbone['sha256']}); use the same {param('backbone')}/"
+                    f"{param('weights')}")
+        elif cfg.centering.center_store:  # a wrong store fails before the backbone runs
+            store_center(cfg.centering.center_store, backbone, cfg.centering.center_set)
+        plots = releves.plots
+        cached = cache_features(
+            plots["releve_id"].tolist(), plots["lat"].to_numpy(), plots["lng"].to_numpy(), reader, embedder.embed,
+            backbone, Path(f.cache_dir) if f.cache_dir else Path(cfg.out).parent, views=f.views,
+            min_valid=f.min_valid, seed=cfg.fit.seed, batch_size=f.embed_batch_size,
+            progress=counter(progress, "relevés", "embedding chips"),
+        )
+    return cached, backbone
+
+
+@dataclass
+class _Plan:
+    """What the full adapter trains on: the split, the vocabulary and compositions, its config and centring."""
+
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    vocabulary: SpeciesVocabulary
+    config: TrainConfig
+    center: np.ndarray | None
+    centering: dict
+    cover: np.ndarray
+    unknown: int
+
+
+def _plan(cfg: TrainJobConfig, data: _Data, resume: dict | None, backbone: dict) -> _Plan:
+    """A new split, vocabulary and centring, or, resuming, exactly the checkpoint's (relevés added since are left
+    out of this run; its centring is in its weights)."""
+    if resume is not None:
+        val_ids, train_ids = set(resume["split"]["val"]), set(resume["split"]["train"])
+        val_idx = np.array([i for i, r in enumerate(data.ids) if r in val_ids], dtype=np.int64)
+        train_idx = np.array([i for i, r in enumerate(data.ids) if r in train_ids], dtype=np.int64)
+        vocabulary = SpeciesVocabulary.from_list(resume["vocabulary"])
+        config = replace(TrainConfig.from_dict(resume["config"]), epochs=cfg.fit.epochs, device=cfg.fit.device)
+        center, centering = None, dict(resume.get("centering") or {"source": "none"})
+    else:
+        center, centering = _centering(cfg.centering, backbone, data.features)
+        train_idx, val_idx, vocabulary = _split_and_vocabulary(data, np.arange(len(data.ids)), cfg.split,
+                                                               cfg.fit.seed)
+        config = cfg.fit
+    cover, unknown = _encode(data, vocabulary)
+    return _Plan(train_idx, val_idx, vocabulary, config, center, centering, cover, unknown)
+
+
+def _plan_line(cfg: TrainJobConfig, plan: _Plan) -> str:
+    c = plan.centering
+    return (f"split: {len(plan.train_idx)} training / {len(plan.val_idx)} validation relevés (H3 blocks at res "
+            f"{cfg.split.block_res}); vocabulary: {len(plan.vocabulary)} species in >= {cfg.split.min_plots} "
+            f"training plots ({plan.unknown} rows of other species ignored); objective {plan.config.objective}; "
+            "input centring: "
+            + (f"{c['source']} ({c.get('feature_set') or c.get('rows')})" if c["source"] != "none" else "none"))
+
+
+def _start_log(log_path: Path, resume: dict | None) -> None:
+    """An empty per-epoch log, or, resuming, what the checkpoint knows (so that no epoch is listed twice)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        log_path.write_text("")
+    else:
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in resume["state"]["history"][1:]))
+
+
+def _payload(cfg: TrainJobConfig, plan: _Plan, backbone: dict, ids: list[str], cache_path: Path,
+             cross_fit: dict | None) -> dict:
+    """The checkpoint's entries besides the weights, history and summary."""
+    return {
+        "objective": plan.config.objective,
+        "backbone": backbone,
+        "centering": plan.centering,
+        "config": plan.config.to_dict(),
+        "vocabulary": plan.vocabulary.to_list(),
+        "split": {"train": [ids[i] for i in plan.train_idx], "val": [ids[i] for i in plan.val_idx],
+                  "block_res": int(cfg.split.block_res), "val_fraction": float(cfg.split.val_fraction)},
+        "data": {"releves": str(cfg.releves), "plots": str(cfg.plots) if cfg.plots else None,
+                 "imagery": [str(p) for p in cfg.imagery], "views": int(cfg.features.views),
+                 "min_plots": int(cfg.split.min_plots), "min_valid": float(cfg.features.min_valid),
+                 "cache": str(cache_path)},
+        **({"cross_fit": cross_fit} if cross_fit is not None else {}),
+    }
+
+
+def _fit_full(data: _Data, plan: _Plan, payload: dict, paths: tuple[Path, Path], resume: dict | None,
+              progress: Progress) -> TrainResult:
+    """Trains the full adapter, one progress line, one log line and a checkpoint after each epoch."""
+    out, log_path = paths
+
+    def on_epoch(record: dict, result: TrainResult) -> None:
+        progress.step(format_epoch(record, plan.config.epochs))
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        save_checkpoint(out, {**payload, "model": result.state["best_model"], "history": result.state["history"],
+                              "summary": {}, "state": result.state})
+
+    return fit_botaclip(data.features, plan.cover, plan.train_idx, plan.val_idx, plan.config,
+                        resume=resume["state"] if resume is not None else None, on_epoch=on_epoch, center=plan.center)
 
 
 def load_training_data(checkpoint: str | Path
@@ -556,16 +543,3 @@ def format_summary(report: TrainReport) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {why}" for why, n in counts.items())
-
-
-def _progress_echo(echo: Callable[[str], None]) -> Callable[[int, int], None]:
-    state = {"last": 0.0}
-
-    def report(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done == total or now - state["last"] > 10:
-            state["last"] = now
-            echo(f"embedding chips: {done}/{total} relevés")
-
-    return report
-
