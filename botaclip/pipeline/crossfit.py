@@ -70,11 +70,11 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     an :class:`~botaclip.pipeline.index_config.IndexConfig`); see the module docstring. The backbone set is
     indexed with the same config, without the adapter. Returns the :class:`IndexSummary` of the full set, with
     one note per companion set."""
+    from botaclip.atomic import sha256_file
     from botaclip.config import with_options
     from botaclip.model.checkpoint import sha256_file as weights_sha
     from botaclip.pipeline.index import default_name, run_index
     from botaclip.pipeline.index_steps import IndexSummary
-    from botaclip.pipeline.provenance import sha256_file
     from botaclip.store import Store
 
     started = time.perf_counter()
