@@ -10,7 +10,7 @@ import pytest
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 from botaclip.imagery import BandSpec, ChipReader, band_spec
 from botaclip.imagery.bands import IMAGENET_MEAN_255, IMAGENET_STD_255
 from botaclip.imagery.stats import cache_dir
@@ -49,9 +49,9 @@ def test_presets_and_explicit_wavelengths():
     custom = band_spec(wavelengths=[0.665, 0.842])
     assert custom.name == "custom" and custom.mean is None
     for bad in ("665,560,490", "a,b", ""):
-        with pytest.raises(BotaclipError):
+        with pytest.raises(InvalidInputError):
             band_spec(wavelengths=bad)
-    with pytest.raises(BotaclipError, match="unknown band preset"):
+    with pytest.raises(InvalidInputError, match="unknown band preset"):
         band_spec("hyperspectral")
 
 
@@ -187,13 +187,16 @@ def test_bad_rasters_raise_one_line_errors(write_raster, tmp_path):
     for path, message in cases.items():
         with pytest.raises(BotaclipError, match=message):
             ChipReader([path], "rgb")
-    with pytest.raises(BotaclipError, match="3 band"):
+    with pytest.raises(InvalidInputError, match="3 band") as bands:
         ChipReader([good], "rgbn")
-    with pytest.raises(BotaclipError, match="smaller than one pixel"):
+    assert bands.value.params == ["bands", "wavelengths"]
+    with pytest.raises(InvalidInputError, match="smaller than one pixel") as small:
         ChipReader([good], "rgb", chip_m=0.5)
+    assert small.value.params == ["chip_m"]
     for chip_m in (0, -5, float("nan")):
-        with pytest.raises(BotaclipError, match="chip size"):
+        with pytest.raises(InvalidInputError, match="chip size") as bad:
             ChipReader([good], "rgb", chip_m=chip_m)
+        assert bad.value.params == ["chip_m"]
 
 
 def test_many_tiles_keep_a_bounded_number_of_open_handles(write_raster, monkeypatch):

@@ -12,7 +12,7 @@ import shapely
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.imagery import ChipReader, PrefetchStats, iter_region_cells, parse_region, prefetch_chips
 from botaclip.imagery.regions import cell_centres
 
@@ -54,7 +54,7 @@ def test_region_is_limited_to_the_imagery_footprint():
     _, cells = collect(region, footprint)
     lat, lng = cell_centres(cells)
     assert (lat >= LAT).all() and (lng >= LNG).all()
-    with pytest.raises(BotaclipError, match="does not intersect the imagery"):
+    with pytest.raises(InvalidInputError, match="does not intersect the imagery"):
         collect(region, shapely.box(0, 0, 1, 1))
 
 
@@ -84,18 +84,18 @@ def test_cell_files_text_and_parquet_and_coarser_cells(tmp_path):
     _, got = collect(parse_region(str(tmp_path / "coarse.txt")), world)
     assert len(got) == 49  # a res-8 cell has 7² res-10 children
     (tmp_path / "bad.txt").write_text("not-a-cell\n")
-    with pytest.raises(BotaclipError, match="not an H3 cell"):
+    with pytest.raises(InvalidInputError, match="not an H3 cell"):
         parse_region(str(tmp_path / "bad.txt"))
 
 
 @pytest.mark.parametrize("spec", ["1,2,3", "10,50,5,60", "a,b,c,d", "/no/such/file.gpkg"])
 def test_bad_region_specs(spec):
-    with pytest.raises(BotaclipError):
+    with pytest.raises(InvalidInputError):
         parse_region(spec)
 
 
 def test_invalid_resolution():
-    with pytest.raises(BotaclipError, match="0 to 15"):
+    with pytest.raises(InvalidInputError, match="0 to 15"):
         collect(parse_region(BBOX), shapely.box(-180, -90, 180, 90), res=16)
 
 

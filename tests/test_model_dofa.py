@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.model import DOFA, RandomInitWarning, create_backbone
 from botaclip.model.dofa import KERNEL_SCALE, sincos_embed_1d, validate_wavelengths
 
@@ -225,7 +225,7 @@ def test_create_backbone_registry(tmp_path):
     with pytest.warns(RandomInitWarning):
         model = create_backbone("dofa-tiny", seed=3)
     assert model.name == "dofa-tiny" and model.random_init and model.seed == 3
-    with pytest.raises(BotaclipError, match="unknown backbone 'dofa-huge'.*dofa-small"):
+    with pytest.raises(InvalidInputError, match="unknown backbone 'dofa-huge'.*dofa-small"):
         create_backbone("dofa-huge")
 
     path = tmp_path / "tiny.pth"
@@ -252,7 +252,7 @@ def test_published_sizes():
 
 def test_wavelength_count_must_match_channels():
     model = quiet_tiny(img_size=32)
-    with pytest.raises(BotaclipError, match="4 bands but 3 wavelengths"):
+    with pytest.raises(InvalidInputError, match="4 bands but 3 wavelengths"):
         model.embed(torch.randn(1, 4, 32, 32), RGB)
 
 
@@ -261,15 +261,15 @@ def test_wavelength_count_must_match_channels():
     [([], "empty"), ([665.0, 560.0, 490.0], "nanometres"), ([0.5, -1.0, 0.6], "positive"), (["red"], "numbers")],
 )
 def test_bad_wavelengths(waves, message):
-    with pytest.raises(BotaclipError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         validate_wavelengths(waves)
 
 
 def test_bad_image_shapes():
     model = quiet_tiny(img_size=32)
-    with pytest.raises(BotaclipError, match="32x32 px"):
+    with pytest.raises(InvalidInputError, match="32x32 px"):
         model.embed(torch.randn(1, 3, 64, 64), RGB)
-    with pytest.raises(BotaclipError, match=r"\[N, C, H, W\]"):
+    with pytest.raises(InvalidInputError, match=r"\[N, C, H, W\]"):
         model.embed(torch.randn(3, 32, 32), RGB)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError
 from botaclip.model import DOFA, fit_state_dict, read_checkpoint
 from botaclip.model.checkpoint import describe_checkpoint_size, load_dofa_checkpoint
 
@@ -59,7 +59,7 @@ def test_pickle_carrying_code_is_refused_and_not_run(model, tmp_path):
     MARKER.unlink(missing_ok=True)
     path = tmp_path / "evil.pth"
     torch.save({"model": {"cls_token": torch.zeros(1)}, "extra": CodeCarrier()}, path)
-    with pytest.raises(BotaclipError, match=r"refused to load .*evil\.pth.*weights_only"):
+    with pytest.raises(InvalidInputError, match=r"refused to load .*evil\.pth.*weights_only"):
         model.load_checkpoint(path)
     assert not MARKER.exists()
     assert model.random_init and model.weights_sha256 is None
@@ -70,11 +70,11 @@ def test_unreadable_and_missing_files(model, tmp_path):
     garbage.write_bytes(b"this is not a checkpoint")
     with pytest.raises(BotaclipError, match=r"garbage\.pth is not a readable PyTorch checkpoint"):
         model.load_checkpoint(garbage)
-    with pytest.raises(BotaclipError, match="checkpoint not found"):
+    with pytest.raises(MissingFileError, match="checkpoint not found"):
         model.load_checkpoint(tmp_path / "nope.pth")
     no_tensors = tmp_path / "config.pth"
     torch.save({"lr": 0.1}, no_tensors)
-    with pytest.raises(BotaclipError, match="not tensors: lr"):
+    with pytest.raises(InvalidInputError, match="not tensors: lr"):
         model.load_checkpoint(no_tensors)
 
 
@@ -83,14 +83,14 @@ def test_missing_and_unexpected_keys_are_named(golden, model, tmp_path):
     del state["blocks.1.mlp.fc2.weight"]
     path = tmp_path / "missing.pth"
     torch.save(state, path)
-    with pytest.raises(BotaclipError, match=r"missing\.pth: keys missing .*blocks\.1\.mlp\.fc2\.weight"):
+    with pytest.raises(InvalidInputError, match=r"missing\.pth: keys missing .*blocks\.1\.mlp\.fc2\.weight"):
         model.load_checkpoint(path)
 
     state = dict(golden["state_dict_torchgeo"])
     state["decoder_pred.weight"] = torch.zeros(4, 4)
     path = tmp_path / "unexpected.pth"
     torch.save(state, path)
-    with pytest.raises(BotaclipError, match=r"unexpected keys .*decoder_pred\.weight"):
+    with pytest.raises(InvalidInputError, match=r"unexpected keys .*decoder_pred\.weight"):
         model.load_checkpoint(path)
     assert model.random_init  # nothing was loaded
 
@@ -99,7 +99,7 @@ def test_shape_mismatch_names_key_shapes_and_size(golden, tmp_path):
     tiny = DOFA.tiny(seed=0)  # 64-d; the fixture is 32-d
     path = tmp_path / "dofa32.pth"
     torch.save(golden["state_dict_torchgeo"], path)
-    with pytest.raises(BotaclipError) as err:
+    with pytest.raises(InvalidInputError) as err:
         tiny.load_checkpoint(path)
     message = str(err.value)
     assert "dofa32.pth" in message
@@ -112,14 +112,16 @@ def test_shape_mismatch_recognises_published_sizes():
         large_state = DOFA.large().state_dict()
     assert describe_checkpoint_size(large_state) == ("DOFA-large", "dofa-large")
     small = DOFA.tiny(seed=0)
-    with pytest.raises(BotaclipError, match=r"in the file but .*this checkpoint is DOFA-large: use --backbone dofa-large"):
+    with pytest.raises(InvalidInputError, match=r"in the file but .*this checkpoint is DOFA-large: use backbone dofa-large"
+                       ) as mismatch:
         fit_state_dict(small, large_state, source="DOFA_ViT_large_e100.pth")
+    assert mismatch.value.params == ["backbone"]  # the CLI says --backbone
 
     # Same width, other depth (a base file for a 768-d, 24-block model) is named too.
     with torch.device("meta"):
         base_state = DOFA.base().state_dict()
         deep = DOFA(embed_dim=768, depth=24, num_heads=12)
-    with pytest.raises(BotaclipError, match="12 transformer blocks, the model 24; this checkpoint is DOFA-base"):
+    with pytest.raises(InvalidInputError, match="12 transformer blocks, the model 24; this checkpoint is DOFA-base"):
         fit_state_dict(deep, base_state, source="dofa_base_patch16_224-a0275954.pth")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.model import DOFA, Embedder, RandomInitWarning
 
 RGB = [0.665, 0.56, 0.49]
@@ -63,21 +63,21 @@ def test_kernel_generated_once_for_a_stream(model, chips):
 
 def test_bad_input_is_refused(model, chips):
     embedder = Embedder(model, RGB, device="cpu")
-    with pytest.raises(BotaclipError, match="4 bands but 3 wavelengths"):
+    with pytest.raises(InvalidInputError, match="4 bands but 3 wavelengths"):
         embedder.embed(np.zeros((1, 4, SIZE, SIZE), np.float32))
-    with pytest.raises(BotaclipError, match="must be float"):
+    with pytest.raises(InvalidInputError, match="must be float"):
         embedder.embed((chips * 50).astype(np.uint8))
-    with pytest.raises(BotaclipError, match="batch_size"):
+    with pytest.raises(InvalidInputError, match="batch_size"):
         Embedder(model, RGB, device="cpu", batch_size=0)
-    with pytest.raises(BotaclipError, match="unknown dtype"):
+    with pytest.raises(InvalidInputError, match="unknown dtype"):
         Embedder(model, RGB, device="cpu", dtype="fp8")
-    with pytest.raises(BotaclipError, match="unknown device"):
+    with pytest.raises(InvalidInputError, match="unknown device"):
         Embedder(model, RGB, device="tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown when CUDA is absent")
 def test_cuda_requested_without_cuda(model):
-    with pytest.raises(BotaclipError, match="no CUDA device"):
+    with pytest.raises(InvalidInputError, match="no CUDA device"):
         Embedder(model, RGB, device="cuda")
 
 

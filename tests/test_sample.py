@@ -13,7 +13,7 @@ import rasterio
 from shapely.geometry import Point, shape
 
 from botaclip.cli import cli
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, MissingFileError
 from botaclip.sample import SampleRegion, default_sample_dir, ensure_sample, make_sample
 from botaclip.sample.landscape import HABITATS
 from botaclip.sample.region import FILES
@@ -227,17 +227,17 @@ def test_another_seed_gives_another_world(region, tmp_path):
 @pytest.mark.parametrize("kwargs", [dict(size_km=0), dict(size_km=-1), dict(plots=0), dict(seed=-1),
                                     dict(size_km=float("nan")), dict(size_km=100)])
 def test_bad_parameters_are_refused_before_any_work(tmp_path, kwargs):
-    with pytest.raises(BotaclipError):
+    with pytest.raises(InvalidInputError):
         make_sample(tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
 
 
 def test_open_refuses_an_incomplete_region(tmp_path):
-    with pytest.raises(BotaclipError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         SampleRegion.open(tmp_path / "nowhere")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "ortho.tif").write_bytes(b"")
-    with pytest.raises(BotaclipError, match="missing"):
+    with pytest.raises(MissingFileError, match="missing"):
         SampleRegion.open(tmp_path / "half")
 
 
@@ -256,12 +256,13 @@ def test_an_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_existing_directories_are_protected_and_overwrite_replaces_a_region(tmp_path, region):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mine.txt").write_text("keep")
-    with pytest.raises(BotaclipError, match="not a sample region"):
+    with pytest.raises(InvalidInputError, match="not a sample region"):
         make_sample(tmp_path / "data", size_km=0.5, plots=50, overwrite=True)
     assert (tmp_path / "data" / "mine.txt").read_text() == "keep"
     first = make_sample(tmp_path / "s", size_km=0.5, plots=50)
-    with pytest.raises(BotaclipError, match="--overwrite"):
+    with pytest.raises(InvalidInputError) as busy:
         make_sample(tmp_path / "s", size_km=0.5, plots=50)
+    assert busy.value.params == ["out_dir", "overwrite"]  # the CLI spells them --out and --overwrite
     second = make_sample(tmp_path / "s", seed=3, size_km=0.5, plots=60, overwrite=True)
     assert second.root == first.root and second.metadata()["seed"] == 3 and second.metadata()["plots"] == 60
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "s"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from botaclip.errors import BotaclipError, InvalidInputError
+from botaclip.errors import InvalidInputError, MissingFileError
 from botaclip.sdm.background import sample_background, target_group_background
 from botaclip.sdm.cells import cell_to_parent, latlng_to_cells
 from botaclip.sdm.cleaning import Extent, clean_samples
@@ -56,7 +56,7 @@ def test_releves_are_presence_absence_for_every_species(tmp_path):
 
 def test_unknown_species_suggests_close_names(tmp_path):
     occ = read_occurrences(_releves(tmp_path))
-    with pytest.raises(BotaclipError, match="did you mean 'Carex firma'"):
+    with pytest.raises(InvalidInputError, match="did you mean 'Carex firma'"):
         species_samples(occ, "Carex frima", "presence-absence")
 
 
@@ -95,9 +95,9 @@ def test_column_overrides_and_missing_column_message(tmp_path):
 def test_unknown_format(tmp_path):
     path = tmp_path / "o.xlsx"
     path.write_text("x")
-    with pytest.raises(BotaclipError, match="unknown occurrence file format '.xlsx'"):
+    with pytest.raises(InvalidInputError, match="unknown occurrence file format '.xlsx'"):
         read_occurrences(path)
-    with pytest.raises(BotaclipError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         read_occurrences(tmp_path / "missing.csv")
 
 
@@ -271,9 +271,9 @@ def test_regression_models_predict_counts():
 
 def test_load_model_refuses_foreign_json(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(BotaclipError, match="not a botaclip SDM model"):
+    with pytest.raises(InvalidInputError, match="not a botaclip SDM model"):
         load_model(tmp_path)
-    with pytest.raises(BotaclipError, match="no model.json"):
+    with pytest.raises(MissingFileError, match="no model.json"):
         load_model(tmp_path / "nothing")
 
 
@@ -297,7 +297,7 @@ def test_constant_and_missing_columns_dropped_with_a_note():
     assert kept == [0, 3] and Xk.shape == (5, 2)
     assert any("constant" in n and "const" in n for n in notes)
     assert any("all missing" in n and "gone" in n for n in notes)
-    with pytest.raises(BotaclipError):
+    with pytest.raises(InvalidInputError):
         drop_uninformative_columns(np.ones((4, 2)), ["a", "b"])
 
 

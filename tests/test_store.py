@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, StoreBusyError
 from botaclip.store import Store
 from botaclip.store.h3vec import cell_to_parent
 
@@ -145,27 +145,28 @@ def test_refusals(store, tmp_path):
     cells = children(PARENT, 4)
     with store.writer("e", kind="backbone", dim=4, provenance={"model": "dofa_base"}) as w:
         w.write(cells, np.ones((4, 4)))
-    with pytest.raises(BotaclipError, match="different dim"):
+    with pytest.raises(InvalidInputError, match="different dim") as conflict:
         store.writer("e", kind="backbone", dim=8, provenance={"model": "dofa_base"})
-    with pytest.raises(BotaclipError, match="model"):
+    assert conflict.value.params == ["overwrite"]
+    with pytest.raises(InvalidInputError, match="model"):
         store.writer("e", kind="backbone", dim=4, provenance={"model": "other"})
     with store.writer("e", kind="backbone", dim=8, overwrite=True, provenance={"model": "other"}) as w:
         w.write(cells, np.ones((4, 8)))
     assert store.info("e")["dim"] == 8 and store.info("e")["rows"] == 4
-    with pytest.raises(BotaclipError, match="invalid feature-set name"):
+    with pytest.raises(InvalidInputError, match="invalid feature-set name"):
         store.writer("Bad-Name; DROP", kind="covariates", columns=["a"])
-    with pytest.raises(BotaclipError, match="not valid H3 cells at the store resolution"):
+    with pytest.raises(InvalidInputError, match="not valid H3 cells at the store resolution"):
         with store.writer("c", kind="covariates", columns=["a"]) as w:
             w.write(np.array([PARENT], np.uint64), columns={"a": [1.0]})
-    with pytest.raises(BotaclipError, match="NaN"):
+    with pytest.raises(InvalidInputError, match="NaN"):
         with store.writer("e2", kind="backbone", dim=2) as w:
             w.write(cells[:1], np.array([[np.nan, 1.0]]))
-    with pytest.raises(BotaclipError, match="already exists"):
+    with pytest.raises(InvalidInputError, match="already exists"):
         Store.create(store.path)
     (tmp_path / "plain").mkdir()
-    with pytest.raises(BotaclipError, match="not a botaclip store"):
+    with pytest.raises(InvalidInputError, match="not a botaclip store"):
         Store.open(tmp_path / "plain")
-    with pytest.raises(BotaclipError, match="no feature set"):
+    with pytest.raises(InvalidInputError, match="no feature set"):
         store.features_numpy("nope")
 
 
@@ -181,7 +182,7 @@ def test_newer_schema_version_refused(store):
 
 def test_second_writer_refused_and_stale_lock_taken_over(store):
     w = store.writer("c", kind="covariates", columns=["a"])
-    with pytest.raises(BotaclipError, match=r"being written by PID \d+"):
+    with pytest.raises(StoreBusyError, match=r"being written by PID \d+"):
         store.writer("d", kind="covariates", columns=["a"])
     w.close()
     # A lock file left by a dead process (no flock held) does not block.

@@ -11,7 +11,9 @@ import time
 
 import h3
 import numpy as np
+import pytest
 
+from botaclip.errors import BotaclipError, StoreBusyError
 from botaclip.store import Store
 
 # 12 resolution-6 parents around Grenoble; each holds 2401 resolution-10 cells.
@@ -102,3 +104,34 @@ def test_writer_killed_then_resumed_is_exact(tmp_path):
     rep = store.verify()
     assert rep.ok and not rep.warnings
     assert store.info("emb")["rows"] == len(expect)
+
+
+HOLD = textwrap.dedent("""
+    import sys
+    from botaclip.store import Store
+    with Store.open(sys.argv[1]).writer("held", kind="covariates", columns=["a"]):
+        print("holding", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_busy_store_raises_store_busy_error(tmp_path):
+    """A second writer (another process) is refused with StoreBusyError, a BlockingIOError naming the holder;
+    index's shard mode waits on exactly this type."""
+    store = Store.create(tmp_path / "s.store", resolution=10)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store.path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreBusyError) as info:
+            store.writer("other", kind="covariates", columns=["a"])
+        assert isinstance(info.value, BotaclipError) and isinstance(info.value, BlockingIOError)
+        assert f"PID {holder.pid}" in str(info.value)
+        with pytest.raises(StoreBusyError):
+            store.record_cross_fit("held", ["a", "b"], 6, [PARENTS[0]], [0], [])
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+    with store.writer("other", kind="covariates", columns=["a"]):  # free again once the holder is done
+        pass

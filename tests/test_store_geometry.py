@@ -7,7 +7,7 @@ import h3
 import numpy as np
 import pytest
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.store import Store
 from botaclip.store.geometry import geometry_stats, participation_ratio
 
@@ -120,13 +120,13 @@ def test_cross_fit_record_round_trip_and_refusals(tmp_path):
     assert cf["blocks"].dtype == np.uint64 and np.array_equal(cf["blocks"], blocks)
     assert cf["folds"].dtype == np.int64 and np.array_equal(cf["folds"], folds)
     assert cf["releve_cells"].dtype == np.uint64 and np.array_equal(cf["releve_cells"], np.sort(cells[::-1][:50]))
-    with pytest.raises(BotaclipError, match="no feature set 'nope'"):
+    with pytest.raises(InvalidInputError, match="no feature set 'nope'"):
         store.record_cross_fit("full", ["full_fold0", "nope"], 8, blocks, folds, cells)
-    with pytest.raises(BotaclipError, match="fold numbers"):
+    with pytest.raises(InvalidInputError, match="fold numbers"):
         store.record_cross_fit("full", ["full_fold0", "full_fold1"], 8, blocks, folds + 1, cells)
-    with pytest.raises(BotaclipError, match="resolution 7"):
+    with pytest.raises(InvalidInputError, match="resolution 7"):
         store.record_cross_fit("full", ["full_fold0", "full_fold1"], 7, blocks, folds, cells)
-    with pytest.raises(BotaclipError, match="no feature set 'other'"):
+    with pytest.raises(InvalidInputError, match="no feature set 'other'"):
         store.cross_fit("other")
     # Replacing the full set drops its record: it described the old data.
     with store.writer("full", kind="botaclip", dim=4, overwrite=True) as w:
@@ -174,5 +174,5 @@ def test_records_survive_catalog_rewrites_and_listing_does_not_read_them(tmp_pat
         w.write(cells[:10], np.ones((10, 4)))
     assert store.cross_fit("full")["fold_sets"] == ["full_fold0", "full_fold1"]
     np.testing.assert_array_equal(store.geometry("full_fold0")["mean"], before["mean"])
-    state = store._read_catalog()
+    state = store.catalog()
     assert not state.records and set(state.feature_sets) == {"full", "full_fold0", "full_fold1", "other"}

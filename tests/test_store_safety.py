@@ -16,7 +16,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from botaclip.cli import cli
-from botaclip.errors import BotaclipError, StoreDamagedError
+from botaclip.errors import BotaclipError, InvalidInputError, StoreDamagedError
 from botaclip.store import Store
 from botaclip.store.catalog import CATALOG_NAME, read_catalog
 from botaclip.store.outputs import check_output_path
@@ -176,7 +176,7 @@ def test_output_paths_inside_a_store_are_refused_everywhere(cli_runner, two_sets
     ]
     for args in cases:
         _one_line_error(cli_runner, args, inside)
-    with pytest.raises(BotaclipError, match=inside):
+    with pytest.raises(InvalidInputError, match=inside):
         check_output_path(part)
     _assert_unchanged(s, before)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from botaclip.cli import cli
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.model.published import download_weights, hash_prefix_from_name, verify_weights
 
 
@@ -99,7 +99,7 @@ def test_verify_reports_hash_and_refuses_code(tmp_path, cli_runner):
 
     renamed = tmp_path / "dofa_tiny_patch16_224-00000000.pth"
     renamed.write_bytes(data)
-    with pytest.raises(BotaclipError, match="corrupt"):
+    with pytest.raises(InvalidInputError, match="corrupt"):
         verify_weights(renamed)
 
     evil = tmp_path / "evil.pth"

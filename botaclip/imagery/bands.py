@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 
 # ImageNet channel statistics on the 0-255 scale (R, G, B), as used by DOFA for RGB input.
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -85,12 +85,12 @@ def band_spec(preset: str | None = None, wavelengths: str | list[float] | tuple[
     Explicit wavelengths equal to a preset's pick up that preset's statistics. Neither given means ``rgb``.
     """
     if preset is not None and wavelengths is not None:
-        raise BotaclipError("give either --bands or --wavelengths, not both")
+        raise InvalidInputError(f"give either {param('bands')} or {param('wavelengths')}, not both")
     if wavelengths is None:
         key = (preset or "rgb").strip().lower()
         if key not in PRESETS:
-            raise BotaclipError(
-                f"unknown band preset {preset!r}; choose one of {', '.join(PRESETS)} or give --wavelengths"
+            raise InvalidInputError(
+                f"unknown band preset {preset!r}; choose one of {', '.join(PRESETS)} or give {param('wavelengths')}"
             )
         return PRESETS[key]
     values = _parse_wavelengths(wavelengths)
@@ -106,8 +106,8 @@ def preset_for_band_count(count: int, source: str = "the imagery") -> BandSpec:
         return PRESETS["rgb"]
     if count == 4:
         return PRESETS["rgbn"]
-    raise BotaclipError(
-        f"{source} has {count} band(s); say what they are with --bands ({', '.join(PRESETS)}) or --wavelengths"
+    raise InvalidInputError(
+        f"{source} has {count} band(s); say what they are with {param('bands')} ({', '.join(PRESETS)}) or {param('wavelengths')}"
     )
 
 
@@ -117,17 +117,17 @@ def _parse_wavelengths(wavelengths: str | list[float] | tuple[float, ...]) -> tu
         try:
             values = tuple(float(p) for p in parts)
         except ValueError:
-            raise BotaclipError(
-                f"--wavelengths {wavelengths!r} is not a comma-separated list of numbers (µm), e.g. 0.665,0.56,0.49"
+            raise InvalidInputError(
+                f"{param('wavelengths')} {wavelengths!r} is not a comma-separated list of numbers (µm), e.g. 0.665,0.56,0.49"
             ) from None
     else:
         values = tuple(float(v) for v in wavelengths)
     if not values:
-        raise BotaclipError("--wavelengths is empty; give one wavelength in µm per band, e.g. 0.665,0.56,0.49")
+        raise InvalidInputError(f"{param('wavelengths')} is empty; give one wavelength in µm per band, e.g. 0.665,0.56,0.49")
     for v in values:
         # DOFA covers optical to SAR; anything outside (0.2, 100) µm is almost certainly given in nm by mistake.
         if not 0.2 <= v <= 100.0:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"wavelength {v:g} is out of range; wavelengths are centre wavelengths in µm (e.g. 0.665 for red, "
                 "not 665)"
             )
@@ -139,11 +139,11 @@ def check_normalization(normalization: str, spec: BandSpec) -> str:
     ``stats`` (per-raster statistics) otherwise."""
     mode = normalization.strip().lower()
     if mode not in NORMALIZATIONS:
-        raise BotaclipError(f"unknown normalisation {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise InvalidInputError(f"unknown normalisation {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
     if mode == "auto":
         return "preset" if spec.has_fixed_stats else "stats"
     if mode == "preset" and not spec.has_fixed_stats:
-        raise BotaclipError(
-            f"bands {spec.describe()} have no preset statistics; use --normalize stats (per-raster statistics)"
+        raise InvalidInputError(
+            f"bands {spec.describe()} have no preset statistics; use {param('normalize')} stats (per-raster statistics)"
         )
     return mode

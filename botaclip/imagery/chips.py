@@ -30,7 +30,7 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from botaclip.errors import BotaclipError, root_cause
+from botaclip.errors import BotaclipError, InvalidInputError, param, root_cause
 from botaclip.imagery.bands import BandSpec, band_spec, check_normalization
 from botaclip.imagery.sources import RasterSource, half_extent_units, open_source
 from botaclip.imagery.stats import band_stats
@@ -94,26 +94,26 @@ class ChipReader:
             paths = [paths]
         paths = [str(p) for p in paths]
         if not paths:
-            raise BotaclipError("no imagery given; pass one or more raster files with --imagery")
+            raise InvalidInputError(f"no imagery given; pass one or more raster files with {param('imagery')}")
         self.spec = band_spec(bands) if isinstance(bands, str) else bands
         if not (isinstance(chip_m, (int, float)) and math.isfinite(chip_m) and chip_m > 0):
-            raise BotaclipError(f"chip size {chip_m!r} m is invalid; give a positive number of metres (--chip-m)")
+            raise InvalidInputError(f"chip size {chip_m!r} m is invalid; give a positive number of metres ({param('chip_m')})")
         if int(size_px) != size_px or size_px < 1:
-            raise BotaclipError(f"chip size {size_px!r} px is invalid; give a positive whole number of pixels")
+            raise InvalidInputError(f"chip size {size_px!r} px is invalid; give a positive whole number of pixels")
         if size_px > MAX_SIZE_PX:  # memory grows with its square (a 100,000 px chip is 10 GB per band)
-            raise BotaclipError(f"chip size {size_px} px is too large (at most {MAX_SIZE_PX}; the paper uses 224); "
-                                "lower --size-px")
+            raise InvalidInputError(f"chip size {size_px} px is too large (at most {MAX_SIZE_PX}; the paper uses 224); "
+                                    f"lower {param('size_px')}")
         if resampling not in RESAMPLINGS:
-            raise BotaclipError(f"unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLINGS)}")
+            raise InvalidInputError(f"unknown resampling {resampling!r}; choose one of {', '.join(RESAMPLINGS)}")
         self.chip_m = float(chip_m)
         self.size_px = int(size_px)
         self.normalization = check_normalization(normalization, self.spec)
         self.sources: list[RasterSource] = [open_source(p, self.spec) for p in paths]
         for src in self.sources:
             if self.chip_m < src.pixel_size_m:
-                raise BotaclipError(
+                raise InvalidInputError(
                     f"a chip of {self.chip_m:g} m is smaller than one pixel of {src.path} "
-                    f"({src.pixel_size_m:.3g} m); use a larger --chip-m"
+                    f"({src.pixel_size_m:.3g} m); use a larger {param('chip_m')}"
                 )
         self._resampling = [self._pick_resampling(resampling, s) for s in self.sources]
         self._mean, self._std = self._normalisation_stats()

@@ -45,9 +45,9 @@ def check_resolution(resolution: int, what: str = "H3 resolution") -> int:
     try:
         res = int(resolution)
     except (TypeError, ValueError):
-        raise BotaclipError(f"{what} {resolution!r} is not an integer; give a value from 0 to 15") from None
+        raise InvalidInputError(f"{what} {resolution!r} is not an integer; give a value from 0 to 15") from None
     if res != resolution or not 0 <= res <= MAX_RES:
-        raise BotaclipError(f"{what} {resolution!r} is invalid; H3 resolutions run from 0 to 15")
+        raise InvalidInputError(f"{what} {resolution!r} is invalid; H3 resolutions run from 0 to 15")
     return res
 
 
@@ -98,18 +98,18 @@ def _polygon_file_region(path: str) -> Region:
     except Exception as exc:  # noqa: BLE001 - pyogrio/pyarrow raise many types
         raise BotaclipError(f"cannot read region file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     if len(gdf) == 0:
-        raise BotaclipError(f"region file {path} holds no features")
+        raise InvalidInputError(f"region file {path} holds no features")
     if gdf.crs is None:
         if path.lower().endswith((".geojson", ".json")):
             gdf = gdf.set_crs("EPSG:4326")  # GeoJSON is WGS84 by definition (RFC 7946)
         else:
-            raise BotaclipError(f"region file {path} has no CRS; set one (e.g. with ogr2ogr -a_srs)")
+            raise InvalidInputError(f"region file {path} has no CRS; set one (e.g. with ogr2ogr -a_srs)")
     gdf = gdf.to_crs("EPSG:4326")
     geom, notes = union_of_polygons(gdf.geometry.values, f"region file {path}")
     polys = shapely.get_parts(geom)
     polys = [p for p in polys if isinstance(p, (shapely.Polygon, shapely.MultiPolygon))]
     if not polys:
-        raise BotaclipError(f"region file {path} holds no polygons (points and lines do not cover cells)")
+        raise InvalidInputError(f"region file {path} holds no polygons (points and lines do not cover cells)")
     return Region(f"polygons from {path}", geometry=shapely.union_all(polys), notes=tuple(notes))
 
 
@@ -119,9 +119,9 @@ def _parse_cell(token: str, path: str) -> int:
         # H3 hex strings are 15 characters; decimal integers of valid cells are 18-19 digits.
         value = int(token) if token.isdigit() and len(token) > 15 else int(token, 16)
     except (ValueError, TypeError):
-        raise BotaclipError(f"{path}: {token!r} is not an H3 cell (hex string or integer)") from None
+        raise InvalidInputError(f"{path}: {token!r} is not an H3 cell (hex string or integer)") from None
     if not 0 < value < 2**64 or not h3np.is_valid_cell(value):
-        raise BotaclipError(f"{path}: {token!r} is not a valid H3 cell")
+        raise InvalidInputError(f"{path}: {token!r} is not a valid H3 cell")
     return value
 
 
@@ -134,7 +134,7 @@ def _read_cell_text(path: str) -> np.ndarray:
                 continue
             values.append(_parse_cell(token, path))
     if not values:
-        raise BotaclipError(f"cell file {path} holds no H3 cells")
+        raise InvalidInputError(f"cell file {path} holds no H3 cells")
     return np.unique(np.array(values, dtype="uint64"))
 
 
@@ -144,11 +144,11 @@ def _read_cell_parquet(path: str) -> np.ndarray:
     names = pq.read_schema(path).names
     column = next((c for c in ("h3", "cell", "h3_cell", "cell_id") if c in names), None)
     if column is None:
-        raise BotaclipError(f"{path} has no H3 column; name it h3 or cell (columns: {', '.join(names[:8])})")
+        raise InvalidInputError(f"{path} has no H3 column; name it h3 or cell (columns: {', '.join(names[:8])})")
     col = pq.read_table(path, columns=[column]).column(column).to_pylist()
     values = [v if isinstance(v, int) and 0 < v < 2**64 and h3np.is_valid_cell(v) else _parse_cell(str(v), path) for v in col]
     if not values:
-        raise BotaclipError(f"cell file {path} holds no H3 cells")
+        raise InvalidInputError(f"cell file {path} holds no H3 cells")
     return np.unique(np.array(values, dtype="uint64"))
 
 
@@ -182,16 +182,16 @@ def region_partitions(
         cells = region.cells
         res = {h3np.get_resolution(c) for c in cells.tolist()}
         if len(res) > 1 or max(res) > resolution:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"{region.description}: cells must all share one resolution, {resolution} or coarser "
-                f"(found {sorted(res)}); pass --resolution to match"
+                f"(found {sorted(res)}); pass {param('resolution')} to match"
             )
         if max(res) < resolution:
             # Coarser cells stand for all their children at the target resolution.
             cells = np.unique(np.concatenate([h3np.cell_to_children(int(c), resolution) for c in cells.tolist()]))
         lat, lng = cell_centres(cells)
         if not shapely.contains_xy(footprint, lng, lat).any():
-            raise BotaclipError(f"{region.description}: no cell centre lies inside the imagery footprint")
+            raise InvalidInputError(f"{region.description}: no cell centre lies inside the imagery footprint")
         parents = np.array([h3np.cell_to_parent(int(c), partition_resolution) for c in cells.tolist()], dtype="uint64")
         order = np.lexsort((cells, parents))
         cells, parents = cells[order], parents[order]
@@ -199,7 +199,7 @@ def region_partitions(
 
     area = shapely.intersection(region.geometry, footprint)
     if area.is_empty or area.area == 0:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{region.description} does not intersect the imagery (imagery covers lng {_fmt_bounds(footprint)})"
         )
     shape = h3.geo_to_h3shape(area.__geo_interface__) if not isinstance(area, shapely.GeometryCollection) else None

@@ -17,7 +17,7 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.imagery.bands import BandSpec
 
 
@@ -79,9 +79,9 @@ def open_source(path: str, spec: BandSpec) -> RasterSource:
     """Open ``path`` with GDAL, check it against ``spec`` and describe it. Raises :class:`BotaclipError`."""
     path = str(path)
     if not os.path.exists(path) and not path.startswith("/vsi"):
-        raise BotaclipError(f"imagery file not found: {path}")
+        raise MissingFileError(f"imagery file not found: {path}")
     if os.path.isdir(path):
-        raise BotaclipError(f"imagery path {path} is a directory; give raster files (or a VRT built over them)")
+        raise InvalidInputError(f"imagery path {path} is a directory; give raster files (or a VRT built over them)")
     if not path.startswith("/vsi") and not os.access(path, os.R_OK):
         raise BotaclipError(f"imagery file {path} is not readable (permission denied)")
     try:
@@ -91,25 +91,25 @@ def open_source(path: str, spec: BandSpec) -> RasterSource:
             colorinterp = ds.colorinterp
     except rasterio.errors.RasterioIOError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "unknown format"
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{path} is not a raster GDAL can read ({detail}); give a GeoTIFF, COG, VRT, JPEG2000 or other GDAL raster"
         ) from None
     if crs is None:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{path} has no coordinate reference system; assign one, e.g. `gdal_edit.py -a_srs EPSG:2154 {path}`"
         )
     if transform.b != 0 or transform.d != 0:
-        raise BotaclipError(f"{path} has a rotated geotransform; warp it north-up first (gdalwarp)")
+        raise InvalidInputError(f"{path} has a rotated geotransform; warp it north-up first (gdalwarp)")
     if transform.a <= 0 or transform.e == 0 or transform.is_identity:
-        raise BotaclipError(f"{path} has no usable geotransform (pixel size {transform.a}, {transform.e})")
+        raise InvalidInputError(f"{path} has no usable geotransform (pixel size {transform.a}, {transform.e})")
     data_bands = tuple(i for i, ci in enumerate(colorinterp, start=1) if ci != ColorInterp.alpha)
     if len(data_bands) != spec.count:
         # An alpha-flagged band may still be data (a 4-band RGBN written as RGBA): count all bands then.
         data_bands = tuple(range(1, count + 1))
     if len(data_bands) != spec.count:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{path} has {len(data_bands)} band(s) but {spec.count} wavelengths were given ({spec.describe()}); "
-            "choose the matching --bands preset or give one --wavelengths value per band"
+            f"choose the matching {param('bands')} preset or give one {param('wavelengths')} value per band"
         )
 
     pcrs = CRS.from_user_input(crs.to_wkt())
@@ -152,7 +152,7 @@ def _footprint_wgs84(crs: CRS, transform, width: int, height: int, path: str, pe
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     lng, lat = to_wgs84.transform(xs, ys)
     if not (np.all(np.isfinite(lng)) and np.all(np.isfinite(lat))):
-        raise BotaclipError(f"{path}: its extent cannot be converted to longitude/latitude (check its CRS)")
+        raise InvalidInputError(f"{path}: its extent cannot be converted to longitude/latitude (check its CRS)")
     poly = shapely.Polygon(np.column_stack([lng, lat]))
     return poly if poly.is_valid else shapely.make_valid(poly).convex_hull
 

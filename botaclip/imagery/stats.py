@@ -18,7 +18,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from botaclip.atomic import write_text
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 
 CACHE_ENV = "BOTACLIP_CACHE_DIR"
 
@@ -74,7 +74,7 @@ def compute_band_stats(path: str, bands: tuple[int, ...], max_side: int = 1024) 
     for b in range(data.shape[0]):
         values = data[b].compressed()
         if values.size == 0:
-            raise BotaclipError(f"{path} band {bands[b]} has no valid pixels; cannot compute its statistics")
+            raise InvalidInputError(f"{path} band {bands[b]} has no valid pixels; cannot compute its statistics")
         means.append(float(values.mean()))
         # A constant band would divide by zero; 1.0 leaves it centred and unscaled.
         std = float(values.std())

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from botaclip.atomic import atomic_write
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.model.botaclip import BotaCLIP, BotaSP, ImageAdapter, ReleveEncoder
 from botaclip.model.vocabulary import SpeciesVocabulary
 
@@ -63,17 +63,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Loads a BotaCLIP checkpoint with ``weights_only=True``; a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise BotaclipError(f"adapter checkpoint not found: {path}")
+        raise MissingFileError(f"adapter checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file would fail as "KeyError: 101"
-        raise BotaclipError(f"{path} is not a BotaCLIP adapter checkpoint (not a PyTorch file: a text file, or a "
-                            "truncated one?); give the .pt file written by `botaclip train`")
+        raise InvalidInputError(f"{path} is not a BotaCLIP adapter checkpoint (not a PyTorch file: a text file, or a "
+                                "truncated one?); give the .pt file written by `botaclip train`")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, damaged archives, foreign objects
         raise BotaclipError(f"cannot read adapter checkpoint {path} (damaged, or not written by `botaclip train`): "
                             f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
-        raise BotaclipError(f"{path} is not a BotaCLIP adapter checkpoint (written by `botaclip train`)")
+        raise InvalidInputError(f"{path} is not a BotaCLIP adapter checkpoint (written by `botaclip train`)")
     return ckpt
 
 
@@ -140,9 +140,9 @@ class AdapterBundle:
         names = {self.backbone_name, str(self.backbone.get("model_name") or self.backbone_name)}
         if name not in names or identity != self.sha256 or (dim is not None and int(dim) != self.dim):
             where = f" ({self.path})" if self.path else ""
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"adapter{where} was trained on backbone {self.backbone_name} with weights {self.sha256}, "
-                f"not {name} with weights {identity}; use the same --backbone/--weights or retrain the adapter"
+                f"not {name} with weights {identity}; use the same {param('backbone')}/{param('weights')} or retrain the adapter"
             )
 
     @property
@@ -160,7 +160,7 @@ class AdapterBundle:
         """Unit-normalised backbone embeddings [N, D] -> unit-normalised adapted embeddings [N, E], float32."""
         x = np.asarray(embeddings)
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise BotaclipError(f"adapter expects backbone embeddings of shape [N, {self.dim}], got {list(x.shape)}")
+            raise InvalidInputError(f"adapter expects backbone embeddings of shape [N, {self.dim}], got {list(x.shape)}")
         out = np.empty((x.shape[0], self.embed_dim), dtype=np.float32)
         for start in range(0, x.shape[0], batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
@@ -171,8 +171,8 @@ class AdapterBundle:
     def encode_releves(self, releve_ids, species, cover) -> tuple[list, np.ndarray, int]:
         """Long table columns -> (relevé ids, unit-normalised embeddings [N, E], number of ignored unknown rows)."""
         if self.releve_encoder is None:
-            raise BotaclipError(f"adapter {self.path or ''} was trained with --objective {self.objective} (BotaSP): "
-                                "it has no relevé encoder")
+            raise InvalidInputError(f"adapter {self.path or ''} was trained with {param('objective')} {self.objective} (BotaSP): "
+                                    "it has no relevé encoder")
         matrix, ids, unknown = self.vocabulary.encode(releve_ids, species, cover)
         return ids, self.releve_encoder(torch.from_numpy(matrix)).numpy(), unknown
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.model.dofa import DOFA, DOFA_CONFIGS
 
 __all__ = ["BACKBONES", "create_backbone"]
@@ -21,7 +21,7 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, seed: i
     """
     key = str(name).strip().lower()
     if key not in BACKBONES:
-        raise BotaclipError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        raise InvalidInputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     model = DOFA.from_config(DOFA_CONFIGS[key], seed=seed)
     if weights is not None:
         return model.load_checkpoint(weights)

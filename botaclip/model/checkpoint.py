@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from botaclip.atomic import sha256_file
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.model.dofa import DOFA, DOFA_CONFIGS
 
 __all__ = [
@@ -60,13 +60,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise BotaclipError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     sha = sha256_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower():
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"refused to load {path}: it contains pickled Python objects or code, not just tensors "
                 "(loading uses weights_only=True); re-save it as a plain state dict with "
                 "torch.save(model.state_dict(), ...) from a source you trust"
@@ -83,12 +83,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], str]:
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping) or not obj:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{path} holds no state dict: expected a dict of tensors, raw or under 'model' or 'state_dict'"
         )
     not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
     if not_tensors:
-        raise BotaclipError(f"{path}: state dict entries that are not tensors: {_listed(not_tensors)}")
+        raise InvalidInputError(f"{path}: state dict entries that are not tensors: {_listed(not_tensors)}")
     return {str(k): v for k, v in obj.items()}, sha
 
 
@@ -113,7 +113,7 @@ def _size_hint(state: Mapping[str, Tensor]) -> str:
     description, name = describe_checkpoint_size(state)
     if name is None:
         return f"this checkpoint is {description}, not a published size"
-    return f"this checkpoint is {description}: use --backbone {name}"
+    return f"this checkpoint is {description}: use {param('backbone')} {name}"
 
 
 def fit_state_dict(model: DOFA, state: Mapping[str, Tensor], source: str = "checkpoint") -> list[str]:
@@ -132,28 +132,28 @@ def fit_state_dict(model: DOFA, state: Mapping[str, Tensor], source: str = "chec
     file_depth = 1 + max((int(m.group(1)) for k in state if (m := _BLOCK_INDEX.match(k))), default=-1)
     if mismatched:
         key = mismatched[0]
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{source} does not fit {model.name}: {key} has shape {tuple(state[key].shape)} in the file but "
             f"{tuple(expected[key].shape)} in the model; {_size_hint(state)}"
         )
     if file_depth != model_depth and file_depth > 0:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{source} does not fit {model.name}: the file has {file_depth} transformer blocks, the model "
             f"{model_depth}; {_size_hint(state)}"
         )
 
     unexpected = sorted(k for k in state if k not in expected)
     if unexpected:
-        raise BotaclipError(f"{source}: unexpected keys for {model.name}: {_listed(unexpected)}")
+        raise InvalidInputError(f"{source}: unexpected keys for {model.name}: {_listed(unexpected)}")
     missing = sorted(k for k in expected if k not in state and not _INITIALISED_HERE.match(k))
     if missing:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{source}: keys missing for {model.name}: {_listed(missing)} (file looks like {file_description})"
         )
 
     non_float = [k for k, v in state.items() if not v.is_floating_point()]
     if non_float:
-        raise BotaclipError(f"{source}: weights that are not floating point: {_listed(non_float)}")
+        raise InvalidInputError(f"{source}: weights that are not floating point: {_listed(non_float)}")
 
     with torch.no_grad():
         model.load_state_dict(state, strict=False)  # copy_ casts dtype and device to the model's

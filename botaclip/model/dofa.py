@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 
 __all__ = [
     "DOFA",
@@ -96,14 +96,14 @@ def validate_wavelengths(wavelengths: Sequence[float] | Tensor) -> tuple[float, 
     try:
         waves = tuple(float(w) for w in wavelengths)
     except (TypeError, ValueError):
-        raise BotaclipError(f"wavelengths must be numbers in µm, one per band; got {wavelengths!r}") from None
+        raise InvalidInputError(f"wavelengths must be numbers in µm, one per band; got {wavelengths!r}") from None
     if not waves:
-        raise BotaclipError("wavelengths is empty: give one wavelength (µm) per band, e.g. [0.665, 0.56, 0.49] for RGB")
+        raise InvalidInputError("wavelengths is empty: give one wavelength (µm) per band, e.g. [0.665, 0.56, 0.49] for RGB")
     bad = [w for w in waves if not math.isfinite(w) or w <= 0]
     if bad:
-        raise BotaclipError(f"wavelengths must be positive and finite (µm); got {list(waves)}")
+        raise InvalidInputError(f"wavelengths must be positive and finite (µm); got {list(waves)}")
     if max(waves) > 100:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"wavelengths are in micrometres (µm), e.g. 0.665 for red; got {list(waves)}, which looks like nanometres"
         )
     return waves
@@ -248,9 +248,9 @@ class DOFA(nn.Module):
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
-            raise BotaclipError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise InvalidInputError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if img_size % patch_size:
-            raise BotaclipError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+            raise InvalidInputError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.config = DOFAConfig(embed_dim, depth, num_heads, patch_size, img_size, mlp_ratio)
         self.embed_dim = self.num_features = embed_dim
         self.num_classes = num_classes
@@ -287,7 +287,7 @@ class DOFA(nn.Module):
         """A model of a named size (`"dofa-base"`) or of a DOFAConfig; kwargs go to the constructor."""
         if isinstance(config, str):
             if config not in DOFA_CONFIGS:
-                raise BotaclipError(f"unknown DOFA size {config!r}; choose one of {', '.join(DOFA_CONFIGS)}")
+                raise InvalidInputError(f"unknown DOFA size {config!r}; choose one of {', '.join(DOFA_CONFIGS)}")
             config = DOFA_CONFIGS[config]
         return cls(**{**asdict(config), **kwargs})
 
@@ -435,19 +435,19 @@ class DOFA(nn.Module):
         """Validate a batch [N, C, H, W] against its band wavelengths; returns the wavelengths as a tuple."""
         waves = validate_wavelengths(wavelengths)
         if x.ndim != 4:
-            raise BotaclipError(f"expected images as [N, C, H, W]; got shape {tuple(x.shape)}")
+            raise InvalidInputError(f"expected images as [N, C, H, W]; got shape {tuple(x.shape)}")
         if x.shape[1] != len(waves):
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"the images have {x.shape[1]} bands but {len(waves)} wavelengths were given ({list(waves)}); "
                 "give one wavelength (µm) per band, in band order"
             )
         size = self.config.img_size
         if tuple(x.shape[2:]) != (size, size):
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"{self.name} takes {size}x{size} px chips; got {x.shape[2]}x{x.shape[3]} px"
             )
         if not x.is_floating_point():
-            raise BotaclipError(f"images must be float (normalised); got {x.dtype}")
+            raise InvalidInputError(f"images must be float (normalised); got {x.dtype}")
         return waves
 
     def forward_features_with_kernel(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.model.device import resolve_device
 from botaclip.model.dofa import DOFA, validate_wavelengths
 
@@ -41,7 +41,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     """The compute dtype: `auto` -> bf16 on a CUDA device that supports it, float32 otherwise."""
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float32, torch.bfloat16):
-            raise BotaclipError(f"unsupported compute dtype {dtype}; use fp32 or bf16")
+            raise InvalidInputError(f"unsupported compute dtype {dtype}; use fp32 or bf16")
         return dtype
     name = str(dtype).lower()
     if name == "auto":
@@ -49,7 +49,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
             return torch.bfloat16
         return torch.float32
     if name not in _DTYPES:
-        raise BotaclipError(f"unknown dtype {dtype!r}; use auto, fp32 or bf16")
+        raise InvalidInputError(f"unknown dtype {dtype!r}; use auto, fp32 or bf16")
     return _DTYPES[name]
 
 
@@ -85,7 +85,7 @@ class Embedder:
         normalize: bool = False,
     ) -> None:
         if batch_size < 1:
-            raise BotaclipError(f"batch_size must be at least 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.wavelengths = validate_wavelengths(wavelengths)
@@ -139,7 +139,7 @@ class Embedder:
         else:
             array = np.asarray(batch)
             if not np.issubdtype(array.dtype, np.floating):
-                raise BotaclipError(f"images must be float (normalised); got an array of {array.dtype}")
+                raise InvalidInputError(f"images must be float (normalised); got an array of {array.dtype}")
             x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
         self.model.check_input(x, self.wavelengths)
         return x.to(dtype=torch.float32).contiguous()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from botaclip.atomic import atomic_write, sha256_file
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.model.checkpoint import describe_checkpoint_size, read_checkpoint
 from botaclip.store.outputs import make_output_dir
 
@@ -61,11 +61,11 @@ def verify_weights(path: str | os.PathLike) -> WeightsCheck:
     """
     path = Path(path)
     if not path.is_file():
-        raise BotaclipError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     sha = sha256_file(path)
     prefix = hash_prefix_from_name(path.name)
     if prefix is not None and not sha.startswith(prefix):
-        raise BotaclipError(
+        raise InvalidInputError(
             f"{path} is corrupt or not the published file: its sha256 starts {sha[:len(prefix)]}, "
             f"its name says {prefix}; download it again"
         )
@@ -83,11 +83,11 @@ def download_weights(backbone: str, to_dir: str | os.PathLike, url: str | None =
     if url is None:
         if backbone not in PUBLISHED_WEIGHTS:
             known = ", ".join(PUBLISHED_WEIGHTS)
-            raise BotaclipError(f"no published weights for {backbone!r}; choose one of: {known}")
+            raise InvalidInputError(f"no published weights for {backbone!r}; choose one of: {known}")
         url = PUBLISHED_WEIGHTS[backbone]
     name = url.rstrip("/").rsplit("/", 1)[-1]
     if hash_prefix_from_name(name) is None:
-        raise BotaclipError(f"cannot verify {url}: its file name carries no sha256 prefix (NAME-<hex>.pth)")
+        raise InvalidInputError(f"cannot verify {url}: its file name carries no sha256 prefix (NAME-<hex>.pth)")
     to_dir = make_output_dir(to_dir, what="weights folder")
     target = to_dir / name
     if target.is_file():
@@ -101,7 +101,7 @@ def download_weights(backbone: str, to_dir: str | os.PathLike, url: str | None =
                     shutil.copyfileobj(response, out, length=1 << 20)
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                raise BotaclipError(f"download of {url} failed: {reason}; check the network or pass --url") from None
+                raise BotaclipError(f"download of {url} failed: {reason}; check the network or pass {param('url')}") from None
         expected = hash_prefix_from_name(name)
         sha = sha256_file(tmp)
         if not sha.startswith(expected):

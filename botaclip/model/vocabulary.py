@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 
 
 def normalize_species_name(name: object) -> str:
@@ -43,9 +43,9 @@ class SpeciesVocabulary:
         kept = [(len(plots), s) for s, plots in counts.items() if len(plots) >= min_plots and s]
         if not kept:
             most = max((len(p) for p in counts.values()), default=0)
-            raise BotaclipError(
-                f"empty species vocabulary: no species occurs in at least --min-plots {min_plots} plots "
-                f"(the most frequent occurs in {most}); lower --min-plots or add relevés"
+            raise InvalidInputError(
+                f"empty species vocabulary: no species occurs in at least {param('min_plots')} {min_plots} plots "
+                f"(the most frequent occurs in {most}); lower {param('min_plots')} or add relevés"
             )
         kept.sort(key=lambda t: (-t[0], t[1]))
         return cls([s for _, s in kept])

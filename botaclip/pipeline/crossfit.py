@@ -35,7 +35,7 @@ def fold_set_names(name: str, k: int) -> list[str]:
             check_identifier(n)
         except BotaclipError:
             raise InvalidInputError(f"{param('name')} {name!r} is too long for its fold sets (e.g. {n!r}, at most 63 "
-                                "characters); choose a shorter name") from None
+                                    "characters); choose a shorter name") from None
     return names
 
 
@@ -84,7 +84,7 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     # Refuse a mismatched backbone before indexing anything with it.
     bundle.check_backbone(backbone_name, sha256_file(model.weights) if model.weights else None, seed=model.seed)
     if int(bundle.backbone["size_px"]) != chips.size_px or float(bundle.backbone["chip_m"]) != chips.chip_m:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"adapter {adapter_path} was trained on {bundle.backbone['chip_m']:g} m chips at "
             f"{bundle.backbone['size_px']} px, not {chips.chip_m:g} m at {chips.size_px} px; use the same "
             f"{param('chip_m')}/{param('size_px')}")
@@ -101,8 +101,8 @@ def index_cross_fitted(bundle, region, imagery, store_path, config, say: Callabl
     backbone_summary = run_index(region, imagery, store_path, backbone_config, echo=say)
     st = Store.open(store_path)
     if source not in matching_backbone_sets(st, bundle.backbone):
-        raise BotaclipError(f"backbone set {source!r} in {store_path} was not made with the adapter's backbone "
-                            f"{bundle.backbone['name']} ({bundle.sha256}); choose another {param('name')}")
+        raise InvalidInputError(f"backbone set {source!r} in {store_path} was not made with the adapter's backbone "
+                                f"{bundle.backbone['name']} ({bundle.sha256}); choose another {param('name')}")
     cells = st.existing_cells(source)
     adapter_sha = sha256_file(adapter_path)
     base = dict(st.info(source)["provenance"])

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.store.outputs import make_output_dir
 
 #: task key -> (sample file attribute, SDM kind, headline metric, group in truth.parquet)
@@ -259,19 +259,19 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     from botaclip.store import Store
 
     if options.seeds < 1:
-        raise BotaclipError(f"--seeds must be at least 1, got {options.seeds}")
+        raise InvalidInputError(f"{param('seeds')} must be at least 1, got {options.seeds}")
     if options.folds < 2:
-        raise BotaclipError(f"--folds must be at least 2, got {options.folds}")
+        raise InvalidInputError(f"{param('folds')} must be at least 2, got {options.folds}")
     out = Path(options.out)
     if out.exists() and not out.is_dir():
-        raise BotaclipError(f"--out {out} is a file; give a folder for the demo's outputs")
+        raise InvalidInputError(f"{param('out')} {out} is a file; give a folder for the demo's outputs")
     from botaclip.imagery.chips import MAX_SIZE_PX
 
     # Refused now rather than after the sample region is built.
     if options.seed < 0 or not 1 <= options.size_px <= MAX_SIZE_PX:
-        raise BotaclipError(f"--seed must be 0 or more and --size-px between 1 and {MAX_SIZE_PX}; got "
-                            f"{options.seed} and {options.size_px}")
-    make_output_dir(out, what="--out")
+        raise InvalidInputError(f"{param('seed')} must be 0 or more and {param('size_px')} between 1 and {MAX_SIZE_PX}; got "
+                                f"{options.seed} and {options.size_px}")
+    make_output_dir(out, what=param("out"))
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     seeds = list(range(options.seed, options.seed + options.seeds))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from botaclip.atomic import atomic_write
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, param
 
 CACHE_VERSION = 1
 SKIP_OUTSIDE = "outside the imagery"
@@ -177,9 +177,9 @@ def cache_features(
         progress: called with (relevés done, relevés to embed).
     """
     if views < 1:
-        raise BotaclipError(f"--views must be at least 1, got {views}")
+        raise InvalidInputError(f"{param('views')} must be at least 1, got {views}")
     if not 0 <= min_valid <= 1:
-        raise BotaclipError(f"--min-valid must be between 0 and 1, got {min_valid}")
+        raise InvalidInputError(f"{param('min_valid')} must be between 0 and 1, got {min_valid}")
     ids = [str(r) for r in releve_ids]
     key = cache_key(backbone, reader.describe(), views, min_valid, seed)
     path = cache_path(cache_dir, key)

@@ -39,7 +39,7 @@ import numpy as np
 
 from botaclip.atomic import sha256_file
 from botaclip.config import build, with_options
-from botaclip.errors import BotaclipError, Interrupted, InvalidInputError, is_interrupt, param
+from botaclip.errors import Interrupted, InvalidInputError, StoreBusyError, is_interrupt, param
 from botaclip.imagery import ChipReader, band_spec, parse_region, region_partitions
 from botaclip.imagery.regions import Region
 from botaclip.pipeline.index_config import DEFAULT_RESOLUTION, IndexConfig, OutputConfig, parse_shard
@@ -63,8 +63,6 @@ from botaclip.progress import as_progress
 
 __all__ = ["DEFAULT_RESOLUTION", "IndexConfig", "IndexSummary", "JobWriter", "default_name", "parse_shard",
            "run_index", "shard_of"]
-
-LOCK_BUSY = "is being written by"  # the store's message when another process holds its writer lock
 
 
 # -- options ----------------------------------------------------------------------------------------------------
@@ -199,9 +197,7 @@ class _SessionWriter:
             try:
                 return self.store.writer(self.name, kind=self.kind, dim=self.dim, provenance=dict(self.provenance),
                                          geometry=geometry)
-            except BotaclipError as exc:
-                if LOCK_BUSY not in str(exc):
-                    raise
+            except StoreBusyError:
                 if waited == 0.0 and self.echo:
                     self.echo("waiting for another writer of the store to commit ...")
                 time.sleep(delay)

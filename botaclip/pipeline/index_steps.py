@@ -165,19 +165,9 @@ def partitions_to_do(store, plan: PartitionPlan, summary: IndexSummary, bar, *, 
 
 
 def _present(store, name: str, parent: int, cells: np.ndarray) -> np.ndarray:
-    """Which of ``cells`` (all in partition ``parent``) the feature set already holds.
-
-    Reads only the ``h3`` column of that partition's Parquet file (the store's documented layout), without a
-    catalog round trip: this runs once per partition and must stay cheap next to a GPU's throughput.
-    """
-    from botaclip.store.damage import read_partition_table
-    from botaclip.store.layout import partition_path
-
-    path = partition_path(store.path, name, parent)
-    if not path.exists():
-        return np.zeros(len(cells), dtype=bool)
-    stored = read_partition_table(store.path, name, path, ["h3"]).column("h3").to_numpy().astype(np.uint64)
-    return _isin_sorted(cells, np.sort(stored))
+    """Which of ``cells`` (all in partition ``parent``) the feature set already holds: one small read of that
+    partition's cells, without a catalog round trip (this runs once per partition, next to a GPU's throughput)."""
+    return _isin_sorted(cells, store.partition_cells(name, parent))
 
 
 def _isin_sorted(cells: np.ndarray, sorted_existing: np.ndarray) -> np.ndarray:

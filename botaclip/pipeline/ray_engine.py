@@ -8,10 +8,10 @@ How it runs (docs/scale.md):
   writer (it holds the store's writer lock for the whole job), plans the cells of each partition still to do and
   hands ``(parent, cells)`` to :class:`IndexWorker` actors, each holding one loaded model (one per GPU, or CPU
   workers). At most two partitions are queued per actor, so an actor never waits for the driver.
-- A worker writes the partition's Parquet file with the store's own writer into a private scratch store under
-  ``STORE/.tmp/`` (atomic: temp file, fsync, rename) and returns its relative path; the driver commits it by one
-  atomic rename into ``features/<name>/parent=<hex>/`` and records it in the catalog. Only the driver commits, and
-  it accepts one result per partition, so no partition is committed twice.
+- A worker writes the partition's Parquet file with the store's own writer into a private scratch store, in a
+  directory the driver's writer hands out (``FeatureSetWriter.scratch_dir``), and returns its relative path; the
+  driver commits it with ``FeatureSetWriter.commit_file`` (one atomic rename, recorded in the catalog). Only the
+  driver commits, and it accepts one result per partition, so no partition is committed twice.
 - A worker or node that dies mid-partition leaves at most an uncommitted scratch file (removed at the end, and by
   the next writer of the store); its partitions are queued again and run on another worker, and a new actor
   replaces it. A driver that dies leaves committed partitions only: the same command resumes.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import sys
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from botaclip.errors import BotaclipError, param
+from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.pipeline.index_config import IndexConfig
 from botaclip.pipeline.index_steps import (
     EmbedTally,
@@ -114,6 +113,7 @@ class IndexWorker:
         # Created at the first partition, once the driver has checked that this node shares the store.
         self._scratch = self.root / scratch / f"w{worker}-{os.getpid()}-{secrets.token_hex(3)}"
         self._writer = None
+        self._live = None  # the store itself, opened read-only when a partition's stored rows are merged
 
     def describe(self) -> dict:
         """Where this worker runs: node address, pid, GPU ids (as Ray assigned them), torch device."""
@@ -150,10 +150,7 @@ class IndexWorker:
         this worker's scratch store, merged with the rows the store already holds for that partition.
 
         Returns the file's path relative to the store directory and the counts (written, nodata, outside)."""
-        from botaclip.store.layout import partition_path
-
         t0 = time.perf_counter()
-        name = self.job.target.name
         w = self._scratch_writer()
         self._keep_stored_rows(w, parent)
         tally, written = EmbedTally(), 0
@@ -165,7 +162,7 @@ class IndexWorker:
                     w.write(h3=batch.h3, embedding=emb, valid_fraction=batch.valid_fraction)
                     written += len(batch.h3)
         w.finish_partition(int(parent))
-        staged = partition_path(self._scratch, name, parent)
+        staged = w.partition_path(parent)
         return {"parent": int(parent), "written": written, "nodata": tally.nodata, "outside": tally.outside,
                 "embedded": tally.embedded, "embed_s": tally.embed_s, "staged": str(staged.relative_to(self.root)),
                 "wait_s": tally.wait_s, "seconds": time.perf_counter() - t0, "worker": self.worker}
@@ -183,16 +180,16 @@ class IndexWorker:
 
     def _keep_stored_rows(self, w, parent: int) -> None:
         """A partition partly written earlier (or by another region) keeps its rows, unless overwritten."""
-        import pyarrow.parquet as pq
+        if not self.job.merge_existing:
+            return
+        if self._live is None:
+            from botaclip.store import Store
 
-        from botaclip.store.layout import partition_path
-
-        existing = partition_path(self.root, self.job.target.name, parent)
-        if self.job.merge_existing and existing.exists():
-            table = pq.read_table(existing)
-            if table.num_rows:
-                w.write(h3=table.column("h3").to_numpy().astype(np.uint64), embedding=w.spec.decode(table),
-                        valid_fraction=table.column("valid_fraction").to_numpy(zero_copy_only=False))
+            self._live = Store.open(self.root, read_only=True)
+        table = self._live.partition_table(self.job.target.name, parent)
+        if table is not None and table.num_rows:
+            w.write(h3=table.column("h3").to_numpy().astype(np.uint64), embedding=w.spec.decode(table),
+                    valid_fraction=table.column("valid_fraction").to_numpy(zero_copy_only=False))
 
     def close(self) -> None:
         if self._writer is not None:
@@ -207,12 +204,12 @@ class IndexWorker:
 def _check_resources(ray, gpus: float, cpus: float) -> None:
     res = ray.cluster_resources()
     if gpus > 0 and res.get("GPU", 0) < gpus:
-        raise BotaclipError(f"the Ray cluster has {res.get('GPU', 0):g} GPU(s), fewer than "
-                            f"{param('gpus_per_worker')} {gpus:g}; pass {param('gpus_per_worker')} 0 for CPU "
-                            "workers")
+        raise InvalidInputError(f"the Ray cluster has {res.get('GPU', 0):g} GPU(s), fewer than "
+                                f"{param('gpus_per_worker')} {gpus:g}; pass {param('gpus_per_worker')} 0 for CPU "
+                                "workers")
     if res.get("CPU", 0) < cpus:
-        raise BotaclipError(f"the Ray cluster has {res.get('CPU', 0):g} CPU(s), fewer than "
-                            f"{param('cpus_per_worker')} {cpus:g}")
+        raise InvalidInputError(f"the Ray cluster has {res.get('CPU', 0):g} CPU(s), fewer than "
+                                f"{param('cpus_per_worker')} {cpus:g}")
 
 
 def _worker_count(ray, n_workers: int | None, gpus: float, cpus: float) -> int:
@@ -352,7 +349,7 @@ class _Driver:
     def __init__(self, ray, job: RayIndexJob, store, summary: IndexSummary, say: Callable[[str], None]) -> None:
         self.ray, self.job, self.store, self.summary, self.say = ray, job, store, summary, say
         self.root = Path(store.path)
-        self.scratch = Path(".tmp") / f"ray-{os.getpid()}-{secrets.token_hex(4)}"
+        self.scratch: Path | None = None  # the workers' scratch directory in the store (relative to it)
         self.progress = job.config.runtime.progress
         self.writer = self.pool = self.bar = None
         self.todo: Iterator[tuple[int, np.ndarray]] = iter(())
@@ -373,7 +370,7 @@ class _Driver:
         # it clears STORE/.tmp (leftovers of killed jobs), so it comes before any worker writes there.
         self.writer = self.store.writer(t.name, kind=t.kind, dim=t.dim, provenance=dict(t.provenance),
                                         overwrite=self.job.config.output.overwrite)
-        (self.root / self.scratch).mkdir(parents=True)
+        self.scratch = self.writer.scratch_dir("ray").relative_to(self.root)
         token = secrets.token_hex(6)
         driver_probe = self.scratch / "probe-driver"  # removed with the scratch directory
         (self.root / driver_probe).write_text(token)
@@ -485,6 +482,5 @@ class _Driver:
                 pass
             self.pool.shutdown()
             self.summary.worker_stats = list(self.pool.stats.values())
-        shutil.rmtree(self.root / self.scratch, ignore_errors=True)
-        if self.writer is not None:
+        if self.writer is not None:  # closing it removes the scratch directory
             self.writer.close(failed=failed)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 
 ID_COLUMNS = ("releve_id", "releveID", "eventID", "plot_id", "plotID", "PlotObservationID", "parentEventID", "id")
 SPECIES_COLUMNS = ("species", "scientificName", "acceptedScientificName", "taxon", "species_name", "taxon_name")
@@ -61,7 +61,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Reads CSV/TSV, Parquet/GeoParquet or any vector format geopandas knows (GeoPackage, GeoJSON, shapefile)."""
     path = Path(path)
     if not path.exists():
-        raise BotaclipError(f"file not found: {path}")
+        raise MissingFileError(f"file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
@@ -89,7 +89,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 def _find(columns, candidates, explicit: str | None, what: str, path) -> str | None:
     if explicit:
         if explicit not in columns:
-            raise BotaclipError(f"column {explicit!r} ({what}) not found in {path}; columns: {', '.join(map(str, columns))}")
+            raise InvalidInputError(f"column {explicit!r} ({what}) not found in {path}; columns: {', '.join(map(str, columns))}")
         return explicit
     for name in candidates:
         if name in columns:
@@ -109,11 +109,11 @@ def _coordinates(df: pd.DataFrame, path, crs: str | None, lat_col=None, lng_col=
         return pd.DataFrame({"lat": _numeric(df[lat], lat, path), "lng": _numeric(df[lng], lng, path)}, index=df.index)
     if (lat is None) != (lng is None):
         missing = "longitude (decimalLongitude)" if lng is None else "latitude (decimalLatitude)"
-        raise BotaclipError(f"missing coordinate column in {path}: {missing}")
+        raise InvalidInputError(f"missing coordinate column in {path}: {missing}")
     geometry = getattr(df, "geometry", None) if "geometry" in df.columns else None
     if geometry is not None and hasattr(geometry, "to_crs"):
         if geometry.crs is None:
-            raise BotaclipError(f"{path} has a geometry without a CRS; set one (e.g. EPSG:2154) in the file")
+            raise InvalidInputError(f"{path} has a geometry without a CRS; set one (e.g. EPSG:2154) in the file")
         # Centroids in the file's own CRS (meaningful there), then to WGS84.
         points = geometry if (geometry.geom_type == "Point").all() else geometry.centroid
         points = points.to_crs(4326)
@@ -122,13 +122,13 @@ def _coordinates(df: pd.DataFrame, path, crs: str | None, lat_col=None, lng_col=
     y = _find(df.columns, Y_COLUMNS, None, "y", path)
     if x and y:
         if not crs:
-            raise BotaclipError(f"{path} has x/y columns but no latitude/longitude: give their CRS with --crs")
+            raise InvalidInputError(f"{path} has x/y columns but no latitude/longitude: give their CRS with {param('crs')}")
         from pyproj import Transformer
 
         try:
             transformer = Transformer.from_crs(crs, 4326, always_xy=True)
         except Exception as exc:
-            raise BotaclipError(f"unknown CRS {crs!r}: {exc}") from exc
+            raise InvalidInputError(f"unknown CRS {crs!r}: {exc}") from exc
         lng_v, lat_v = transformer.transform(_numeric(df[x], x, path).to_numpy(), _numeric(df[y], y, path).to_numpy())
         return pd.DataFrame({"lat": lat_v, "lng": lng_v}, index=df.index)
     return None
@@ -142,7 +142,7 @@ def _numeric(values: pd.Series, column: str, path) -> pd.Series:
     bad = converted.isna() & values.notna() & (values.astype(str).str.strip() != "")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BotaclipError(
+        raise InvalidInputError(
             f"non-numeric value {values.iloc[row]!r} in column {column!r} of {path} (data row {row + 1}); "
             "cover must be a number in percent (convert Braun-Blanquet or other codes first)"
         )
@@ -180,24 +180,24 @@ def read_releves(
     """
     df = read_table(path)
     if len(df) == 0:
-        raise BotaclipError(f"no rows in {path}")
+        raise InvalidInputError(f"no rows in {path}")
     rid = _find(df.columns, ID_COLUMNS, id_col, "relevé id", path)
     if rid is None:
-        raise BotaclipError(f"missing relevé id column in {path}: expected one of {', '.join(ID_COLUMNS[:5])}")
+        raise InvalidInputError(f"missing relevé id column in {path}: expected one of {', '.join(ID_COLUMNS[:5])}")
     species = _find(df.columns, SPECIES_COLUMNS, species_col, "species", path)
     cover = _find(df.columns, COVER_COLUMNS, cover_col, "cover", path)
     if layout == "auto":
         layout = "long" if species or cover else "wide"
     if layout not in ("long", "wide"):
-        raise BotaclipError(f"unknown layout {layout!r}: use long, wide or auto")
+        raise InvalidInputError(f"unknown layout {layout!r}: use long, wide or auto")
     if layout == "long" and species is None:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"missing species column in {path}: expected one of {', '.join(SPECIES_COLUMNS[:3])} "
             "(or a wide table with one column per species)"
         )
     ids = _ids(df[rid])
     if ids.isin(["<NA>", "nan", "None"]).any():
-        raise BotaclipError(f"empty relevé id in column {rid!r} of {path}")
+        raise InvalidInputError(f"empty relevé id in column {rid!r} of {path}")
 
     skipped: dict[str, int] = {}
     if layout == "long":
@@ -209,7 +209,7 @@ def read_releves(
     else:
         species_cols = [c for c in df.columns if str(c) not in _NON_SPECIES and c != rid]
         if not species_cols:
-            raise BotaclipError(f"missing species columns in {path}: a wide table needs one column per species")
+            raise InvalidInputError(f"missing species columns in {path}: a wide table needs one column per species")
         matrix = pd.DataFrame({c: _numeric(df[c], str(c), path) for c in species_cols}).fillna(0.0)
         matrix.insert(0, "releve_id", ids.to_numpy())
         long = matrix.melt(id_vars="releve_id", var_name="species", value_name="cover")
@@ -220,20 +220,20 @@ def read_releves(
         pdf = read_table(plots)
         prid = _find(pdf.columns, ID_COLUMNS, id_col if id_col in pdf.columns else None, "relevé id", plots)
         if prid is None:
-            raise BotaclipError(f"missing relevé id column in {plots}: expected one of {', '.join(ID_COLUMNS[:5])}")
+            raise InvalidInputError(f"missing relevé id column in {plots}: expected one of {', '.join(ID_COLUMNS[:5])}")
         coords = _coordinates(pdf, plots, crs)
         if coords is None:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"missing coordinate columns in {plots}: expected decimalLatitude and decimalLongitude "
-                "(or latitude/longitude, a geometry, or x/y with --crs)"
+                f"(or latitude/longitude, a geometry, or x/y with {param('crs')})"
             )
         coords.insert(0, "releve_id", _ids(pdf[prid]).to_numpy())
     else:
         coords = _coordinates(df, path, crs)
         if coords is None:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"missing coordinate columns in {path}: expected decimalLatitude and decimalLongitude "
-                "(or latitude/longitude, a geometry, or x/y with --crs), or give a plots table with --plots"
+                f"(or latitude/longitude, a geometry, or x/y with {param('crs')}), or give a plots table with {param('plots')}"
             )
         coords.insert(0, "releve_id", ids.to_numpy())
     coords = coords.drop_duplicates("releve_id", keep="first")
@@ -253,7 +253,7 @@ def read_releves(
     table = table[has_species].reset_index(drop=True)
     long = long[long["releve_id"].isin(set(table["releve_id"]))].reset_index(drop=True)
     if len(table) == 0:
-        raise BotaclipError(f"no usable relevé in {path}: {_format_counts(skipped) or 'empty table'}")
+        raise InvalidInputError(f"no usable relevé in {path}: {_format_counts(skipped) or 'empty table'}")
     return Releves(plots=table[["releve_id", "lat", "lng"]], long=long, skipped=skipped, source=str(path))
 
 

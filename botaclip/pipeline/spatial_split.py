@@ -8,13 +8,13 @@ from __future__ import annotations
 import h3
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 
 
 def block_ids(lat: np.ndarray, lng: np.ndarray, block_res: int) -> np.ndarray:
     """The H3 cell (as int) at resolution ``block_res`` containing each point (lat, lng in degrees, WGS84)."""
     if not 0 <= int(block_res) <= 15:
-        raise BotaclipError(f"--block-res must be an H3 resolution 0..15, got {block_res}")
+        raise InvalidInputError(f"{param('block_res')} must be an H3 resolution 0..15, got {block_res}")
     return np.array(
         [h3.str_to_int(h3.latlng_to_cell(float(a), float(o), int(block_res))) for a, o in zip(lat, lng, strict=True)],
         dtype=np.uint64,
@@ -30,13 +30,13 @@ def spatial_block_split(
     points (at least one block, and never all of them). Returns sorted row indices.
     """
     if not 0 < val_fraction < 1:
-        raise BotaclipError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        raise InvalidInputError(f"{param('val_fraction')} must be between 0 and 1 (exclusive), got {val_fraction}")
     blocks = block_ids(np.asarray(lat), np.asarray(lng), block_res)
     unique, counts = np.unique(blocks, return_counts=True)
     if len(unique) < 2:
-        raise BotaclipError(
-            f"all {len(blocks)} relevés fall in one H3 block at --block-res {block_res}; "
-            "use a finer (larger) --block-res to get a spatial validation split"
+        raise InvalidInputError(
+            f"all {len(blocks)} relevés fall in one H3 block at {param('block_res')} {block_res}; "
+            f"use a finer (larger) {param('block_res')} to get a spatial validation split"
         )
     order = np.random.default_rng(seed).permutation(len(unique))
     target = val_fraction * len(blocks)
@@ -60,13 +60,13 @@ def spatial_block_folds(
     Returns (blocks: sorted uint64 [B], fold of each block: int64 [B], fold of each point: int64 [N]).
     """
     if n_folds < 2:
-        raise BotaclipError(f"--folds must be at least 2 to cross-fit (0 for no cross-fitting), got {n_folds}")
+        raise InvalidInputError(f"{param('folds')} must be at least 2 to cross-fit (0 for no cross-fitting), got {n_folds}")
     blocks = block_ids(np.asarray(lat), np.asarray(lng), block_res)
     unique, inverse, counts = np.unique(blocks, return_inverse=True, return_counts=True)
     if len(unique) < n_folds:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"cannot cross-fit {n_folds} folds: the {len(blocks)} relevés fall in only {len(unique)} H3 blocks at "
-            f"--block-res {block_res}; use a finer (larger) --block-res or fewer --folds"
+            f"{param('block_res')} {block_res}; use a finer (larger) {param('block_res')} or fewer {param('folds')}"
         )
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of_block = np.empty(len(unique), dtype=np.int64)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.sample import writers
 from botaclip.sample.environment import environment_at, residual_fields
 from botaclip.sample.fields import Grid
@@ -44,15 +44,15 @@ _STREAMS = ("landscape", "footprint", "imagery", "residual", "community", "plots
 def validate_parameters(seed: int, size_km: float, plots: int) -> None:
     """Raise BotaclipError unless seed >= 0, 0.5 <= size_km <= 20 and 1 <= plots <= 200,000."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise BotaclipError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(size_km, (int, float, np.number)) or not math.isfinite(size_km) or size_km <= 0:
-        raise BotaclipError(f"size must be a positive number of kilometres, got {size_km!r}")
+        raise InvalidInputError(f"size must be a positive number of kilometres, got {size_km!r}")
     if not MIN_SIZE_KM <= size_km <= MAX_SIZE_KM:
-        raise BotaclipError(f"size must be between {MIN_SIZE_KM:g} and {MAX_SIZE_KM:g} km, got {size_km:g}")
+        raise InvalidInputError(f"size must be between {MIN_SIZE_KM:g} and {MAX_SIZE_KM:g} km, got {size_km:g}")
     if isinstance(plots, bool) or not isinstance(plots, (int, np.integer)) or plots < 1:
-        raise BotaclipError(f"plots must be a positive integer, got {plots!r}")
+        raise InvalidInputError(f"plots must be a positive integer, got {plots!r}")
     if plots > MAX_PLOTS:
-        raise BotaclipError(f"plots must be at most {MAX_PLOTS:,}, got {plots:,}")
+        raise InvalidInputError(f"plots must be at most {MAX_PLOTS:,}, got {plots:,}")
 
 
 def region_grid(size_km: float) -> Grid:
@@ -113,14 +113,14 @@ def ensure_sample(seed: int = 0, size_km: float = 5.0, plots: int = 2000) -> Sam
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
-    check_output_path(out, what="--out", is_dir=True)  # --overwrite must never empty a store
+    check_output_path(out, what=param("out_dir"), is_dir=True)  # --overwrite must never empty a store
     if out.exists() and not out.is_dir():
-        raise BotaclipError(f"--out {out} is an existing file; give a directory path that does not exist yet")
+        raise InvalidInputError(f"{param('out_dir')} {out} is an existing file; give a directory path that does not exist yet")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MANIFEST).is_file():
-            raise BotaclipError(f"--out {out} is a non-empty directory that is not a sample region; choose a new path")
+            raise InvalidInputError(f"{param('out_dir')} {out} is a non-empty directory that is not a sample region; choose a new path")
         if not overwrite:
-            raise BotaclipError(f"--out {out} already holds a sample region; pass --overwrite to replace it")
+            raise InvalidInputError(f"{param('out_dir')} {out} already holds a sample region; pass {param('overwrite')} to replace it")
 
 
 def _temp_dir_beside(out: Path) -> Path:

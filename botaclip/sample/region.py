@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, MissingFileError
 
 # Bump when the generator changes what it writes: cached regions of another version are rebuilt.
 SAMPLE_VERSION = 1
@@ -62,12 +62,12 @@ class SampleRegion:
         """Open a built sample region, checking that every file is there."""
         region = cls.at(root)
         if not region.root.is_dir():
-            raise BotaclipError(
+            raise MissingFileError(
                 f"sample region {region.root} does not exist; build it with `botaclip sample make --out {region.root}`"
             )
         missing = [FILES[f.name] for f in fields(cls) if f.name != "root" and not getattr(region, f.name).is_file()]
         if missing:
-            raise BotaclipError(
+            raise MissingFileError(
                 f"{region.root} is not a complete botaclip sample region (missing {', '.join(missing)}); "
                 f"rebuild it with `botaclip sample make --out DIR`"
             )

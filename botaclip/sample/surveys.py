@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, param
 from botaclip.sample.environment import Environment
 from botaclip.sample.landscape import HABITAT_CODE
 from botaclip.sample.species import GUILD_SD, SOIL_DISPERSION, Community, plant_predictor, soil_expected
@@ -72,8 +72,8 @@ def survey_locations(
     weights = per_point[env.habitat] * (1.0 + 1.5 * env.moisture**2)
     available = int(np.count_nonzero(weights > 0))
     if k > available:
-        raise BotaclipError(
-            f"{k} {what} do not fit in this region (at most {available}); ask for fewer or a larger --size-km"
+        raise InvalidInputError(
+            f"{k} {what} do not fit in this region (at most {available}); ask for fewer or a larger {param('size_km')}"
         )
     index = weighted_sample(rng, weights, k)
     return _jitter(rng, env, index, half_cell, acceptable)

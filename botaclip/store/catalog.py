@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from botaclip.atomic import fsync_dir
-from botaclip.errors import BotaclipError, StoreWriteError, root_cause
+from botaclip.errors import BotaclipError, InvalidInputError, StoreWriteError, root_cause
 from botaclip.store.schema import FeatureSetSpec
 
 CATALOG_NAME = "catalog.duckdb"
@@ -102,7 +102,7 @@ def sql_string_literal(text: str) -> str:
     Only used for paths the library computes; control characters are refused rather than escaped.
     """
     if any(ord(ch) < 32 for ch in text):
-        raise BotaclipError(f"path {text!r} contains control characters; move the store to a plain path")
+        raise InvalidInputError(f"path {text!r} contains control characters; move the store to a plain path")
     return "'" + text.replace("'", "''") + "'"
 
 

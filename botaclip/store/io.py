@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.errors import BotaclipError, root_cause
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param, root_cause
 from botaclip.store import h3vec
 from botaclip.store.outputs import check_output_path
 from botaclip.store.schema import check_identifier
@@ -44,7 +44,7 @@ def _read_table(path: Path):
     import pandas as pd
 
     if not path.is_file():
-        raise BotaclipError(f"no such file: {path}")
+        raise MissingFileError(f"no such file: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt", ".tsv"):
@@ -63,7 +63,7 @@ def _read_table(path: Path):
 def _pick(cols: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str | None:
     if wanted:
         if wanted not in cols:
-            raise BotaclipError(f"column {wanted!r} ({what}) not found; columns are {cols}")
+            raise InvalidInputError(f"column {wanted!r} ({what}) not found; columns are {cols}")
         return wanted
     lower = {c.lower(): c for c in cols}
     for cand in candidates:
@@ -86,23 +86,23 @@ def table_to_cells(store: "Store", df, *, lat_col: str | None = None, lng_col: s
         try:
             cells = h3vec.as_cells(vals)
         except (ValueError, TypeError):
-            raise BotaclipError(f"column {hcol!r} of {source} does not hold H3 cell ids") from None
+            raise InvalidInputError(f"column {hcol!r} of {source} does not hold H3 cell ids") from None
         valid = h3vec.is_valid_cell(cells)
         if not valid.all():
-            raise BotaclipError(f"{int((~valid).sum())} values of column {hcol!r} in {source} are not valid H3 cells "
-                                f"(first: {vals[~valid][0]})")
+            raise InvalidInputError(f"{int((~valid).sum())} values of column {hcol!r} in {source} are not valid H3 cells "
+                                    f"(first: {vals[~valid][0]})")
         res = h3vec.get_resolution(cells)
         if (res < store.resolution).any():
-            raise BotaclipError(f"cells in {source} are coarser (resolution {int(res.min())}) than the store's "
-                                f"{store.resolution}; they cannot be split into store cells")
+            raise InvalidInputError(f"cells in {source} are coarser (resolution {int(res.min())}) than the store's "
+                                    f"{store.resolution}; they cannot be split into store cells")
         return h3vec.cell_to_parent(cells, store.resolution), [hcol]
     if isinstance(df, gpd.GeoDataFrame) and not (lat_col or lng_col):
         if df.crs is None and crs is None:
-            raise BotaclipError(f"{source} has no CRS; pass --crs (e.g. EPSG:2154)")
+            raise InvalidInputError(f"{source} has no CRS; pass {param('crs')} (e.g. EPSG:2154)")
         gdf = df.set_crs(crs, allow_override=True) if crs else df
         geom = gdf.geometry
         if not (geom.geom_type == "Point").all():
-            raise BotaclipError(f"{source} holds non-point geometries; import points, or cells with an h3 column")
+            raise InvalidInputError(f"{source} holds non-point geometries; import points, or cells with an h3 column")
         pts = geom.to_crs(4326)
         lat, lng = pts.y.to_numpy(), pts.x.to_numpy()
         used: list[str] = []
@@ -110,15 +110,15 @@ def table_to_cells(store: "Store", df, *, lat_col: str | None = None, lng_col: s
         la = _pick(cols, lat_col, LAT_NAMES, "latitude / y")
         lo = _pick(cols, lng_col, LNG_NAMES, "longitude / x")
         if la is None or lo is None:
-            raise BotaclipError(f"{source} has no H3 column and no coordinate columns; name them with --h3 or "
-                                "--lat/--lng (columns found: " + ", ".join(map(str, cols)) + ")")
+            raise InvalidInputError(f"{source} has no H3 column and no coordinate columns; name them with "
+                                    f"{param('h3_col')} or {param('lat_col')}/{param('lng_col')} (columns found: " + ", ".join(map(str, cols)) + ")")
         y = df[la].to_numpy(dtype=np.float64)
         x = df[lo].to_numpy(dtype=np.float64)
         if crs:
             try:
                 tr = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True)
             except Exception:
-                raise BotaclipError(f"unknown CRS {crs!r}; use e.g. EPSG:2154") from None
+                raise InvalidInputError(f"unknown CRS {crs!r}; use e.g. EPSG:2154") from None
             lng, lat = tr.transform(x, y)
         else:
             lat, lng = y, x
@@ -126,8 +126,8 @@ def table_to_cells(store: "Store", df, *, lat_col: str | None = None, lng_col: s
     lat, lng = np.asarray(lat, np.float64), np.asarray(lng, np.float64)
     bad = ~np.isfinite(lat) | ~np.isfinite(lng) | (np.abs(lat) > 90) | (np.abs(lng) > 180)
     if bad.any():
-        raise BotaclipError(f"{int(bad.sum())} rows of {source} have missing or out-of-range coordinates; if they "
-                            "are projected, pass --crs")
+        raise InvalidInputError(f"{int(bad.sum())} rows of {source} have missing or out-of-range coordinates; if they "
+                                f"are projected, pass {param('crs')}")
     cells, _ = h3vec.latlng_to_cell(lat, lng, store.resolution)
     return cells, used
 
@@ -158,13 +158,13 @@ def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = 
     p = Path(path)
     df = _read_table(p)
     if len(df) == 0:
-        raise BotaclipError(f"{p} holds no rows")
+        raise InvalidInputError(f"{p} holds no rows")
     cells, used = table_to_cells(store, df, lat_col=lat_col, lng_col=lng_col, h3_col=h3_col, crs=crs, source=str(p))
     geom_col = getattr(df, "_geometry_column_name", None)
     if columns:
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise BotaclipError(f"columns {missing} not in {p}; columns are {list(df.columns)}")
+            raise InvalidInputError(f"columns {missing} not in {p}; columns are {list(df.columns)}")
         value_cols = list(columns)
     else:
         candidates = [c for c in df.columns if c not in used and c != geom_col]
@@ -172,26 +172,26 @@ def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = 
         if as_embedding and len(value_cols) < len(candidates):
             # Dropping a text column would silently change the embedding's dimension.
             text = [c for c in candidates if c not in value_cols]
-            raise BotaclipError(f"columns {text} of {p} are not numeric, so they cannot be embedding dimensions; "
-                                "name the embedding columns with --columns")
+            raise InvalidInputError(f"columns {text} of {p} are not numeric, so they cannot be embedding dimensions; "
+                                    f"name the embedding columns with {param('columns')}")
     if not value_cols:
-        raise BotaclipError(f"{p} has no numeric columns to import besides the coordinates/cells")
+        raise InvalidInputError(f"{p} has no numeric columns to import besides the coordinates/cells")
     for c in value_cols:
         if df[c].dtype.kind not in "biuf":  # text, even text that looks like numbers, is not imported as values
             bad = df[c][df[c].notna()]
             first = f" (first value: {bad.iloc[0]!r})" if len(bad) else ""
-            raise BotaclipError(f"column {c!r} of {p} holds text{first}, not numbers; fix the file or leave the "
-                                "column out of --columns")
+            raise InvalidInputError(f"column {c!r} of {p} holds text{first}, not numbers; fix the file or leave the "
+                                    f"column out of {param('columns')}")
     values = df[value_cols].to_numpy(dtype=np.float64)
     names = [sanitize_column(c) for c in value_cols]
     if len(set(names)) != len(names):
-        raise BotaclipError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
+        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
     uniq, means, count = aggregate_per_cell(cells, values)
     prov = {"source": str(p.resolve()), "aggregation": "mean per cell", "source_columns": [str(c) for c in value_cols],
             "crs": str(crs or getattr(getattr(df, "crs", None), "srs", None) or "EPSG:4326"), **(provenance or {})}
     if as_embedding:
         if not np.isfinite(means).all():
-            raise BotaclipError(f"{p}: embedding columns have missing values; drop those rows first")
+            raise InvalidInputError(f"{p}: embedding columns have missing values; drop those rows first")
         with store.writer(name, kind=kind, dim=len(names), provenance=prov, overwrite=overwrite, atomic=True) as w:
             w.write(uniq, embedding=means.astype(np.float32), **({"n_obs": count} if "n_obs" in w.spec.extras else {}))
     else:
@@ -284,14 +284,14 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
 
     check_identifier(name)
     if stat not in ("mean", "median"):
-        raise BotaclipError(f"unknown --stat {stat!r}; use mean or median")
+        raise InvalidInputError(f"unknown {param('stat')} {stat!r}; use mean or median")
     if not rasters:
-        raise BotaclipError("give at least one raster")
+        raise InvalidInputError("give at least one raster")
     if like is not None:
         store.spec(like)  # "no feature set ..." rather than "holds no cells" for a typo
     target = store.existing_cells(like) if like else None
     if like is not None and len(target) == 0:
-        raise BotaclipError(f"feature set {like!r} holds no cells")
+        raise InvalidInputError(f"feature set {like!r} holds no cells")
     per_col: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     sources = []
     for path in rasters:
@@ -302,12 +302,12 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
         try:
             with ds:
                 if ds.crs is None:
-                    raise BotaclipError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
+                    raise InvalidInputError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
                 stem = sanitize_column(Path(path).stem)
                 for b in range(1, ds.count + 1):
                     col = stem if ds.count == 1 else f"{stem}_b{b}"
                     if col in per_col:
-                        raise BotaclipError(f"two rasters give the column name {col!r}; rename one file")
+                        raise InvalidInputError(f"two rasters give the column name {col!r}; rename one file")
                     cells, vals = _raster_cells(store, ds, b)
                     uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
                         np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
@@ -341,7 +341,7 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
     for v in columns.values():
         keep |= np.isfinite(v)
     if not keep.any():
-        raise BotaclipError(_no_cells_reason(store, rasters, like, any_pixel=any(len(v[0]) for v in per_col.values())))
+        raise InvalidInputError(_no_cells_reason(store, rasters, like, any_pixel=any(len(v[0]) for v in per_col.values())))
     prov = {"sources": sources, "statistic": stat, "rule": "pixel centres in hexagon, else centre sample"}
     with store.writer(name, kind="covariates", columns=list(columns), provenance=prov, overwrite=overwrite,
                       atomic=True) as w:
@@ -371,10 +371,10 @@ def export(store: "Store", name: str, out: str) -> dict:
     out_p = Path(out)
     suffix = out_p.suffix.lower()
     if suffix not in (".parquet", ".gpkg"):
-        raise BotaclipError(f"cannot export to {out}: use a .parquet (GeoParquet) or .gpkg (GeoPackage) file name")
+        raise InvalidInputError(f"cannot export to {out}: use a .parquet (GeoParquet) or .gpkg (GeoPackage) file name")
     check_output_path(out_p, what="export file")
     if out_p.exists():
-        raise BotaclipError(f"{out} already exists; remove it or choose another name")
+        raise InvalidInputError(f"{out} already exists; remove it or choose another name")
     names = spec.feature_names()
     rows = 0
     writer = None
@@ -408,7 +408,7 @@ def export(store: "Store", name: str, out: str) -> dict:
                 gdf.to_file(tmp, layer=name, driver="GPKG", mode="a" if writer else "w")
                 writer = True
         if writer is None:
-            raise BotaclipError(f"feature set {name!r} holds no rows to export")
+            raise InvalidInputError(f"feature set {name!r} holds no rows to export")
         if suffix == ".parquet":
             writer.close()
         tmp.replace(out_p)

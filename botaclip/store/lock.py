@@ -14,7 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from botaclip.errors import BotaclipError, StoreWriteError
+from botaclip.errors import StoreBusyError, StoreWriteError
 
 LOCK_NAME = ".writer.lock"
 
@@ -39,6 +39,8 @@ class WriterLock:
             return {}
 
     def acquire(self) -> "WriterLock":
+        """Take the lock now or raise :class:`StoreBusyError` naming the process that holds it (no waiting);
+        a :class:`StoreWriteError` when the lock file cannot be created (a read-only store)."""
         if self._fd is not None:
             return self
         try:
@@ -54,7 +56,7 @@ class WriterLock:
         except BlockingIOError:
             os.close(fd)
             h = self.holder()
-            raise BotaclipError(
+            raise StoreBusyError(
                 f"store {self.store_dir} is being written by PID {h.get('pid', '?')} on {h.get('host', '?')} "
                 f"since {h.get('since', '?')}; wait for that job to finish (or stop it) and retry") from None
         info = {"pid": os.getpid(), "host": socket.gethostname(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError
 from botaclip.store.catalog import CATALOG_NAME
 
 
@@ -29,17 +29,17 @@ def check_output_path(path: str | os.PathLike, *, what: str = "output", is_dir: 
     p = Path(path)
     store = store_containing(p)
     if store is not None:
-        raise BotaclipError(f"{what} {p} is inside store {store}; only the store's writer writes there, so write "
-                            "it outside the store directory")
+        raise InvalidInputError(f"{what} {p} is inside store {store}; only the store's writer writes there, so write "
+                                "it outside the store directory")
     if not is_dir:
         if p.is_dir():
-            raise BotaclipError(f"{what} {p} is a directory; give a file name")
+            raise InvalidInputError(f"{what} {p} is a directory; give a file name")
         parent = p.parent if str(p.parent) else Path(".")
         if not parent.is_dir():
-            raise BotaclipError(f"{what} folder {parent} does not exist; create it first")
+            raise MissingFileError(f"{what} folder {parent} does not exist; create it first")
     else:
         if p.exists() and not p.is_dir():
-            raise BotaclipError(f"{what} {p} is a file, not a folder; choose a folder path")
+            raise InvalidInputError(f"{what} {p} is a file, not a folder; choose a folder path")
         parent = next((d for d in (p, *p.parents) if d.exists()), Path("."))
     if parent.is_dir() and not os.access(parent, os.W_OK):  # access(2) also says EROFS for a read-only mount
         raise BotaclipError(f"{what} {p} cannot be written: folder {parent} is read-only or not writable for you")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 from botaclip.store.damage import explain_query_error
 
 if TYPE_CHECKING:
@@ -32,15 +32,15 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
-        raise BotaclipError(f"SQL error: {_first_line(exc)}") from None
+        raise InvalidInputError(f"SQL error: {_first_line(exc)}") from None
     if not statements:
-        raise BotaclipError("the SQL query is empty (or only comments); give a query such as "
-                            "\"SELECT name, rows FROM feature_sets\"")
+        raise InvalidInputError("the SQL query is empty (or only comments); give a query such as "
+                                "\"SELECT name, rows FROM feature_sets\"")
     for st in statements:
         kind = str(st.type).rsplit(".", 1)[-1]
         if kind not in ALLOWED:
-            raise BotaclipError(f"`botaclip sql` is read-only: {kind} statements are refused (only queries run); "
-                                "write results with --out, change the store with `botaclip store ...` or `index`")
+            raise InvalidInputError(f"`botaclip sql` is read-only: {kind} statements are refused (only queries run); "
+                                    "write results with --out, change the store with `botaclip store ...` or `index`")
 
 
 def run_query(store: "Store", query: str) -> pa.Table:
@@ -59,7 +59,7 @@ def run_query(store: "Store", query: str) -> pa.Table:
             damaged = explain_query_error(store.path, str(exc))
             if damaged is not None:
                 raise damaged from None
-            raise BotaclipError(f"SQL error: {_first_line(exc)}") from None
+            raise InvalidInputError(f"SQL error: {_first_line(exc)}") from None
     finally:
         con.close()
     return table

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
 KINDS = ("backbone", "botaclip", "covariates", "imported", "predictions")
@@ -32,8 +32,8 @@ FOOTER_KEY = b"botaclip"
 def check_identifier(name: str, what: str = "feature-set name") -> str:
     """Validate a name used as a SQL identifier and directory name (lower-case letters, digits, underscore)."""
     if not isinstance(name, str) or not _IDENT.match(name):
-        raise BotaclipError(f"invalid {what} {name!r}: use 1-63 lower-case letters, digits or '_', "
-                            "starting with a letter or '_'")
+        raise InvalidInputError(f"invalid {what} {name!r}: use 1-63 lower-case letters, digits or '_', "
+                                "starting with a letter or '_'")
     return name
 
 
@@ -60,32 +60,32 @@ class FeatureSetSpec:
     def __post_init__(self) -> None:
         check_identifier(self.name)
         if self.name in RESERVED_NAMES:
-            raise BotaclipError(f"feature-set name {self.name!r} is reserved; choose another name")
+            raise InvalidInputError(f"feature-set name {self.name!r} is reserved; choose another name")
         if self.kind not in KINDS:
-            raise BotaclipError(f"unknown feature-set kind {self.kind!r}; use one of {', '.join(KINDS)}")
+            raise InvalidInputError(f"unknown feature-set kind {self.kind!r}; use one of {', '.join(KINDS)}")
         if self.dtype not in DTYPES:
-            raise BotaclipError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+            raise InvalidInputError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
         if (self.dim is None) == (self.columns is None):
-            raise BotaclipError(f"feature set {self.name!r}: give exactly one of dim (embeddings) or columns")
+            raise InvalidInputError(f"feature set {self.name!r}: give exactly one of dim (embeddings) or columns")
         if self.dim is not None:
             if int(self.dim) < 1:
-                raise BotaclipError(f"feature set {self.name!r}: dim must be >= 1, got {self.dim}")
+                raise InvalidInputError(f"feature set {self.name!r}: dim must be >= 1, got {self.dim}")
             self.dim = int(self.dim)
         else:
             cols = tuple(self.columns)
             if not cols:
-                raise BotaclipError(f"feature set {self.name!r}: columns must not be empty")
+                raise InvalidInputError(f"feature set {self.name!r}: columns must not be empty")
             for c in cols:
                 check_identifier(c, "column name")
                 if c in RESERVED_NAMES:
-                    raise BotaclipError(f"column name {c!r} is reserved; rename it")
+                    raise InvalidInputError(f"column name {c!r} is reserved; rename it")
             if len(set(cols)) != len(cols):
-                raise BotaclipError(f"feature set {self.name!r}: duplicate column names in {list(cols)}")
+                raise InvalidInputError(f"feature set {self.name!r}: duplicate column names in {list(cols)}")
             if self.dtype == "int8":
-                raise BotaclipError("int8 quantisation is for embeddings only; use float32 or float16 for columns")
+                raise InvalidInputError("int8 quantisation is for embeddings only; use float32 or float16 for columns")
             self.columns = cols
         if self.kind == "predictions" and self.columns is None:
-            raise BotaclipError("a 'predictions' feature set has named columns (e.g. columns=['suitability'])")
+            raise InvalidInputError("a 'predictions' feature set has named columns (e.g. columns=['suitability'])")
         self.provenance = dict(self.provenance or {})
 
     @property

@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.errors import BotaclipError, InvalidInputError, MissingDependencyError, param
 from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.store import h3vec
 from botaclip.store.catalog import quote_ident, sql_string_literal
@@ -65,7 +65,7 @@ def parse_region(store: "Store", within: str | None, con: duckdb.DuckDBPyConnect
         except Exception as exc:  # pyogrio raises several types for unreadable files
             raise BotaclipError(f"cannot read region file {within}: {exc}") from None
         if gdf.crs is None:
-            raise BotaclipError(f"region file {within} has no CRS; give it one (e.g. with ogr2ogr -a_srs)")
+            raise InvalidInputError(f"region file {within} has no CRS; give it one (e.g. with ogr2ogr -a_srs)")
         geom, _ = union_of_polygons(gdf.to_crs(4326).geometry.values, f"region file {within}")
         return _polygon_predicate(store, con, geom)
     if is_bbox_text(within):
@@ -112,13 +112,13 @@ class SimilaritySearch:
         open, much faster per query when you run many (the HNSW method always does). `centered`: rank by centred
         cosine (brute force only)."""
         if method not in METHODS:
-            raise BotaclipError(f"unknown similarity method {method!r}; use one of {', '.join(METHODS)}")
+            raise InvalidInputError(f"unknown similarity method {method!r}; use one of {', '.join(METHODS)}")
         if centered and method != "brute":
-            raise BotaclipError("centred cosine is exact search only: use --method brute with --centered")
+            raise InvalidInputError(f"centred cosine is exact search only: use {param('method')} brute with {param('centered')}")
         self.store = store
         self.spec = store.spec(name)
         if not self.spec.is_embedding:
-            raise BotaclipError(f"feature set {name!r} holds columns, not embeddings; similarity needs embeddings")
+            raise InvalidInputError(f"feature set {name!r} holds columns, not embeddings; similarity needs embeddings")
         self.name = name
         self.method = method
         self.center = _mean_vector(store, name) if centered else None
@@ -132,8 +132,8 @@ class SimilaritySearch:
         if method == "hnsw":
             if not load_vss(self.con):
                 self.con.close()
-                raise BotaclipError("the HNSW method needs DuckDB's vss extension, which is not available here; "
-                                    "install the `botaclip[ann]` extra (pins a duckdb with vss) or use --method brute")
+                raise MissingDependencyError("the HNSW method needs DuckDB's vss extension, which is not available here; "
+                                             f"install the `botaclip[ann]` extra (pins a duckdb with vss) or use {param('method')} brute")
             self.con.execute("SET hnsw_enable_experimental_persistence = false")
             self.con.execute(f"CREATE TABLE memory.main._similar_hnsw AS SELECT h3, embedding FROM {self.source} "
                              f"WHERE {self.where}", self.params)
@@ -144,10 +144,10 @@ class SimilaritySearch:
                      ) -> tuple[np.ndarray, np.ndarray]:
         """(h3 uint64[k], cosine similarity float32[k]) of the k most similar cells, best first."""
         if k < 1:
-            raise BotaclipError(f"k must be >= 1, got {k}")
+            raise InvalidInputError(f"k must be >= 1, got {k}")
         q = np.asarray(vector, dtype=np.float32).ravel()
         if q.shape != (self.spec.dim,):
-            raise BotaclipError(f"query vector has {q.size} values, feature set has dim {self.spec.dim}")
+            raise InvalidInputError(f"query vector has {q.size} values, feature set has dim {self.spec.dim}")
         arr = f"CAST(? AS FLOAT[{self.spec.dim}])"
         extra = 1 if exclude is not None else 0
         if self.center is not None:
@@ -193,20 +193,20 @@ class SimilaritySearch:
 def query_cell(store: "Store", cell=None, point: tuple[float, float] | None = None) -> int:
     """The cell to search from: `cell` (int or hex) or the cell containing `point` = (lat, lng) in degrees."""
     if (cell is None) == (point is None):
-        raise BotaclipError("give exactly one of a cell (--cell) or a point (--point LAT,LNG)")
+        raise InvalidInputError(f"give exactly one of a cell ({param('cell')}) or a point ({param('point')} LAT,LNG)")
     if point is not None:
         lat, lng = point
         cells, ok = h3vec.latlng_to_cell(np.array([lat]), np.array([lng]), store.resolution)
         if not ok[0] or not (-90 <= lat <= 90):
-            raise BotaclipError(f"point {lat},{lng} is not a valid latitude,longitude in degrees")
+            raise InvalidInputError(f"point {lat},{lng} is not a valid latitude,longitude in degrees")
         return int(cells[0])
     try:
         c = int(cell, 16) if isinstance(cell, str) else int(cell)
     except ValueError:
-        raise BotaclipError(f"cell {cell!r} is not an H3 cell id (hex like 8a1f9e5153affff)") from None
+        raise InvalidInputError(f"cell {cell!r} is not an H3 cell id (hex like 8a1f9e5153affff)") from None
     arr = np.array([c], np.uint64)
     if not h3vec.is_valid_cell(arr)[0] or h3vec.get_resolution(arr)[0] != store.resolution:
-        raise BotaclipError(f"cell {cell} is not a valid H3 cell at the store resolution {store.resolution}")
+        raise InvalidInputError(f"cell {cell} is not a valid H3 cell at the store resolution {store.resolution}")
     return c
 
 
@@ -220,7 +220,7 @@ def _mean_vector(store: "Store", name: str) -> np.ndarray:
         total += X.astype(np.float64).sum(axis=0)
         rows += len(X)
     if rows == 0:
-        raise BotaclipError(f"feature set {name!r} is empty")
+        raise InvalidInputError(f"feature set {name!r} is empty")
     return total / rows
 
 
@@ -234,7 +234,7 @@ def similar(store: "Store", name: str, *, cell=None, point: tuple[float, float] 
     c = query_cell(store, cell, point)
     fm = store.features_numpy(name, cells=np.array([c], np.uint64))
     if not fm.found[0]:
-        raise BotaclipError(f"cell {c:x} is not in feature set {name!r}; pick a cell that was indexed")
+        raise InvalidInputError(f"cell {c:x} is not in feature set {name!r}; pick a cell that was indexed")
     with SimilaritySearch(store, name, method=method, within=within, centered=centered) as search:
         h, s = search.query_vector(fm.X[0], k=k, exclude=c)
     lat, lng = h3vec.cell_to_latlng(h) if len(h) else (np.zeros(0), np.zeros(0))

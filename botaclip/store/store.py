@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.errors import BotaclipError, StoreDamagedError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, StoreDamagedError, StoreWriteError
 from botaclip.store import h3vec
 from botaclip.store.catalog import (
     CATALOG_NAME,
@@ -73,17 +73,17 @@ class Store:
         partitioned by parent cells at `partition_resolution` (default: resolution - 4, at least 0)."""
         path = Path(path)
         if not isinstance(resolution, int) or not 0 <= resolution <= 15:
-            raise BotaclipError(f"H3 resolution must be an integer 0-15, got {resolution!r}")
+            raise InvalidInputError(f"H3 resolution must be an integer 0-15, got {resolution!r}")
         if partition_resolution is None:
             partition_resolution = max(0, resolution - 4)
         if not 0 <= int(partition_resolution) <= resolution:
-            raise BotaclipError(f"partition resolution must be between 0 and the resolution {resolution}, "
-                                f"got {partition_resolution}")
+            raise InvalidInputError(f"partition resolution must be between 0 and the resolution {resolution}, "
+                                    f"got {partition_resolution}")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise BotaclipError(f"{path} already exists and is not an empty directory; "
-                                "choose a new path (or open the existing store)")
+            raise InvalidInputError(f"{path} already exists and is not an empty directory; "
+                                    "choose a new path (or open the existing store)")
         if any(ch in str(path.resolve()) for ch in "*?[]{}"):
-            raise BotaclipError(f"store path {path} contains glob characters (*?[]{{}}); choose a plain path")
+            raise InvalidInputError(f"store path {path} contains glob characters (*?[]{{}}); choose a plain path")
         from botaclip.store.outputs import check_output_path, store_containing
 
         outer = store_containing(path)
@@ -92,7 +92,7 @@ class Store:
         try:
             (path / "features").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BotaclipError(f"cannot create store directory {path}: {exc.strerror}") from None
+            raise StoreWriteError(f"cannot create store directory {path}: {exc.strerror}") from None
         meta = {"format": STORE_FORMAT, "schema_version": SCHEMA_VERSION, "resolution": resolution,
                 "partition_resolution": int(partition_resolution), "created": utcnow().isoformat(),
                 "root": str(path.resolve())}
@@ -105,17 +105,18 @@ class Store:
         """Open an existing store; a clear error if `path` is not a store or was written by a newer botaclip."""
         path = Path(path)
         if not path.is_dir():
-            raise BotaclipError(f"{path} is not a directory; create a store with `botaclip store create {path}`")
+            error = InvalidInputError if path.exists() else MissingFileError
+            raise error(f"{path} is not a directory; create a store with `botaclip store create {path}`")
         if not (path / CATALOG_NAME).is_file():
-            raise BotaclipError(f"{path} is not a botaclip store (no {CATALOG_NAME}); "
-                                f"create one with `botaclip store create {path}`")
+            raise InvalidInputError(f"{path} is not a botaclip store (no {CATALOG_NAME}); "
+                                    f"create one with `botaclip store create {path}`")
         if (path / "features").exists() and not (path / "features").is_dir():
             raise StoreDamagedError(f"{path / 'features'} is a file, but it must be the store's directory of "
                                     "feature sets; move that file away (the store cannot be read or written)")
         state = read_catalog(path / CATALOG_NAME)
         meta = state.meta
         if meta.get("format") != STORE_FORMAT:
-            raise BotaclipError(f"{path} is not a botaclip store (catalog format {meta.get('format')!r})")
+            raise InvalidInputError(f"{path} is not a botaclip store (catalog format {meta.get('format')!r})")
         version = int(meta.get("schema_version", 0))
         if version > SCHEMA_VERSION:
             raise BotaclipError(f"store {path} has schema version {version}, newer than this botaclip supports "
@@ -133,7 +134,7 @@ class Store:
         except BotaclipError:
             return
         try:
-            state = self._read_catalog()
+            state = self.catalog()
             state.meta["root"] = str(self.path)
             write_catalog(self.catalog_path, state, self.path)
         finally:
@@ -145,28 +146,35 @@ class Store:
 
     # ---- catalog -------------------------------------------------------------------------------------------
 
-    def _read_catalog(self) -> CatalogState:
+    def catalog(self) -> CatalogState:
+        """The catalog as it is now: ``meta`` (store settings), ``feature_sets`` (name -> record: kind, dim or
+        columns, dtype, provenance, rows, partitions, bytes, created, updated), ``partitions`` (name -> {parent:
+        (rows, bytes)} of every committed file) and ``runs`` (writer runs, oldest first).
+
+        A snapshot read fresh on each call: changing it changes nothing in the store. Only a writer holding the
+        store's writer lock (`FeatureSetWriter`, `verify(repair=True)`, `record_cross_fit`) rewrites the catalog.
+        """
         return read_catalog(self.catalog_path)
 
     def feature_sets(self) -> list[str]:
         """Names of the feature sets in the store, sorted."""
-        return sorted(self._read_catalog().feature_sets)
+        return sorted(self.catalog().feature_sets)
 
     def spec(self, name: str) -> FeatureSetSpec:
         """The spec (kind, dim or columns, dtype, provenance) of feature set `name`."""
-        return self._spec(self._read_catalog(), name)
+        return self._spec(self.catalog(), name)
 
     def _spec(self, state: CatalogState, name: str) -> FeatureSetSpec:
         if name not in state.feature_sets:
             known = ", ".join(sorted(state.feature_sets)) or "none"
-            raise BotaclipError(f"no feature set {name!r} in store {self.path} (feature sets: {known})")
+            raise InvalidInputError(f"no feature set {name!r} in store {self.path} (feature sets: {known})")
         return state.spec(name)
 
     def _files(self, name: str) -> tuple[FeatureSetSpec, dict[int, Path]]:
         """The spec of `name` and its partition files, after checking that every partition the catalog lists is
         there (a StoreDamagedError names a missing one instead of answering with fewer cells)."""
         for attempt in range(2):
-            state = self._read_catalog()
+            state = self.catalog()
             spec = self._spec(state, name)
             files, missing = missing_partitions(self.path, name, state.partitions.get(name))
             if not missing:
@@ -194,7 +202,7 @@ class Store:
         """kind, dim or columns, dtype, rows, partitions, bytes on disk, provenance, created/updated of `name`
         (rows and bytes are counted from the files now, so they include a running writer's partitions), and
         `damaged` / `missing`: partition files that cannot be read or have disappeared (see `store verify`)."""
-        state = self._read_catalog()
+        state = self.catalog()
         spec = self._spec(state, name)
         rec = state.feature_sets[name]
         out = {"name": name, "kind": spec.kind, "dtype": spec.dtype, "extras": list(spec.extras),
@@ -205,7 +213,7 @@ class Store:
 
     def runs(self) -> list[dict]:
         """Writer runs recorded in the catalog (oldest first)."""
-        return self._read_catalog().runs
+        return self.catalog().runs
 
     # ---- geometry and cross-fitting records ----------------------------------------------------------------
 
@@ -250,27 +258,27 @@ class Store:
         """Record that adapted set `name` comes with companion sets `fold_sets` (fold k's adapter never saw the
         relevés of the blocks whose fold is k); arguments as returned by `cross_fit`. Takes the writer lock."""
         if self.read_only:
-            raise BotaclipError(f"store {self.path} was opened read-only; open it with read_only=False to write")
+            raise InvalidInputError(f"store {self.path} was opened read-only; open it with read_only=False to write")
         blocks = h3vec.as_cells(blocks)
         folds = np.asarray(folds, dtype=np.int64)
         cells = np.unique(h3vec.as_cells(releve_cells))
         k = len(fold_sets)
         if k < 2 or len(set(fold_sets)) != k or name in fold_sets:
-            raise BotaclipError(f"cross-fit of {name!r} needs at least two distinct fold sets, got {fold_sets}")
+            raise InvalidInputError(f"cross-fit of {name!r} needs at least two distinct fold sets, got {fold_sets}")
         if blocks.shape != folds.shape or blocks.size == 0:
-            raise BotaclipError(f"cross-fit of {name!r}: {blocks.size} blocks but {folds.size} fold numbers")
+            raise InvalidInputError(f"cross-fit of {name!r}: {blocks.size} blocks but {folds.size} fold numbers")
         if folds.min() < 0 or folds.max() >= k or len(np.unique(blocks)) != blocks.size:
-            raise BotaclipError(f"cross-fit of {name!r}: fold numbers must be 0..{k - 1}, one per distinct block")
+            raise InvalidInputError(f"cross-fit of {name!r}: fold numbers must be 0..{k - 1}, one per distinct block")
         if not (h3vec.is_valid_cell(blocks).all() and (h3vec.get_resolution(blocks) == int(block_res)).all()):
-            raise BotaclipError(f"cross-fit of {name!r}: blocks are not H3 cells at resolution {block_res}")
+            raise InvalidInputError(f"cross-fit of {name!r}: blocks are not H3 cells at resolution {block_res}")
         if cells.size and (h3vec.get_resolution(cells) != self.resolution).any():
-            raise BotaclipError(f"cross-fit of {name!r}: relevé cells are not at the store resolution "
-                                f"{self.resolution}")
+            raise InvalidInputError(f"cross-fit of {name!r}: relevé cells are not at the store resolution "
+                                    f"{self.resolution}")
         with WriterLock(self.path):
-            state = self._read_catalog()
+            state = self.catalog()
             missing = [n for n in [name, *fold_sets] if n not in state.feature_sets]
             if missing:
-                raise BotaclipError(f"cannot record the cross-fit of {name!r}: no feature set {missing[0]!r}")
+                raise InvalidInputError(f"cannot record the cross-fit of {name!r}: no feature set {missing[0]!r}")
             state.set_record("cross_fits", name, {
                 "fold_sets": list(fold_sets), "block_res": int(block_res), "blocks": [int(b) for b in blocks],
                 "folds": [int(f) for f in folds], "releve_cells": [int(c) for c in cells],
@@ -310,6 +318,28 @@ class Store:
         _, files = self._files(name)
         return {p for p, f in files.items() if read_footer(self.path, name, f).get("complete")}
 
+    def partition_table(self, name: str, parent: int, columns: list[str] | None = None) -> pa.Table | None:
+        """The rows of partition `parent` of `name` as stored (sorted by cell, embeddings as written: int8 with
+        their scale, float16 ...; decode them with ``spec(name).decode``), or None when it has no file.
+
+        Reads that one file (only `columns` if given) without a catalog round trip: cheap enough to call once per
+        partition while a writer is busy. A StoreDamagedError names a file that cannot be read.
+        """
+        path = partition_path(self.path, name, int(parent))
+        if not path.is_file():
+            return None
+        return read_partition_table(self.path, name, path, columns)
+
+    def partition_cells(self, name: str, parent: int) -> np.ndarray:
+        """uint64 cells that partition `parent` of `name` holds on disk now, sorted (empty when it has no file).
+
+        One small read and no catalog round trip (see `partition_table`); `existing_cells(name, parent)` gives the
+        same cells after checking the catalog (it reports a catalogued partition whose file is gone)."""
+        table = self.partition_table(name, parent, ["h3"])
+        if table is None:
+            return np.zeros(0, dtype=np.uint64)
+        return np.sort(table.column("h3").to_numpy().astype(np.uint64))
+
     def existing_cells(self, name: str, parent: int | None = None) -> np.ndarray:
         """uint64 cells of `name` on disk now, sorted (only partition `parent`'s if given: one small read)."""
         _, files = self._files(name)
@@ -339,7 +369,7 @@ class Store:
             return None
         unknown = [c for c in columns if c not in spec.columns]
         if unknown:
-            raise BotaclipError(f"feature set {spec.name!r} has no columns {unknown} (columns: {list(spec.columns)})")
+            raise InvalidInputError(f"feature set {spec.name!r} has no columns {unknown} (columns: {list(spec.columns)})")
         return list(columns)
 
     def _read_file(self, path: Path, spec: FeatureSetSpec, cols: list[str] | None = None,
@@ -411,14 +441,14 @@ class Store:
         """
         spec = self.spec(name)
         if cells is not None and points is not None:
-            raise BotaclipError("give cells or points, not both")
+            raise InvalidInputError("give cells or points, not both")
         if points is not None:
             lat, lng = (np.asarray(a, dtype=np.float64) for a in points)
             if lat.shape != lng.shape or lat.ndim != 1:
-                raise BotaclipError("points must be two 1-D arrays (lat, lng) of the same length, in degrees")
+                raise InvalidInputError("points must be two 1-D arrays (lat, lng) of the same length, in degrees")
             cells, ok = h3vec.latlng_to_cell(lat, lng, self.resolution)
             if not ok.all():
-                raise BotaclipError(f"{int((~ok).sum())} points have non-finite coordinates")
+                raise InvalidInputError(f"{int((~ok).sum())} points have non-finite coordinates")
             _, found, X, extras = self._lookup(name, cells)
             return self._to_table(spec, cells, X, extras, found,
                                   prefix={"lat": pa.array(lat), "lng": pa.array(lng)})
@@ -460,7 +490,7 @@ class Store:
         try:
             out = h3vec.as_cells(cells)
         except (ValueError, TypeError) as exc:
-            raise BotaclipError(f"cells must be uint64 H3 ids or hex strings: {exc}") from None
+            raise InvalidInputError(f"cells must be uint64 H3 ids or hex strings: {exc}") from None
         return np.atleast_1d(out)
 
     # ---- SQL -----------------------------------------------------------------------------------------------
@@ -493,6 +523,6 @@ class Store:
 
         if repair:
             if self.read_only:
-                raise BotaclipError(f"store {self.path} was opened read-only; open it with read_only=False to repair")
+                raise InvalidInputError(f"store {self.path} was opened read-only; open it with read_only=False to repair")
             return repair_store(self)
         return verify_store(self)

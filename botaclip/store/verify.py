@@ -91,7 +91,7 @@ def _check_file(store: "Store", name: str, parent: int, path: Path, expected: pa
 def verify_store(store: "Store") -> VerifyReport:
     """Check a store; returns a report (never raises for a damaged store)."""
     rep = VerifyReport()
-    state = store._read_catalog()
+    state = store.catalog()
     con = connect_read_only(store.catalog_path)
     try:
         views = {r[0] for r in con.execute(
@@ -144,7 +144,7 @@ def repair_store(store: "Store") -> VerifyReport:
     the repair, with `repairs` listing what was done. Takes the writer lock (fails if a writer is running)."""
     lock = WriterLock(store.path).acquire()
     try:
-        state = store._read_catalog()
+        state = store.catalog()
         repairs = recover_swaps(store.path, {r["run_id"] for r in state.runs if r["status"] == "done"})
         before = verify_store(store)
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
@@ -167,7 +167,7 @@ def repair_store(store: "Store") -> VerifyReport:
             for name, parents in before.missing.items():
                 repairs.append(f"dropped {len(parents)} missing partition(s) of {name!r} from the catalog")
             if repairs or not before.ok:
-                state = store._read_catalog()
+                state = store.catalog()
                 for name in state.feature_sets:
                     parts = {}
                     for parent, path in partition_files(store.path, name).items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 from pathlib import Path
@@ -29,12 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from botaclip.atomic import fsync_dir
-from botaclip.errors import BotaclipError, StoreWriteError, root_cause
+from botaclip.errors import BotaclipError, InvalidInputError, StoreWriteError, param, root_cause
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
 from botaclip.store.damage import read_footer, read_partition_table
 from botaclip.store.geometry import geometry_stats
-from botaclip.store.layout import partition_files, partition_path, write_parquet_atomic
+from botaclip.store.layout import partition_files, partition_path, tmp_dir, write_parquet_atomic
 from botaclip.store.lock import WriterLock
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
 from botaclip.store.staging import link_untouched, new_stage_root, recover_swaps, swap_in
@@ -67,7 +68,7 @@ class FeatureSetWriter:
     def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False, atomic: bool = False,
                  max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES, geometry: bool = True) -> None:
         if store.read_only:
-            raise BotaclipError(f"store {store.path} was opened read-only; open it with read_only=False to write")
+            raise InvalidInputError(f"store {store.path} was opened read-only; open it with read_only=False to write")
         self.store = store
         self.spec = spec
         self.name = spec.name
@@ -79,7 +80,7 @@ class FeatureSetWriter:
         self.partitions_written = 0
         self._closed = False
         self._stage: Path | None = None
-        self.geometry = geometry
+        self._scratch: list[Path] = []
         self._lock = WriterLock(store.path).acquire()
         try:
             self._open(overwrite, atomic)
@@ -91,7 +92,7 @@ class FeatureSetWriter:
 
     def _open(self, overwrite: bool, atomic: bool) -> None:
         root = self.store.path
-        state = self.store._read_catalog()
+        state = self.store.catalog()
         try:
             # We hold the lock: finish or undo a replacement a killed writer left half-swapped, then drop the
             # leftovers of killed writers.
@@ -106,8 +107,8 @@ class FeatureSetWriter:
         if old is not None:
             why = state.spec(self.name).conflicts_with(self.spec)
             if why and not overwrite:
-                raise BotaclipError(f"feature set {self.name!r} already exists with a different {why}; "
-                                    "pass overwrite=True (CLI: --overwrite) to replace it, or choose another name")
+                raise InvalidInputError(f"feature set {self.name!r} already exists with a different {why}; "
+                                        f"pass {param('overwrite')} to replace it, or choose another name")
             replace = overwrite
         now = utcnow()
         if old is None or replace:
@@ -182,21 +183,14 @@ class FeatureSetWriter:
             if not failed and self.geometry and self.spec.is_embedding:
                 self._record_geometry()
         finally:
-            if self._stage is not None:
-                shutil.rmtree(self._stage, ignore_errors=True)
+            for d in [self._stage, *self._scratch]:
+                if d is not None:
+                    shutil.rmtree(d, ignore_errors=True)
             self._lock.release()
-
-    def _record_geometry(self, state, rows: int) -> None:
-        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
-        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
-        if stats is None:
-            state.drop_record("feature_set_geometry", self.name)
-        else:
-            state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
 
     def _record_geometry(self) -> None:
         """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
-        state = self.store._read_catalog()
+        state = self.store.catalog()
         rows = int(state.feature_sets[self.name]["rows"] or 0)
         stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
         if stats is None:
@@ -231,7 +225,7 @@ class FeatureSetWriter:
         return parts, counts
 
     def _state_with_this_set(self, data_root: Path, status: str | None):
-        state = self.store._read_catalog()
+        state = self.store.catalog()
         parts, counts = self._scan(data_root)
         state.feature_sets[self.name] = {**self._record, **counts, "updated": utcnow()}
         state.partitions[self.name] = parts
@@ -285,9 +279,23 @@ class FeatureSetWriter:
         parts = [pq.read_table(f, columns=["h3"]).column("h3").to_numpy() for f in files.values()]
         return np.sort(np.concatenate(parts).astype(np.uint64)) if parts else np.zeros(0, dtype=np.uint64)
 
+    def scratch_dir(self, prefix: str = "scratch") -> Path:
+        """A new empty directory inside the store, for partition files to be committed with `commit_file` (a Ray
+        job's worker scratch stores): on the store's filesystem, so a commit is one rename, and never seen by
+        readers. Removed when this writer closes (and by the next writer, if this process dies first)."""
+        d = tmp_dir(self.store.path) / f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            d.mkdir()
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write to store {self.store.path}: {root_cause(exc)}") from None
+        self._scratch.append(d)
+        return d
+
     def commit_file(self, parent: int, path: Path, rows: int) -> None:
         """Move a complete partition file written elsewhere on the same filesystem (a Ray worker's scratch
-        store) into this writer's place for partition `parent`, atomically."""
+        store, in a `scratch_dir`) into this writer's place for partition `parent`, atomically: one rename, then
+        the directory is synced; `rows` is the number of rows it adds (counted in the run record). Only the
+        holder of this writer commits, so a partition is never committed twice by two processes."""
         parent = int(parent)
         if self._stage is None and not self._registered:
             self._register()
@@ -307,7 +315,7 @@ class FeatureSetWriter:
     def _after_first_file(self) -> None:
         if self._stage is None and not self._view_has_files:
             # The catalog view was an empty placeholder; point it at the files now so readers see them.
-            write_catalog(self.store.catalog_path, self.store._read_catalog(), self.store.path)
+            write_catalog(self.store.catalog_path, self.store.catalog(), self.store.path)
             self._view_has_files = True
 
     # ---- writing -------------------------------------------------------------------------------------------
@@ -317,7 +325,7 @@ class FeatureSetWriter:
         or `columns` {name: float[N]} (NaN = missing); `valid_fraction` float[N] in [0, 1] (imagery kinds),
         `n_obs` int[N] (imported / covariate kinds). A cell given twice keeps its last row. Returns N."""
         if self._closed:
-            raise BotaclipError(f"writer of {self.name!r} is closed")
+            raise InvalidInputError(f"writer of {self.name!r} is closed")
         cells = self._check_cells(h3)
         n = len(cells)
         values = self._check_values(n, embedding, columns)
@@ -352,8 +360,8 @@ class FeatureSetWriter:
         """
         parent = int(parent)
         if h3vec.get_resolution(np.array([parent], np.uint64))[0] != self.store.partition_resolution:
-            raise BotaclipError(f"{parent:x} is not a cell at the partition resolution "
-                                f"{self.store.partition_resolution}; use store.partition_of(cells)")
+            raise InvalidInputError(f"{parent:x} is not a cell at the partition resolution "
+                                    f"{self.store.partition_resolution}; use store.partition_of(cells)")
         return self._flush(parent, complete=True)
 
     def flush(self) -> None:
@@ -367,13 +375,13 @@ class FeatureSetWriter:
         try:
             cells = h3vec.as_cells(h3)
         except (ValueError, TypeError) as exc:
-            raise BotaclipError(f"h3 cells for {self.name!r} are not uint64 H3 ids: {exc}") from None
+            raise InvalidInputError(f"h3 cells for {self.name!r} are not uint64 H3 ids: {exc}") from None
         if cells.ndim != 1:
-            raise BotaclipError(f"h3 must be a 1-D array of cells, got shape {cells.shape}")
+            raise InvalidInputError(f"h3 must be a 1-D array of cells, got shape {cells.shape}")
         if cells.size:
             bad = ~h3vec.is_valid_cell(cells) | (h3vec.get_resolution(cells) != self.store.resolution)
             if bad.any():
-                raise BotaclipError(
+                raise InvalidInputError(
                     f"{int(bad.sum())} of {cells.size} ids written to {self.name!r} are not valid H3 cells at the "
                     f"store resolution {self.store.resolution} (first: {int(cells[bad][0]):x})")
         return cells
@@ -382,26 +390,26 @@ class FeatureSetWriter:
         spec = self.spec
         if spec.is_embedding:
             if embedding is None or columns is not None:
-                raise BotaclipError(f"feature set {self.name!r} holds embeddings: pass embedding=float[N, {spec.dim}]")
+                raise InvalidInputError(f"feature set {self.name!r} holds embeddings: pass embedding=float[N, {spec.dim}]")
             x = np.asarray(embedding, dtype=np.float32)
             if x.shape != (n, spec.dim):
-                raise BotaclipError(f"embedding for {self.name!r} has shape {x.shape}, expected ({n}, {spec.dim})")
+                raise InvalidInputError(f"embedding for {self.name!r} has shape {x.shape}, expected ({n}, {spec.dim})")
             if not np.isfinite(x).all():
-                raise BotaclipError(f"embedding for {self.name!r} contains NaN or infinite values")
+                raise InvalidInputError(f"embedding for {self.name!r} contains NaN or infinite values")
             norms = np.linalg.norm(x, axis=1, keepdims=True)
             return x / np.where(norms > 0, norms, 1.0)
         if columns is None or embedding is not None:
-            raise BotaclipError(f"feature set {self.name!r} holds columns {list(spec.columns)}: pass columns={{...}}")
+            raise InvalidInputError(f"feature set {self.name!r} holds columns {list(spec.columns)}: pass columns={{...}}")
         missing = [c for c in spec.columns if c not in columns]
         extra = [c for c in columns if c not in spec.columns]
         if missing or extra:
-            raise BotaclipError(f"columns for {self.name!r} do not match its schema: missing {missing}, "
-                                f"unexpected {extra}")
+            raise InvalidInputError(f"columns for {self.name!r} do not match its schema: missing {missing}, "
+                                    f"unexpected {extra}")
         x = np.empty((n, len(spec.columns)), dtype=np.float32)
         for j, c in enumerate(spec.columns):
             v = np.asarray(columns[c], dtype=np.float32)
             if v.shape != (n,):
-                raise BotaclipError(f"column {c!r} has shape {v.shape}, expected ({n},)")
+                raise InvalidInputError(f"column {c!r} has shape {v.shape}, expected ({n},)")
             x[:, j] = v
         return x
 
@@ -409,10 +417,10 @@ class FeatureSetWriter:
         if value is None:
             return None
         if name not in self.spec.extras:
-            raise BotaclipError(f"a {self.spec.kind!r} feature set has no {name!r} column")
+            raise InvalidInputError(f"a {self.spec.kind!r} feature set has no {name!r} column")
         v = np.asarray(value, dtype=dtype)
         if v.shape != (n,):
-            raise BotaclipError(f"{name} has shape {v.shape}, expected ({n},)")
+            raise InvalidInputError(f"{name} has shape {v.shape}, expected ({n},)")
         return v
 
     def _relieve_memory(self) -> None:
