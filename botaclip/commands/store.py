@@ -251,8 +251,3 @@ from botaclip.commands.diagnose import diagnose as _diagnose_cmd  # noqa: E402
 
 store_group.add_command(_diagnose_cmd)
 
-
-# `botaclip store diagnose` belongs to the diagnostics area; it is a subcommand of this group.
-from botaclip.commands.diagnose import diagnose as _diagnose  # noqa: E402
-
-store_group.add_command(_diagnose)
