@@ -35,7 +35,7 @@ from botaclip.model.adapter import backbone_identity, load_checkpoint, save_chec
 from botaclip.model.dofa import RandomInitWarning
 from botaclip.model.train import RECALL_KS, TrainConfig, TrainResult, fit_botaclip
 from botaclip.model.vocabulary import SpeciesVocabulary
-from botaclip.pipeline.feature_cache import cache_features
+from botaclip.pipeline.feature_cache import CacheSettings, cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
 from botaclip.pipeline.train_config import (  # noqa: F401 - TrainOptions: the flat form, imported from here
@@ -403,8 +403,8 @@ def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress
         plots = releves.plots
         cached = cache_features(
             plots["releve_id"].tolist(), plots["lat"].to_numpy(), plots["lng"].to_numpy(), reader, embedder.embed,
-            backbone, Path(f.cache_dir) if f.cache_dir else Path(cfg.out).parent, views=f.views,
-            min_valid=f.min_valid, seed=cfg.fit.seed, batch_size=f.embed_batch_size,
+            backbone, CacheSettings(Path(f.cache_dir) if f.cache_dir else Path(cfg.out).parent, views=f.views,
+                                    min_valid=f.min_valid, seed=cfg.fit.seed, batch_size=f.embed_batch_size),
             progress=counter(progress, "relevés", "embedding chips"),
         )
     return cached, backbone

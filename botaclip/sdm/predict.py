@@ -202,7 +202,7 @@ def predictions_to_store(saved: SavedModel, store, name: str, region: Region | N
 
 
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
-                    pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
+                    pixel_m: float | None = None, *, binary: bool = False,
                     threshold: str | float | None = None, force: bool = False) -> PredictResult:
     """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
 
