@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.errors import InvalidInputError, param
 from botaclip.model.botaclip import BotaCLIP, BotaSP
 from botaclip.model.device import resolve_device
 from botaclip.model.train_config import OBJECTIVES, TrainConfig
@@ -127,7 +127,7 @@ def _check_inputs(features: np.ndarray, cover: np.ndarray, train_idx: np.ndarray
     if cover.shape[0] != features.shape[0]:
         raise ValueError(f"{features.shape[0]} feature rows but {cover.shape[0]} composition rows")
     if len(train_idx) == 0 or len(val_idx) == 0:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"need relevés in both sets: {len(train_idx)} for training, {len(val_idx)} for validation; "
             f"add relevés or change {param('val_fraction')} / {param('block_res')}"
         )
@@ -219,8 +219,8 @@ def _start_loop(model, optimizer, generator, resume: dict | None, evaluate_val: 
 def _end_epoch(loop: _Loop, model, train_metrics: dict, val_metrics: dict, patience: int) -> dict:
     """Track the best epoch and early stopping; returns (and logs in the history) the epoch's record."""
     if not math.isfinite(val_metrics["loss"]):
-        raise BotaclipError(f"training diverged at epoch {loop.epoch} (validation loss {val_metrics['loss']}); "
-                            "lower --lr")
+        raise InvalidInputError(f"training diverged at epoch {loop.epoch} (validation loss {val_metrics['loss']}); "
+                                f"lower {param('lr')}")
     if val_metrics["loss"] < loop.best_val:
         loop.best_val, loop.best_epoch, loop.bad_epochs = val_metrics["loss"], loop.epoch, 0
         loop.best_state = copy.deepcopy(model.state_dict())

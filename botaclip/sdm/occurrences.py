@@ -157,9 +157,9 @@ def _read_frame(path: Path):
     except BotaclipError:
         raise
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise BotaclipError(f"cannot read {path}: {exc}") from None
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # pyogrio / pyarrow errors have no common base
-        raise BotaclipError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        raise InvalidInputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     raise InvalidInputError(
         f"{path}: unknown occurrence file format {path.suffix or '(no suffix)'!r}; "
         "use .csv/.tsv, .parquet (GeoParquet too) or .gpkg/.geojson"
