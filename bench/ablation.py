@@ -92,7 +92,7 @@ def main() -> None:
 
     from botaclip.diagnostics import diagnose
     from botaclip.model.train import TrainConfig, fit_botaclip
-    from botaclip.pipeline.demo import score_tasks
+    from botaclip.pipeline.demo import SdmPlan, score_tasks
     from botaclip.store import Store
 
     started = time.perf_counter()
@@ -135,8 +135,8 @@ def main() -> None:
     t = time.perf_counter()
     scored = {label: n for label, n in sets.items()
               if " | seed " not in label or int(label.rsplit(" ", 1)[1]) < args.sdm_seeds}
-    scores, _ = score_tasks(store, sample, scored, seed=0, model="logistic", folds=5, plant_species=0, out=None,
-                            echo=lambda m: None, tasks=("butterflies", "soil"))
+    plan = SdmPlan(model="logistic", folds=5, plant_species=0, tasks=("butterflies", "soil"))
+    scores, _ = score_tasks(store, sample, scored, seed=0, plan=plan, out=None, echo=lambda m: None)
     print(f"SDMs (butterflies, soil): {time.perf_counter() - t:.1f} s", flush=True)
 
     def mean(d: dict) -> float:

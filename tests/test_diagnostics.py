@@ -25,7 +25,7 @@ from botaclip.diagnostics import (
 )
 from botaclip.diagnostics.neighbours import cosine_knn, unit_rows
 from botaclip.diagnostics.spatial import cluster_sample
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError
 
 
 def _clusters(n_per_class=60, n_classes=4, dim=16, spread=1.0, seed=0):
@@ -173,17 +173,18 @@ def test_read_labels_fine_cells_go_to_parent_and_bad_inputs_are_one_line(tmp_pat
     assert read_labels(tmp_path / "fine.parquet", "habitat", 10).h3.tolist() == [int(cells[3])]
 
     pd.DataFrame({"h3": [h3i.cell_to_parent(int(cells[0]), 8)], "habitat": ["a"]}).to_parquet(tmp_path / "c.parquet")
-    with pytest.raises(BotaclipError, match="coarser"):
+    with pytest.raises(InvalidInputError, match="coarser"):
         read_labels(tmp_path / "c.parquet", "habitat", 10)
-    with pytest.raises(BotaclipError, match="no column 'landcover'"):
+    with pytest.raises(InvalidInputError, match="no column 'landcover'") as err:
         read_labels(tmp_path / "fine.parquet", "landcover", 10)
+    assert err.value.params == ["label_col"]  # the CLI spells it --label-col
     pd.DataFrame({"x": [1.0], "habitat": ["a"]}).to_csv(tmp_path / "nolocation.csv", index=False)
-    with pytest.raises(BotaclipError, match="latitude/longitude"):
+    with pytest.raises(InvalidInputError, match="latitude/longitude"):
         read_labels(tmp_path / "nolocation.csv", "habitat", 10)
     pd.DataFrame({"h3": ["not-a-cell"], "habitat": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(BotaclipError, match="not an H3 cell"):
+    with pytest.raises(InvalidInputError, match="not an H3 cell"):
         read_labels(tmp_path / "bad.csv", "habitat", 10)
-    with pytest.raises(BotaclipError, match="not found"):
+    with pytest.raises(MissingFileError, match="not found"):
         read_labels(tmp_path / "missing.csv", "habitat", 10)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 from botaclip.model.adapter import load_adapter, save_checkpoint
 from botaclip.model.botaclip import BotaCLIP, ImageAdapter, ReleveEncoder
 from botaclip.model.loss import GeometryRegularizer, SigLIPLoss
@@ -206,6 +206,27 @@ def test_batch_larger_than_training_set_is_refused():
     feats, cover = _synthetic(n=100)
     with pytest.raises(BotaclipError, match="larger than the training set"):
         fit_botaclip(feats, cover, np.arange(80), np.arange(80, 100), TrainConfig(**dict(CFG, batch_size=512)))
+
+
+def test_divergence_and_empty_split_are_typed_and_name_parameters(monkeypatch):
+    import botaclip.model.train as train_mod
+
+    feats, cover = _synthetic(n=100)
+    with pytest.raises(InvalidInputError, match="need relevés in both sets") as err:
+        fit_botaclip(feats, cover, np.arange(100), np.arange(0), TrainConfig(**CFG))
+    assert err.value.params == ["val_fraction", "block_res"]
+    real = train_mod.evaluate
+    calls = []
+
+    def nan_after_baseline(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out if len(calls) == 1 else {**out, "loss": float("nan")}
+
+    monkeypatch.setattr(train_mod, "evaluate", nan_after_baseline)
+    with pytest.raises(InvalidInputError, match="training diverged at epoch 1") as err:
+        fit_botaclip(feats, cover, np.arange(80), np.arange(80, 100), TrainConfig(**dict(CFG, epochs=3)))
+    assert err.value.params == ["lr"] and str(err.value).endswith("lower lr")
 
 
 def test_recall_at_k_counts_rank_of_own_pair():

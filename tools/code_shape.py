@@ -26,26 +26,9 @@ MAX_PARAMS = 8
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "botaclip"
 
-# qualified name -> (lines, parameters) when the budget was set; each may only go down.
-DEBT: dict[str, tuple[int, int]] = {
-    "botaclip/imagery/prefetch.py:prefetch_chips": (104, 7),
-    "botaclip/model/train.py:_fit": (72, 9),
-    "botaclip/model/train.py:_loop_state": (15, 10),
-    "botaclip/pipeline/demo.py:score_tasks": (41, 11),
-    "botaclip/pipeline/demo.py:run_demo": (119, 2),
-    "botaclip/pipeline/feature_cache.py:cache_features": (81, 13),
-    "botaclip/pipeline/releves.py:read_releves": (99, 7),
-    "botaclip/sample/imagery.py:render_orthophoto": (85, 3),
-    "botaclip/sample/landscape.py:make_landscape": (134, 2),
-    "botaclip/sample/make.py:generate": (105, 5),
-    "botaclip/sample/readme.py:readme_text": (89, 5),
-    "botaclip/sample/terrain.py:_draw_layout": (94, 6),
-    "botaclip/sdm/maps.py:suitability_map": (87, 8),
-    "botaclip/sdm/occurrences.py:read_occurrences": (87, 9),
-    "botaclip/sdm/predict.py:predict_to_file": (53, 9),
-    "botaclip/store/io.py:import_table": (53, 12),
-    "botaclip/store/store.py:Store.writer": (17, 10),
-}
+# qualified name -> (lines, parameters) when the budget was set; each may only go down. Empty since issue 15:
+# every function meets the budget, so a new offender fails --check instead of joining this table.
+DEBT: dict[str, tuple[int, int]] = {}
 
 
 def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

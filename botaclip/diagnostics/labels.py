@@ -16,7 +16,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 import pandas as pd
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import InvalidInputError, MissingFileError, param
 
 LATLNG_COLUMNS = [
     ("decimalLatitude", "decimalLongitude"),
@@ -50,7 +50,7 @@ class CellLabels:
 
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise BotaclipError(f"labels file not found: {path}")
+        raise MissingFileError(f"labels file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq", ".geoparquet"):
@@ -59,8 +59,8 @@ def _read_table(path: Path) -> pd.DataFrame:
             # H3 ids exceed 2**53: read them as text so a missing value cannot turn the column into floats.
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype={"h3": str}, low_memory=False)
     except Exception as exc:  # pyarrow / pandas parse errors
-        raise BotaclipError(f"cannot read labels file {path}: {exc}") from exc
-    raise BotaclipError(f"labels file {path} is neither CSV nor Parquet; give a .csv or .parquet file")
+        raise InvalidInputError(f"cannot read labels file {path}: {exc}") from exc
+    raise InvalidInputError(f"labels file {path} is neither CSV nor Parquet; give a .csv or .parquet file")
 
 
 def _h3_column_to_int(values: pd.Series, path: Path) -> np.ndarray:
@@ -68,7 +68,7 @@ def _h3_column_to_int(values: pd.Series, path: Path) -> np.ndarray:
     if pd.api.types.is_integer_dtype(values.dtype):
         return values.to_numpy(dtype=np.uint64, na_value=0)
     if pd.api.types.is_float_dtype(values.dtype):
-        raise BotaclipError(
+        raise InvalidInputError(
             f"labels file {path}: the h3 column holds floating-point numbers, which cannot hold H3 ids exactly; "
             "write it as uint64 or as hex strings"
         )
@@ -82,7 +82,7 @@ def _h3_column_to_int(values: pd.Series, path: Path) -> np.ndarray:
         except (ValueError, TypeError):
             cell = 0
         if cell == 0 or not h3i.is_valid_cell(cell):
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"labels file {path}: row {row + 1} has h3 value {text!r}, which is not an H3 cell "
                 "(give uint64 ids or hex strings like 8a1f9e5153affff)"
             )
@@ -96,10 +96,10 @@ def _cells_at_resolution(cells: np.ndarray, resolution: int, path: Path) -> np.n
         if cell == 0:
             continue
         if not h3i.is_valid_cell(cell):
-            raise BotaclipError(f"labels file {path}: row {row + 1} has h3 value {cell}, which is not an H3 cell")
+            raise InvalidInputError(f"labels file {path}: row {row + 1} has h3 value {cell}, which is not an H3 cell")
         res = h3i.get_resolution(cell)
         if res < resolution:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"labels file {path}: row {row + 1} has an H3 cell at resolution {res}, coarser than the "
                 f"store's {resolution}; give cells at resolution {resolution} (or finer) or lat/lng points"
             )
@@ -112,14 +112,15 @@ def read_labels(path: str | Path, label_col: str = "habitat", resolution: int = 
     """Read per-cell or per-point labels and key them by H3 cell at `resolution`.
 
     Coordinates are latitude/longitude in degrees (WGS84); H3 cells finer than `resolution` are mapped to their
-    parent. Raises BotaclipError (one line) when the file, the label column or the location columns are missing.
+    parent. Raises MissingFileError when the file is missing, InvalidInputError (one line) when it cannot be
+    read or the label column or the location columns are missing.
     """
     path = Path(path)
     table = _read_table(path)
     if label_col not in table.columns:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"labels file {path} has no column {label_col!r} (columns: {', '.join(map(str, table.columns))}); "
-            "pass the right one with --label-col"
+            f"pass the right one with {param('label_col')}"
         )
     n_rows = len(table)
     if "h3" in table.columns:
@@ -127,7 +128,7 @@ def read_labels(path: str | Path, label_col: str = "habitat", resolution: int = 
     else:
         pair = next(((la, lo) for la, lo in LATLNG_COLUMNS if la in table.columns and lo in table.columns), None)
         if pair is None:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"labels file {path} has neither an 'h3' column nor latitude/longitude columns "
                 "(decimalLatitude/decimalLongitude, lat/lng, lat/lon or latitude/longitude)"
             )
@@ -136,7 +137,7 @@ def read_labels(path: str | Path, label_col: str = "habitat", resolution: int = 
         bad = np.isfinite(lat) & np.isfinite(lng) & ((np.abs(lat) > 90) | (np.abs(lng) > 180))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"labels file {path}: row {row + 1} has latitude {lat[row]}, longitude {lng[row]} outside "
                 f"[-90, 90] x [-180, 180]; are {pair[0]} and {pair[1]} swapped or projected?"
             )

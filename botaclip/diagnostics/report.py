@@ -35,7 +35,7 @@ from botaclip.diagnostics.metrics import (
 from botaclip.diagnostics.neighbours import class_similarity_sums, cosine_knn, unit_rows
 from botaclip.diagnostics.sources import FeatureSource, as_source
 from botaclip.diagnostics.spatial import cluster_sample, h3_ring1_pairs, morans_i
-from botaclip.errors import BotaclipError, InvalidInputError, MissingDependencyError, param
+from botaclip.errors import InvalidInputError, MissingDependencyError, param
 from botaclip.progress import Progress, Silent
 from botaclip.store.outputs import check_output_path
 
@@ -270,7 +270,7 @@ def _feature_set_names(source: FeatureSource, feature_sets: list[str] | None) ->
         names = sorted((n for n in available if source.kind(n) != "predictions"),
                        key=lambda n: rank.get(source.kind(n), 2))
     if not names:
-        raise BotaclipError(f"store {source.description} has no feature sets; run `botaclip index` first")
+        raise InvalidInputError(f"store {source.description} has no feature sets; run `botaclip index` first")
     unknown = [n for n in names if n not in available]
     if unknown:
         raise InvalidInputError(
@@ -310,7 +310,7 @@ def _common_cells(source: FeatureSource, names: list[str]) -> tuple[dict[str, np
     for name in names[1:]:
         common = np.intersect1d(common, cells_by_set[name], assume_unique=True)
     if common.shape[0] == 0:
-        raise BotaclipError(f"feature sets {', '.join(names)} share no cells; compare sets indexed on one region")
+        raise InvalidInputError(f"feature sets {', '.join(names)} share no cells; compare sets indexed on one region")
     return cells_by_set, common
 
 
@@ -327,7 +327,7 @@ def _draw_sample(source: FeatureSource, names: list[str], cfg: DiagnoseConfig) -
     rng = np.random.default_rng(cfg.seed)
     main_cells = _sorted_sample(population, cfg.sample, rng)
     if main_cells.shape[0] < cfg.k + 1:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"only {main_cells.shape[0]} {'labelled ' if labels is not None else ''}cells in common; "
             f"diagnostics need at least {cfg.k + 1}"
         )
@@ -351,7 +351,7 @@ def _labelled_cells(labels: CellLabels, common: np.ndarray, names: list[str], re
     """The labelled cells among ``common`` and their labels, and what the report says about the join."""
     labelled, labelled_values, n_not_in_store = _join_labels(labels, common)
     if labelled.shape[0] == 0:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"none of the {len(labels)} labelled cells in {labels.source} is in feature sets "
             f"{', '.join(names)} (store resolution {resolution}); do the labels cover the indexed region?"
         )
@@ -374,7 +374,7 @@ def _classes(labelled: tuple[np.ndarray, np.ndarray], main_cells: np.ndarray, la
     pos = np.searchsorted(labelled[0], main_cells)
     classes, codes = np.unique(labelled[1][pos], return_inverse=True)
     if classes.shape[0] < 2:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"labels column {label_col!r} has fewer than two classes on the sampled cells "
             f"(only {classes[0]!r}); label structure needs at least two"
         )

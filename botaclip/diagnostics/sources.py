@@ -11,7 +11,7 @@ from typing import Any, Mapping, Protocol
 import h3.api.basic_int as h3i
 import numpy as np
 
-from botaclip.errors import BotaclipError
+from botaclip.errors import BotaclipError, InvalidInputError
 
 
 class FeatureSource(Protocol):
@@ -57,7 +57,7 @@ class ArraySource:
             h3 = np.asarray(h3, dtype=np.uint64)
             X = np.asarray(X)
             if X.ndim != 2 or X.shape[0] != h3.shape[0]:
-                raise BotaclipError(f"feature set {name!r}: {h3.shape[0]} cells but features of shape {X.shape}")
+                raise InvalidInputError(f"feature set {name!r}: {h3.shape[0]} cells but features of shape {X.shape}")
             self._features[name] = (h3, X)
         if resolution is None:
             first = next((h3 for h3, _ in self._features.values() if h3.shape[0]), None)
@@ -127,4 +127,4 @@ def as_source(store: Any) -> FeatureSource:
         return StoreSource(store)
     if all(hasattr(store, attr) for attr in ("names", "cells", "read")):
         return store
-    raise BotaclipError(f"cannot read features from {type(store).__name__}; give a Store or {{name: (h3, X)}}")
+    raise InvalidInputError(f"cannot read features from {type(store).__name__}; give a Store or {{name: (h3, X)}}")

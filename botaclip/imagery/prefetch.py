@@ -65,6 +65,63 @@ class _Done:
         return self._chip
 
 
+def _located_cells(reader: ChipReader, partitions) -> Iterator[tuple[int, int | None, bool, list]]:
+    """(partition, cell, last of its partition, candidate windows) of each cell; (partition, None, True, []) for
+    an empty partition."""
+    for parent, cells in partitions:
+        cells = np.asarray(cells, dtype="uint64")
+        if cells.size == 0:
+            yield parent, None, True, []
+            continue
+        for start in range(0, cells.size, _LOCATE_CHUNK):
+            chunk = cells[start : start + _LOCATE_CHUNK]
+            lat, lng = cell_centres(chunk)
+            located = reader.locate(lat, lng)
+            last_index = cells.size - 1 - start
+            for j, cell in enumerate(chunk.tolist()):
+                yield parent, cell, j == last_index, located[j]
+
+
+class _Batch:
+    """The chips of the batch being assembled, and the cells skipped."""
+
+    def __init__(self) -> None:
+        self.cells: list[int] = []
+        self.chips: list[np.ndarray] = []
+        self.valid: list[float] = []
+        self.nodata: list[int] = []
+        self.outside: list[int] = []
+        self.attempted = 0
+
+    def add(self, cell: int, chip: Chip, min_valid: float, stats: PrefetchStats) -> None:
+        self.attempted += 1
+        if chip.outside:
+            self.outside.append(cell)
+        elif chip.valid_fraction < min_valid:
+            self.nodata.append(cell)
+            stats.chips_read += 1
+        else:
+            self.cells.append(cell)
+            self.chips.append(chip.data)
+            self.valid.append(chip.valid_fraction)
+            stats.chips_read += 1
+
+    def emit(self, parent: int, last: bool, reader: ChipReader) -> ChipBatch:
+        return ChipBatch(
+            partition=parent,
+            h3=np.array(self.cells, dtype="uint64"),
+            chips=(
+                np.stack(self.chips)
+                if self.chips
+                else np.zeros((0, reader.channels, reader.size_px, reader.size_px), dtype="float32")
+            ),
+            valid_fraction=np.array(self.valid, dtype="float32"),
+            nodata=np.array(self.nodata, dtype="uint64"),
+            outside=np.array(self.outside, dtype="uint64"),
+            partition_done=last,
+        )
+
+
 def prefetch_chips(
     reader: ChipReader,
     partitions: Iterable[tuple[int, np.ndarray]],
@@ -92,22 +149,8 @@ def prefetch_chips(
     stats = stats if stats is not None else PrefetchStats()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chip-reader") if workers > 0 else None
 
-    def tasks() -> Iterator[tuple[int, int | None, bool, list]]:
-        for parent, cells in partitions:
-            cells = np.asarray(cells, dtype="uint64")
-            if cells.size == 0:
-                yield parent, None, True, []
-                continue
-            for start in range(0, cells.size, _LOCATE_CHUNK):
-                chunk = cells[start : start + _LOCATE_CHUNK]
-                lat, lng = cell_centres(chunk)
-                located = reader.locate(lat, lng)
-                last_index = cells.size - 1 - start
-                for j, cell in enumerate(chunk.tolist()):
-                    yield parent, cell, j == last_index, located[j]
-
     pending: deque[tuple[int, int | None, bool, Future | _Done]] = deque()
-    source = tasks()
+    source = _located_cells(reader, partitions)
 
     def submit_next() -> bool:
         task = next(source, None)
@@ -126,12 +169,7 @@ def prefetch_chips(
     try:
         while len(pending) < ahead and submit_next():
             pass
-        ok_cells: list[int] = []
-        ok_chips: list[np.ndarray] = []
-        ok_valid: list[float] = []
-        nodata: list[int] = []
-        outside: list[int] = []
-        attempted = 0
+        batch = _Batch()
         while pending:
             parent, cell, last, fut = pending.popleft()
             submit_next()
@@ -139,33 +177,10 @@ def prefetch_chips(
             chip = fut.result()
             stats.wait_s += time.perf_counter() - t0
             if cell is not None:
-                attempted += 1
-                if chip.outside:
-                    outside.append(cell)
-                elif chip.valid_fraction < min_valid:
-                    nodata.append(cell)
-                    stats.chips_read += 1
-                else:
-                    ok_cells.append(cell)
-                    ok_chips.append(chip.data)
-                    ok_valid.append(chip.valid_fraction)
-                    stats.chips_read += 1
-            if last or attempted >= batch_size:
-                yield ChipBatch(
-                    partition=parent,
-                    h3=np.array(ok_cells, dtype="uint64"),
-                    chips=(
-                        np.stack(ok_chips)
-                        if ok_chips
-                        else np.zeros((0, reader.channels, reader.size_px, reader.size_px), dtype="float32")
-                    ),
-                    valid_fraction=np.array(ok_valid, dtype="float32"),
-                    nodata=np.array(nodata, dtype="uint64"),
-                    outside=np.array(outside, dtype="uint64"),
-                    partition_done=last,
-                )
-                ok_cells, ok_chips, ok_valid, nodata, outside = [], [], [], [], []
-                attempted = 0
+                batch.add(cell, chip, min_valid, stats)
+            if last or batch.attempted >= batch_size:
+                yield batch.emit(parent, last, reader)
+                batch = _Batch()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

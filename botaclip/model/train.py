@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.errors import InvalidInputError, param
 from botaclip.model.botaclip import BotaCLIP, BotaSP
 from botaclip.model.device import resolve_device
 from botaclip.model.train_config import OBJECTIVES, TrainConfig
@@ -127,7 +127,7 @@ def _check_inputs(features: np.ndarray, cover: np.ndarray, train_idx: np.ndarray
     if cover.shape[0] != features.shape[0]:
         raise ValueError(f"{features.shape[0]} feature rows but {cover.shape[0]} composition rows")
     if len(train_idx) == 0 or len(val_idx) == 0:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"need relevés in both sets: {len(train_idx)} for training, {len(val_idx)} for validation; "
             f"add relevés or change {param('val_fraction')} / {param('block_res')}"
         )
@@ -169,12 +169,77 @@ def fit_botaclip(
     if device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch, center)
+        return _fit(features, cover, (train_idx, val_idx), config, device, resume, on_epoch, center)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch, center) -> TrainResult:
+@dataclass
+class _Loop:
+    """Where the training loop stands (what a resume continues from)."""
+
+    history: list[dict]
+    best_state: dict
+    epoch: int
+    best_val: float
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+
+
+def _make_optimizer(model: BotaCLIP | BotaSP, config: TrainConfig) -> torch.optim.Optimizer:
+    # As open_clip: no weight decay on biases, the temperature and the SigLIP bias (0-d and 1-d parameters).
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
+         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+
+
+def _start_loop(model, optimizer, generator, resume: dict | None, evaluate_val: Callable[[], dict]
+                ) -> tuple[_Loop, dict]:
+    """The loop's starting point, fresh (after evaluating the untrained model) or from ``resume``; and the
+    untrained model's validation metrics."""
+    if resume is None:
+        baseline = evaluate_val()
+        history = [{"epoch": 0, **_loss_params(model), **{f"val_{k}": v for k, v in baseline.items()}}]
+        return _Loop(history, copy.deepcopy(model.state_dict()), epoch=0, best_val=baseline["loss"]), baseline
+    model.load_state_dict(loadable_state(resume["model"], model))
+    optimizer.load_state_dict(resume["optimizer"])
+    generator.set_state(resume["generator"])
+    history = [dict(h) for h in resume["history"]]
+    baseline = {k[4:]: v for k, v in history[0].items() if k.startswith("val_")}
+    loop = _Loop(history, loadable_state(resume["best_model"], model), epoch=int(resume["epoch"]),
+                 best_val=float(resume["best_val"]), best_epoch=int(resume["best_epoch"]),
+                 bad_epochs=int(resume["bad_epochs"]), stopped=bool(resume["stopped_early"]))
+    return loop, baseline
+
+
+def _end_epoch(loop: _Loop, model, train_metrics: dict, val_metrics: dict, patience: int) -> dict:
+    """Track the best epoch and early stopping; returns (and logs in the history) the epoch's record."""
+    if not math.isfinite(val_metrics["loss"]):
+        raise InvalidInputError(f"training diverged at epoch {loop.epoch} (validation loss {val_metrics['loss']}); "
+                                f"lower {param('lr')}")
+    if val_metrics["loss"] < loop.best_val:
+        loop.best_val, loop.best_epoch, loop.bad_epochs = val_metrics["loss"], loop.epoch, 0
+        loop.best_state = copy.deepcopy(model.state_dict())
+    else:
+        loop.bad_epochs += 1
+        loop.stopped = loop.bad_epochs >= patience
+    record = {
+        "epoch": loop.epoch,
+        **_loss_params(model),
+        **{f"train_{k}": v for k, v in train_metrics.items()},
+        **{f"val_{k}": v for k, v in val_metrics.items()},
+        "best_epoch": loop.best_epoch,
+    }
+    loop.history.append(record)
+    return record
+
+
+def _fit(features, cover, split, config, device, resume, on_epoch, center) -> TrainResult:
+    train_idx, val_idx = split
     n_views, dim = features.shape[1], features.shape[2]
     feats = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     covers = torch.from_numpy(np.ascontiguousarray(cover, dtype=np.float32)).to(device)
@@ -187,64 +252,27 @@ def _fit(features, cover, train_idx, val_idx, config, device, resume, on_epoch, 
         model.init_head_bias((covers[train_t] > 0).float().mean(dim=0))
     if not config.train_adapter:
         model.image_adapter.requires_grad_(False)
-    # As open_clip: no weight decay on biases, the temperature and the SigLIP bias (0-d and 1-d parameters).
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+    optimizer = _make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
+    loop, baseline = _start_loop(model, optimizer, generator, resume,
+                                 lambda: evaluate(model, val_feats, val_cover, config.batch_size))
 
-    if resume is None:
-        baseline = evaluate(model, val_feats, val_cover, config.batch_size)
-        history = [{"epoch": 0, **_loss_params(model), **{f"val_{k}": v for k, v in baseline.items()}}]
-        epoch, best_val, best_epoch, bad_epochs, stopped = 0, baseline["loss"], 0, 0, False
-        best_state = copy.deepcopy(model.state_dict())
-    else:
-        model.load_state_dict(loadable_state(resume["model"], model))
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["generator"])
-        history = [dict(h) for h in resume["history"]]
-        baseline = {k[4:]: v for k, v in history[0].items() if k.startswith("val_")}
-        epoch, best_val, best_epoch = int(resume["epoch"]), float(resume["best_val"]), int(resume["best_epoch"])
-        bad_epochs, stopped = int(resume["bad_epochs"]), bool(resume["stopped_early"])
-        best_state = loadable_state(resume["best_model"], model)
-
-    result = TrainResult(model, history, best_epoch, baseline, {}, stopped, {})
-    while epoch < config.epochs and not stopped:
-        epoch += 1
+    result = TrainResult(model, loop.history, loop.best_epoch, baseline, {}, loop.stopped, {})
+    while loop.epoch < config.epochs and not loop.stopped:
+        loop.epoch += 1
         train_metrics = _train_one_epoch(model, optimizer, feats, covers, train_t, n_views, config, generator)
         val_metrics = evaluate(model, val_feats, val_cover, config.batch_size)
-        if not math.isfinite(val_metrics["loss"]):
-            raise BotaclipError(f"training diverged at epoch {epoch} (validation loss {val_metrics['loss']}); "
-                                "lower --lr")
-        if val_metrics["loss"] < best_val:
-            best_val, best_epoch, bad_epochs = val_metrics["loss"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-            stopped = bad_epochs >= config.patience
-        record = {
-            "epoch": epoch,
-            **_loss_params(model),
-            **{f"train_{k}": v for k, v in train_metrics.items()},
-            **{f"val_{k}": v for k, v in val_metrics.items()},
-            "best_epoch": best_epoch,
-        }
-        history.append(record)
-        result.state = _loop_state(model, optimizer, generator, epoch, best_val, best_epoch, bad_epochs, stopped,
-                                   history, best_state)
-        result.best_epoch, result.stopped_early = best_epoch, stopped
+        record = _end_epoch(loop, model, train_metrics, val_metrics, config.patience)
+        result.state = _loop_state(model, optimizer, generator, loop)
+        result.best_epoch, result.stopped_early = loop.best_epoch, loop.stopped
         if on_epoch is not None:
             on_epoch(record, result)
 
     if not result.state:
-        result.state = _loop_state(model, optimizer, generator, epoch, best_val, best_epoch, bad_epochs, stopped,
-                                   history, best_state)
-    model.load_state_dict(best_state)
-    result.best = {k[4:]: v for k, v in history[best_epoch].items() if k.startswith("val_")}
-    result.best_epoch, result.stopped_early = best_epoch, stopped
+        result.state = _loop_state(model, optimizer, generator, loop)
+    model.load_state_dict(loop.best_state)
+    result.best = {k[4:]: v for k, v in loop.history[loop.best_epoch].items() if k.startswith("val_")}
+    result.best_epoch, result.stopped_early = loop.best_epoch, loop.stopped
     return result
 
 
@@ -273,18 +301,17 @@ def _loss_params(model: BotaCLIP | BotaSP) -> dict[str, float]:
     return {"temperature": model.siglip.temperature, "bias": model.siglip.bias}
 
 
-def _loop_state(model, optimizer, generator, epoch, best_val, best_epoch, bad_epochs, stopped, history,
-                best_state) -> dict:
+def _loop_state(model, optimizer, generator, loop: _Loop) -> dict:
     """Everything needed to continue the loop, as tensors, numbers, lists and dicts only."""
     return {
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": copy.deepcopy(optimizer.state_dict()),
         "generator": generator.get_state(),
-        "epoch": int(epoch),
-        "best_val": float(best_val),
-        "best_epoch": int(best_epoch),
-        "bad_epochs": int(bad_epochs),
-        "stopped_early": bool(stopped),
-        "history": [dict(h) for h in history],
-        "best_model": {k: v.detach().cpu().clone() for k, v in best_state.items()},
+        "epoch": int(loop.epoch),
+        "best_val": float(loop.best_val),
+        "best_epoch": int(loop.best_epoch),
+        "bad_epochs": int(loop.bad_epochs),
+        "stopped_early": bool(loop.stopped),
+        "history": [dict(h) for h in loop.history],
+        "best_model": {k: v.detach().cpu().clone() for k, v in loop.best_state.items()},
     }

@@ -207,9 +207,19 @@ def truth_correlations(result, truth, group: str, labels_of: dict[str, str]
     return out, example
 
 
-def score_tasks(store, sample, names: dict[str, str], seed: int, model: str, folds: int, plant_species: int,
-                out: Path | None, echo: Callable[[str], None], tasks: tuple[str, ...] = tuple(TASKS),
-                occurrences: dict | None = None) -> tuple[dict[str, dict], dict | None]:
+@dataclass(frozen=True)
+class SdmPlan:
+    """Which SDMs :func:`score_tasks` fits: the model, the number of CV folds, how many plant species (0: all) and
+    which tasks."""
+
+    model: str = "logistic"
+    folds: int = 5
+    plant_species: int = 15
+    tasks: tuple[str, ...] = tuple(TASKS)
+
+
+def score_tasks(store, sample, names: dict[str, str], seed: int, plan: SdmPlan, out: Path | None,
+                echo: Callable[[str], None], occurrences: dict | None = None) -> tuple[dict[str, dict], dict | None]:
     """The SDM comparison of one seed: for each task, per-species CV scores (headline metric) and out-of-fold
     rho with the true suitability, keyed by ``names`` (label -> store feature set).
 
@@ -223,15 +233,15 @@ def score_tasks(store, sample, names: dict[str, str], seed: int, model: str, fol
     labels_of = {v: k for k, v in names.items()}
     result_tasks: dict[str, dict] = {}
     plant_example = None
-    for task in tasks:
+    for task in plan.tasks:
         attr, kind, metric, group = TASKS[task]
         path = getattr(sample, attr)
         occ = (occurrences or {}).get(task) or read_occurrences(path)
-        species = _plant_subset(path, plant_species) if task == "plants" else None
+        species = _plant_subset(path, plan.plant_species) if task == "plants" else None
         echo(f"  {task} (seed {seed}): {kind}, {METRIC_LABELS[metric]}")
         # Only TSS needs a threshold chosen out of sample (inner CV: 3 more fits per fold); where the headline is
         # threshold-free (Boyce, Spearman) a fixed 0.5 saves that time (the written reports say which rule).
-        result = compare(store, occ, list(names.values()), species=species, kind=kind, models=[model], folds=folds,
+        result = compare(store, occ, list(names.values()), species=species, kind=kind, models=[plan.model], folds=plan.folds,
                          threshold="maxtss" if metric == "tss" else 0.5, seed=seed,
                          out=None if out is None else out / f"sdm_{task}_s{seed}")
         scores: dict[str, dict[str, float]] = {label: {} for label in names}
@@ -250,13 +260,9 @@ def score_tasks(store, sample, names: dict[str, str], seed: int, model: str, fol
     return result_tasks, plant_example
 
 
-def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoReport:
-    """Run the whole pipeline on the sample region into `options.out`; returns the report (also written)."""
-    from botaclip.pipeline.index import run_index
-    from botaclip.pipeline.train import TrainOptions, train_botaclip
-    from botaclip.sample import SampleRegion, make_sample
-    from botaclip.sdm import read_occurrences
-    from botaclip.store import Store
+def _check_options(options: DemoOptions) -> Path:
+    """Refuse bad options now rather than after the sample region is built; returns the output folder."""
+    from botaclip.imagery.chips import MAX_SIZE_PX
 
     if options.seeds < 1:
         raise InvalidInputError(f"{param('seeds')} must be at least 1, got {options.seeds}")
@@ -265,28 +271,18 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"{param('out')} {out} is a file; give a folder for the demo's outputs")
-    from botaclip.imagery.chips import MAX_SIZE_PX
-
-    # Refused now rather than after the sample region is built.
     if options.seed < 0 or not 1 <= options.size_px <= MAX_SIZE_PX:
         raise InvalidInputError(f"{param('seed')} must be 0 or more and {param('size_px')} between 1 and {MAX_SIZE_PX}; got "
                                 f"{options.seed} and {options.size_px}")
-    make_output_dir(out, what=param("out"))
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    seeds = list(range(options.seed, options.seed + options.seeds))
+    return out
 
-    def step(name: str, message: str):
-        echo(f"[{time.perf_counter() - started:6.1f}s] {message}")
-        seconds[name] = time.perf_counter()
 
-    def done(name: str) -> None:
-        seconds[name] = round(time.perf_counter() - seconds[name], 2)
+def _sample_region(options: DemoOptions, sample_dir: Path):
+    """The demo's sample region: reused when a rerun finds one built with the same parameters."""
+    from botaclip.sample import SampleRegion, make_sample
 
-    step("sample", f"1/6 sample region ({options.size_km:g} km, {options.plots} relevés, seed {options.seed})")
-    sample_dir = out / "sample"
     wanted = (options.seed, float(options.size_km), options.plots)
-    try:  # a rerun reuses the sample region it built, when built with the same parameters
+    try:
         sample = SampleRegion.open(sample_dir)
         meta = sample.metadata()
         reuse = (meta.get("seed"), float(meta.get("size_km", -1)), meta.get("plots")) == wanted
@@ -295,23 +291,31 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     if not reuse:
         sample = make_sample(sample_dir, seed=options.seed, size_km=options.size_km, plots=options.plots,
                              overwrite=sample_dir.exists())
-    done("sample")
+    return sample
+
+
+def _training_summary(objective: str, report) -> dict:
+    return {
+        "objective": objective, "releves_used": report.n_releves, "train": report.n_train,
+        "val": report.n_val, "vocabulary": report.vocabulary_size, "best_epoch": report.best_epoch,
+        "untrained": report.baseline, "trained": report.best, "seconds_cache": round(report.seconds_cache, 2),
+        "seconds_full": round(report.seconds_train, 2), "seconds_folds": round(report.seconds_folds, 2),
+        "folds": [{k: f[k] for k in ("fold", "n_train", "n_val", "n_held_out", "best", "seconds")}
+                  for f in report.folds],
+    }
+
+
+def _train_adapters(options: DemoOptions, sample, out: Path, common: dict, echo: Callable[[str], None]) -> dict:
+    """Train BotaSP and BotaCLIP for each seed and index the region with each adapter; returns their summaries."""
+    from botaclip.pipeline.index import run_index
+    from botaclip.pipeline.train import TrainOptions, train_botaclip
 
     store_dir = out / "store"
-    step("index", f"2/6 index the region with {options.backbone} "
-                  f"({'weights ' + options.weights if options.weights else 'RANDOM INIT: no --weights given'})")
-    common = dict(backbone=options.backbone, weights=options.weights, chip_m=options.chip_m, size_px=options.size_px,
-                  bands="rgbn", device=options.device, workers=options.workers, seed=options.seed, echo=echo)
-    index_summary = run_index(str(sample.region_geojson), [str(sample.ortho)], store_dir, name=BACKBONE_SET, **common)
-    done("index")
-
-    step("train", f"3/6 train BotaSP and BotaCLIP, each cross-fitted on {options.folds} folds of relevé blocks, "
-                  f"for seed(s) {', '.join(map(str, seeds))}; derive their feature sets from the stored backbone set")
     training: dict[str, dict] = {}
     quiet = _indented(echo, skip=("epoch ", "embedding chips", "warning: "))
     block_res = options.block_res if options.block_res is not None else releve_block_res(sample.releves, options.folds)
     (out / "adapters").mkdir(exist_ok=True)
-    for seed in seeds:
+    for seed in range(options.seed, options.seed + options.seeds):
         for objective, base in OBJECTIVE_SETS.items():
             adapter_path = out / "adapters" / f"{base}_s{seed}.pt"
             echo(f"  {SET_LABELS[base]}, seed {seed}")
@@ -325,28 +329,65 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
             # The adapter was just (re)trained, so sets left by an earlier run are replaced, never mixed.
             run_index(str(sample.region_geojson), [str(sample.ortho)], store_dir, name=seed_set(base, seed),
                       adapter=str(adapter_path), overwrite=True, **{**common, "echo": quiet})
-            training[f"{base}_s{seed}"] = {
-                "objective": objective, "releves_used": report.n_releves, "train": report.n_train,
-                "val": report.n_val, "vocabulary": report.vocabulary_size, "best_epoch": report.best_epoch,
-                "untrained": report.baseline, "trained": report.best, "seconds_cache": round(report.seconds_cache, 2),
-                "seconds_full": round(report.seconds_train, 2), "seconds_folds": round(report.seconds_folds, 2),
-                "folds": [{k: f[k] for k in ("fold", "n_train", "n_val", "n_held_out", "best", "seconds")}
-                          for f in report.folds],
-            }
+            training[f"{base}_s{seed}"] = _training_summary(objective, report)
+    return training
+
+
+def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[[str], None]):
+    """SDM scores of every training seed, aggregated; and the plant example for the maps."""
+    from botaclip.sdm import read_occurrences
+
+    occurrences = {task: read_occurrences(getattr(sample, TASKS[task][0])) for task in TASKS}
+    plan = SdmPlan(model=options.model, folds=options.folds, plant_species=options.plant_species)
+    per_seed: dict[int, dict] = {}
+    plant_example = None
+    for seed in range(options.seed, options.seed + options.seeds):
+        names = {base: seed_set(base, seed) for base in COMPARED}
+        per_seed[seed], example = score_tasks(store, sample, names, seed, plan, out / "sdm", echo,
+                                              occurrences=occurrences)
+        plant_example = plant_example or example
+    return _aggregate(per_seed), plant_example
+
+
+def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoReport:
+    """Run the whole pipeline on the sample region into `options.out`; returns the report (also written)."""
+    from botaclip.pipeline.index import run_index
+    from botaclip.store import Store
+
+    out = _check_options(options)
+    make_output_dir(out, what=param("out"))
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    seeds = list(range(options.seed, options.seed + options.seeds))
+
+    def step(name: str, message: str):
+        echo(f"[{time.perf_counter() - started:6.1f}s] {message}")
+        seconds[name] = time.perf_counter()
+
+    def done(name: str) -> None:
+        seconds[name] = round(time.perf_counter() - seconds[name], 2)
+
+    step("sample", f"1/6 sample region ({options.size_km:g} km, {options.plots} relevés, seed {options.seed})")
+    sample = _sample_region(options, out / "sample")
+    done("sample")
+
+    store_dir = out / "store"
+    step("index", f"2/6 index the region with {options.backbone} "
+                  f"({'weights ' + options.weights if options.weights else 'RANDOM INIT: no --weights given'})")
+    common = dict(backbone=options.backbone, weights=options.weights, chip_m=options.chip_m, size_px=options.size_px,
+                  bands="rgbn", device=options.device, workers=options.workers, seed=options.seed, echo=echo)
+    index_summary = run_index(str(sample.region_geojson), [str(sample.ortho)], store_dir, name=BACKBONE_SET, **common)
+    done("index")
+
+    step("train", f"3/6 train BotaSP and BotaCLIP, each cross-fitted on {options.folds} folds of relevé blocks, "
+                  f"for seed(s) {', '.join(map(str, seeds))}; derive their feature sets from the stored backbone set")
+    training = _train_adapters(options, sample, out, common, echo)
     done("train")
 
     step("sdm", f"4/6 species distribution models: raw backbone, BotaSP and BotaCLIP on identical spatial folds, "
                 f"{len(seeds)} seed(s)")
     store = Store.open(store_dir, read_only=True)
-    occurrences = {task: read_occurrences(getattr(sample, TASKS[task][0])) for task in TASKS}
-    per_seed: dict[int, dict] = {}
-    plant_example = None
-    for seed in seeds:
-        names = {base: seed_set(base, seed) for base in COMPARED}
-        per_seed[seed], example = score_tasks(store, sample, names, seed, options.model, options.folds,
-                                              options.plant_species, out / "sdm", echo, occurrences=occurrences)
-        plant_example = plant_example or example
-    tasks = _aggregate(per_seed)
+    tasks, plant_example = _score_seeds(store, sample, options, out, echo)
     done("sdm")
 
     step("report", "5/6 embedding diagnostics (centred cosine; seed "

@@ -147,6 +147,27 @@ def _save(path: Path, key: dict, rows: dict[str, np.ndarray], skipped: dict[str,
     ), suffix=".npz")
 
 
+@dataclass(frozen=True)
+class CacheSettings:
+    """Where the feature cache lives and how its chips are embedded.
+
+    Args:
+        cache_dir: folder of the cache file.
+        views: K, the number of views per chip (1 = no augmentation).
+        min_valid: relevés whose chip has a smaller fraction of valid pixels are skipped.
+        seed: seed of the augmentations.
+        batch_size: chips per backbone forward (each relevé contributes K chips).
+        workers: threads reading chips.
+    """
+
+    cache_dir: str | os.PathLike
+    views: int = 1
+    min_valid: float = 0.8
+    seed: int = 0
+    batch_size: int = 64
+    workers: int = 2
+
+
 def cache_features(
     releve_ids: Sequence[str],
     lat: np.ndarray,
@@ -154,12 +175,7 @@ def cache_features(
     reader,
     embed: Callable[[np.ndarray], np.ndarray],
     backbone: dict,
-    cache_dir: str | os.PathLike,
-    views: int = 1,
-    min_valid: float = 0.8,
-    seed: int = 0,
-    batch_size: int = 64,
-    workers: int = 2,
+    settings: CacheSettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> CachedFeatures:
     """Backbone embeddings of each relevé's chip, from the cache where present, computed (and cached) otherwise.
@@ -169,20 +185,17 @@ def cache_features(
         reader: a :class:`botaclip.imagery.chips.ChipReader` (chip size, bands, imagery).
         embed: chips [B, C, H, W] float32 (normalised) -> unit-normalised embeddings [B, D] (the frozen backbone).
         backbone: identity of the backbone: {name, dim, sha256} (sha256 or "random-init:seed=S").
-        cache_dir: folder of the cache file.
-        views: K, the number of views per chip (1 = no augmentation).
-        min_valid: relevés whose chip has a smaller fraction of valid pixels are skipped.
-        seed: seed of the augmentations.
-        batch_size: chips per backbone forward (each relevé contributes K chips).
+        settings: cache folder, views, valid-fraction threshold, seed, batch size (:class:`CacheSettings`).
         progress: called with (relevés done, relevés to embed).
     """
+    views, min_valid, seed = settings.views, settings.min_valid, settings.seed
     if views < 1:
         raise InvalidInputError(f"{param('views')} must be at least 1, got {views}")
     if not 0 <= min_valid <= 1:
         raise InvalidInputError(f"{param('min_valid')} must be between 0 and 1, got {min_valid}")
     ids = [str(r) for r in releve_ids]
     key = cache_key(backbone, reader.describe(), views, min_valid, seed)
-    path = cache_path(cache_dir, key)
+    path = cache_path(settings.cache_dir, key)
     rows, skipped = _load(path, key)
     todo = [i for i, rid in enumerate(ids) if rid not in rows and rid not in skipped]
     dim = int(backbone["dim"])
@@ -190,29 +203,15 @@ def cache_features(
     if todo:
         lat_t, lng_t = np.asarray(lat, dtype=float)[todo], np.asarray(lng, dtype=float)[todo]
         located = reader.locate(lat_t, lng_t)
-        per_batch = max(1, batch_size // views)
+        per_batch = max(1, settings.batch_size // views)
         done = 0
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
             for start in range(0, len(todo), per_batch):
                 chunk = list(range(start, min(start + per_batch, len(todo))))
                 chips = list(pool.map(lambda j: reader.read_located(located[j]), chunk))
-                stack, owners = [], []
-                for j, chip in zip(chunk, chips, strict=True):
-                    rid = ids[todo[j]]
-                    if chip.outside:
-                        skipped[rid] = SKIP_OUTSIDE
-                    elif chip.valid_fraction < min_valid:
-                        skipped[rid] = SKIP_INVALID
-                    else:
-                        stack.append(augment_views(chip.data, views, _view_rng(seed, rid)))
-                        owners.append(rid)
+                stack, owners = _sort_chips([ids[todo[j]] for j in chunk], chips, settings, skipped)
                 if stack:
-                    batch = np.concatenate(stack)
-                    emb = np.asarray(embed(batch), dtype=np.float32).reshape(len(owners), views, -1)
-                    if emb.shape[-1] != dim:
-                        raise BotaclipError(f"backbone returned {emb.shape[-1]}-d embeddings, expected {dim}")
-                    for rid, e in zip(owners, emb, strict=True):
-                        rows[rid] = e
+                    _embed_stack(embed, stack, owners, (views, dim), rows)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(todo))
@@ -228,3 +227,27 @@ def cache_features(
         computed=len(todo),
         key=key,
     )
+
+
+def _sort_chips(rids: list[str], chips: list, settings: CacheSettings, skipped: dict) -> tuple[list, list]:
+    """The augmented views of the chips worth embedding and their relevés; the others go to ``skipped``."""
+    stack, owners = [], []
+    for rid, chip in zip(rids, chips, strict=True):
+        if chip.outside:
+            skipped[rid] = SKIP_OUTSIDE
+        elif chip.valid_fraction < settings.min_valid:
+            skipped[rid] = SKIP_INVALID
+        else:
+            stack.append(augment_views(chip.data, settings.views, _view_rng(settings.seed, rid)))
+            owners.append(rid)
+    return stack, owners
+
+
+def _embed_stack(embed, stack: list, owners: list[str], shape: tuple[int, int], rows: dict) -> None:
+    """Embed the stacked views and store each relevé's [views, dim] embeddings in ``rows``."""
+    views, dim = shape
+    emb = np.asarray(embed(np.concatenate(stack)), dtype=np.float32).reshape(len(owners), views, -1)
+    if emb.shape[-1] != dim:
+        raise BotaclipError(f"backbone returned {emb.shape[-1]}-d embeddings, expected {dim}")
+    for rid, e in zip(owners, emb, strict=True):
+        rows[rid] = e

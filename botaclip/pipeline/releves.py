@@ -199,23 +199,43 @@ def read_releves(
     if ids.isin(["<NA>", "nan", "None"]).any():
         raise InvalidInputError(f"empty relevé id in column {rid!r} of {path}")
 
-    skipped: dict[str, int] = {}
     if layout == "long":
-        values = _numeric(df[cover], cover, path) if cover else pd.Series(1.0, index=df.index)
-        long = pd.DataFrame({"releve_id": ids, "species": df[species].astype("string"), "cover": values})
-        long = long[long["species"].notna() & (long["species"].str.strip() != "")]
-        long = long[long["cover"].fillna(0) > 0].reset_index(drop=True)
-        long["species"] = long["species"].astype(str)
+        long = _long_layout(df, ids, species, cover, path)
     else:
-        species_cols = [c for c in df.columns if str(c) not in _NON_SPECIES and c != rid]
-        if not species_cols:
-            raise InvalidInputError(f"missing species columns in {path}: a wide table needs one column per species")
-        matrix = pd.DataFrame({c: _numeric(df[c], str(c), path) for c in species_cols}).fillna(0.0)
-        matrix.insert(0, "releve_id", ids.to_numpy())
-        long = matrix.melt(id_vars="releve_id", var_name="species", value_name="cover")
-        long = long[long["cover"] > 0].reset_index(drop=True)
-        long["species"] = long["species"].astype(str)
+        long = _wide_layout(df, ids, rid, path)
+    coords = _plot_coordinates(df, ids, path, plots, id_col, crs)
+    table, long, skipped = _usable(ids, coords, long)
+    if len(table) == 0:
+        raise InvalidInputError(f"no usable relevé in {path}: {_format_counts(skipped) or 'empty table'}")
+    return Releves(plots=table[["releve_id", "lat", "lng"]], long=long, skipped=skipped, source=str(path))
 
+
+def _long_layout(df: pd.DataFrame, ids: pd.Series, species: str, cover: str | None, path) -> pd.DataFrame:
+    """(releve_id, species, cover) rows of a long table: one row per species of a relevé (cover 1 if none)."""
+    values = _numeric(df[cover], cover, path) if cover else pd.Series(1.0, index=df.index)
+    long = pd.DataFrame({"releve_id": ids, "species": df[species].astype("string"), "cover": values})
+    long = long[long["species"].notna() & (long["species"].str.strip() != "")]
+    long = long[long["cover"].fillna(0) > 0].reset_index(drop=True)
+    long["species"] = long["species"].astype(str)
+    return long
+
+
+def _wide_layout(df: pd.DataFrame, ids: pd.Series, rid: str, path) -> pd.DataFrame:
+    """(releve_id, species, cover) rows of a wide table: one column per species."""
+    species_cols = [c for c in df.columns if str(c) not in _NON_SPECIES and c != rid]
+    if not species_cols:
+        raise InvalidInputError(f"missing species columns in {path}: a wide table needs one column per species")
+    matrix = pd.DataFrame({c: _numeric(df[c], str(c), path) for c in species_cols}).fillna(0.0)
+    matrix.insert(0, "releve_id", ids.to_numpy())
+    long = matrix.melt(id_vars="releve_id", var_name="species", value_name="cover")
+    long = long[long["cover"] > 0].reset_index(drop=True)
+    long["species"] = long["species"].astype(str)
+    return long
+
+
+def _plot_coordinates(df: pd.DataFrame, ids: pd.Series, path, plots, id_col: str | None,
+                      crs: str | None) -> pd.DataFrame:
+    """(releve_id, lat, lng) of each relevé, from the plots table when given, else from the relevé table."""
     if plots is not None:
         pdf = read_table(plots)
         prid = _find(pdf.columns, ID_COLUMNS, id_col if id_col in pdf.columns else None, "relevé id", plots)
@@ -236,8 +256,14 @@ def read_releves(
                 f"(or latitude/longitude, a geometry, or x/y with {param('crs')}), or give a plots table with {param('plots')}"
             )
         coords.insert(0, "releve_id", ids.to_numpy())
-    coords = coords.drop_duplicates("releve_id", keep="first")
+    return coords.drop_duplicates("releve_id", keep="first")
 
+
+def _usable(ids: pd.Series, coords: pd.DataFrame, long: pd.DataFrame
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """The relevés with valid coordinates and at least one species, their species rows, and how many were
+    skipped for each reason."""
+    skipped: dict[str, int] = {}
     all_ids = pd.Index(pd.unique(ids))
     table = pd.DataFrame({"releve_id": all_ids}).merge(coords, on="releve_id", how="left")
     no_coords = table["lat"].isna() | table["lng"].isna()
@@ -252,9 +278,7 @@ def read_releves(
         skipped["no species"] = int((~has_species).sum())
     table = table[has_species].reset_index(drop=True)
     long = long[long["releve_id"].isin(set(table["releve_id"]))].reset_index(drop=True)
-    if len(table) == 0:
-        raise InvalidInputError(f"no usable relevé in {path}: {_format_counts(skipped) or 'empty table'}")
-    return Releves(plots=table[["releve_id", "lat", "lng"]], long=long, skipped=skipped, source=str(path))
+    return table, long, skipped
 
 
 def _format_counts(counts: dict[str, int]) -> str:

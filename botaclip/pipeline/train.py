@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from botaclip.config import build
-from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.errors import InvalidInputError, param
 from botaclip.model.adapter import backbone_identity, load_checkpoint, save_checkpoint
 from botaclip.model.dofa import RandomInitWarning
 from botaclip.model.train import RECALL_KS, TrainConfig, TrainResult, fit_botaclip
 from botaclip.model.vocabulary import SpeciesVocabulary
-from botaclip.pipeline.feature_cache import cache_features
+from botaclip.pipeline.feature_cache import CacheSettings, cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
 from botaclip.pipeline.train_config import (  # noqa: F401 - TrainOptions: the flat form, imported from here
@@ -160,7 +160,7 @@ def store_center(store_path: str, backbone: dict, feature_set: str | None = None
                     rows += len(X)
                 mean = total / max(rows, 1)
             if rows == 0:
-                raise BotaclipError(f"backbone feature set {name!r} of {store_path} is empty; index it first")
+                raise InvalidInputError(f"backbone feature set {name!r} of {store_path} is empty; index it first")
             return mean.astype(np.float32), {"source": "store", "store": str(store.path), "feature_set": name,
                                              "rows": int(rows)}
         if feature_set:
@@ -169,10 +169,10 @@ def store_center(store_path: str, backbone: dict, feature_set: str | None = None
                 f"{spec.provenance.get('size_px')} px), not {backbone['name']} ({backbone['sha256']}, "
                 f"{backbone['size_px']} px)")
             raise InvalidInputError(f"{param('center_set')} {name!r} of {store_path} cannot centre this adapter: {why}")
-    raise BotaclipError(
+    raise InvalidInputError(
         f"no backbone feature set in {store_path} was made with {backbone['name']} ({backbone['sha256']}) at "
-        f"{backbone['size_px']} px and {backbone['chip_m']:g} m chips; index one with the same --backbone, --weights, "
-        "--size-px and --chip-m, or name it with --center-set"
+        f"{backbone['size_px']} px and {backbone['chip_m']:g} m chips; index one with the same {param('backbone')}, "
+        f"{param('weights')}, {param('size_px')} and {param('chip_m')}, or name it with {param('center_set')}"
     )
 
 
@@ -298,7 +298,7 @@ def train_botaclip(config: TrainJobConfig | None = None, echo: Callable[[str], N
     for reason, n in cached.skipped_counts().items():
         skipped[reason] = skipped.get(reason, 0) + n
     if not cached.releve_ids:
-        raise BotaclipError(
+        raise InvalidInputError(
             f"no relevé inside the imagery: all {len(releves.plots)} relevés of {cfg.releves} are outside "
             f"{', '.join(cfg.imagery)} or have less than {cfg.features.min_valid:.0%} valid pixels; check the "
             "coordinates (lat/lng, CRS) and the imagery extent"
@@ -403,8 +403,8 @@ def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress
         plots = releves.plots
         cached = cache_features(
             plots["releve_id"].tolist(), plots["lat"].to_numpy(), plots["lng"].to_numpy(), reader, embedder.embed,
-            backbone, Path(f.cache_dir) if f.cache_dir else Path(cfg.out).parent, views=f.views,
-            min_valid=f.min_valid, seed=cfg.fit.seed, batch_size=f.embed_batch_size,
+            backbone, CacheSettings(Path(f.cache_dir) if f.cache_dir else Path(cfg.out).parent, views=f.views,
+                                    min_valid=f.min_valid, seed=cfg.fit.seed, batch_size=f.embed_batch_size),
             progress=counter(progress, "relevés", "embedding chips"),
         )
     return cached, backbone

@@ -172,6 +172,20 @@ _HALO = max(r for r, _, _ in _SHADOW_STEPS) + 1
 _CHUNK_ROWS = 100  # rows rendered at a time: temporaries stay in cache
 
 
+def _height_rows(land: Landscape, micro_lut: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Height field of rows r0..r1 with a halo (one row above, shadow reach below); boulders and tussocks add
+    micro-relief."""
+    n = land.grid.n
+    rows = r1 - r0
+    h0, h1 = max(r0 - 1, 0), min(r1 + _HALO, n)
+    height = np.zeros((rows + 1 + _HALO, n), dtype=np.float32)
+    block = land.canopy[h0:h1] + micro_lut[land.surface[h0:h1]] * land.textures.crowns[h0:h1]
+    height[h0 - (r0 - 1) : h0 - (r0 - 1) + (h1 - h0)] = block
+    if r0 == 0:
+        height[0] = height[1]
+    return height
+
+
 def render_orthophoto(rng: np.random.Generator, land: Landscape, valid: np.ndarray) -> np.ndarray:
     """Render the (4, n, n) uint8 orthophoto (R, G, B, NIR); no-data pixels 0, valid pixels 1..255."""
     grid = land.grid
@@ -201,14 +215,7 @@ def render_orthophoto(rng: np.random.Generator, land: Landscape, valid: np.ndarr
         rows = r1 - r0
         s = surface[r0:r1]
 
-        # Height field with a halo (one row above, shadow reach below); boulders and tussocks add micro-relief.
-        h0, h1 = max(r0 - 1, 0), min(r1 + _HALO, n)
-        height = np.zeros((rows + 1 + _HALO, n), dtype=np.float32)
-        block = land.canopy[h0:h1] + micro_lut[surface[h0:h1]] * tex.crowns[h0:h1]
-        height[h0 - (r0 - 1) : h0 - (r0 - 1) + (h1 - h0)] = block
-        if r0 == 0:
-            height[0] = height[1]
-        light, shadow = _shade(height, rows)
+        light, shadow = _shade(_height_rows(land, micro_lut, r0, r1), rows)
         light *= terrain_light.rows(r0, r1)
 
         texture = np.ones((rows, n), dtype=np.float32)

@@ -120,16 +120,19 @@ def _crown_profile(bumps: np.ndarray, base: float) -> np.ndarray:
     return profile
 
 
-def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
-    """Build the whole world for one seed: relief, layout, moisture, nutrients, habitats and canopy."""
-    terrain = make_terrain(rng, grid)
-    layout = terrain.layout
-    nc, n = grid.nc, grid.n
-    dem = terrain.dem
-    slope, aspect, grad_east, grad_north = slope_aspect(dem, grid.size_m)
+@dataclass
+class _Coarse:
+    """Coarse masks and distances from the vector layout."""
 
-    # --- coarse masks and distances -------------------------------------------------------------------
-    ct = grid.coarse_transform
+    pistes: np.ndarray  # smoothed ski-piste mask
+    water_distance: np.ndarray
+    settle_distance: np.ndarray
+    road_distance: np.ndarray
+
+
+def _coarse_distances(layout, grid: Grid) -> _Coarse:
+    """Rasterise water, settlements, roads and pistes on the coarse grid, and the distances to them."""
+    nc, ct = grid.nc, grid.coarse_transform
     water_shapes = [(lake, 1) for lake in layout.lakes] + [(layout.river.buffer(6.0), 1)]
     water_shapes += [(s.buffer(1.5), 1) for s in layout.streams]
     water = _burn(water_shapes, (nc, nc), ct, all_touched=True).astype(bool)
@@ -138,28 +141,35 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
     road_lines = layout.roads + layout.tracks
     roads = _burn([(line.buffer(w / 2), 1) for line, w in road_lines], (nc, nc), ct, all_touched=True).astype(bool)
     pistes = _burn([(line.buffer(w / 2), 1) for line, w in layout.pistes], (nc, nc), ct).astype(np.float32)
-    pistes = ndimage.gaussian_filter(pistes, 1.0)
-    water_distance = _distance_m(water)
-    settle_distance = _distance_m(settled)
-    road_distance = _distance_m(roads)
+    return _Coarse(
+        pistes=ndimage.gaussian_filter(pistes, 1.0),
+        water_distance=_distance_m(water),
+        settle_distance=_distance_m(settled),
+        road_distance=_distance_m(roads),
+    )
 
-    # --- moisture: convergence, water nearby, ravines, flat ground, shade, altitude, and chance ---------
+
+def _moisture(rng: np.random.Generator, grid: Grid, terrain: Terrain, slope, aspect, coarse: _Coarse) -> np.ndarray:
+    """Moisture: convergence, water nearby, ravines, flat ground, shade, altitude, and chance."""
+    dem, nc = terrain.dem, grid.nc
     smooth_dem = ndimage.gaussian_filter(dem.astype(np.float64), max(2.0, 0.008 * nc), mode="nearest")
     convergence = ndimage.laplace(smooth_dem)
     convergence = np.clip(convergence / (convergence.std() + 1e-9), -3, 3)
     wet = (
         0.9 * convergence
-        + 1.8 * np.exp(-water_distance / 40.0)
+        + 1.8 * np.exp(-coarse.water_distance / 40.0)
         + 1.2 * terrain.gully
         + 0.6 * np.clip(1.0 - slope / 30.0, 0.0, 1.0)
         + 0.5 * np.cos(np.radians(aspect))
         + 0.5 * (dem - 1600.0) / 700.0
         + 0.8 * gaussian_field(rng, (nc, nc), 0.04 * nc)
     )
-    moisture = 1.0 / (1.0 + np.exp(-1.4 * (wet - wet.mean()) / wet.std()))
-    nutrient = np.maximum(np.exp(-settle_distance / 50.0), 0.45 * np.exp(-road_distance / 12.0))
+    return 1.0 / (1.0 + np.exp(-1.4 * (wet - wet.mean()) / wet.std()))
 
-    # --- habitat scores on the coarse grid (> 0 means "yes") ----------------------------------------------
+
+def _habitat_scores(rng: np.random.Generator, grid: Grid, terrain: Terrain, slope, aspect, coarse: _Coarse) -> list:
+    """Habitat scores on the coarse grid (> 0 means "yes"): alpine, forest, broadleaf, rock; and tree height."""
+    dem, nc = terrain.dem, grid.nc
     land_use = gaussian_field(rng, (nc, nc), 0.035 * nc) + 0.5 * gaussian_field(rng, (nc, nc), 0.012 * nc)
     treeline = 1960.0 + 70.0 * gaussian_field(rng, (nc, nc), 0.08 * nc)
     forest_score = (
@@ -167,8 +177,8 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
         + 1.0 * land_use
         + 0.06 * (slope - 22.0)
         - 3.0 * terrain.valley_floor
-        - 3.5 * np.exp(-settle_distance / 100.0)
-        - 8.0 * pistes
+        - 3.5 * np.exp(-coarse.settle_distance / 100.0)
+        - 8.0 * coarse.pistes
         - 0.3
     )
     broadleaf_score = (1320.0 - dem) / 90.0 + 0.9 * gaussian_field(rng, (nc, nc), 0.05 * nc) - 0.6 * np.cos(
@@ -182,15 +192,20 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
         (dem - 2430.0) / 25.0,
     ]) + 0.8 * gaussian_field(rng, (nc, nc), 0.015 * nc)
     tree_height = np.clip(28.0 - 12.0 * (dem - 900.0) / 1100.0, 7.0, 30.0)
+    return [alpine_score, forest_score, broadleaf_score, rock_score, tree_height]
 
-    # --- 1 m: textures, then habitats with edges that follow crowns (row chunks keep temporaries in cache) ---
+
+def _make_textures(rng: np.random.Generator, n: int) -> Textures:
     white = rng.standard_normal((n, n), dtype=np.float32)
     crowns = tree_tops(rng, (n, n), density=1 / 14, sigma=1.3)
     clumps = upsample(tree_tops(rng, (n // 2, n // 2), density=1 / 14, sigma=1.4), 2)
-    textures = Textures(white=white, crowns=crowns, clumps=clumps)
+    return Textures(white=white, crowns=crowns, clumps=clumps)
 
-    ft = grid.transform
-    vector_surface = _burn(
+
+def _vector_surface(layout, grid: Grid) -> np.ndarray:
+    """Surface classes burnt from the vector layout at 1 m (0 where nothing is drawn)."""
+    n = grid.n
+    return _burn(
         [(layout.river.buffer(6.0), RIVER)]
         + [(s.buffer(1.5), RIVER) for s in layout.streams]
         + [(lake, LAKE) for lake in layout.lakes]
@@ -200,28 +215,42 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
         + [(line.buffer(w / 2), ROAD) for line, w in layout.roads]
         + [(b.footprint, ROOF) for b in layout.buildings],
         (n, n),
-        ft,
+        grid.transform,
     )
-    building_id = _burn([(b.footprint, i + 1) for i, b in enumerate(layout.buildings)], (n, n), ft, dtype=np.uint16)
+
+
+def _surface_rows(scores: list, clump: np.ndarray, vs: np.ndarray) -> np.ndarray:
+    """Surface classes of one chunk of rows: habitats with edges that follow crowns, then the vector layout."""
+    alpine, forest, broadleaf, rock, _ = scores
+    s = np.where(alpine + 0.3 * clump > 0, np.uint8(ALPINE), np.uint8(MEADOW))
+    forest = forest + 0.6 * clump > 0
+    broadleaf = broadleaf + 0.6 * clump > 0
+    s[forest & broadleaf] = DECIDUOUS
+    s[forest & ~broadleaf] = CONIFER
+    s[rock + 0.45 * clump > 0] = ROCK
+    np.copyto(s, vs, where=vs > 0)
+    return s
+
+
+def _draw_fine(grid: Grid, layout, coarse_scores: list, textures: Textures):
+    """Surface classes, canopy height and building ids at 1 m (row chunks keep temporaries in cache)."""
+    n = grid.n
+    crowns, clumps = textures.crowns, textures.clumps
+    vector_surface = _vector_surface(layout, grid)
+    building_id = _burn([(b.footprint, i + 1) for i, b in enumerate(layout.buildings)], (n, n), grid.transform,
+                        dtype=np.uint16)
     building_heights = np.array([0.0] + [b.height_m for b in layout.buildings], dtype=np.float32)
 
-    scores = [RowUpsampler(a) for a in (alpine_score, forest_score, broadleaf_score, rock_score, tree_height)]
+    scores = [RowUpsampler(a) for a in coarse_scores]
     surface = np.empty((n, n), dtype=np.uint8)
     canopy = np.empty((n, n), dtype=np.float32)
     clump_mu, clump_sd = textures.stats("clumps")
     for r0 in range(0, n, _CHUNK_ROWS):
         r1 = min(r0 + _CHUNK_ROWS, n)
-        alpine, forest, broadleaf, rock, height = (u.rows(r0, r1) for u in scores)
+        rows = [u.rows(r0, r1) for u in scores]
         clump = (clumps[r0:r1] - clump_mu) * np.float32(1 / clump_sd)
         np.minimum(clump, 1.5, out=clump)  # rare tall peaks would scatter single trees over every meadow
-        s = np.where(alpine + 0.3 * clump > 0, np.uint8(ALPINE), np.uint8(MEADOW))
-        forest = forest + 0.6 * clump > 0
-        broadleaf = broadleaf + 0.6 * clump > 0
-        s[forest & broadleaf] = DECIDUOUS
-        s[forest & ~broadleaf] = CONIFER
-        s[rock + 0.45 * clump > 0] = ROCK
-        vs = vector_surface[r0:r1]
-        np.copyto(s, vs, where=vs > 0)
+        s = _surface_rows(rows, clump, vector_surface[r0:r1])
         surface[r0:r1] = s
         # Canopy: small conifer crowns, broad deciduous ones; trees shorter towards the treeline.
         conifer_crown = _crown_profile(crowns[r0:r1], 0.45)
@@ -229,12 +258,24 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
         broadleaf_crown = _crown_profile(0.85 * clumps[r0:r1] + 0.3 * crowns[r0:r1], 0.55)
         broadleaf_crown *= np.float32(0.9) * (s == DECIDUOUS)
         conifer_crown += broadleaf_crown
-        conifer_crown *= height
+        conifer_crown *= rows[4]
         ids = building_id[r0:r1]
         np.copyto(conifer_crown, building_heights[ids], where=ids > 0)
         canopy[r0:r1] = conifer_crown
-    del vector_surface
+    return surface, canopy, building_id
 
+
+def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
+    """Build the whole world for one seed: relief, layout, moisture, nutrients, habitats and canopy."""
+    terrain = make_terrain(rng, grid)
+    layout = terrain.layout
+    slope, aspect, grad_east, grad_north = slope_aspect(terrain.dem, grid.size_m)
+    coarse = _coarse_distances(layout, grid)
+    moisture = _moisture(rng, grid, terrain, slope, aspect, coarse)
+    nutrient = np.maximum(np.exp(-coarse.settle_distance / 50.0), 0.45 * np.exp(-coarse.road_distance / 12.0))
+    coarse_scores = _habitat_scores(rng, grid, terrain, slope, aspect, coarse)
+    textures = _make_textures(rng, grid.n)
+    surface, canopy, building_id = _draw_fine(grid, layout, coarse_scores, textures)
     openness = ndimage.gaussian_filter(block_mean(_OPENNESS[surface]), 4.0)
 
     return Landscape(
@@ -247,7 +288,7 @@ def make_landscape(rng: np.random.Generator, grid: Grid) -> Landscape:
         moisture=moisture.astype(np.float32),
         nutrient=nutrient.astype(np.float32),
         openness=openness.astype(np.float32),
-        road_distance=road_distance,
+        road_distance=coarse.road_distance,
         surface=surface,
         habitat=SURFACE_TO_HABITAT[surface],
         canopy=canopy,

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,79 @@ def _move_into_place(tmp: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass
+class _Surveys:
+    """Where the plots and soil sites are, their environment, and what was recorded there."""
+
+    px: np.ndarray
+    py: np.ndarray
+    plot_env: object
+    releves: dict
+    records: pd.DataFrame
+    sx: np.ndarray
+    sy: np.ndarray
+    soil: pd.DataFrame
+
+
+def _write_surveys(region: SampleRegion, plots: int, s: _Surveys) -> None:
+    """Write plots, relevés, butterfly records and soil samples as CSV."""
+    px, py, plot_env, releves, records, sx, sy, soil = (
+        s.px, s.py, s.plot_env, s.releves, s.records, s.sx, s.sy, s.soil)
+    plot_ids = np.array([f"R{i + 1:05d}" for i in range(plots)], dtype=object)
+    plat, plng = to_wgs84(px, py)
+    plots_table = pd.DataFrame({
+        "releve_id": plot_ids,
+        "decimalLatitude": plat.round(7),
+        "decimalLongitude": plng.round(7),
+        "x_l93": px.round(2),
+        "y_l93": py.round(2),
+        "elevation_m": plot_env.elevation.round(1),
+        "habitat": np.array(HABITATS, dtype=object)[plot_env.habitat - 1],
+        "moisture": plot_env.moisture.round(4),
+    })
+    writers.write_csv(region.plots, plots_table)
+    writers.write_csv(region.releves, pd.DataFrame({
+        "releve_id": plot_ids[releves["plot"]],
+        "decimalLatitude": plots_table["decimalLatitude"].to_numpy()[releves["plot"]],
+        "decimalLongitude": plots_table["decimalLongitude"].to_numpy()[releves["plot"]],
+        "species": releves["species"],
+        "cover": releves["cover"],
+    }))
+    blat, blng = to_wgs84(records["x"].to_numpy(), records["y"].to_numpy())
+    writers.write_csv(region.butterflies, pd.DataFrame({
+        "occurrenceID": [f"B{i + 1:05d}" for i in range(len(records))],
+        "species": records["species"],
+        "decimalLatitude": blat.round(7),
+        "decimalLongitude": blng.round(7),
+        "occurrenceStatus": "PRESENT",
+        "coordinateUncertaintyInMeters": records["coordinateUncertaintyInMeters"],
+    }))
+    slat, slng = to_wgs84(sx, sy)
+    site = soil["site"].to_numpy()
+    writers.write_csv(region.soil, pd.DataFrame({
+        "site_id": np.array([f"S{i + 1:04d}" for i in range(len(sx))], dtype=object)[site],
+        "decimalLatitude": slat.round(7)[site],
+        "decimalLongitude": slng.round(7)[site],
+        "species": soil["species"],
+        "individualCount": soil["individualCount"],
+    }))
+
+
+def _write_manifest(region: SampleRegion, seed: int, size_km: float, grid, counts: dict) -> dict:
+    """Write README and manifest.json; returns the manifest."""
+    plots = counts["plots"]
+    bounds = (grid.left, grid.bottom, grid.right, grid.top)
+    region.readme.write_text(readme_text(seed, size_km, plots, bounds, counts))
+    manifest = {
+        "generator": "botaclip.sample", "version": SAMPLE_VERSION, "seed": seed, "size_km": size_km,
+        "plots": plots, "crs": "EPSG:2154", "bounds_l93": list(bounds), "pixel_size_m": 1.0, "dem_pixel_size_m": 5.0,
+        "h3_resolution": 10, "bands": ["red", "green", "blue", "nir"], "wavelengths_um": [0.665, 0.56, 0.49, 0.842],
+        "counts": counts,
+    }
+    region.manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
 def generate(root: Path, seed: int, size_km: float, plots: int, timings: dict[str, float] | None = None) -> dict:
     """Generate the world and write every file into the existing directory ``root``; returns the manifest.
 
@@ -197,44 +271,7 @@ def generate(root: Path, seed: int, size_km: float, plots: int, timings: dict[st
     writers.write_geojson(region.region_geojson, footprint_wgs84(footprint),
                           {"name": "botaclip sample region", "seed": seed, "size_km": size_km})
 
-    plot_ids = np.array([f"R{i + 1:05d}" for i in range(plots)], dtype=object)
-    plat, plng = to_wgs84(px, py)
-    plots_table = pd.DataFrame({
-        "releve_id": plot_ids,
-        "decimalLatitude": plat.round(7),
-        "decimalLongitude": plng.round(7),
-        "x_l93": px.round(2),
-        "y_l93": py.round(2),
-        "elevation_m": plot_env.elevation.round(1),
-        "habitat": np.array(HABITATS, dtype=object)[plot_env.habitat - 1],
-        "moisture": plot_env.moisture.round(4),
-    })
-    writers.write_csv(region.plots, plots_table)
-    writers.write_csv(region.releves, pd.DataFrame({
-        "releve_id": plot_ids[releves["plot"]],
-        "decimalLatitude": plots_table["decimalLatitude"].to_numpy()[releves["plot"]],
-        "decimalLongitude": plots_table["decimalLongitude"].to_numpy()[releves["plot"]],
-        "species": releves["species"],
-        "cover": releves["cover"],
-    }))
-    blat, blng = to_wgs84(records["x"].to_numpy(), records["y"].to_numpy())
-    writers.write_csv(region.butterflies, pd.DataFrame({
-        "occurrenceID": [f"B{i + 1:05d}" for i in range(len(records))],
-        "species": records["species"],
-        "decimalLatitude": blat.round(7),
-        "decimalLongitude": blng.round(7),
-        "occurrenceStatus": "PRESENT",
-        "coordinateUncertaintyInMeters": records["coordinateUncertaintyInMeters"],
-    }))
-    slat, slng = to_wgs84(sx, sy)
-    site = soil["site"].to_numpy()
-    writers.write_csv(region.soil, pd.DataFrame({
-        "site_id": np.array([f"S{i + 1:04d}" for i in range(len(sx))], dtype=object)[site],
-        "decimalLatitude": slat.round(7)[site],
-        "decimalLongitude": slng.round(7)[site],
-        "species": soil["species"],
-        "individualCount": soil["individualCount"],
-    }))
+    _write_surveys(region, plots, _Surveys(px, py, plot_env, releves, records, sx, sy, soil))
     writers.write_csv(region.species, species_table(community))
     writers.write_parquet(region.truth, truth_table(lattice, community, suitability))
     writers.write_parquet(region.cells, cells_table(lattice))
@@ -244,15 +281,7 @@ def generate(root: Path, seed: int, size_km: float, plots: int, timings: dict[st
         "soil_sites": len(sx), "soil_groups": len(community.soil), "plants": len(community.plants),
         "butterflies": len(community.butterflies), "cells": int(lattice.cells.size),
     }
-    bounds = (grid.left, grid.bottom, grid.right, grid.top)
-    region.readme.write_text(readme_text(seed, size_km, plots, bounds, counts))
-    manifest = {
-        "generator": "botaclip.sample", "version": SAMPLE_VERSION, "seed": seed, "size_km": size_km,
-        "plots": plots, "crs": "EPSG:2154", "bounds_l93": list(bounds), "pixel_size_m": 1.0, "dem_pixel_size_m": 5.0,
-        "h3_resolution": 10, "bands": ["red", "green", "blue", "nir"], "wavelengths_um": [0.665, 0.56, 0.49, 0.842],
-        "counts": counts,
-    }
-    region.manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest = _write_manifest(region, seed, size_km, grid, counts)
     clock.lap("write other files")
     return manifest
 

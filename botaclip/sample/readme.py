@@ -9,8 +9,11 @@ from botaclip.sample.region import SAMPLE_VERSION
 
 def readme_text(seed: int, size_km: float, plots: int, bounds: tuple[float, float, float, float],
                 counts: dict[str, int]) -> str:
+    return _header(seed, size_km, plots, bounds) + _files_section(counts) + _method_section(counts)
+
+
+def _header(seed: int, size_km: float, plots: int, bounds: tuple[float, float, float, float]) -> str:
     left, bottom, right, top = bounds
-    habitats = ", ".join(f"{i} {name}" for i, name in enumerate(HABITATS, start=1))
     return f"""# botaclip sample region (synthetic)
 
 Built by `botaclip sample make --seed {seed} --size-km {size_km:g} --plots {plots}` (botaclip {__version__},
@@ -28,7 +31,12 @@ niches and records are not: do not use them as ecological data.
 - Elevation in metres above sea level; moisture is an index from 0 (dry) to 1 (waterlogged); cover in percent.
 - H3 cells are resolution 10 (about 0.015 km2), stored as unsigned 64-bit integers.
 
-## Files
+"""
+
+
+def _files_section(counts: dict[str, int]) -> str:
+    habitats = ", ".join(f"{i} {name}" for i, name in enumerate(HABITATS, start=1))
+    return f"""## Files
 - `ortho.tif`: the orthophoto. uint8, 4 bands (1 red 0.665 um, 2 green 0.56 um, 3 blue 0.49 um, 4 nir
   0.842 um), 1 m pixels, nodata 0 (valid pixels are 1..255), tiled 256 x 256, DEFLATE. A ragged no-data strip
   runs along the east edge and part of the south edge, as at the end of a mosaic.
@@ -60,7 +68,11 @@ niches and records are not: do not use them as ecological data.
   moisture (means), valid_fraction (share of the cell with imagery), frac_<habitat> (habitat shares).
 - `sample.json`: generator version, parameters, counts, bounds.
 
-## How the world was made
+"""
+
+
+def _method_section(counts: dict[str, int]) -> str:
+    return f"""## How the world was made
 1. Relief: a glacial valley. A flat floor (800-950 m) with a river and a lake in the west; steep walls cut by
    three ravines; a bench at 1,800-2,000 m with two tarns; rocky peaks up to 2,500 m in the east; fractal relief
    on top. Slopes are computed as for a 5 km region whatever the size, so small regions look alike.

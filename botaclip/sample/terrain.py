@@ -198,21 +198,48 @@ def _draw_layout(rng, grid: Grid, axis, east_u, lakes, streams) -> Layout:
 
     road_u = axis(v) + 0.6 * FLOOR_HALF_WIDTH + (6.0 / S) * np.sin(2 * np.pi * (v * S / 900.0 + rng.uniform()))
     roads: list[tuple[LineString, float]] = [(_line(grid, np.column_stack([road_u, v])), 7.0)]
-    tracks: list[tuple[LineString, float]] = []
 
     village = (axis(0.62) + FLOOR_HALF_WIDTH + 0.012, 0.62, 0.055, "house", 3)
     hamlet = (axis(0.13) - 0.012, 0.13, 0.03, "house", 2)
     station = (east_u(0.5, 0.58), 0.58, 0.05, "block", 3)
 
-    # Switchback road from the village up the wall to the station.
-    (u0, v0), (u1, v1) = village[:2], station[:2]
-    legs = 6
+    roads.append((_switchback(rng, grid, village[:2], station[:2]), 6.0))
+    tracks = _draw_tracks(rng, grid, (axis, east_u), lakes, station[:2])
+    buildings: list[Building] = []
+    settlements = _draw_settlements(rng, grid, (village, hamlet, station), roads, buildings)
+    _draw_barns(rng, grid, east_u, settlements, buildings)
+    kept, yards = _clear_buildings(buildings, roads, lakes, river)
+
+    sx, sy = (float(a) for a in grid.to_metres(*station[:2]))
+    park_angle = rng.uniform(0, np.pi)
+    park_offset = 45.0 * object_scale
+    parking = [_rect(sx + park_offset * np.cos(park_angle + 1.3), sy + park_offset * np.sin(park_angle + 1.3),
+                     70 * object_scale, 35 * object_scale, park_angle)]
+    pistes = _draw_pistes(rng, grid, east_u, station[:2], 35.0 * object_scale)
+    return Layout(
+        river=river, streams=streams, lakes=lakes, roads=roads, tracks=tracks, buildings=kept, yards=yards,
+        parking=parking, pistes=pistes, settlements=settlements,
+    )
+
+
+def _switchback(rng, grid: Grid, start, end, legs: int = 6) -> LineString:
+    """Switchback road from the village up the wall to the station."""
+    (u0, v0), (u1, v1) = start, end
     pts = [(u0, v0)]
     for i in range(1, legs):
         pts.append((u0 + (u1 - u0) * i / legs, (v0 + v1) / 2 + (0.05 if i % 2 else -0.05) + rng.uniform(-0.01, 0.01)))
     pts.append((u1, v1))
-    roads.append((_line(grid, pts), 6.0))
-    # Gravel tracks: station to the tarns; a forest track up the wall from the hamlet's side.
+    return _line(grid, pts)
+
+
+def _draw_tracks(rng, grid: Grid, valley, lakes, station) -> list[tuple[LineString, float]]:
+    """Gravel tracks: station to the tarns; a forest track up the wall from the hamlet's side.
+
+    ``valley`` is (axis, east_u): the valley axis and the east wall's coordinate functions."""
+    axis, east_u = valley
+    S = grid.size_m
+    u1, v1 = station
+    tracks: list[tuple[LineString, float]] = []
     for lake in lakes[1:]:
         c = lake.centroid
         sx, sy = grid.to_metres(u1, v1)
@@ -222,13 +249,16 @@ def _draw_layout(rng, grid: Grid, axis, east_u, lakes, streams) -> Layout:
     vt = 0.25 + rng.uniform(-0.02, 0.02)
     tracks.append((_line(grid, [(axis(vt) + 0.6 * FLOOR_HALF_WIDTH, vt), (east_u(0.2, vt + 0.06), vt + 0.06),
                                  (east_u(0.3, vt - 0.02), vt - 0.02), (east_u(0.42, vt + 0.03), vt + 0.03)]), 3.5))
+    return tracks
 
-    buildings: list[Building] = []
-    yards: list[Polygon] = []
+
+def _draw_settlements(rng, grid: Grid, places, roads: list, buildings: list[Building]) -> list:
+    """Streets and buildings of each settlement (appended to ``roads`` and ``buildings``); returns their
+    (x, y, radius in metres)."""
     settlements = []
-    for u_c, v_c, radius, kind, n_streets in (village, hamlet, station):
+    for u_c, v_c, radius, kind, n_streets in places:
         cx, cy = (float(a) for a in grid.to_metres(u_c, v_c))
-        r_m = radius * S
+        r_m = radius * grid.size_m
         settlements.append((cx, cy, r_m))
         theta0 = rng.uniform(0, 2 * np.pi)
         for k in range(n_streets):
@@ -236,8 +266,12 @@ def _draw_layout(rng, grid: Grid, axis, east_u, lakes, streams) -> Layout:
             street = LineString([(cx, cy), (cx + r_m * np.cos(theta), cy + r_m * np.sin(theta))])
             roads.append((street, 5.0))
             _place_along_street(rng, street, theta, kind, buildings)
-    # Isolated barns in the meadows and pastures of the wall and the bench.
-    n_barns = max(2, int(round(10 * (S / REFERENCE_SIZE_M) ** 2)))
+    return settlements
+
+
+def _draw_barns(rng, grid: Grid, east_u, settlements, buildings: list[Building]) -> None:
+    """Isolated barns in the meadows and pastures of the wall and the bench."""
+    n_barns = max(2, int(round(10 * (grid.size_m / REFERENCE_SIZE_M) ** 2)))
     while n_barns > 0:
         vb = rng.uniform(0.03, 0.97)
         ub = east_u(rng.uniform(0.08, 0.7), vb)
@@ -248,11 +282,15 @@ def _draw_layout(rng, grid: Grid, axis, east_u, lakes, streams) -> Layout:
             buildings.append(Building(footprint, angle, "barn", rng.uniform(5, 7), int(rng.integers(0, 3))))
             n_barns -= 1
 
+
+def _clear_buildings(buildings: list[Building], roads, lakes, river) -> tuple[list[Building], list[Polygon]]:
+    """Drop buildings on roads, near water or overlapping one kept before; returns the kept ones and yards."""
     road_union = shapely.unary_union([line.buffer(w / 2 + 1.5) for line, w in roads])
     water_union = shapely.unary_union(lakes + [river.buffer(10.0)])
     shapely.prepare(road_union)
     shapely.prepare(water_union)
     kept: list[Building] = []
+    yards: list[Polygon] = []
     for b in buildings:
         halo = b.footprint.buffer(3.0)
         if road_union.intersects(b.footprint) or water_union.intersects(halo):
@@ -261,26 +299,18 @@ def _draw_layout(rng, grid: Grid, axis, east_u, lakes, streams) -> Layout:
             continue
         kept.append(b)
         yards.append(b.footprint.buffer(3.5 if b.kind != "block" else 6.0, join_style="mitre"))
+    return kept, yards
 
-    sx, sy = (float(a) for a in grid.to_metres(*station[:2]))
-    park_angle = rng.uniform(0, np.pi)
-    park_offset = 45.0 * object_scale
-    parking = [_rect(sx + park_offset * np.cos(park_angle + 1.3), sy + park_offset * np.sin(park_angle + 1.3),
-                     70 * object_scale, 35 * object_scale, park_angle)]
 
-    # Ski pistes: two up to the peaks, one down through the forest of the wall.
-    piste_width = 35.0 * object_scale
+def _draw_pistes(rng, grid: Grid, east_u, station, width: float) -> list[tuple[LineString, float]]:
+    """Ski pistes: two up to the peaks, one down through the forest of the wall."""
     bends = 0.64 + rng.uniform(-0.02, 0.02), 0.53 + rng.uniform(-0.02, 0.02), 0.54 + rng.uniform(-0.02, 0.02)
     routes = [
-        [station[:2], (east_u(0.7, bends[0]), bends[0]), (east_u(0.93, 0.7), 0.7)],
-        [(east_u(0.95, 0.5), 0.5), (east_u(0.72, bends[1]), bends[1]), station[:2]],
-        [station[:2], (east_u(0.35, bends[2]), bends[2]), (east_u(0.18, 0.52), 0.52)],
+        [station, (east_u(0.7, bends[0]), bends[0]), (east_u(0.93, 0.7), 0.7)],
+        [(east_u(0.95, 0.5), 0.5), (east_u(0.72, bends[1]), bends[1]), station],
+        [station, (east_u(0.35, bends[2]), bends[2]), (east_u(0.18, 0.52), 0.52)],
     ]
-    pistes = [(_line(grid, route), piste_width) for route in routes]
-    return Layout(
-        river=river, streams=streams, lakes=lakes, roads=roads, tracks=tracks, buildings=kept, yards=yards,
-        parking=parking, pistes=pistes, settlements=settlements,
-    )
+    return [(_line(grid, route), width) for route in routes]
 
 
 def _place_along_street(rng, street: LineString, theta: float, kind: str, out: list[Building]) -> None:

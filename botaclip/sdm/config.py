@@ -12,30 +12,13 @@ from pathlib import Path
 
 from botaclip.errors import InvalidInputError, param
 from botaclip.sdm.models import MODEL_NAMES
-from botaclip.sdm.occurrences import KINDS
+from botaclip.sdm.occurrences import KINDS, OccurrenceColumns
 from botaclip.sdm.thresholds import parse_threshold
 
 
 def _check(ok: bool, name: str, requirement: str, value) -> None:
     if not ok:
         raise InvalidInputError(f"{param(name)} {requirement}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class OccurrenceColumns:
-    """Column names of an occurrence file where they are not the recognised ones (Darwin Core first), and the
-    CRS of coordinate columns (default WGS84 degrees; with another CRS the columns hold northing/easting)."""
-
-    lat_col: str | None = None
-    lng_col: str | None = None
-    species_col: str | None = None
-    value_col: str | None = None
-    status_col: str | None = None
-    site_col: str | None = None
-    crs: str | None = None
-
-    def as_kwargs(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,39 @@ def _nice_length(span_m: float) -> float:
     return 10**exp
 
 
+def _colour_scale(values: np.ndarray, label: str):
+    """Colour map and range: 0..1 for suitabilities and presence (two classes), else the values' range."""
+    finite = values[np.isfinite(values)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if label == "suitability" and vmin >= 0 and vmax <= 1:
+        vmin, vmax = 0.0, 1.0
+    cmap = "viridis"
+    if label == "presence":
+        from matplotlib.colors import LinearSegmentedColormap
+
+        # Two classes; where many cells are merged into one hexagon the colour is the share present.
+        cmap = LinearSegmentedColormap.from_list("presence", ["#d9d9d9", "#1a9850"])
+        vmin, vmax = 0.0, 1.0
+    return cmap, vmin, vmax
+
+
+def _frame_and_scale_bar(ax, allxy: np.ndarray) -> None:
+    """Fit the axes to the hexagons (vertices ``allxy``, metres) with a margin; scale bar bottom left."""
+    from matplotlib.patches import Rectangle
+
+    x0, y0 = allxy.min(axis=0)
+    x1, y1 = allxy.max(axis=0)
+    pad = 0.03 * max(x1 - x0, y1 - y0, 1.0)
+    ax.set_xlim(x0 - pad, x1 + pad)
+    ax.set_ylim(y0 - pad, y1 + pad)
+    length = _nice_length(x1 - x0)
+    bx, by = x0 + pad, y0 + pad
+    ax.add_patch(Rectangle((bx, by), length, 0.012 * (y1 - y0 + 2 * pad), color="black", zorder=4))
+    text = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+    ax.text(bx + length / 2, by + 0.025 * (y1 - y0 + 2 * pad), text, ha="center", va="bottom", zorder=4,
+            fontsize=9, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))
+
+
 def suitability_map(
     h3: np.ndarray,
     suitability: np.ndarray,
@@ -69,7 +102,6 @@ def suitability_map(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
-    from matplotlib.patches import Rectangle
     from pyproj import Transformer
 
     out_png = Path(out_png)
@@ -83,17 +115,7 @@ def suitability_map(
         polys.append(np.column_stack([x, y]))
 
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if label == "suitability" and vmin >= 0 and vmax <= 1:
-        vmin, vmax = 0.0, 1.0
-    cmap = "viridis"
-    if label == "presence":
-        from matplotlib.colors import LinearSegmentedColormap
-
-        # Two classes; where many cells are merged into one hexagon the colour is the share present.
-        cmap = LinearSegmentedColormap.from_list("presence", ["#d9d9d9", "#1a9850"])
-        vmin, vmax = 0.0, 1.0
+    cmap, vmin, vmax = _colour_scale(values, label)
     coll = PolyCollection(polys, array=values, cmap=cmap, edgecolors="face", linewidths=0.2)
     coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
@@ -107,19 +129,7 @@ def suitability_map(
             px, py = to_m.transform(np.asarray(pts[1]), np.asarray(pts[0]))
             ax.scatter(px, py, zorder=3, **style)
     if polys:
-        allxy = np.concatenate(polys)
-        x0, y0 = allxy.min(axis=0)
-        x1, y1 = allxy.max(axis=0)
-        pad = 0.03 * max(x1 - x0, y1 - y0, 1.0)
-        ax.set_xlim(x0 - pad, x1 + pad)
-        ax.set_ylim(y0 - pad, y1 + pad)
-        # Scale bar, bottom left.
-        length = _nice_length(x1 - x0)
-        bx, by = x0 + pad, y0 + pad
-        ax.add_patch(Rectangle((bx, by), length, 0.012 * (y1 - y0 + 2 * pad), color="black", zorder=4))
-        text = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
-        ax.text(bx + length / 2, by + 0.025 * (y1 - y0 + 2 * pad), text, ha="center", va="bottom", zorder=4,
-                fontsize=9, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))
+        _frame_and_scale_bar(ax, np.concatenate(polys))
     ax.set_aspect("equal")
     ax.set_xlabel(f"easting (m, {crs})")
     ax.set_ylabel("northing (m)")

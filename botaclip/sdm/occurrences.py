@@ -157,9 +157,9 @@ def _read_frame(path: Path):
     except BotaclipError:
         raise
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise BotaclipError(f"cannot read {path}: {exc}") from None
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
     except Exception as exc:  # pyogrio / pyarrow errors have no common base
-        raise BotaclipError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        raise InvalidInputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     raise InvalidInputError(
         f"{path}: unknown occurrence file format {path.suffix or '(no suffix)'!r}; "
         "use .csv/.tsv, .parquet (GeoParquet too) or .gpkg/.geojson"
@@ -197,25 +197,35 @@ def _to_wgs84(x: np.ndarray, y: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray
     return np.asarray(lat, dtype=np.float64), np.asarray(lng, dtype=np.float64)
 
 
-def read_occurrences(
-    path: str | Path,
-    *,
-    lat_col: str | None = None,
-    lng_col: str | None = None,
-    species_col: str | None = None,
-    value_col: str | None = None,
-    status_col: str | None = None,
-    site_col: str | None = None,
-    uncertainty_col: str | None = None,
-    crs: str | None = None,
-) -> Occurrences:
+@dataclass(frozen=True)
+class OccurrenceColumns:
+    """Column names of an occurrence file where they are not the recognised ones (Darwin Core first), and the
+    CRS of coordinate columns (default WGS84 degrees; with another CRS the columns hold northing/easting)."""
+
+    lat_col: str | None = None
+    lng_col: str | None = None
+    species_col: str | None = None
+    value_col: str | None = None
+    status_col: str | None = None
+    site_col: str | None = None
+    crs: str | None = None
+    uncertainty_col: str | None = None
+
+    def as_kwargs(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def read_occurrences(path: str | Path, **columns) -> Occurrences:
     """Read occurrences from CSV/TSV, Parquet, GeoParquet or a vector file (GeoPackage, GeoJSON, ...).
 
     Points come from the geometry (reprojected from its CRS to WGS84) or from coordinate columns: Darwin Core
     ``decimalLatitude``/``decimalLongitude`` (or latitude/lat/y, longitude/lng/lon/x), in degrees unless ``crs``
     names the CRS of the columns (then ``lat_col`` is the northing/y and ``lng_col`` the easting/x).
-    The ``*_col`` arguments override the detected columns; a missing column is a one-line error naming it.
+    ``columns``: the fields of :class:`OccurrenceColumns` as keywords (``lat_col``, ``lng_col``, ``species_col``,
+    ``value_col``, ``status_col``, ``site_col``, ``uncertainty_col``, ``crs``); the ``*_col`` ones override the
+    detected columns; a missing column is a one-line error naming it.
     """
+    cols = OccurrenceColumns(**columns)
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"occurrence file {path} does not exist")
@@ -223,42 +233,16 @@ def read_occurrences(
         raise InvalidInputError(f"{path} is a directory, not an occurrence file")
     frame = _read_frame(path)
     spath = str(path)
-    columns = [str(c) for c in frame.columns if c != getattr(frame, "_geometry_column_name", None)]
+    names = [str(c) for c in frame.columns if c != getattr(frame, "_geometry_column_name", None)]
     notes: list[str] = []
+    lat, lng, used, out_crs = _points(frame, path, names, cols, notes)
 
-    geometry = None
-    if hasattr(frame, "geometry") and lat_col is None and lng_col is None:
-        geometry = frame.geometry
-    if geometry is not None:
-        geom_types = set(geometry.geom_type.dropna().unique())
-        if geom_types - {"Point"}:
-            raise InvalidInputError(
-                f"{path} holds {', '.join(sorted(geom_types - {'Point'}))} geometries; occurrences must be points"
-            )
-        src_crs = crs or (geometry.crs.to_string() if geometry.crs is not None else None)
-        x = geometry.x.to_numpy(dtype=np.float64)
-        y = geometry.y.to_numpy(dtype=np.float64)
-        if src_crs is None:
-            notes.append(f"{path.name} has no CRS; coordinates read as WGS84 longitude/latitude")
-            lat, lng = y, x
-        else:
-            lat, lng = _to_wgs84(x, y, src_crs)
-        used = {"lat": "geometry", "lng": "geometry"}
-        out_crs = src_crs or "EPSG:4326"
-    else:
-        lat_name = _resolve(columns, lat_col, LAT_NAMES, "latitude", "lat_col", spath, True)
-        lng_name = _resolve(columns, lng_col, LNG_NAMES, "longitude", "lng_col", spath, True)
-        y = _coordinates(frame[lat_name], lat_name, spath)
-        x = _coordinates(frame[lng_name], lng_name, spath)
-        lat, lng = (y, x) if crs is None else _to_wgs84(x, y, crs)
-        used = {"lat": lat_name, "lng": lng_name}
-        out_crs = crs or "EPSG:4326"
-
-    species_name = _resolve(columns, species_col, SPECIES_NAMES, "species", "species_col", spath, True)
-    status_name = _resolve(columns, status_col, STATUS_NAMES, "status", "status_col", spath, False)
-    value_name = _resolve(columns, value_col, VALUE_NAMES, "value", "value_col", spath, False)
-    site_name = _resolve(columns, site_col, SITE_NAMES, "site", "site_col", spath, False)
-    unc_name = _resolve(columns, uncertainty_col, UNCERTAINTY_NAMES, "uncertainty", "uncertainty_col", spath, False)
+    species_name = _resolve(names, cols.species_col, SPECIES_NAMES, "species", "species_col", spath, True)
+    status_name = _resolve(names, cols.status_col, STATUS_NAMES, "status", "status_col", spath, False)
+    value_name = _resolve(names, cols.value_col, VALUE_NAMES, "value", "value_col", spath, False)
+    site_name = _resolve(names, cols.site_col, SITE_NAMES, "site", "site_col", spath, False)
+    unc_name = _resolve(names, cols.uncertainty_col, UNCERTAINTY_NAMES, "uncertainty", "uncertainty_col", spath,
+                        False)
 
     n = len(frame)
     species = frame[species_name].astype("string").str.strip().fillna("").to_numpy(dtype=object)
@@ -284,6 +268,36 @@ def read_occurrences(
     used |= {"species": species_name, "status": status_name, "value": value_name, "site": site_name,
              "uncertainty": unc_name}
     return Occurrences(records, spath, used, out_crs, notes, value_problems)
+
+
+def _points(frame, path: Path, columns: list[str], cols: OccurrenceColumns, notes: list[str]):
+    """WGS84 (lat, lng) of every record, from the geometry or the coordinate columns; the columns used and the
+    source CRS. A note is added when a geometry has no CRS."""
+    crs, spath = cols.crs, str(path)
+    geometry = None
+    if hasattr(frame, "geometry") and cols.lat_col is None and cols.lng_col is None:
+        geometry = frame.geometry
+    if geometry is None:
+        lat_name = _resolve(columns, cols.lat_col, LAT_NAMES, "latitude", "lat_col", spath, True)
+        lng_name = _resolve(columns, cols.lng_col, LNG_NAMES, "longitude", "lng_col", spath, True)
+        y = _coordinates(frame[lat_name], lat_name, spath)
+        x = _coordinates(frame[lng_name], lng_name, spath)
+        lat, lng = (y, x) if crs is None else _to_wgs84(x, y, crs)
+        return lat, lng, {"lat": lat_name, "lng": lng_name}, crs or "EPSG:4326"
+    geom_types = set(geometry.geom_type.dropna().unique())
+    if geom_types - {"Point"}:
+        raise InvalidInputError(
+            f"{path} holds {', '.join(sorted(geom_types - {'Point'}))} geometries; occurrences must be points"
+        )
+    src_crs = crs or (geometry.crs.to_string() if geometry.crs is not None else None)
+    x = geometry.x.to_numpy(dtype=np.float64)
+    y = geometry.y.to_numpy(dtype=np.float64)
+    if src_crs is None:
+        notes.append(f"{path.name} has no CRS; coordinates read as WGS84 longitude/latitude")
+        lat, lng = y, x
+    else:
+        lat, lng = _to_wgs84(x, y, src_crs)
+    return lat, lng, {"lat": "geometry", "lng": "geometry"}, src_crs or "EPSG:4326"
 
 
 def _text_rows(raw: pd.Series, numbers: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def _polygon_mask(path: Path):
     try:
         frame = gpd.read_file(path)
     except Exception as exc:
-        raise BotaclipError(f"cannot read region file {path}: {exc}") from None
+        raise InvalidInputError(f"cannot read region file {path}: {exc}") from None
     if frame.crs is not None:
         frame = frame.to_crs(4326)
     shape, _ = union_of_polygons(frame.geometry.values, f"region file {path}")
@@ -93,7 +93,7 @@ def check_feature_sets(saved: SavedModel, store) -> None:
         info = store.info(name)
         prov = dict(info.get("provenance") or {}) | {"kind": info.get("kind"), "dtype": info.get("dtype")}
         if fs.get("provenance_id") and provenance_id(prov) != fs["provenance_id"]:
-            raise BotaclipError(
+            raise InvalidInputError(
                 f"feature set {name!r} in {store.path} has another provenance than the one the model was fitted "
                 f"on (id {provenance_id(prov)} vs {fs['provenance_id']}); refit the model on this store"
             )
@@ -134,7 +134,7 @@ def iter_predictions(saved: SavedModel, store, region: Region | None = None) -> 
     n_columns = len(saved.columns)
     for cells, X in iter_features(store, saved.feature_set_names, region):
         if X.shape[1] != n_columns:
-            raise BotaclipError(f"the store's features have {X.shape[1]} columns, the model expects {n_columns}")
+            raise InvalidInputError(f"the store's features have {X.shape[1]} columns, the model expects {n_columns}")
         yield cells, saved.estimator.predict(X[:, kept]).astype(np.float32)
 
 
@@ -202,7 +202,7 @@ def predictions_to_store(saved: SavedModel, store, name: str, region: Region | N
 
 
 def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
-                    pixel_m: float | None = None, occurrences=None, *, binary: bool = False,
+                    pixel_m: float | None = None, *, binary: bool = False,
                     threshold: str | float | None = None, force: bool = False) -> PredictResult:
     """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
 
@@ -248,8 +248,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
                     title += f", present where suitability >= {t_value:.3g}"
                 suitability_map(h3, vals, tmp, title=title, label=column)
         if n == 0:
-            raise BotaclipError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
-                                f"{'region ' + region.text if region and region.text else 'the store'}")
+            raise InvalidInputError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
+                                    f"{'region ' + region.text if region and region.text else 'the store'}")
         written.update(n=n, total=total)
 
     atomic_write(out, write, suffix=out.suffix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,19 +148,56 @@ def aggregate_per_cell(cells: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
     return uniq, means, count
 
 
-def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = None, lng_col: str | None = None,
-                 h3_col: str | None = None, crs: str | None = None, columns: list[str] | None = None,
+@dataclass(frozen=True)
+class RowPlacement:
+    """How :func:`import_table` places rows on cells: latitude/longitude (or x/y) columns and their CRS, or an H3
+    column; None everywhere: found from the column names (and a GeoDataFrame's geometry)."""
+
+    lat_col: str | None = None
+    lng_col: str | None = None
+    h3_col: str | None = None
+    crs: str | None = None
+
+
+def import_table(store: "Store", name: str, path: str, *, columns: list[str] | None = None,
                  as_embedding: bool = False, kind: str = "imported", overwrite: bool = False,
-                 provenance: dict | None = None) -> dict:
+                 provenance: dict | None = None, **placement) -> dict:
     """Import a table of points (CSV/Parquet/GeoParquet/GeoPackage, any CRS) or of H3 cells with numeric columns
     as feature set `name`, averaged per cell (plus `n_obs`, the rows per cell). With `as_embedding`, the columns
-    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...)."""
+    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...).
+    `placement`: the fields of :class:`RowPlacement` (lat_col, lng_col, h3_col, crs) as keywords."""
+    where = RowPlacement(**placement)
     check_identifier(name)
     p = Path(path)
     df = _read_table(p)
     if len(df) == 0:
         raise InvalidInputError(f"{p} holds no rows")
-    cells, used = table_to_cells(store, df, lat_col=lat_col, lng_col=lng_col, h3_col=h3_col, crs=crs, source=str(p))
+    cells, used = table_to_cells(store, df, lat_col=where.lat_col, lng_col=where.lng_col, h3_col=where.h3_col,
+                                 crs=where.crs, source=str(p))
+    value_cols = _value_columns(df, p, used, columns, as_embedding)
+    values = df[value_cols].to_numpy(dtype=np.float64)
+    names = [sanitize_column(c) for c in value_cols]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
+    uniq, means, count = aggregate_per_cell(cells, values)
+    prov = {"source": str(p.resolve()), "aggregation": "mean per cell", "source_columns": [str(c) for c in value_cols],
+            "crs": str(where.crs or getattr(getattr(df, "crs", None), "srs", None) or "EPSG:4326"),
+            **(provenance or {})}
+    if as_embedding:
+        if not np.isfinite(means).all():
+            raise InvalidInputError(f"{p}: embedding columns have missing values; drop those rows first")
+        with store.writer(name, kind=kind, dim=len(names), provenance=prov, overwrite=overwrite, atomic=True) as w:
+            w.write(uniq, embedding=means.astype(np.float32), **({"n_obs": count} if "n_obs" in w.spec.extras else {}))
+    else:
+        with store.writer(name, kind=kind, columns=names, provenance=prov, overwrite=overwrite, atomic=True) as w:
+            extra = {"n_obs": count} if "n_obs" in w.spec.extras else {}
+            w.write(uniq, columns={n: means[:, j] for j, n in enumerate(names)}, **extra)
+    return {"rows_read": int(len(df)), "cells": int(len(uniq)), "columns": names if not as_embedding else None,
+            "dim": len(names) if as_embedding else None}
+
+
+def _value_columns(df, p: Path, used: list[str], columns: list[str] | None, as_embedding: bool) -> list[str]:
+    """The columns to import: those named, or every numeric one besides the keys/coordinates and geometry."""
     geom_col = getattr(df, "_geometry_column_name", None)
     if columns:
         missing = [c for c in columns if c not in df.columns]
@@ -182,24 +220,7 @@ def import_table(store: "Store", name: str, path: str, *, lat_col: str | None = 
             first = f" (first value: {bad.iloc[0]!r})" if len(bad) else ""
             raise InvalidInputError(f"column {c!r} of {p} holds text{first}, not numbers; fix the file or leave the "
                                     f"column out of {param('columns')}")
-    values = df[value_cols].to_numpy(dtype=np.float64)
-    names = [sanitize_column(c) for c in value_cols]
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
-    uniq, means, count = aggregate_per_cell(cells, values)
-    prov = {"source": str(p.resolve()), "aggregation": "mean per cell", "source_columns": [str(c) for c in value_cols],
-            "crs": str(crs or getattr(getattr(df, "crs", None), "srs", None) or "EPSG:4326"), **(provenance or {})}
-    if as_embedding:
-        if not np.isfinite(means).all():
-            raise InvalidInputError(f"{p}: embedding columns have missing values; drop those rows first")
-        with store.writer(name, kind=kind, dim=len(names), provenance=prov, overwrite=overwrite, atomic=True) as w:
-            w.write(uniq, embedding=means.astype(np.float32), **({"n_obs": count} if "n_obs" in w.spec.extras else {}))
-    else:
-        with store.writer(name, kind=kind, columns=names, provenance=prov, overwrite=overwrite, atomic=True) as w:
-            extra = {"n_obs": count} if "n_obs" in w.spec.extras else {}
-            w.write(uniq, columns={n: means[:, j] for j, n in enumerate(names)}, **extra)
-    return {"rows_read": int(len(df)), "cells": int(len(uniq)), "columns": names if not as_embedding else None,
-            "dim": len(names) if as_embedding else None}
+    return value_cols
 
 
 # ---- rasters ------------------------------------------------------------------------------------------------
@@ -270,6 +291,40 @@ def _footprint_cells(store: "Store", ds) -> np.ndarray:
     return np.array(sorted(h3.str_to_int(c) for c in h3.h3shape_to_cells(poly, store.resolution)), dtype=np.uint64)
 
 
+def _band_summary(store: "Store", ds, band: int, stat: str, target: np.ndarray | None):
+    """(cells, summary, pixel count) of one band: the pixels whose centre is in each cell, then a centre sample
+    for the wanted cells (``target``, else the footprint when pixels are about as coarse as cells) left out."""
+    cells, vals = _raster_cells(store, ds, band)
+    uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
+        np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
+    want = target
+    if want is None:
+        want = uniq
+        if len(uniq) == 0 or count.mean() < 2:  # pixels about as coarse as cells: whole footprint
+            want = np.union1d(uniq, _footprint_cells(store, ds))
+    missing = np.setdiff1d(want, uniq)
+    if not len(missing):
+        return uniq, summary, count
+    sampled = _centre_sample(store, ds, band, missing)
+    ok = np.isfinite(sampled)
+    return (np.r_[uniq, missing[ok]], np.r_[summary, sampled[ok]],
+            np.r_[count, np.ones(int(ok.sum()), np.int64)])
+
+
+def _align_columns(per_col: dict, cells_all: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Each column's values on ``cells_all`` (NaN where it has none), and the first column's pixel counts."""
+    columns, n_obs = {}, None
+    for col, (c, v, n) in per_col.items():
+        order = np.argsort(c)
+        c, v, n = c[order], v[order], n[order]
+        pos = np.clip(np.searchsorted(c, cells_all), 0, max(len(c) - 1, 0))
+        hit = (c[pos] == cells_all) if len(c) else np.zeros(len(cells_all), bool)
+        columns[col] = np.where(hit, v[pos] if len(c) else np.nan, np.nan)
+        if n_obs is None:
+            n_obs = np.where(hit, n[pos] if len(c) else 0, 0)
+    return columns, n_obs
+
+
 def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "mean", like: str | None = None,
                overwrite: bool = False) -> dict:
     """Summarise covariate rasters per cell into a covariates feature set `name` (one column per band, named
@@ -308,35 +363,13 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
                     col = stem if ds.count == 1 else f"{stem}_b{b}"
                     if col in per_col:
                         raise InvalidInputError(f"two rasters give the column name {col!r}; rename one file")
-                    cells, vals = _raster_cells(store, ds, b)
-                    uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
-                        np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
-                    want = target
-                    if want is None:
-                        want = uniq
-                        if len(uniq) == 0 or count.mean() < 2:  # pixels about as coarse as cells: whole footprint
-                            want = np.union1d(uniq, _footprint_cells(store, ds))
-                    per_col[col] = (uniq, summary, count)
-                    missing = np.setdiff1d(want, uniq)
-                    if len(missing):
-                        sampled = _centre_sample(store, ds, b, missing)
-                        ok = np.isfinite(sampled)
-                        per_col[col] = (np.r_[uniq, missing[ok]], np.r_[summary, sampled[ok]],
-                                        np.r_[count, np.ones(int(ok.sum()), np.int64)])
+                    per_col[col] = _band_summary(store, ds, b, stat, target)
         except rasterio.errors.RasterioError as exc:  # GDAL's reason (a missing VRT source, a damaged tile)
             raise BotaclipError(f"reading raster {path} failed: {root_cause(exc)}") from None
         sources.append(str(Path(path).resolve()))
     cells_all = target if target is not None else np.unique(np.concatenate([v[0] for v in per_col.values()]))
     cells_all = np.asarray(cells_all, dtype=np.uint64)
-    columns, n_obs = {}, None
-    for col, (c, v, n) in per_col.items():
-        order = np.argsort(c)
-        c, v, n = c[order], v[order], n[order]
-        pos = np.clip(np.searchsorted(c, cells_all), 0, max(len(c) - 1, 0))
-        hit = (c[pos] == cells_all) if len(c) else np.zeros(len(cells_all), bool)
-        columns[col] = np.where(hit, v[pos] if len(c) else np.nan, np.nan)
-        if n_obs is None:
-            n_obs = np.where(hit, n[pos] if len(c) else 0, 0)
+    columns, n_obs = _align_columns(per_col, cells_all)
     keep = np.zeros(len(cells_all), bool)
     for v in columns.values():
         keep |= np.isfinite(v)

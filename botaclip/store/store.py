@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +37,15 @@ from botaclip.store.schema import SCHEMA_VERSION, FeatureSetSpec
 from botaclip.store.writer import FeatureSetWriter
 
 STORE_FORMAT = "botaclip-store"
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """The rarely used flags of :meth:`Store.writer`, given to it as keywords."""
+
+    atomic: bool = False  # an addition to a set is all or nothing
+    max_buffer_bytes: int | None = None  # rows buffered before a flush (None: the writer's default)
+    geometry: bool = True  # recompute an embedding set's geometry statistics on close
 
 
 class FeatureMatrix(tuple):
@@ -289,21 +299,22 @@ class Store:
 
     def writer(self, name: str, kind: str, *, dim: int | None = None, columns: list[str] | None = None,
                dtype: str = "float32", provenance: dict | None = None, overwrite: bool = False,
-               atomic: bool = False, max_buffer_bytes: int | None = None, geometry: bool = True
-               ) -> FeatureSetWriter:
+               **options) -> FeatureSetWriter:
         """A streaming writer for feature set `name` (takes the store's writer lock until closed).
 
         kind: backbone | botaclip | covariates | imported | predictions. Give `dim` for embeddings or `columns`
         for named numeric features; `dtype` is the on-disk precision (float32, float16, int8 = embeddings only).
         An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`, which builds
         the new set aside and swaps it in when the writer closes without error (a failed or empty replacement
-        keeps the old set). `atomic` does the same for an addition to a set: all of it or nothing.
-        `geometry`: recompute an embedding set's geometry statistics on close (see `Store.geometry`).
+        keeps the old set). `options` are the fields of :class:`WriterOptions`: `atomic=True` does the same for
+        an addition to a set (all of it or nothing); `geometry`: recompute an embedding set's geometry statistics
+        on close (see `Store.geometry`); `max_buffer_bytes`: rows buffered before a flush.
         """
+        opts = WriterOptions(**options)
         spec = FeatureSetSpec(name=name, kind=kind, dtype=dtype, dim=dim,
                               columns=tuple(columns) if columns is not None else None, provenance=provenance or {})
-        kw = {} if max_buffer_bytes is None else {"max_buffer_bytes": max_buffer_bytes}
-        return FeatureSetWriter(self, spec, overwrite=overwrite, atomic=atomic, geometry=geometry, **kw)
+        kw = {} if opts.max_buffer_bytes is None else {"max_buffer_bytes": opts.max_buffer_bytes}
+        return FeatureSetWriter(self, spec, overwrite=overwrite, atomic=opts.atomic, geometry=opts.geometry, **kw)
 
     # ---- partitions ----------------------------------------------------------------------------------------
 
