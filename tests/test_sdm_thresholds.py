@@ -251,6 +251,27 @@ def test_binary_predictions_in_every_format(landscape, tmp_path):
         band = src.read(1, masked=True)
         assert src.dtypes[0] == "uint8" and src.nodata == 255 and set(np.unique(band.compressed())) <= {0, 1}
     assert predict(tmp_path / "m", landscape["store"], tmp_path / "b.png", binary=True).n_cells == len(b)
+    # A PredictConfig, and keywords overriding its fields, give the same output as the keywords alone.
+    from botaclip.sdm import PredictConfig
+
+    via = predict(tmp_path / "m", landscape["store"], tmp_path / "cfg.parquet", PredictConfig(binary=True),
+                  threshold="p10")
+    assert via.extra["threshold"] == p10.extra["threshold"] and via.n_cells == p10.n_cells
+
+
+def test_predict_config_is_checked_before_any_work():
+    from botaclip.commands.sdm import predict_cmd
+    from botaclip.sdm import PredictConfig
+
+    for kwargs, name in [({"pixel_m": 0}, "pixel_m"), ({"pixel_m": -5.0}, "pixel_m"),
+                         ({"threshold": 0.5}, "threshold"), ({"binary": True, "threshold": "best"}, "threshold"),
+                         ({"binary": True, "threshold": 1.5}, "threshold")]:
+        with pytest.raises(InvalidInputError) as exc:
+            PredictConfig(**kwargs)
+        assert name in exc.value.params, kwargs
+    defaults = {p.name: p.default for p in predict_cmd.params}
+    for field in ("region", "pixel_m", "threshold"):
+        assert defaults[field] == getattr(PredictConfig(), field)
 
 
 def test_binary_bad_input(landscape, tmp_path):

@@ -12,7 +12,14 @@ import click
 
 from botaclip.config import default
 from botaclip.errors import InvalidInputError
-from botaclip.sdm.config import CompareConfig, EvaluationConfig, FitConfig, OccurrenceColumns, SamplingConfig
+from botaclip.sdm.config import (
+    CompareConfig,
+    EvaluationConfig,
+    FitConfig,
+    OccurrenceColumns,
+    PredictConfig,
+    SamplingConfig,
+)
 
 _KINDS = ["presence-absence", "presence-only", "abundance"]
 
@@ -219,16 +226,16 @@ def _print_comparison(res) -> None:
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model directory written by `botaclip sdm fit --out`.")
 @click.option("--store", "store_path", required=True, type=click.Path(path_type=Path), help="Feature store directory.")
-@click.option("--region", default=None,
+@click.option("--region", default=default(PredictConfig, "region"),
               help="Only these cells: an H3 cell, a bbox west,south,east,north (WGS84 degrees), or a polygon file.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
-@click.option("--pixel-m", type=float, default=None,
+@click.option("--pixel-m", type=float, default=default(PredictConfig, "pixel_m"),
               help="Pixel size of a .tif in metres (local UTM) [default: half the H3 edge length].")
 @click.option("--binary", is_flag=True,
               help="Write 0/1 presence (column 'presence', uint8 raster) instead of suitability, at the model's "
                    "stored threshold.")
-@click.option("--threshold", default=None,
+@click.option("--threshold", default=default(PredictConfig, "threshold"),
               help="With --binary: a rule (maxtss, senspec, p10: its out-of-fold value stored with the model) or a "
                    "value in [0, 1] instead of the stored threshold.")
 @click.option("--force", is_flag=True, help="Write a .tif even above 100 million pixels.")
@@ -237,8 +244,8 @@ def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, 
     by partition."""
     from botaclip.sdm import predict
 
-    res = predict(model_dir, store_path, out, region=region, pixel_m=pixel_m, binary=binary, threshold=threshold,
-                  force=force)
+    config = PredictConfig(region=region, pixel_m=pixel_m, binary=binary, threshold=threshold, force=force)
+    res = predict(model_dir, store_path, out, config)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     what = "share present" if binary else "mean suitability"
     click.echo(f"wrote {res.path}: {res.n_cells} cells, {what} {res.mean:.4f}{extra}")

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from botaclip.sdm.autocorrelation import AutocorrelationRange, autocorrelation_range
 from botaclip.sdm.compare import ComparisonResult, PairedComparison, compare, paired_comparison
-from botaclip.sdm.config import CompareConfig, EvaluationConfig, FitConfig, OccurrenceColumns, SamplingConfig
+from botaclip.sdm.config import (
+    CompareConfig,
+    EvaluationConfig,
+    FitConfig,
+    OccurrenceColumns,
+    PredictConfig,
+    SamplingConfig,
+)
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.evaluate import CVResult, FoldResult, cross_validate
 from botaclip.sdm.fit import FitResult, fit_species
@@ -40,23 +47,25 @@ from botaclip.sdm.predict import PredictResult, Region
 from botaclip.sdm.thresholds import THRESHOLD_RULES, ThresholdRule, parse_threshold
 
 
-def predict(model_dir: str | Path, store, out: str | Path, *, region: str | None = None,
-            pixel_m: float | None = None, binary: bool = False, threshold: str | float | None = None,
-            force: bool = False) -> PredictResult:
-    """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` (in ``region``: an H3 cell, a
-    box 'west,south,east,north' in degrees, or a polygon file) and write ``out``: .parquet (h3, suitability),
-    .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition by partition.
-    ``binary``: 0/1 presence instead of suitability, at the model's stored threshold or ``threshold`` (a rule
-    name, 'maxtss', 'senspec', 'p10', whose out-of-fold value was stored with the model, or a value in [0, 1]).
-    A .tif above 100 million pixels is refused unless ``force``.
+def predict(model_dir: str | Path, store, out: str | Path, config: PredictConfig | None = None,
+            **options) -> PredictResult:
+    """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` and write ``out``: .parquet (h3,
+    suitability), .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition
+    by partition. Settings: a :class:`PredictConfig` and/or its fields as keywords (they override ``config``):
+    ``region`` (an H3 cell, a box 'west,south,east,north' in degrees, or a polygon file), ``pixel_m``,
+    ``binary`` (0/1 presence instead of suitability, at the model's stored threshold or ``threshold``: a rule
+    name, 'maxtss', 'senspec', 'p10', whose out-of-fold value was stored with the model, or a value in [0, 1]),
+    ``force`` (a .tif above 100 million pixels is refused without it).
     """
+    from botaclip.config import build
     from botaclip.sdm.design import open_store
     from botaclip.sdm.predict import predict_to_file
 
+    cfg = build(PredictConfig, config, **options)
     saved = load_model(model_dir)
     st = open_store(store, read_only=True)
-    return predict_to_file(saved, st, out, Region(region) if region else None, pixel_m, binary=binary,
-                           threshold=threshold, force=force)
+    return predict_to_file(saved, st, out, Region(cfg.region) if cfg.region else None, cfg.pixel_m,
+                           binary=cfg.binary, threshold=cfg.threshold, force=cfg.force)
 
 
 __all__ = [
@@ -65,6 +74,6 @@ __all__ = [
     "roc_auc", "tss", "best_tss_threshold", "threshold_metrics", "boyce_index", "boyce_curve", "spearman", "mae",
     "make_model", "MODEL_NAMES", "read_occurrences", "Occurrences", "KINDS", "load_model", "save_model",
     "SavedModel", "Region", "sens_spec_threshold", "p10_threshold", "THRESHOLD_RULES", "ThresholdRule",
-    "parse_threshold", "autocorrelation_range", "AutocorrelationRange", "CrossFit", "FitConfig", "CompareConfig",
+    "parse_threshold", "autocorrelation_range", "AutocorrelationRange", "CrossFit", "FitConfig", "CompareConfig", "PredictConfig",
     "SamplingConfig", "EvaluationConfig", "OccurrenceColumns",
 ]

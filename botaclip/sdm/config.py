@@ -121,6 +121,26 @@ class CompareConfig:
         _check_out(self.out)
 
 
+@dataclass(frozen=True)
+class PredictConfig:
+    """`sdm predict`: apply a saved model to the indexed cells of a store."""
+
+    region: str | None = None  # an H3 cell, a box 'west,south,east,north' (WGS84 degrees) or a polygon file
+    pixel_m: float | None = None  # .tif pixel size in metres (local UTM); None: half the H3 edge length
+    binary: bool = False  # 0/1 presence at a threshold instead of suitability
+    threshold: str | float | None = None  # with binary: a rule (maxtss, senspec, p10) or a value in [0, 1]
+    force: bool = False  # write a .tif even above 100 million pixels
+
+    def __post_init__(self) -> None:
+        _check(self.pixel_m is None or (_is_number(self.pixel_m) and self.pixel_m > 0), "pixel_m",
+               "must be a positive number of metres", self.pixel_m)
+        if self.threshold is not None:
+            if not self.binary:
+                raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with "
+                                        f"{param('binary')}")
+            parse_threshold(self.threshold)
+
+
 def _check_out(out: str | Path | None) -> None:
     """Never an output folder inside a store (nothing writes into a store but its writer)."""
     if out is not None:
