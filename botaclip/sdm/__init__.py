@@ -64,8 +64,7 @@ def predict(model_dir: str | Path, store, out: str | Path, config: PredictConfig
     cfg = build(PredictConfig, config, **options)
     saved = load_model(model_dir)
     st = open_store(store, read_only=True)
-    return predict_to_file(saved, st, out, Region(cfg.region) if cfg.region else None, cfg.pixel_m,
-                           binary=cfg.binary, threshold=cfg.threshold, force=cfg.force)
+    return predict_to_file(saved, st, out, cfg)
 
 
 __all__ = [

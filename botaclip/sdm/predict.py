@@ -20,6 +20,7 @@ from botaclip.atomic import atomic_write
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
+from botaclip.sdm.config import PredictConfig
 from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
 from botaclip.store.outputs import check_output_path
@@ -201,13 +202,14 @@ def predictions_to_store(saved: SavedModel, store, name: str, region: Region | N
     return int(h3.size), h3, vals
 
 
-def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | None = None,
-                    pixel_m: float | None = None, *, binary: bool = False,
-                    threshold: str | float | None = None, force: bool = False) -> PredictResult:
-    """Predict every indexed cell (in ``region``) and write ``out``; the format follows the suffix.
+def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictConfig) -> PredictResult:
+    """Predict every indexed cell (in ``config.region``) and write ``out``; the format follows the suffix.
 
-    ``binary``: write 0/1 presence at ``threshold`` (see :func:`binary_threshold`) instead of suitability. A .tif
-    of more than MAX_TIF_PIXELS pixels is refused (before predicting, when it can be told) unless ``force``."""
+    ``config.binary``: write 0/1 presence at ``config.threshold`` (see :func:`binary_threshold`) instead of
+    suitability. A .tif of more than MAX_TIF_PIXELS pixels is refused (before predicting, when it can be told)
+    unless ``config.force``. The config checked its own values when it was built."""
+    region = Region(config.region) if config.region else None
+    pixel_m, binary, force = config.pixel_m, config.binary, config.force
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -216,9 +218,7 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, region: Region | 
     if not out.parent.exists():
         raise MissingFileError(f"output folder {out.parent} does not exist")
     check_output_path(out, what="--out")
-    if threshold is not None and not binary:
-        raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with {param('binary')}")
-    t_value, t_how = binary_threshold(saved, threshold) if binary else (None, None)
+    t_value, t_how = binary_threshold(saved, config.threshold) if binary else (None, None)
     check_feature_sets(saved, store)
     if suffix == ".tif" and pixel_m is not None and not force and region is None:
         check_raster_size(store.info(saved.feature_set_names[0])["rows"], int(saved.resolution), pixel_m)
