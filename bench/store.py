@@ -1,10 +1,13 @@
-"""Feature-store benchmarks: write throughput, bytes per cell, point join, similarity search, H3 SQL speed.
+"""Feature-store benchmarks, each side by side with the best alternative in the same run: writes vs
+`pyarrow.parquet.write_table` (identical options), exact search vs numpy and faiss on the same matrix, the ANN
+index vs exact truth, `botaclip store similar` vs Python's start-up, plus bytes per cell, point joins, H3 SQL.
 
-    python bench/store.py                    # 1M cells (the numbers in docs/benchmarks.md)
-    python bench/store.py --cells 50000      # quick run
-    PYTHONPATH=/path/to/duckdb-1.5.5-with-vss python bench/store.py --only similarity   # HNSW too
+    python bench/store.py                                  # 1M cells (docs/benchmarks.md)
+    python bench/store.py --cells 200000 --only write      # quick run of one part
+    python bench/store.py --cells 200000 --only search --only ann --only cli
 
-Streams in partitions of 2401 cells (resolution-10 children of resolution-6 parents) so memory stays bounded.
+Embeddings have structure (a Gaussian mixture of 300 clusters, seeded), not random unit vectors, on which every
+ANN index looks broken. Cells: resolution-10 children of resolution-6 parents (2,401 per Parquet file).
 Prints one line per number; JSON with --json.
 """
 
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +26,14 @@ from pathlib import Path
 import duckdb
 import h3.api.basic_int as h3i
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from botaclip.store import Store, register_h3_functions
-from botaclip.store.similarity import SimilaritySearch, load_vss
+from botaclip.store.layout import parquet_write_options
+from botaclip.store.similarity import SimilaritySearch
 
+REPEATS = 3
 ORIGIN = (45.0, 6.0)  # parents are taken around here (the Alps), resolution 6
 
 
@@ -44,14 +52,22 @@ def cells_of(parent: int) -> np.ndarray:
     return np.array(sorted(h3i.cell_to_children(parent, 10)), dtype=np.uint64)
 
 
+def mixture(rng: np.random.Generator, n: int, dim: int, clusters: int = 300, seed: int = 0) -> np.ndarray:
+    """n rows of a Gaussian mixture (`clusters` centres fixed by `seed`, noise 0.35 of a centre's norm)."""
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim), dtype=np.float32)
+    x = centres[rng.integers(0, clusters, n)]
+    x += 0.35 * rng.standard_normal((n, dim), dtype=np.float32)
+    return x
+
+
 def fill(store: Store, name: str, n_cells: int, dim: int, dtype: str, seed: int = 0) -> tuple[float, int]:
-    """Write n_cells random unit embeddings; returns (seconds spent in the writer, rows)."""
+    """Write n_cells clustered embeddings one partition at a time; returns (seconds in the writer, rows)."""
     rng = np.random.default_rng(seed)
     spent, rows = 0.0, 0
     with store.writer(name, kind="backbone", dim=dim, dtype=dtype, provenance={"model": "bench"}) as w:
         for parent in parents_for(n_cells):
             cells = cells_of(parent)[: n_cells - rows]
-            emb = rng.standard_normal((len(cells), dim), dtype=np.float32)
+            emb = mixture(rng, len(cells), dim)
             t = time.perf_counter()
             w.write(cells, emb, valid_fraction=np.ones(len(cells), np.float32))
             w.finish_partition(parent)
@@ -64,17 +80,104 @@ def fill(store: Store, name: str, n_cells: int, dim: int, dtype: str, seed: int 
     return spent, rows
 
 
-def bench_write(root: Path, n: int, out: dict) -> None:
+def _write_data(n: int, dim: int) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    parents, cells, embs = [], [], []
+    rows = 0
+    for parent in parents_for(n):
+        c = cells_of(parent)[: n - rows]
+        parents.append(parent)
+        cells.append(c)
+        embs.append(mixture(rng, len(c), dim))
+        rows += len(c)
+    return parents, cells, embs
+
+
+def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
+    """botaclip's writer vs pyarrow.parquet.write_table on the same rows, options and files (one per partition).
+
+    The pyarrow baseline gets each partition ready-made as an Arrow table of unit vectors (sorted), which is the
+    writer's output, and writes it with the store's Parquet options (no fsync, no rename); the writer gets raw
+    float32 vectors and does the checks, the normalisation, the sort, the split, fsync and atomic renames. The
+    commit (catalog and the set's geometry statistics: one more pass over the files) is timed apart."""
+    parents, cells, embs = _write_data(n, dim)
+    rows = sum(len(c) for c in cells)
+    warm = Store.create(root / "warm.store")  # first-use imports (h3ronpy, pandas) are not the writer's cost
+    with warm.writer("emb", kind="backbone", dim=dim) as w:
+        w.write(cells[0][:10], embs[0][:10])
+    shutil.rmtree(warm.path)
     for dtype in ("float32", "float16", "int8"):
-        store = Store.create(root / f"w_{dtype}.store")
-        secs, rows = fill(store, "emb", n, 768, dtype)
-        size = store.info("emb")["bytes"]
-        out[f"write_768d_{dtype}_rows_per_s"] = rows / secs
-        out[f"bytes_per_cell_768d_{dtype}"] = size / rows
-        print(f"write {rows} x 768 {dtype}: {secs:.1f} s, {rows / secs:,.0f} rows/s, "
-              f"{size / rows:,.0f} bytes/cell on disk", flush=True)
-        if dtype != "float32":
+        spec = schema = None
+        ours, base, commits = [], [], []
+        for rep in range(REPEATS):  # interleaved, best of REPEATS: the machine is shared
+            store = Store.create(root / f"w_{dtype}_{rep}.store")
+            with store.writer("emb", kind="backbone", dim=dim, dtype=dtype, provenance={"model": "bench"}) as w:
+                spec = w.spec
+                schema = spec.arrow_schema(store.resolution, store.partition_resolution)
+                t = time.perf_counter()
+                for parent, c, x in zip(parents, cells, embs):
+                    w.write(c, x, valid_fraction=np.ones(len(c), np.float32))
+                    w.finish_partition(parent)
+                ours.append(time.perf_counter() - t)
+                t = time.perf_counter()
+            commits.append(time.perf_counter() - t)
+            size = store.info("emb")["bytes"]
             shutil.rmtree(store.path)
+            base.append(_time_pyarrow(root / f"pa_{dtype}", spec, schema, cells, embs))
+        per_part, base_s, commit = min(ours), min(base), min(commits)
+        label = f"write {rows:,} x {dim} {dtype}"
+        out[f"write_{dim}d_{dtype}_per_partition_rows_per_s"] = rows / per_part
+        out[f"write_{dim}d_{dtype}_pyarrow_rows_per_s"] = rows / base_s
+        out[f"write_{dim}d_{dtype}_commit_s"] = commit
+        out[f"bytes_per_cell_{dim}d_{dtype}"] = size / rows
+        print(f"{label}, one partition at a time: botaclip {per_part:.2f} s ({rows / per_part:,.0f} rows/s) vs "
+              f"pyarrow write_table {base_s:.2f} s ({rows / base_s:,.0f} rows/s): {per_part / base_s:.2f}x; commit "
+              f"(catalog + geometry statistics) {commit:.2f} s; {size / rows:,.0f} bytes/cell "
+              f"(best of {REPEATS})", flush=True)
+        if dtype == "float32":
+            _bench_one_write(root, cells, embs, base_s, out, dim)
+
+
+def _time_pyarrow(base_dir: Path, spec, schema, cells: list, embs: list) -> float:
+    """Seconds pyarrow takes to write the partitions, given as ready Arrow tables of the stored values."""
+    tables = []
+    for c, x in zip(cells, embs):
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        tables.append(spec.encode(schema, c, unit, {"valid_fraction": np.ones(len(c), np.float32)}))
+    base_dir.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    for i, table in enumerate(tables):
+        _pyarrow_write(table, base_dir / f"{i}.parquet")
+    secs = time.perf_counter() - t
+    shutil.rmtree(base_dir)
+    return secs
+
+
+def _pyarrow_write(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, **parquet_write_options(table))
+
+
+def _bench_one_write(root: Path, cells: list, embs: list, base: float, out: dict, dim: int) -> None:
+    """One `write()` of every row, in a random order (the writer sorts and splits)."""
+    rng = np.random.default_rng(1)
+    allc = np.concatenate(cells)
+    perm = rng.permutation(len(allc))
+    allc, allx = allc[perm], np.concatenate(embs)[perm]
+    rows = len(allc)
+    times = []
+    for rep in range(REPEATS):
+        store = Store.create(root / f"w_one_{rep}.store")
+        with store.writer("emb", kind="backbone", dim=dim, provenance={"model": "bench"},
+                          max_buffer_bytes=4 * allx.nbytes) as w:
+            t = time.perf_counter()
+            w.write(allc, allx, valid_fraction=np.ones(rows, np.float32))
+            w.flush()
+            times.append(time.perf_counter() - t)
+        shutil.rmtree(store.path)
+    secs = min(times)
+    out[f"write_{dim}d_float32_one_write_rows_per_s"] = rows / secs
+    print(f"write {rows:,} x {dim} float32, one write() of all rows in random order + flush: botaclip {secs:.2f} s "
+          f"({rows / secs:,.0f} rows/s) vs pyarrow {base:.2f} s: {secs / base:.2f}x (best of {REPEATS})", flush=True)
 
 
 def bench_h3sql(n: int, out: dict) -> None:
@@ -114,68 +217,162 @@ def bench_join(root: Path, n: int, out: dict) -> None:
     con.close()
 
 
-def exact_top(store: Store, name: str, queries: np.ndarray, k: int) -> list[list[int]]:
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_h = np.zeros((len(queries), k), dtype=np.uint64)
-    for _, h, X in store.iter_partitions(name):
-        s = queries @ X.T
-        allh = np.concatenate([best_h, np.broadcast_to(h, (len(queries), len(h)))], axis=1)
-        alls = np.concatenate([best_s, s], axis=1)
-        idx = np.argsort(-alls, axis=1)[:, :k]
-        best_h = np.take_along_axis(allh, idx, axis=1)
-        best_s = np.take_along_axis(alls, idx, axis=1)
-    return [row.tolist() for row in best_h]
-
-
-def bench_similarity(root: Path, n: int, out: dict, n_queries: int = 5) -> None:
-    path = root / "sim.store"
-    if not path.exists():
-        store = Store.create(path)
-        secs, _ = fill(store, "emb256", n, 256, "float32", seed=1)
-        print(f"(wrote {n:,} x 256 float32 in {secs:.1f} s)", flush=True)
-    store = Store.open(path)
-    rng = np.random.default_rng(2)
-    h_all = store.existing_cells("emb256")
-    qcells = rng.choice(h_all, n_queries, replace=False)
-    Q = store.features_numpy("emb256", cells=qcells).X
-    truth = exact_top(store, "emb256", Q, 10)
-    methods = ["brute"] + (["hnsw"] if load_vss(duckdb.connect()) else [])
-    if "hnsw" not in methods:
-        print(f"HNSW: not available (duckdb {duckdb.__version__} has no vss extension here; "
-              "install botaclip[ann] = duckdb 1.5.5 + duckdb-extension-vss)", flush=True)
-        out["hnsw"] = "unavailable"
-    variants = [("brute", False), ("brute", True)] + [(m, True) for m in methods if m != "brute"]
-    for method, in_memory in variants:
-        label = method + ("_in_memory" if in_memory and method == "brute" else "")
+def _p50(fn, queries: np.ndarray) -> float:
+    times = []
+    for q in queries:
         t = time.perf_counter()
-        search = SimilaritySearch(store, "emb256", method=method, in_memory=in_memory)
-        build = time.perf_counter() - t
-        lat, recall = [], []
-        for q, tr in zip(Q, truth):
-            t = time.perf_counter()
-            h, _ = search.query_vector(q, k=10)
-            lat.append(time.perf_counter() - t)
-            recall.append(len(set(h.tolist()) & set(tr)) / 10)
+        fn(q)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _recall(got: list, truth: list) -> float:
+    return float(np.mean([len(set(map(int, g)) & set(map(int, t))) / len(t) for g, t in zip(got, truth)]))
+
+
+def _search_store(root: Path, n: int, dtype: str) -> Store:
+    path = root / f"search_{dtype}.store"
+    if not path.exists():
+        secs, _ = fill(Store.create(path), "emb", n, 256, dtype, seed=1)
+        print(f"(wrote {n:,} x 256 {dtype} in {secs:.1f} s)", flush=True)
+    return Store.open(path)
+
+
+def _numpy_top10(X: np.ndarray, h: np.ndarray, q: np.ndarray) -> np.ndarray:
+    s = X @ q
+    idx = np.argpartition(-s, 10)[:10]
+    return h[idx[np.argsort(-s[idx])]]
+
+
+def bench_search(root: Path, n: int, out: dict, n_queries: int = 20) -> None:
+    """Exact top-10: botaclip (in memory, and streamed from Parquet) vs numpy and faiss IndexFlatIP on the same
+    float32 matrix, per storage dtype; recall of float16/int8 storage against float32 truth."""
+    import faiss
+
+    base = _search_store(root, n, "float32")
+    h, X = base.features_numpy("emb")[:2]
+    rng = np.random.default_rng(2)
+    qi = rng.choice(len(h), n_queries, replace=False)
+    Q = X[qi] + 0.05 * rng.standard_normal((n_queries, X.shape[1]), dtype=np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    truth = [_numpy_top10(X, h, q) for q in Q]
+    t_np = _p50(lambda q: _numpy_top10(X, h, q), Q)
+    flat = faiss.IndexFlatIP(X.shape[1])
+    flat.add(X)
+    t_faiss = _p50(lambda q: flat.search(q[None], 10), Q)
+    out.update(search_numpy_s=t_np, search_faiss_flat_s=t_faiss)
+    print(f"top-10 over {len(h):,} x 256 in memory: numpy matmul+argpartition {t_np * 1e3:.1f} ms, faiss "
+          f"IndexFlatIP {t_faiss * 1e3:.1f} ms (p50 of {n_queries})", flush=True)
+    flat.reset()
+    for dtype in ("float32", "float16", "int8"):
+        store = base if dtype == "float32" else _search_store(root, n, dtype)
+        t = time.perf_counter()
+        search = SimilaritySearch(store, "emb", method="exact", in_memory=True)
+        load = time.perf_counter() - t
+        got = [search.query_vector(q, k=10)[0] for q in Q]
+        t_ours = _p50(lambda q, s=search: s.query_vector(q, k=10), Q)
         search.close()
-        out[f"similarity_{label}_latency_s"] = float(np.median(lat))
-        out[f"similarity_{label}_recall_at_10"] = float(np.mean(recall))
-        out[f"similarity_{label}_build_s"] = build
-        print(f"top-10 over {n:,} x 256 ({label}, duckdb {duckdb.__version__}): median latency "
-              f"{np.median(lat):.3f} s, recall@10 {np.mean(recall):.3f}, index build {build:.1f} s", flush=True)
+        rec = _recall(got, truth)
+        out[f"search_{dtype}_in_memory_s"] = t_ours
+        out[f"search_{dtype}_recall_at_10"] = rec
+        print(f"  botaclip exact in memory, {dtype} storage: {t_ours * 1e3:.1f} ms p50 ({t_ours / t_np:.2f}x numpy), "
+              f"load {load:.1f} s, recall@10 vs float32 truth {rec:.3f}", flush=True)
+        stream = SimilaritySearch(store, "emb", method="exact")
+        t_stream = _p50(lambda q, s=stream: s.query_vector(q, k=10), Q[:5])
+        t_read = _read_column_s(store)
+        out[f"search_{dtype}_parquet_s"] = t_stream
+        out[f"read_column_{dtype}_s"] = t_read
+        print(f"  botaclip exact from Parquet, {dtype}: {t_stream:.3f} s p50 vs reading the column with pyarrow "
+              f"(+ to numpy) {t_read:.3f} s: {t_stream / t_read:.2f}x", flush=True)
+
+
+def _read_column_s(store: Store) -> float:
+    """Seconds to read every partition file's h3 and embedding columns into numpy, nothing else."""
+    files = sorted((store.path / "features" / "emb").glob("parent=*/data.parquet"))
+    spec = store.spec("emb")
+    cols = ["h3", "embedding"] + (["embedding_scale"] if spec.dtype == "int8" else [])
+    t = time.perf_counter()
+    for f in files:
+        table = pq.read_table(f, columns=cols)
+        table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return time.perf_counter() - t
+
+
+def bench_ann(root: Path, n: int, out: dict, n_queries: int = 100) -> None:
+    """The persistent ANN index: build time, p50 query through `SimilaritySearch` (and raw faiss on the same
+    mapped index), recall@10 against exact top-10."""
+    from botaclip.store import ann
+
+    store = _search_store(root, n, "float32")
+    h, X = store.features_numpy("emb")[:2]
+    rng = np.random.default_rng(3)
+    qi = rng.choice(len(h), n_queries, replace=False)
+    Q = X[qi] + 0.05 * rng.standard_normal((n_queries, X.shape[1]), dtype=np.float32)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    truth = [_numpy_top10(X, h, q) for q in Q]
+    del X
+    load0 = os.getloadavg()[0]
+    t = time.perf_counter()
+    rec = ann.build(Store.open(store.path), "emb")
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    search = SimilaritySearch(store, "emb", method="ann")
+    opened = time.perf_counter() - t
+    got = [search.query_vector(q, k=10)[0] for q in Q]
+    t_ours = _p50(lambda q: search.query_vector(q, k=10), Q)
+    t_raw = _p50(lambda q: search.ann.index.search(q[None], 10), Q)
+    r = _recall(got, truth)
+    out.update(ann_build_s=build, ann_query_s=t_ours, ann_raw_faiss_s=t_raw, ann_recall_at_10=r,
+               ann_index=rec["index_type"], ann_nprobe=rec["nprobe"], ann_open_s=opened)
+    print(f"ANN {rec['index_type']} nprobe {rec['nprobe']} over {len(h):,} x 256: build {build:.1f} s (load average "
+          f"{load0:.1f} -> {os.getloadavg()[0]:.1f}), open {opened * 1e3:.0f} ms (memory-mapped), p50 query "
+          f"{t_ours * 1e3:.2f} ms (raw faiss {t_raw * 1e3:.2f} ms), recall@10 {r:.3f}", flush=True)
+
+
+def bench_cli(root: Path, n: int, out: dict) -> None:
+    """`botaclip store similar` as a whole command (process start to exit) vs `python -c pass`."""
+    store = _search_store(root, n, "float32")
+    cell = format(int(store.existing_cells("emb")[0]), "x")
+    exe = [sys.executable, "-c", "from botaclip.cli import main; main()"]
+    env = dict(os.environ)
+
+    def run(args: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True, env=env)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    t_py = run([sys.executable, "-c", "pass"])
+    t_help = run(exe + ["--help"])
+    t_exact = run(exe + ["store", "similar", str(store.path), "--feature-set", "emb", "--cell", cell, "--exact"])
+    line = (f"`botaclip store similar` over {n:,} x 256 (best of 3): python start {t_py:.2f} s, `botaclip --help` "
+            f"{t_help:.2f} s, exact from Parquet {t_exact:.2f} s")
+    out.update(cli_python_s=t_py, cli_help_s=t_help, cli_similar_exact_s=t_exact)
+    from botaclip.store import ann
+
+    if ann.status(store, "emb") is not None:
+        t_ann = run(exe + ["store", "similar", str(store.path), "--feature-set", "emb", "--cell", cell])
+        out["cli_similar_ann_s"] = t_ann
+        line += f", with the ANN index {t_ann:.2f} s"
+    print(line, flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=1_000_000, help="cells per feature set (default 1M)")
-    ap.add_argument("--only", choices=["write", "h3sql", "join", "similarity"], action="append",
+    ap.add_argument("--only", choices=["write", "h3sql", "join", "search", "ann", "cli"], action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--dir", help="working directory (default: a temporary one, removed at the end)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON at the end")
     args = ap.parse_args()
-    parts = args.only or ["write", "h3sql", "join", "similarity"]
+    parts = args.only or ["write", "h3sql", "join", "search", "ann", "cli"]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="botaclip-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    out: dict = {"cells": args.cells, "duckdb": duckdb.__version__, "cpus": os.cpu_count()}
+    out: dict = {"cells": args.cells, "duckdb": duckdb.__version__, "cpus": os.cpu_count(),
+                 "load_average_start": os.getloadavg()}
+    print(f"{args.cells:,} cells, {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
     try:
         if "write" in parts:
             bench_write(root, args.cells, out)
@@ -185,11 +382,14 @@ def main() -> None:
             if not (root / "w_float32.store").exists():
                 fill(Store.create(root / "w_float32.store"), "emb", args.cells, 768, "float32")
             bench_join(root, args.cells, out)
-        if "similarity" in parts:
-            bench_similarity(root, args.cells, out)
+        for part, fn in (("search", bench_search), ("ann", bench_ann), ("cli", bench_cli)):
+            if part in parts:
+                fn(root, args.cells, out)
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
+    out["load_average_end"] = os.getloadavg()
+    print(f"load average at the end {os.getloadavg()}", flush=True)
     if args.json:
         print(json.dumps(out, indent=2))
 

@@ -11,7 +11,6 @@ import pytest
 
 from botaclip.cli import cli
 from botaclip.store import Store
-from botaclip.store.similarity import SimilaritySearch, load_vss
 
 PARENT = h3i.latlng_to_cell(45.19, 5.72, 6)
 
@@ -99,20 +98,6 @@ def test_similar_matches_numpy(cli_runner, filled):
     out4 = json.loads(_ok(cli_runner, ["store", "similar", str(store.path), "--feature-set", "dofa", "--cell",
                                        h3i.int_to_str(int(cells[q])), "--within", bbox, "--format", "json"]))
     assert out4 and all(abs(r["lat"] - lat) <= 0.01 and abs(r["lng"] - lng) <= 0.01 for r in out4)
-
-
-def test_hnsw_identical_top_k_when_vss_available(filled):
-    """HNSW vs brute force; runs where DuckDB's vss loads (the botaclip[ann] extra), see docs/store.md."""
-    import duckdb
-
-    if not load_vss(duckdb.connect()):
-        pytest.skip("vss extension not installable with this duckdb (needs the botaclip[ann] extra)")
-    store, cells, emb = filled
-    with SimilaritySearch(store, "dofa", method="brute") as b, SimilaritySearch(store, "dofa", method="hnsw") as h:
-        for q in range(0, 2401, 300):
-            hb, _ = b.query_vector(emb[q], k=10, exclude=int(cells[q]))
-            hh, _ = h.query_vector(emb[q], k=10, exclude=int(cells[q]))
-            assert hb.tolist() == hh.tolist()
 
 
 def test_bad_inputs_give_one_line_errors(cli_runner, filled, tmp_path):

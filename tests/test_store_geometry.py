@@ -158,7 +158,7 @@ def test_similar_centered_matches_numpy_and_cli(tmp_path, cli_runner):
     assert [r["h3_string"] for r in __import__("json").loads(result.stdout)] == [
         format(int(c), "x") for c in cells[1:][order][:3]]
     bad = cli_runner.invoke(cli, ["store", "similar", str(store.path), "--feature-set", "e", "--cell",
-                                  format(int(cells[0]), "x"), "--centered", "--method", "hnsw"])
+                                  format(int(cells[0]), "x"), "--centered", "--ann"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: centred cosine is exact search only")
 
 

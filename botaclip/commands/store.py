@@ -147,35 +147,141 @@ def export_cmd(store, name, out) -> None:
     click.echo(f"wrote {r['rows']} cells to {r['path']}")
 
 
-def _parse_point(text: str) -> tuple[float, float]:
+def _parse_point(text: str, option: str = "--point") -> tuple[float, float]:
     try:
         lat, lng = (float(v) for v in text.split(","))
     except ValueError:
-        raise BotaclipError(f"--point {text!r} must be LAT,LNG in degrees, e.g. 45.19,5.72") from None
+        raise BotaclipError(f"{option} {text!r} must be LAT,LNG in degrees, e.g. 45.19,5.72") from None
     return lat, lng
+
+
+def _parse_cells(text: str, store) -> list:
+    """Cells of `--cells`: comma-separated hex ids, or a file (CSV/Parquet/GeoPackage of points or cells)."""
+    import os
+
+    if os.path.isfile(text):
+        from botaclip.store.region import cells_of_file
+
+        return list(cells_of_file(store, text))
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 @store_group.command("similar")
 @click.argument("store", type=click.Path())
 @click.option("--feature-set", "name", required=True, help="Embedding feature set to search.")
-@click.option("--cell", help="Query H3 cell (hex).")
-@click.option("--point", help="Query point LAT,LNG in degrees (its containing cell is used).")
+@click.option("--cell", help="Query by example: an H3 cell (hex).")
+@click.option("--point", help="Query by example: a point LAT,LNG in degrees (its containing cell).")
+@click.option("--cells", help="Query by example: several cells (their mean embedding), as hex ids separated by "
+                              "commas, or a CSV/Parquet/GeoPackage file of points (lat/lng columns or geometry) or "
+                              "of cells (an h3 column), e.g. your plots: \"places like these plots\".")
+@click.option("--polygon", type=click.Path(), help="Query by example: a polygon file (GeoJSON, GeoPackage, any "
+                                                 "CRS): the mean embedding of the stored cells whose centre is inside.")
 @click.option("-k", "k", type=click.IntRange(1, 100000), default=10, show_default=True, help="Number of results.")
-@click.option("--within", help="Region: an H3 cell (hex), a bbox west,south,east,north (WGS84 degrees), or a polygon file.")
-@click.option("--method", type=click.Choice(["brute", "hnsw"]), default="brute", show_default=True,
-              help="Exact brute force, or an HNSW index (needs the vss extension: botaclip[ann]).")
+@click.option("--within", help="Only cells in this region: an H3 cell (hex), a bbox west,south,east,north (WGS84 "
+                               "degrees), or a polygon file.")
+@click.option("--max-km", type=float, help="Only cells whose centre is within this many km of --near (default: "
+                                           "the example's location).")
+@click.option("--near", help="LAT,LNG (degrees) that --max-km and the distance_km column measure from.")
+@click.option("--exact", is_flag=True, help="Exact search even when an ANN index is present.")
+@click.option("--ann", "force_ann", is_flag=True,
+              help="Use the ANN index (`botaclip store ann build`); an error if there is none or it is stale.")
 @click.option("--centered", is_flag=True,
               help="Rank by centred cosine (the set's mean vector subtracted; exact search only): raw cosine over a "
                    "nearly collinear set is about 1 for every cell.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="Output format.")
-def similar_cmd(store, name, cell, point, k, within, method, centered, fmt) -> None:
-    """List the k cells whose embeddings are most similar (cosine) to a cell's or a point's."""
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet", "gpkg"]), default="table",
+              show_default=True, help="Output format; parquet and gpkg (hexagons for QGIS) need --out.")
+@click.option("--out", type=click.Path(), help="Write the result to this file (outside the store).")
+def similar_cmd(store, name, cell, point, cells, polygon, k, within, max_km, near, exact, force_ann, centered,
+                fmt, out) -> None:
+    """List the k cells whose embeddings are most similar (cosine) to an example: a cell, a point, a set of cells
+    or a polygon. Answers from the set's ANN index when one is fresh, else exactly; says which on stderr."""
     from botaclip.store.similarity import similar
 
-    table = similar(_open(store), name, cell=cell, point=_parse_point(point) if point else None, k=k,
-                    within=within, method=method, centered=centered)
-    _emit(table.drop(["h3"]), fmt, None)
+    if exact and force_ann:
+        raise BotaclipError("give --exact or --ann, not both")
+    if fmt in ("parquet", "gpkg") and not out:
+        raise BotaclipError(f"--format {fmt} needs --out FILE.{fmt}")
+    if out:
+        from botaclip.store.outputs import check_output_path
+
+        check_output_path(out)
+    s = _open(store)
+    table = similar(s, name, cell=cell, point=_parse_point(point) if point else None,
+                    cells=tuple(_parse_cells(cells, s)) if cells else None, polygon=polygon, k=k, within=within,
+                    max_km=max_km, near=_parse_point(near, "--near") if near else None,
+                    method="exact" if exact else ("ann" if force_ann else "auto"), centered=centered)
+    meta = table.schema.metadata or {}
+    click.echo(f"# {meta.get(b'example', b'').decode()}; answered by {meta.get(b'answered_by', b'').decode()}",
+               err=True)
+    if fmt == "gpkg":
+        _write_gpkg(table, out, name)
+    else:
+        _emit(table.drop(["h3"]).replace_schema_metadata(None), fmt, out)
+
+
+def _write_gpkg(table, out: str | None, layer: str) -> None:
+    """The result as hexagon polygons (EPSG:4326) in a GeoPackage, h3 as hex text (GDAL has no uint64)."""
+    import geopandas as gpd
+
+    from botaclip.store import h3vec
+
+    df = table.drop(["h3"]).replace_schema_metadata(None).to_pandas()
+    gdf = gpd.GeoDataFrame(df, geometry=list(h3vec.cells_to_polygons(table.column("h3").to_numpy())),
+                           crs="EPSG:4326")
+    gdf.to_file(out, layer=f"similar_{layer}", driver="GPKG")
+    click.echo(f"wrote {table.num_rows} rows to {out}")
+
+
+@store_group.group("ann")
+def ann_group() -> None:
+    """A persistent approximate-nearest-neighbour index per embedding set (faiss IVF; the `ann` extra)."""
+
+
+@ann_group.command("build")
+@click.argument("store", type=click.Path())
+@click.option("--feature-set", "name", required=True, help="Embedding feature set to index.")
+@click.option("--nlist", type=click.IntRange(1), help="Inverted lists (default: about 2 sqrt(rows)).")
+@click.option("--nprobe", type=click.IntRange(1), help="Lists probed per query (default: nlist / 32, at least 8).")
+@click.option("--threads", type=click.IntRange(1), help="Threads for the build (default: all cores).")
+def ann_build_cmd(store, name, nlist, nprobe, threads) -> None:
+    """Build (or rebuild) the ANN index of a feature set; `store similar` then uses it while it is fresh."""
+    from botaclip.store import ann
+
+    r = ann.build(_open(store, read_only=False), name, nlist=nlist, nprobe=nprobe, threads=threads)
+    click.echo(f"built {r['index_type']} over {r['rows']} rows of {name!r} in {r['build_seconds']:.1f} s "
+               f"(nprobe {r['nprobe']}): {r['dir']}")
+
+
+@ann_group.command("info")
+@click.argument("store", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def ann_info_cmd(store, as_json) -> None:
+    """List the ANN indexes of STORE and whether each is fresh (built from the set as it is now)."""
+    from botaclip.store import ann
+
+    s = _open(store)
+    rows = [dict(st, name=n) for n in s.feature_sets() if s.spec(n).is_embedding
+            for st in [ann.status(s, n)] if st is not None]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no ANN index; build one with `botaclip store ann build STORE --feature-set NAME`")
+    for r in rows:
+        state = "fresh" if r["fresh"] else "STALE (the set was written since; rebuild it)"
+        click.echo(f"{r['name']}: {r['index_type']}, {r['rows']} rows, nprobe {r['nprobe']}, built {r['built']}, "
+                   f"{state}")
+
+
+@ann_group.command("drop")
+@click.argument("store", type=click.Path())
+@click.option("--feature-set", "name", required=True, help="Feature set whose index to remove.")
+def ann_drop_cmd(store, name) -> None:
+    """Remove a feature set's ANN index (searches are then exact)."""
+    from botaclip.store import ann
+
+    done = ann.drop(_open(store, read_only=False), name)
+    click.echo(f"dropped the ANN index of {name!r}" if done else f"{name!r} had no ANN index")
 
 
 def _emit(table, fmt: str, out: str | None) -> None:

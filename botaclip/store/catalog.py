@@ -1,6 +1,6 @@
 """The catalog: a small DuckDB database file in the store (tables `store_meta`, `feature_sets`, `partitions`,
 `runs`, `feature_set_geometry` (see `geometry.py`), `cross_fits` (cross-fitted adapted sets, see
-`Store.cross_fit`), and one view per feature set over its Parquet files). Catalogs written before the last two
+`Store.cross_fit`), `ann_indexes` (see `ann.py`), and one view per feature set over its Parquet files). Catalogs written before the last two
 tables existed read as having none.
 
 DuckDB lets no other process open a database file while one holds it read-write. So nothing ever opens the live
@@ -51,6 +51,10 @@ CREATE TABLE feature_set_geometry (
 CREATE TABLE cross_fits (
     name VARCHAR PRIMARY KEY, fold_sets VARCHAR[], block_res INTEGER, blocks UBIGINT[], folds BIGINT[],
     releve_cells UBIGINT[], adapter_sha256 VARCHAR, created TIMESTAMP);
+CREATE TABLE ann_indexes (
+    name VARCHAR PRIMARY KEY, library VARCHAR, library_version VARCHAR, index_type VARCHAR, metric VARCHAR,
+    dir VARCHAR, rows BIGINT, dim INTEGER, nlist INTEGER, nprobe INTEGER, source_fingerprint VARCHAR,
+    build_seconds DOUBLE, built TIMESTAMP);
 """
 _FS_COLS = ("name", "kind", "dtype", "dim", "columns", "extras", "provenance", "rows", "partitions", "bytes",
             "created", "updated")
@@ -59,8 +63,10 @@ _RUN_COLS = ("run_id", "feature_set", "pid", "host", "started", "finished", "sta
 _GEOMETRY_COLS = ("name", "rows", "sample_rows", "dim", "effective_dim", "mean_norm", "mean_cosine", "mean",
                   "eigenvalues", "explained_variance_ratio", "axes", "computed")
 _CROSS_FIT_COLS = ("name", "fold_sets", "block_res", "blocks", "folds", "releve_cells", "adapter_sha256", "created")
+_ANN_COLS = ("name", "library", "library_version", "index_type", "metric", "dir", "rows", "dim", "nlist", "nprobe",
+             "source_fingerprint", "build_seconds", "built")
 # Tables added after the first release, with their columns: optional when reading an older catalog.
-_OPTIONAL_TABLES = {"feature_set_geometry": _GEOMETRY_COLS, "cross_fits": _CROSS_FIT_COLS}
+_OPTIONAL_TABLES = {"feature_set_geometry": _GEOMETRY_COLS, "cross_fits": _CROSS_FIT_COLS, "ann_indexes": _ANN_COLS}
 
 
 def utcnow() -> _dt.datetime:

@@ -44,6 +44,13 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
             if pa.types.is_fixed_size_list(f.type) and pa.types.is_int8(f.type.value_type)]
 
 
+def parquet_write_options(table: pa.Table) -> dict:
+    """Keyword arguments of `pq.write_table` for a partition file (one row group; see PARQUET_OPTIONS)."""
+    return dict(row_group_size=max(1, table.num_rows),
+                use_byte_stream_split=_byte_stream_split_columns(table.schema) or False,
+                use_dictionary=_dictionary_columns(table.schema) or False, **PARQUET_OPTIONS)
+
+
 def features_dir(root: Path, name: str) -> Path:
     return Path(root) / "features" / name
 
@@ -89,9 +96,7 @@ def write_parquet_atomic(table: pa.Table, final: Path, root: Path, label: str | 
     tmp = Path(root) / ".tmp" / f"{final.parent.name}-{os.getpid()}-{time.monotonic_ns()}.parquet"
     try:
         tmp_dir(root)
-        pq.write_table(table, tmp, row_group_size=max(1, table.num_rows),
-                       use_byte_stream_split=_byte_stream_split_columns(table.schema) or False,
-                       use_dictionary=_dictionary_columns(table.schema) or False, **PARQUET_OPTIONS)
+        pq.write_table(table, tmp, **parquet_write_options(table))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         final.parent.mkdir(parents=True, exist_ok=True)

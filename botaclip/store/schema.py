@@ -23,8 +23,8 @@ SCHEMA_VERSION = 1
 KINDS = ("backbone", "botaclip", "covariates", "imported", "predictions")
 DTYPES = ("float32", "float16", "int8")
 # Catalog tables (a view of that name would clash) and on-disk column names.
-RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "feature_set_geometry", "cross_fits", "h3", "embedding",
-                  "embedding_scale", "valid_fraction", "n_obs"}
+RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "feature_set_geometry", "cross_fits", "ann_indexes",
+                  "partitions", "h3", "embedding", "embedding_scale", "valid_fraction", "n_obs"}
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 FOOTER_KEY = b"botaclip"
 
@@ -153,20 +153,15 @@ class FeatureSetSpec:
         return pa.schema(fields, metadata={FOOTER_KEY: json.dumps(meta, default=str).encode()})
 
     def encode(self, schema: pa.Schema, h3: np.ndarray, values: np.ndarray,
-               extras: dict[str, np.ndarray | None]) -> pa.Table:
-        """Build an on-disk table from uint64 cells, float32 values [N, D or F] and extras."""
+               extras: dict[str, np.ndarray | None], *, norms: np.ndarray | None = None) -> pa.Table:
+        """Build an on-disk table from uint64 cells, float32 values [N, D or F] and extras.
+
+        `norms` (embeddings): the rows' L2 norms, to store ``values / norms`` (0 rows stay 0) without a float32
+        copy of the normalised matrix; None stores `values` as they are. A float32 matrix is not copied at all."""
         n = len(h3)
         arrays: list[pa.Array] = [pa.array(h3, pa.uint64())]
         if self.is_embedding:
-            if self.dtype == "int8":
-                maxabs = np.abs(values).max(axis=1) if n else np.zeros(0, np.float32)
-                scale = np.where(maxabs > 0, maxabs / 127.0, 1.0).astype(np.float32)
-                q = np.clip(np.rint(values / scale[:, None]), -127, 127).astype(np.int8)
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(q.ravel()), self.dim))
-                arrays.append(pa.array(scale, pa.float32()))
-            else:
-                flat = values.astype(np.float16 if self.dtype == "float16" else np.float32).ravel()
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim))
+            arrays += self._encode_embedding(values, norms)
         else:
             npt = np.float16 if self.dtype == "float16" else np.float32
             for j, _ in enumerate(self.columns):
@@ -177,6 +172,30 @@ class FeatureSetSpec:
             typ = pa.float32() if name == "valid_fraction" else pa.int32()
             arrays.append(pa.nulls(n, typ) if v is None else pa.array(np.asarray(v), typ))
         return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _encode_embedding(self, values: np.ndarray, norms: np.ndarray | None) -> list[pa.Array]:
+        n = len(values)
+        if self.dtype == "int8":
+            # Codes are scale-free: round(x / |x| / (max|x| / |x| / 127)) = round(x * 127 / max|x|), so the
+            # normalised floats are never materialised; only the stored scale carries the norm.
+            maxabs = np.maximum(values.max(axis=1), -values.min(axis=1)) if n else np.zeros(0, np.float32)
+            maxabs = maxabs.astype(np.float64)
+            inv = np.where(maxabs > 0, 127.0 / np.where(maxabs > 0, maxabs, 1), 0.0).astype(np.float32)
+            q = np.multiply(values, inv[:, None], dtype=np.float32)
+            np.rint(q, out=q)
+            np.clip(q, -127, 127, out=q)
+            unit = norms if norms is not None else np.ones(n)
+            scale = np.where(maxabs > 0, maxabs / (127.0 * np.where(unit > 0, unit, 1)), 1.0).astype(np.float32)
+            return [pa.FixedSizeListArray.from_arrays(pa.array(q.astype(np.int8).ravel()), self.dim),
+                    pa.array(scale, pa.float32())]
+        npt = np.float16 if self.dtype == "float16" else np.float32
+        if norms is None:
+            flat = np.ascontiguousarray(values, dtype=npt).ravel()
+        else:
+            out = np.empty(values.shape, dtype=npt)
+            np.divide(values, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], out=out, casting="unsafe")
+            flat = out.ravel()
+        return [pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)]
 
     def decode(self, table: pa.Table, columns: list[str] | None = None) -> np.ndarray:
         """float32 matrix [N, D] (embedding) or [N, F] (named columns, NaN for nulls) from an on-disk table."""

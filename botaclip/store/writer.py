@@ -54,6 +54,58 @@ def _code_version() -> str:
         return "unknown"
 
 
+def sort_order(cells: np.ndarray) -> np.ndarray | None:
+    """Indices that sort `cells` keeping only the last row of a cell given twice, or None when they are sorted
+    and distinct already (the common case: one partition's cells in order)."""
+    if len(cells) < 2 or bool((cells[1:] > cells[:-1]).all()):
+        return None
+    order = np.argsort(cells, kind="stable")  # stable: of a repeated cell, the last row given sorts last
+    s = cells[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    return order if last.all() else order[last]
+
+
+def row_norms(x: np.ndarray, name: str) -> np.ndarray:
+    """L2 norm of each row of float32 `x` (no temporary matrix; exactly 1 for rows within 1e-6 of unit); an
+    InvalidInputError for NaN or infinity."""
+    sq = np.einsum("ij,ij->i", x, x)
+    if not np.isfinite(sq).all():
+        if not np.isfinite(x).all():
+            raise InvalidInputError(f"embedding for {name!r} contains NaN or infinite values")
+        sq = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))  # huge but finite values
+    norms = np.sqrt(sq)
+    # A row already unit within float32 rounding is stored as given (so writing it again changes nothing).
+    norms[np.abs(norms - 1) < 1e-6] = 1
+    return norms
+
+
+def _merge_pieces(schema: pa.Schema, pieces: list[pa.Table], existing: pa.Table | None) -> tuple[pa.Table, int]:
+    """(one partition's rows sorted by cell, a cell's last row winning, new rows): the buffered `pieces` (each
+    sorted and distinct, from `write`) over the `existing` file's rows. One piece and no file: no copy."""
+    new = pieces[0] if len(pieces) == 1 else (pa.concat_tables(pieces) if pieces else schema.empty_table())
+    new_rows = new.num_rows
+    if existing is not None and existing.num_rows:
+        keep = ~np.isin(existing.column("h3").to_numpy(), new.column("h3").to_numpy())
+        merged = pa.concat_tables([existing.filter(pa.array(keep)), new])
+    else:
+        merged = new
+    h = merged.column("h3").to_numpy()
+    if len(h) > 1 and not bool((h[1:] > h[:-1]).all()):
+        order = sort_order(h)  # several pieces, or a merge: sort, and of a cell given twice keep the last row
+        merged = merged.take(pa.array(order if order is not None else np.arange(len(h))))
+    return merged, new_rows
+
+
+def unit_rows_in_order(values: np.ndarray, order: np.ndarray, name: str, chunk: int = 4096) -> np.ndarray:
+    """float32 rows ``values[order]``, each divided by its L2 norm (zero rows stay zero), in one output array."""
+    out = np.empty((len(order), values.shape[1]), dtype=np.float32)
+    for i in range(0, len(order), chunk):
+        x = np.asarray(values[order[i:i + chunk]], dtype=np.float32)
+        norms = row_norms(x, name)
+        np.divide(x, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], out=out[i:i + chunk])
+    return out
+
+
 class FeatureSetWriter:
     """Appends rows to one feature set; use `with store.writer(...) as w:` (commit on exit).
 
@@ -182,6 +234,8 @@ class FeatureSetWriter:
                         raise
             if not failed and self.geometry and self.spec.is_embedding:
                 self._record_geometry()
+            if not failed and self._replace:  # the replaced set's ANN index (unrecorded since the swap)
+                shutil.rmtree(self.store.path / "ann" / self.name, ignore_errors=True)
         finally:
             for d in [self._stage, *self._scratch]:
                 if d is not None:
@@ -232,6 +286,7 @@ class FeatureSetWriter:
         if self._replace:  # the replaced set's records describe data that is gone
             state.drop_record("feature_set_geometry", self.name)
             state.drop_record("cross_fits", self.name)
+            state.drop_record("ann_indexes", self.name)  # its files go after the swap (see close)
         runs = [r for r in state.runs if r["run_id"] == self.run_id]
         run = runs[0] if runs else dict(self._run)
         if not runs:
@@ -333,24 +388,37 @@ class FeatureSetWriter:
                   "n_obs": self._check_extra("n_obs", n_obs, n, np.int32)}
         if n == 0:
             return 0
-        # A cell given twice in one batch keeps its last row.
-        _, last = np.unique(cells[::-1], return_index=True)
-        if len(last) != n:
-            keep = np.sort(n - 1 - last)
-            cells, values = cells[keep], values[keep]
-            extras = {k: (v[keep] if v is not None else None) for k, v in extras.items()}
-        table = self.spec.encode(self._schema, cells, values, extras)
+        order = sort_order(cells)
+        if order is not None:
+            cells = cells[order]
+            extras = {k: (v[order] if v is not None else None) for k, v in extras.items()}
+        x, norms = self._rows_to_store(values, order)
+        table = self.spec.encode(self._schema, cells, x, extras, norms=norms)
+        # Cells are sorted now, and cells of one parent are contiguous in numeric order (the parent's digits
+        # are the high bits), so each partition is a zero-copy slice of the one encoded table.
         parents = self.store.partition_of(cells)
-        order = np.argsort(parents, kind="stable")
-        sorted_parents = parents[order]
-        bounds = np.flatnonzero(np.diff(sorted_parents)) + 1
-        for idx in np.split(order, bounds):
-            part = table.take(pa.array(idx))
-            self._buffers.setdefault(int(parents[idx[0]]), []).append(part)
+        bounds = np.r_[0, np.flatnonzero(parents[1:] != parents[:-1]) + 1, n]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            part = table.slice(int(start), int(stop - start))
+            self._buffers.setdefault(int(parents[start]), []).append(part)
             self._buffered_bytes += part.nbytes
         if self._buffered_bytes > self.max_buffer_bytes:
             self._relieve_memory()
         return len(cells)
+
+    def _rows_to_store(self, values: np.ndarray, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(values in `order` (None: as given), their L2 norms for `spec.encode` to divide by, or None when they are
+        unit already or are columns). At most one copy of the matrix: reordered rows are gathered and normalised
+        in cache-sized chunks straight into the one output array."""
+        if not self.spec.is_embedding:
+            return (values[order] if order is not None else values), None
+        if order is not None:
+            return unit_rows_in_order(values, order, self.name), None
+        x = np.asarray(values, dtype=np.float32)
+        norms = row_norms(x, self.name)
+        if ((norms == 1) | (norms == 0)).all():
+            return x, None  # already unit (within float32 rounding): no copy
+        return x, norms
 
     def finish_partition(self, parent: int) -> int:
         """Write every buffered row of coarse cell `parent` now and mark the partition complete (atomic).
@@ -391,13 +459,12 @@ class FeatureSetWriter:
         if spec.is_embedding:
             if embedding is None or columns is not None:
                 raise InvalidInputError(f"feature set {self.name!r} holds embeddings: pass embedding=float[N, {spec.dim}]")
-            x = np.asarray(embedding, dtype=np.float32)
+            x = np.asarray(embedding)
+            if x.dtype.kind not in "fiub":
+                x = np.asarray(x, dtype=np.float32)
             if x.shape != (n, spec.dim):
                 raise InvalidInputError(f"embedding for {self.name!r} has shape {x.shape}, expected ({n}, {spec.dim})")
-            if not np.isfinite(x).all():
-                raise InvalidInputError(f"embedding for {self.name!r} contains NaN or infinite values")
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            return x / np.where(norms > 0, norms, 1.0)
+            return x  # normalised (and checked for NaN) in `_rows_to_store`, after the sort, in one copy
         if columns is None or embedding is not None:
             raise InvalidInputError(f"feature set {self.name!r} holds columns {list(spec.columns)}: pass columns={{...}}")
         missing = [c for c in spec.columns if c not in columns]
@@ -444,18 +511,7 @@ class FeatureSetWriter:
             if not pieces and base == path and (was_complete or not complete):
                 return pq.read_metadata(path).num_rows
             existing = read_partition_table(self.store.path, self.name, base).cast(self._schema)
-        new = pa.concat_tables(pieces) if pieces else self._schema.empty_table()
-        new_h3 = new.column("h3").to_numpy()
-        if existing is not None and existing.num_rows:
-            keep = ~np.isin(existing.column("h3").to_numpy(), new_h3)
-            merged = pa.concat_tables([existing.filter(pa.array(keep)), new])
-        else:
-            merged = new
-        if len(pieces) > 1:  # a cell written in two batches before this flush: keep its last row
-            h = merged.column("h3").to_numpy()
-            _, last = np.unique(h[::-1], return_index=True)
-            merged = merged.take(pa.array(np.sort(len(h) - 1 - last)))
-        merged = merged.take(pa.array(np.argsort(merged.column("h3").to_numpy(), kind="stable")))
+        merged, new_rows = _merge_pieces(self._schema, pieces, existing)
         meta = dict(self._schema.metadata)
         info = json.loads(meta[FOOTER_KEY])
         info.update(parent=f"{parent:x}", complete=bool(complete or was_complete), rows=merged.num_rows)
@@ -470,7 +526,7 @@ class FeatureSetWriter:
                     "the partitions written before are kept; run the same command again to complete")
             raise StoreWriteError(f"{exc}; {kept}") from None
         self._touched.add(parent)
-        self.rows_written += new.num_rows
+        self.rows_written += new_rows
         self.partitions_written += 1
         self._after_first_file()
         return merged.num_rows
