@@ -61,9 +61,34 @@ class _Root(click.Group):
             click.echo(f"error: {root_cause(exc)}{where}", err=True)
             ctx.exit(2)
 
+    # Commands load on first use (see botaclip/commands/__init__.py): a run imports only its own module.
+    @property
+    def commands(self) -> dict[str, click.Command]:
+        """Every command, loaded (what help pages and tests walk)."""
+        for name in list(getattr(self, "_pending", {})):
+            self._load(name)
+        return self._loaded
+
+    @commands.setter
+    def commands(self, value) -> None:
+        self._loaded = dict(value or {})
+
+    def _load(self, name: str) -> click.Command | None:
+        import importlib
+
+        if name in getattr(self, "_pending", {}):
+            module, attr = self._pending.pop(name)
+            command = getattr(importlib.import_module(module), attr)
+            _spell_errors_as_options(command)
+            self._loaded[name] = command
+        return self._loaded.get(name)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._load(name)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         # Keep --help in pipeline order rather than alphabetical.
-        return list(self.commands)
+        return list(getattr(self, "_order", [])) or list(self._loaded)
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,9 +129,8 @@ def _spell_errors_as_options(command: click.Command) -> None:
 def _register() -> None:
     from botaclip.commands import COMMANDS
 
-    for command in COMMANDS:
-        _spell_errors_as_options(command)
-        cli.add_command(command)
+    cli._pending = dict(COMMANDS)
+    cli._order = list(COMMANDS)
 
 
 _register()

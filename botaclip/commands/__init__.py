@@ -1,12 +1,17 @@
-"""Command groups of the `botaclip` CLI, one module per area; `cli.py` registers `COMMANDS` in this order."""
+"""Command groups of the `botaclip` CLI, one module per area; `cli.py` registers `COMMANDS` in this order.
 
-from botaclip.commands.demo import demo
-from botaclip.commands.index import index
-from botaclip.commands.sample import sample
-from botaclip.commands.sdm import sdm
-from botaclip.commands.store import sql_cmd, store_group
-from botaclip.commands.train import train
-from botaclip.commands.weights import weights
+Each entry names the module and attribute of a command, imported only when that command runs (or when a help
+page lists it): a `botaclip store similar` does not pay for importing torch, scipy or the SDM engines.
+"""
 
 # Pipeline order: make data, embed it, adapt the model, query, model species, fetch weights, all at once.
-COMMANDS = [sample, index, train, store_group, sql_cmd, sdm, weights, demo]
+COMMANDS = {
+    "sample": ("botaclip.commands.sample", "sample"),
+    "index": ("botaclip.commands.index", "index"),
+    "train": ("botaclip.commands.train", "train"),
+    "store": ("botaclip.commands.store", "store_group"),
+    "sql": ("botaclip.commands.store", "sql_cmd"),
+    "sdm": ("botaclip.commands.sdm", "sdm"),
+    "weights": ("botaclip.commands.weights", "weights"),
+    "demo": ("botaclip.commands.demo", "demo"),
+}
