@@ -357,3 +357,20 @@ def test_region_sample_indexes_the_sample_footprint(tmp_path, cli_runner):
     # The sample's own list of its H3 cells is exactly what was planned.
     assert summary["planned"] == pq.read_metadata(sample.cells).num_rows
     assert summary["written"] > 0.8 * summary["planned"]
+
+
+def test_dtype_int8_and_float16_store_compact_embeddings_close_to_float32(scene, tmp_path, cli_runner):
+    """`index --dtype`: the same run stored as float16 / int8 reads back within their rounding of float32."""
+    ref = run_index(BBOX, [scene["l93"]], tmp_path / "f32", limit=8, **TINY)
+    cells = _cells(tmp_path / "f32", ref.feature_set)
+    X = Store.open(tmp_path / "f32").features_numpy(ref.feature_set, cells=cells).X
+    for dtype, tol in (("float16", 1e-3), ("int8", 1 / 127)):
+        got = run_index(BBOX, [scene["l93"]], tmp_path / dtype, limit=8, dtype=dtype, **TINY)
+        store = Store.open(tmp_path / dtype)
+        assert store.info(got.feature_set)["dtype"] == dtype
+        fm = store.features_numpy(got.feature_set, cells=cells)
+        assert fm.found.all() and np.abs(fm.X - X).max() <= tol + 1e-6
+    # a second run with another dtype is refused (the set's layout is fixed) unless --overwrite
+    args = ["--region", BBOX, "--imagery", scene["l93"], "--store", str(tmp_path / "int8"), *TINY_CLI,
+            "--dtype", "float32"]
+    _assert_error(_run_cli(cli_runner, args), "dtype int8 vs float32")

@@ -64,6 +64,9 @@ def _default(name: str):
               help="Skip chips with a smaller fraction of valid (not nodata) pixels.")
 @click.option("--overwrite", is_flag=True, default=_default("overwrite"),
               help="Recompute cells already present (without --shard: replace the whole feature set).")
+@click.option("--dtype", default=_default("dtype"), show_default=True, type=click.Choice(["float32", "float16", "int8"]),
+              help="On-disk precision of the embeddings: float16 halves the bytes, int8 (+ a per-row scale) quarters "
+                   "them; readers always get float32 (see docs/benchmarks.md for recall and SDM AUC).")
 @click.option("--seed", default=_default("seed"), show_default=True, type=int,
               help="Seed of a randomly initialised backbone.")
 @click.option("--engine", default=_default("engine"), show_default=True, type=click.Choice(ENGINES),

@@ -137,12 +137,13 @@ def derive_set(store, source: str, target: str, bundle, provenance: dict, cells:
     from tqdm import tqdm
 
     from botaclip.pipeline.index import JobWriter
-    from botaclip.pipeline.index_steps import IndexSummary, cells_to_do, derive_partition
+    from botaclip.pipeline.index_steps import IndexSummary, IndexTarget, cells_to_do, derive_partition
 
     summary = IndexSummary(feature_set=target, kind="botaclip", store=str(store.path))
     bar = tqdm(disable=True)
     parents = store.partition_of(cells)
-    writer = JobWriter(store, target, "botaclip", bundle.embed_dim, provenance, overwrite)
+    writer = JobWriter(store, IndexTarget(target, "botaclip", bundle.embed_dim, provenance, store.resolution,
+                                          store.partition_resolution), overwrite)
     failed = True
     try:
         for parent in np.unique(parents):

@@ -148,8 +148,9 @@ def _store_state(path: Path):
 class JobWriter:
     """One store writer held for the whole job (one run record)."""
 
-    def __init__(self, store, name: str, kind: str, dim: int, provenance: dict, overwrite: bool) -> None:
-        self._w = store.writer(name, kind=kind, dim=dim, provenance=provenance, overwrite=overwrite)
+    def __init__(self, store, target, overwrite: bool) -> None:
+        self._w = store.writer(target.name, kind=target.kind, dim=target.dim, dtype=target.dtype,
+                               provenance=target.provenance, overwrite=overwrite)
         # --overwrite recomputes every cell: its replacement is built aside, the old set stays until it is done.
         self.check_present = not overwrite
         self.replacing = self._w.replacing
@@ -168,9 +169,12 @@ class _SessionWriter:
     """Shard mode: rows of finished partitions are committed in short writer sessions, waiting for the store's
     lock while another shard commits; shards compute in parallel and only their commits are serialised."""
 
-    def __init__(self, store, name: str, kind: str, dim: int, provenance: dict, overwrite: bool,
-                 commit_every_s: float = 30.0, commit_rows: int = 20_000, echo: Callable[[str], None] | None = None):
-        self.store, self.name, self.kind, self.dim, self.provenance = store, name, kind, dim, provenance
+    def __init__(self, store, target, overwrite: bool, commit_every_s: float = 30.0, commit_rows: int = 20_000,
+                 echo: Callable[[str], None] | None = None):
+        name = target.name
+        self.store, self.name, self.kind, self.dim, self.provenance = store, name, target.kind, target.dim, \
+            target.provenance
+        self.dtype = target.dtype
         self.commit_every_s, self.commit_rows = commit_every_s, commit_rows
         self.echo = echo
         # --overwrite in shard mode recomputes this shard's cells in place; dropping the whole set would delete
@@ -195,8 +199,8 @@ class _SessionWriter:
         delay, waited = 0.1, 0.0
         while True:
             try:
-                return self.store.writer(self.name, kind=self.kind, dim=self.dim, provenance=dict(self.provenance),
-                                         geometry=geometry)
+                return self.store.writer(self.name, kind=self.kind, dim=self.dim, dtype=self.dtype,
+                                         provenance=dict(self.provenance), geometry=geometry)
             except StoreBusyError:
                 if waited == 0.0 and self.echo:
                     self.echo("waiting for another writer of the store to commit ...")
@@ -411,7 +415,7 @@ def _target(cfg: IndexConfig, inputs: _Inputs, name: str, resolution: int, pres:
         adapter=bundle.provenance() if bundle is not None else None,
     )
     dim = bundle.embed_dim if bundle is not None else model.embed_dim
-    return IndexTarget(name, kind, dim, provenance, resolution, pres)
+    return IndexTarget(name, kind, dim, provenance, resolution, pres, cfg.output.dtype)
 
 
 def _open_store(store_path: Path, existing, cfg: IndexConfig, target: IndexTarget):
@@ -427,7 +431,8 @@ def _open_store(store_path: Path, existing, cfg: IndexConfig, target: IndexTarge
         old = st.info(target.name)
         why = identity_mismatch(old["provenance"], provenance) or (
             f"dim {old.get('dim')} vs {target.dim}" if old.get("dim") != target.dim else None
-        ) or (f"kind {old['kind']!r} vs {target.kind!r}" if old["kind"] != target.kind else None)
+        ) or (f"kind {old['kind']!r} vs {target.kind!r}" if old["kind"] != target.kind else None) or (
+            f"dtype {old['dtype']} vs {target.dtype}" if old["dtype"] != target.dtype else None)
         if why and not (overwrite and shard is None):
             raise InvalidInputError(
                 f"feature set {target.name!r} in {store_path} was made differently: {why}; choose another "
@@ -494,8 +499,8 @@ def _job_writer(run: _Run):
     """The job's writer: one store writer for the whole job, or short commit sessions per shard."""
     t, overwrite = run.target, run.cfg.output.overwrite
     if run.cfg.scale.shard is not None:
-        return _SessionWriter(run.store, t.name, t.kind, t.dim, t.provenance, overwrite, echo=run.say)
-    return JobWriter(run.store, t.name, t.kind, t.dim, t.provenance, overwrite)
+        return _SessionWriter(run.store, t, overwrite, echo=run.say)
+    return JobWriter(run.store, t, overwrite)
 
 
 def _run_ray(run: _Run) -> IndexSummary:

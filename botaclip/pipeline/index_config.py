@@ -173,14 +173,20 @@ class ScaleConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """What is written: the feature set's name, the store's H3 resolutions (for a new store), overwrite."""
+    """What is written: the feature set's name, the store's H3 resolutions (for a new store), overwrite, and the
+    on-disk precision of the embeddings (dtype)."""
 
     name: str | None = None  # feature set; None: dofa_small_rgb (botaclip_dofa_small_rgb with an adapter)
     resolution: int | None = None  # H3 resolution 0-15; None: the store's, or DEFAULT_RESOLUTION for a new store
     partition_resolution: int | None = None  # for a new store; None: resolution - 4
     overwrite: bool = False  # recompute cells already present (without shard: replace the whole feature set)
+    dtype: str = "float32"  # on-disk precision: float32, float16 (half the bytes) or int8 (a quarter, + a scale)
 
     def __post_init__(self) -> None:
+        from botaclip.store.schema import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise InvalidInputError(f"{param('dtype')} must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.name is not None:
             from botaclip.store.schema import check_identifier
 

@@ -94,6 +94,7 @@ class IndexTarget:
     provenance: dict
     resolution: int  # the store's H3 resolution
     partition_resolution: int  # the store's partition resolution
+    dtype: str = "float32"  # on-disk precision: float32, float16 or int8 (+ a per-row scale)
 
 
 @dataclass

@@ -174,7 +174,7 @@ class IndexWorker:
 
             t = self.job.target
             scratch = Store.create(self._scratch, t.resolution, t.partition_resolution)
-            self._writer = scratch.writer(t.name, kind=t.kind, dim=t.dim, provenance=dict(t.provenance),
+            self._writer = scratch.writer(t.name, kind=t.kind, dim=t.dim, dtype=t.dtype, provenance=dict(t.provenance),
                                           geometry=False)  # a scratch store: statistics are the driver's job
         return self._writer
 
@@ -368,7 +368,7 @@ class _Driver:
         n = _worker_count(ray, scale.ray_workers, gpus, cpus)
         # The job's writer: holds the store's lock for the whole run and records the run in the catalog. Opening
         # it clears STORE/.tmp (leftovers of killed jobs), so it comes before any worker writes there.
-        self.writer = self.store.writer(t.name, kind=t.kind, dim=t.dim, provenance=dict(t.provenance),
+        self.writer = self.store.writer(t.name, kind=t.kind, dim=t.dim, dtype=t.dtype, provenance=dict(t.provenance),
                                         overwrite=self.job.config.output.overwrite)
         self.scratch = self.writer.scratch_dir("ray").relative_to(self.root)
         token = secrets.token_hex(6)
