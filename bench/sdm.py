@@ -166,6 +166,23 @@ def run_compare(args, root: Path) -> None:
               f"{c['auc_set0']:.4f} | {c['auc_set1']:.4f} | {c['tss_set0']:.4f} | {c['tss_set1']:.4f} |", flush=True)
 
 
+def run_dtypes(args, root: Path) -> None:
+    """SDM AUC/TSS with the same embeddings stored as float32 and as the compact dtypes (`index --dtype`): the
+    vectors before storage are identical (same seed); only the on-disk precision differs. Same species, folds,
+    background and settings; `sdm compare` on set0 and set1 of each store."""
+    print(f"sdm compare by storage dtype: {args.species} species x 2 feature sets x 5 folds ({args.models}) on "
+          f"{args.cells} cells x {args.dim}-d\n| dtype | AUC set0 | AUC set1 | TSS set0 | TSS set1 |\n"
+          "|---|---:|---:|---:|---:|", flush=True)
+    for dtype in args.dtypes.split(","):
+        cells, env = build_store(root / f"dt_{dtype}.store", args.cells, args.dim, 2, args.res, dtype=dtype)
+        make_occurrences(root / "dt_occ.csv", cells, env, args.species, args.presences)
+        c = _run_phase("compare", store=root / f"dt_{dtype}.store", occurrences=root / "dt_occ.csv",
+                       out=root / f"dt_{dtype}", species=args.species, background=args.background, settings="new",
+                       models=args.models)
+        print(f"| {dtype} | {c['auc_set0']:.4f} | {c['auc_set1']:.4f} | {c['tss_set0']:.4f} | {c['tss_set1']:.4f} |",
+              flush=True)
+
+
 def run_predict(args, root: Path) -> None:
     t = time.perf_counter()
     pcells, penv = build_store(root / "pred.store", args.predict_cells, args.dim, 1, args.res, seed=1,
@@ -197,6 +214,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
     ap.add_argument("--skip-compare", action="store_true", help="only the prediction benchmark")
     ap.add_argument("--skip-predict", action="store_true", help="only the comparison benchmark")
+    ap.add_argument("--dtypes", default=None, help="instead: SDM AUC per storage dtype, e.g. float32,float16,int8")
     # Internal: run one phase in this process.
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -213,6 +231,9 @@ def main() -> None:
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_sdm_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
+        if args.dtypes:
+            run_dtypes(args, root)
+            return
         if not args.skip_compare:
             run_compare(args, root)
         if not args.skip_predict:

@@ -109,6 +109,9 @@ def _spelling(parameter: click.Parameter) -> str:
 
 def _spell_errors_as_options(command: click.Command) -> None:
     """Errors raised under ``command`` learn how its options are spelt (``block_res`` -> ``--block-res``)."""
+    if getattr(command, "_spelled", False):
+        return
+    command._spelled = True
     spelling = {p.name: _spelling(p) for p in command.params if p.name}
     callback = command.callback
     if callback is not None:
@@ -124,6 +127,15 @@ def _spell_errors_as_options(command: click.Command) -> None:
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _spell_errors_as_options(sub)
+        get_command = command.get_command  # a group may load subcommands on first use (see commands/store.py)
+
+        def get_spelled(ctx: click.Context, name: str):
+            sub = get_command(ctx, name)
+            if sub is not None:
+                _spell_errors_as_options(sub)
+            return sub
+
+        command.get_command = get_spelled
 
 
 def _register() -> None:

@@ -26,7 +26,25 @@ def _human(n: int) -> str:
     return str(n)
 
 
-@click.group("store")
+class _StoreGroup(click.Group):
+    """`botaclip store`, whose `diagnose` subcommand (embedding-space diagnostics: scipy, pandas, matplotlib) is
+    imported only when it runs or a help page lists it, so the other store commands start fast."""
+
+    _lazy = {"diagnose": ("botaclip.commands.diagnose", "diagnose")}
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self._lazy and name not in self.commands:
+            import importlib
+
+            module, attr = self._lazy[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+
+@click.group("store", cls=_StoreGroup)
 def store_group() -> None:
     """Create, inspect, fill and export an H3 feature store (Parquet feature sets + a DuckDB catalog)."""
 
@@ -350,10 +368,3 @@ def sql_cmd(store: str, query: str, fmt: str, out: str | None) -> None:
     if out:
         check_output_path(out)
     _emit(run_query(_open(store), query), fmt, out)
-
-
-# `botaclip store diagnose` lives in its own module (embedding-space diagnostics, botaclip/diagnostics).
-from botaclip.commands.diagnose import diagnose as _diagnose_cmd  # noqa: E402
-
-store_group.add_command(_diagnose_cmd)
-

@@ -76,13 +76,15 @@ def index_dir(store: "Store", name: str) -> Path:
 def status(store: "Store", name: str) -> dict | None:
     """The catalog record of `name`'s index plus ``fresh`` (built from the set as it is now) and ``path``, or
     None when no index was built."""
-    spec = store.spec(name)  # an unknown set is a clear error
-    rec = read_record(store.catalog_path, TABLE, name)
+    rec = read_record(store.catalog_path, TABLE, name)  # before the set's state: a race reads as stale, not fresh
+    state = store.catalog()
+    if name not in state.feature_sets:
+        store.spec(name)  # the clear error for an unknown set
     if rec is None:
         return None
     out = dict(rec)
     out["path"] = store.path / rec["dir"] / INDEX_FILE
-    out["fresh"] = rec["source_fingerprint"] == fingerprint(store.catalog(), name) and spec.dim == rec["dim"]
+    out["fresh"] = rec["source_fingerprint"] == fingerprint(state, name) and state.spec(name).dim == rec["dim"]
     return out
 
 
