@@ -41,7 +41,10 @@ def missing_error(root: Path, name: str, parents: list[int]) -> StoreDamagedErro
 def read_partition_table(root: Path, name: str, path: Path, columns: list[str] | None = None) -> pa.Table:
     """A partition file's rows (the `columns` given, default all), or a StoreDamagedError naming it."""
     try:
-        return pq.read_table(path, columns=columns)
+        # ParquetFile, not read_table: one known file needs no dataset machinery, and read_table's first call
+        # imports pyarrow.dataset and pandas (a second on a loaded machine, for a one-cell lookup).
+        with pq.ParquetFile(path) as f:
+            return f.read(columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise damaged_error(root, name, path, exc) from None
 

@@ -21,6 +21,9 @@ try:  # optional accelerator: h3ronpy's Arrow kernels
 except Exception:  # pragma: no cover - exercised only where h3ronpy is missing
     HAVE_H3RONPY = False
 
+# Below this many ids, h3-py's per-element calls are faster than h3ronpy's Arrow round trip, and a one-cell query
+# (`store similar --cell`) does not pay for h3ronpy's first call (it imports pandas: ~0.7 s on a loaded machine).
+_SMALL = 64
 _RES_SHIFT = np.uint64(52)
 _RES_MASK = np.uint64(0xF) << _RES_SHIFT
 _MODE_SHIFT = np.uint64(59)
@@ -105,7 +108,7 @@ def latlng_to_cell(lat, lng, res: int) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros(lat.shape, dtype=np.uint64)
     if ok.any():
         la, ln = lat[ok], lng[ok]
-        if HAVE_H3RONPY:
+        if HAVE_H3RONPY and la.size > _SMALL:
             cells = np.asarray(_hv.coordinates_to_cells(la, ln, int(res)).to_numpy())
         else:
             cells = np.fromiter((h3i.latlng_to_cell(a, b, int(res)) for a, b in zip(la, ln)), np.uint64, la.size)
@@ -118,7 +121,7 @@ def is_valid_cell(cells: np.ndarray) -> np.ndarray:
     cells = np.asarray(cells, dtype=np.uint64)
     if cells.size == 0:
         return np.zeros(0, dtype=bool)
-    if HAVE_H3RONPY:
+    if HAVE_H3RONPY and cells.size > _SMALL:
         res = _hr.cells_valid(pa.array(cells, pa.uint64()), booleanarray=True)
         return np.asarray(pa.array(res).to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((h3i.is_valid_cell(int(c)) for c in cells), bool, cells.size)
@@ -130,7 +133,7 @@ def cell_to_latlng(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cells = np.asarray(cells, dtype=np.uint64)
     if cells.size == 0:
         return np.zeros(0), np.zeros(0)
-    if HAVE_H3RONPY:
+    if HAVE_H3RONPY and cells.size > _SMALL:
         batch = pa.record_batch(_hv.cells_to_coordinates(pa.array(cells, pa.uint64())))
         return (batch.column("lat").to_numpy(zero_copy_only=False),
                 batch.column("lng").to_numpy(zero_copy_only=False))
