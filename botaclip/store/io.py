@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param, root_cause
 from botaclip.store import h3vec
 from botaclip.store.outputs import check_output_path
+from botaclip.store.raster_grid import apply_affine
 from botaclip.store.schema import check_identifier
 
 if TYPE_CHECKING:
@@ -225,31 +226,29 @@ def _value_columns(df, p: Path, used: list[str], columns: list[str] | None, as_e
 
 # ---- rasters ------------------------------------------------------------------------------------------------
 
-def _raster_cells(store: "Store", ds, band: int, block_rows: int = 512):
-    """(cell, value) of every valid pixel, the cell being the one that contains the pixel centre."""
-    from pyproj import Transformer
+def _raster_cells(store: "Store", ds, band: int, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cells, summary, pixel count) of every cell that holds a valid pixel centre: streamed chunk by chunk
+    (:mod:`botaclip.store.raster_grid`), each chunk's cells summarised as soon as its window is read, so memory
+    holds one window and the per-cell results, never every pixel (a median needs all of a cell's values, and a
+    chunk holds all of them)."""
+    from botaclip.store import raster_grid as rg
 
-    tr = Transformer.from_crs(ds.crs, 4326, always_xy=True)
-    cells_out, vals_out = [], []
-    for row0 in range(0, ds.height, block_rows):
-        nrows = min(block_rows, ds.height - row0)
-        from rasterio.windows import Window
-
+    grid = rg.RasterGrid.of(ds)
+    chunk_res = rg.chunk_resolution(store.resolution, store.partition_resolution, grid.pixel_area_m2())
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for chunk in rg.footprint_chunks(grid, chunk_res, store.resolution):
+        window = grid.window_of(int(chunk))
+        if window is None:
+            continue
         # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
-        data = ds.read(band, window=Window(0, row0, ds.width, nrows), masked=True).astype(np.float64)
-        rr, cc = np.mgrid[row0:row0 + nrows, 0:ds.width]
-        xs, ys = _apply(ds.transform, cc.ravel() + 0.5, rr.ravel() + 0.5)
-        lng, lat = tr.transform(np.asarray(xs), np.asarray(ys))
-        ok = ~np.ma.getmaskarray(data).ravel() & np.isfinite(data.filled(np.nan).ravel())
-        cells, good = h3vec.latlng_to_cell(np.asarray(lat)[ok], np.asarray(lng)[ok], store.resolution)
-        cells_out.append(cells[good])
-        vals_out.append(data.filled(np.nan).ravel()[ok][good])
-    return np.concatenate(cells_out), np.concatenate(vals_out)
-
-
-def _apply(aff, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Affine transform of coordinate arrays (pixel col/row <-> map x/y)."""
-    return aff.a * x + aff.b * y + aff.c, aff.d * x + aff.e * y + aff.f
+        vals = ds.read(band, window=window, masked=True).astype(np.float64).filled(np.nan).ravel()
+        cells = grid.window_cells(window, store.resolution)
+        keep = rg.in_chunk(cells, int(chunk), chunk_res) & np.isfinite(vals)
+        if keep.any():
+            out.append(_summarise(cells[keep], vals[keep], stat))
+    if not out:
+        return np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64)
+    return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
 
 
 def _summarise(cells: np.ndarray, vals: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,7 +269,7 @@ def _centre_sample(store: "Store", ds, band: int, cells: np.ndarray) -> np.ndarr
 
     lat, lng = h3vec.cell_to_latlng(cells)
     x, y = Transformer.from_crs(4326, ds.crs, always_xy=True).transform(lng, lat)
-    cols, rows = _apply(~ds.transform, np.asarray(x), np.asarray(y))
+    cols, rows = apply_affine(~ds.transform, np.asarray(x), np.asarray(y))
     rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
     inside = (rows >= 0) & (rows < ds.height) & (cols >= 0) & (cols < ds.width)
     out = np.full(len(cells), np.nan)
@@ -294,9 +293,7 @@ def _footprint_cells(store: "Store", ds) -> np.ndarray:
 def _band_summary(store: "Store", ds, band: int, stat: str, target: np.ndarray | None):
     """(cells, summary, pixel count) of one band: the pixels whose centre is in each cell, then a centre sample
     for the wanted cells (``target``, else the footprint when pixels are about as coarse as cells) left out."""
-    cells, vals = _raster_cells(store, ds, band)
-    uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
-        np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
+    uniq, summary, count = _raster_cells(store, ds, band, stat)
     want = target
     if want is None:
         want = uniq
