@@ -105,12 +105,14 @@ def verify_cmd(store: str, repair: bool) -> None:
 @click.option("--crs", help="CRS of the coordinates (e.g. EPSG:2154) when the file does not say (CSV).")
 @click.option("--columns", help="Comma-separated value columns (default: every numeric column).")
 @click.option("--embedding", "as_embedding", is_flag=True,
-              help="Pack the value columns into one unit-normalised embedding (other models' embeddings).")
-@click.option("--kind", type=click.Choice(["imported", "covariates"]), default="imported", show_default=True,
-              help="Kind recorded in the catalog.")
+              help="One unit-normalised embedding per cell (other models' embeddings): a list/array column "
+                   "holding a vector per row (GeoParquet embedding tables), or the numeric value columns packed.")
+@click.option("--kind", type=click.Choice(["imported", "covariates", "external"]), default="imported",
+              show_default=True, help="Kind recorded in the catalog (external: another product's embeddings).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature set of that name.")
 def import_cmd(store, file, name, lat_col, lng_col, h3_col, crs, columns, as_embedding, kind, overwrite) -> None:
-    """Import FILE (points in any CRS, or H3 cells, with numeric columns) into STORE, averaged per cell."""
+    """Import FILE (points or polygons in any CRS, or H3 cells, with numeric or vector columns) into STORE,
+    averaged per cell; a polygon goes to every cell whose centre it contains."""
     from botaclip.store.io import import_table
 
     s = _open(store, read_only=False)

@@ -21,6 +21,7 @@ from botaclip.store import h3vec
 from botaclip.store.outputs import check_output_path
 from botaclip.store.raster_grid import apply_affine
 from botaclip.store.schema import check_identifier
+from botaclip.store.table_embeddings import expand_vectors, is_polygon_table, pick_vector_column, polygon_cells
 
 if TYPE_CHECKING:
     from botaclip.store.store import Store
@@ -165,25 +166,30 @@ def import_table(store: "Store", name: str, path: str, *, columns: list[str] | N
                  provenance: dict | None = None, **placement) -> dict:
     """Import a table of points (CSV/Parquet/GeoParquet/GeoPackage, any CRS) or of H3 cells with numeric columns
     as feature set `name`, averaged per cell (plus `n_obs`, the rows per cell). With `as_embedding`, the columns
-    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...).
-    `placement`: the fields of :class:`RowPlacement` (lat_col, lng_col, h3_col, crs) as keywords."""
+    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...), or
+    a list/array column holds one vector per row (GeoParquet embedding tables: Major TOM, Clay, Earth Index).
+    Polygon rows (chips, grid cells) go to every cell whose centre they contain (a polygon holding no cell centre:
+    the cell of its representative point). `placement`: the fields of :class:`RowPlacement` (lat_col, lng_col, h3_col, crs) as keywords."""
     where = RowPlacement(**placement)
     check_identifier(name)
     p = Path(path)
     df = _read_table(p)
     if len(df) == 0:
         raise InvalidInputError(f"{p} holds no rows")
-    cells, used = table_to_cells(store, df, lat_col=where.lat_col, lng_col=where.lng_col, h3_col=where.h3_col,
-                                 crs=where.crs, source=str(p))
-    value_cols = _value_columns(df, p, used, columns, as_embedding)
-    values = df[value_cols].to_numpy(dtype=np.float64)
-    names = [sanitize_column(c) for c in value_cols]
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
-    uniq, means, count = aggregate_per_cell(cells, values)
+    rows = None
+    if is_polygon_table(df) and not (where.lat_col or where.lng_col or where.h3_col):
+        cells, rows = polygon_cells(store, df, where.crs, str(p))  # a polygon gives every cell centre it holds
+        used: list[str] = []
+    else:
+        cells, used = table_to_cells(store, df, lat_col=where.lat_col, lng_col=where.lng_col, h3_col=where.h3_col,
+                                     crs=where.crs, source=str(p))
+    value_cols, values, names = _table_values(df, p, used, columns, as_embedding)
+    uniq, means, count = aggregate_per_cell(cells, values if rows is None else values[rows])
     prov = {"source": str(p.resolve()), "aggregation": "mean per cell", "source_columns": [str(c) for c in value_cols],
             "crs": str(where.crs or getattr(getattr(df, "crs", None), "srs", None) or "EPSG:4326"),
             **(provenance or {})}
+    if rows is not None:
+        prov["aggregation"] = "mean per cell of the rows whose polygon contains the cell centre"
     if as_embedding:
         if not np.isfinite(means).all():
             raise InvalidInputError(f"{p}: embedding columns have missing values; drop those rows first")
@@ -195,6 +201,21 @@ def import_table(store: "Store", name: str, path: str, *, columns: list[str] | N
             w.write(uniq, columns={n: means[:, j] for j, n in enumerate(names)}, **extra)
     return {"rows_read": int(len(df)), "cells": int(len(uniq)), "columns": names if not as_embedding else None,
             "dim": len(names) if as_embedding else None}
+
+
+def _table_values(df, p: Path, used: list[str], columns: list[str] | None, as_embedding: bool
+                  ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(source columns, float64 values [N, F], SQL-safe names): numeric columns, or with ``as_embedding`` a
+    list/array column holding one vector per row (as Major TOM, Clay and Earth Index publish)."""
+    vec = pick_vector_column(df, p, columns) if as_embedding else None
+    if vec is not None:
+        values = expand_vectors(df[vec], p)
+        return [vec], values, [f"e{i}" for i in range(values.shape[1])]
+    value_cols = _value_columns(df, p, used, columns, as_embedding)
+    names = [sanitize_column(c) for c in value_cols]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
+    return value_cols, df[value_cols].to_numpy(dtype=np.float64), names
 
 
 def _value_columns(df, p: Path, used: list[str], columns: list[str] | None, as_embedding: bool) -> list[str]:
