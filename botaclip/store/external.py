@@ -89,6 +89,7 @@ def add_raster_embedding(store: "Store", name: str, rasters: list[str], config: 
     started = time.perf_counter()
     report = as_progress(progress)
     with ExitStack() as stack:
+        stack.enter_context(rg.bounded_gdal_cache())
         grids, infos = [], []
         for path in rasters:
             ds = stack.enter_context(_open(path))

@@ -257,16 +257,17 @@ def _raster_cells(store: "Store", ds, band: int, stat: str) -> tuple[np.ndarray,
     grid = rg.RasterGrid.of(ds)
     chunk_res = rg.chunk_resolution(store.resolution, store.partition_resolution, grid.pixel_area_m2())
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for chunk in rg.footprint_chunks(grid, chunk_res, store.resolution):
-        window = grid.window_of(int(chunk))
-        if window is None:
-            continue
-        # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
-        vals = ds.read(band, window=window, masked=True).astype(np.float64).filled(np.nan).ravel()
-        cells = grid.window_cells(window, store.resolution)
-        keep = rg.in_chunk(cells, int(chunk), chunk_res) & np.isfinite(vals)
-        if keep.any():
-            out.append(_summarise(cells[keep], vals[keep], stat))
+    with rg.bounded_gdal_cache():
+        for chunk in rg.footprint_chunks(grid, chunk_res, store.resolution):
+            window = grid.window_of(int(chunk))
+            if window is None:
+                continue
+            # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
+            vals = ds.read(band, window=window, masked=True).astype(np.float64).filled(np.nan).ravel()
+            cells = grid.window_cells(window, store.resolution)
+            keep = rg.in_chunk(cells, int(chunk), chunk_res) & np.isfinite(vals)
+            if keep.any():
+                out.append(_summarise(cells[keep], vals[keep], stat))
     if not out:
         return np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64)
     return tuple(np.concatenate([o[i] for o in out]) for i in range(3))

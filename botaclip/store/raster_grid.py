@@ -25,6 +25,7 @@ from botaclip.store import h3vec
 from botaclip.store.external_config import DEFAULT_WINDOW_PIXELS
 
 CHILDREN_REACH = 1.25
+GDAL_CACHE_MB = 256  # decompressed blocks kept for the next windows: 16 blocks of 512 x 512 x 64 int8
 
 
 @dataclass
@@ -90,6 +91,17 @@ class RasterGrid:
         lat, lng = self.centres_latlng(rr.ravel().astype(np.float64), cc.ravel().astype(np.float64))
         cells, ok = h3vec.latlng_to_cell(lat, lng, resolution)
         return np.where(ok, cells, np.uint64(0))
+
+
+def bounded_gdal_cache(mb: int = GDAL_CACHE_MB):
+    """A rasterio environment whose GDAL block cache holds at most ``mb`` MB (GDAL's default is 5% of the RAM,
+    which a long streamed read fills: RSS then grows with the raster, not the window), unless the user set
+    GDAL_CACHEMAX."""
+    import os
+
+    import rasterio
+
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=int(mb))
 
 
 def apply_affine(aff, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
