@@ -47,20 +47,22 @@ class EmbeddingRaster:
     def dim(self) -> int:
         return len(self.indexes)
 
-    def pixels(self, ds, window) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 [N, D] vectors, bool [N] valid) of the pixels of ``window``, row-major."""
+    def read(self, ds, window) -> tuple[np.ndarray, np.ndarray]:
+        """(raw band values [D, N], bool [N] valid) of the pixels of ``window``, row-major."""
         data = ds.read(list(self.indexes), window=window)
-        d, n = data.shape[0], data.shape[1] * data.shape[2]
-        data = data.reshape(d, n)
+        data = data.reshape(data.shape[0], -1)
         if self.fmt == "alphaearth":
-            valid = ~(data == np.int8(self.nodata)).any(axis=0)
-            values = _LUT[data.astype(np.int16) + 128]
-        else:
-            values = data.astype(np.float32, copy=False)
-            valid = np.isfinite(values).all(axis=0)
-            if self.nodata is not None and np.isfinite(self.nodata):
-                valid &= ~(data == self.nodata).any(axis=0)
-        return np.ascontiguousarray(values.T), valid
+            return data, ~(data == np.int8(self.nodata)).any(axis=0)
+        valid = np.isfinite(data).all(axis=0)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            valid &= ~(data == self.nodata).any(axis=0)
+        return data, valid
+
+    def vectors(self, raw: np.ndarray) -> np.ndarray:
+        """float32 [N, D] embedding vectors of raw band values [D, N] (AlphaEarth codes dequantised)."""
+        if self.fmt == "alphaearth":
+            return _LUT[raw.T.astype(np.int16) + 128]
+        return np.ascontiguousarray(raw.T, dtype=np.float32)
 
 
 def describe(ds, path: str, fmt: str) -> EmbeddingRaster:

@@ -196,11 +196,11 @@ def _chunk(job: _Job, chunk: int, summary: RasterEmbeddingSummary):
         if window is None:
             continue
         cells = grid.window_cells(window, job.store.resolution)
-        values, valid = info.pixels(grid.ds, window)
+        raw, valid = info.read(grid.ds, window)
         summary.pixels_read += len(cells)
         keep = rg.in_chunk(cells, chunk, job.chunk_res) & valid
-        if keep.any():
-            parts.append(rg.group_sums(cells[keep], values[keep]))
+        if keep.any():  # only the kept pixels are dequantised: windows overlap
+            parts.append(rg.group_sums(cells[keep], info.vectors(raw[:, keep])))
     summary.chunks += 1
     if not parts:
         return np.zeros(0, np.uint64), None, None, None
