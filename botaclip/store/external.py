@@ -162,6 +162,7 @@ def _run(job: _Job, name: str, provenance: dict, done: set[int], summary: Raster
          report: Progress) -> None:
     chunks = np.unique(np.concatenate([rg.footprint_chunks(g, job.chunk_res, job.store.resolution) for g in job.grids]))
     todo = [(p, c) for p, c in rg.chunks_by_partition(chunks, job.store.partition_resolution) if p not in done]
+    todo = [todo[i] for i in rg.spatial_order([p for p, _ in todo])]
     summary.partitions_done_before = len({int(p) for p in job.store.partition_of(chunks)} & done)
     report.step(f"{summary.name}: {len(job.rasters)} file(s), {summary.dim}-d, chunks at H3 resolution "
                 f"{job.chunk_res}; {sum(len(c) for _, c in todo)} chunk(s) in {len(todo)} partition(s) to do"

@@ -101,7 +101,8 @@ def bounded_gdal_cache(mb: int = GDAL_CACHE_MB):
 
     import rasterio
 
-    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=int(mb))
+    # In bytes: rasterio passes the number to GDALSetCacheMax, so 256 would mean 256 bytes (no cache at all).
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=int(mb) * 2**20)
 
 
 def apply_affine(aff, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +154,19 @@ def chunks_by_partition(chunks: np.ndarray, partition_resolution: int) -> Iterat
     bounds = np.flatnonzero(np.diff(parents)) + 1
     for idx in np.split(np.arange(len(chunks)), bounds):
         yield int(parents[idx[0]]), chunks[idx]
+
+
+def spatial_order(parents: list[int]) -> list[int]:
+    """Indices of ``parents`` (cells of one resolution) in reading order: bands one cell high from north to
+    south, west to east within a band, so consecutive windows share the raster blocks GDAL keeps in its cache
+    (H3 id order jumps about and made a streamed read decompress each block many times)."""
+    if not parents:
+        return []
+    cells = np.asarray(parents, dtype=np.uint64)
+    lat, lng = h3vec.cell_to_latlng(cells)
+    band_deg = 2 * h3i.average_hexagon_edge_length(int(h3vec.get_resolution(cells[:1])[0]), "km") / 111.0
+    band = np.floor((lat.max() - lat) / band_deg)
+    return list(np.lexsort((lng, band)))
 
 
 def group_sums(cells: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
