@@ -13,7 +13,7 @@ import rasterio
 from pyproj import Transformer
 
 from botaclip.cli import cli
-from botaclip.errors import InvalidInputError, MissingFileError
+from botaclip.errors import Interrupted, InvalidInputError, MissingFileError
 from botaclip.store import Store
 from botaclip.store import raster_grid as rg
 from botaclip.store.external import add_raster_embedding
@@ -92,7 +92,7 @@ def check_against_hand(store, name, hand, pixel_area=100.0):
     np.testing.assert_allclose(fm.X, expected, atol=2e-6)
     assert t["n_obs"].tolist() == [hand[int(c)][1] for c in cells]
     vf = [min(1.0, hand[int(c)][1] / (h3i.cell_area(int(c), "m^2") / pixel_area)) for c in cells]
-    np.testing.assert_allclose(t["valid_fraction"], vf, rtol=1e-3)
+    np.testing.assert_allclose(t["valid_fraction"], vf, rtol=1e-3 if pixel_area == 100.0 else 2e-2)
 
 
 @pytest.fixture
@@ -216,6 +216,19 @@ def test_float_embedding_nan_and_nodata_masked(store, tmp_path):
     assert (prov["product"], prov["version"], prov["year"], prov["format"]) == ("TESSERA", "v1", 2024, "float")
 
 
+def test_float_embedding_in_degrees(store, tmp_path):
+    # A geographic-CRS export (e.g. from Earth Engine): 0.0001 degree pixels, about 7.9 m x 11.1 m at 45 N.
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(8, 30, 30)).astype(np.float32)
+    path = tmp_path / "gee.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=30, height=30, count=8, dtype="float32", crs="EPSG:4326",
+                       transform=rasterio.Affine(1e-4, 0, 5.7, 0, -1e-4, 45.003)) as ds:
+        ds.write(data)
+    add_raster_embedding(store, "gee", [str(path)], fmt="float")
+    check_against_hand(store, "gee", by_hand([str(path)], fmt="float"), pixel_area=(1e-4 * 111_195) ** 2 * np.cos(
+        np.radians(45.0015)))
+
+
 def test_min_valid_skips_cells_at_the_edge_and_in_holes(store, tmp_path):
     rng = np.random.default_rng(4)
     q = rng.integers(-127, 128, size=(64, 30, 30)).astype(np.int8)
@@ -269,7 +282,8 @@ def test_interrupted_run_resumes_finished_partitions(store, tmp_path):
     q = rng.integers(-127, 128, size=(64, 150, 150)).astype(np.int8)
     x0, y0 = utm(32631, 5.7)
     path = write(tmp_path / "ae.tif", q, 32631, x0, y0)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"interrupted after \d+ partition\(s\); the partitions finished so far "
+                                          "are kept; run the same command to resume"):
         # small windows: several chunks per partition, so the interruption falls inside one
         add_raster_embedding(store, "ae", [path], progress=_StopAfter(30), window_pixels=2000)
     kept = store.partitions("ae")

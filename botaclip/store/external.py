@@ -24,7 +24,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 
 from botaclip.config import build
-from botaclip.errors import BotaclipError, InvalidInputError, param, root_cause
+from botaclip.errors import BotaclipError, Interrupted, InvalidInputError, is_interrupt, param, root_cause
 from botaclip.progress import Progress, as_progress
 from botaclip.store import raster_grid as rg
 from botaclip.store.embedding_formats import (
@@ -105,10 +105,19 @@ def add_raster_embedding(store: "Store", name: str, rasters: list[str], config: 
         try:
             _run(job, name, provenance, done, summary, report)
         except rasterio.errors.RasterioError as exc:  # GDAL's reason (a damaged tile, a missing VRT source)
-            raise BotaclipError(f"reading the rasters failed: {root_cause(exc)}; finished partitions are kept, run "
-                                "the same command again to complete") from None
+            raise BotaclipError(f"reading the rasters failed: {root_cause(exc)}; {_kept(cfg)}") from None
+        except BaseException as exc:  # Ctrl-C (or DuckDB's "Query interrupted"): one line on what was kept
+            if not is_interrupt(exc):
+                raise
+            raise Interrupted(f"interrupted after {summary.partitions} partition(s); {_kept(cfg)}") from None
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _kept(cfg: RasterEmbeddingConfig) -> str:
+    if cfg.overwrite:
+        return "the feature set is unchanged (its replacement was discarded); run the same command to start again"
+    return "the partitions finished so far are kept; run the same command to resume"
 
 
 def _open(path: str):
