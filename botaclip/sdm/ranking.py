@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-LOWER_IS_BETTER = {"mae"}
+from botaclip.sdm.compare import LOWER_IS_BETTER
 
 
 @dataclass
