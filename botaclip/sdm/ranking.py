@@ -118,6 +118,11 @@ def _f(v, digits: int = 3) -> str:
     return "nan" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _p(v) -> str:
+    """A p-value: 4 decimals, or two significant digits below 1e-4 (never a bare 0.0000)."""
+    return _f(v, 4) if v is None or not np.isfinite(v) or v >= 1e-4 else f"{v:.1e}"
+
+
 def markdown_lines(result) -> list[str]:
     """The ranking tables of report.md: one per model x metric, best set first."""
     ranked = rankings(result)
@@ -131,14 +136,14 @@ def markdown_lines(result) -> list[str]:
     for r in ranked:
         head = f"### {r.model} | {r.metric}: best {r.best}, {r.n_species} species"
         if np.isfinite(r.friedman_p):
-            head += f"; Friedman chi2 = {_f(r.friedman_statistic, 2)}, p = {_f(r.friedman_p, 4)}"
+            head += f"; Friedman chi2 = {_f(r.friedman_statistic, 2)}, p = {_p(r.friedman_p)}"
         lines += [head, ""] + ([f"{r.note}.", ""] if r.note else [])
         lines += ["| rank | features | mean rank | mean | wins-losses-ties vs best | p vs best | p (Holm) |",
                   "|---|---|---|---|---|---|---|"]
         for i, s in enumerate(r.sets, 1):
             wlt = "best" if i == 1 else f"{s.wins}-{s.losses}-{s.ties}"
             lines.append(f"| {i} | {s.features} | {_f(s.mean_rank, 2)} | {_f(s.mean)} | {wlt} | "
-                         f"{_f(s.p_vs_best, 4) if i > 1 else ''} | {_f(s.p_vs_best_holm, 4) if i > 1 else ''} |")
+                         f"{_p(s.p_vs_best) if i > 1 else ''} | {_p(s.p_vs_best_holm) if i > 1 else ''} |")
         lines.append("")
     return lines
 
@@ -150,6 +155,6 @@ def summary_lines(result, metrics: Sequence[str] = ("auc", "tss", "boyce", "spea
         if r.metric not in metrics or not r.sets:
             continue
         order = " > ".join(f"{s.features} ({_f(s.mean_rank, 2)})" for s in r.sets)
-        friedman = f"; Friedman p = {_f(r.friedman_p, 4)}" if np.isfinite(r.friedman_p) else ""
+        friedman = f"; Friedman p = {_p(r.friedman_p)}" if np.isfinite(r.friedman_p) else ""
         lines.append(f"ranking {r.model} {r.metric} over {r.n_species} species (mean rank): {order}{friedman}")
     return lines
