@@ -123,7 +123,7 @@ def _kept(cfg: RasterEmbeddingConfig) -> str:
 def _open(path: str):
     import rasterio
 
-    if not Path(path).exists():
+    if not Path(path).exists() and not _remote(path):
         from botaclip.errors import MissingFileError
 
         raise MissingFileError(f"no such raster: {path}")
@@ -133,8 +133,13 @@ def _open(path: str):
         raise BotaclipError(f"cannot open raster {path}: {root_cause(exc)}") from None
 
 
+def _remote(path: str) -> bool:
+    """A GDAL virtual path or URL (``/vsis3/...``, ``https://...``): COGs are often read where they are published."""
+    return str(path).startswith("/vsi") or "://" in str(path)
+
+
 def _provenance(cfg: RasterEmbeddingConfig, infos: list[EmbeddingRaster], grids: list[rg.RasterGrid]) -> dict:
-    files = [str(Path(r.path).resolve()) for r in infos]
+    files = [r.path if _remote(r.path) else str(Path(r.path).resolve()) for r in infos]
     product = cfg.product or (ALPHAEARTH_PRODUCT if cfg.fmt == "alphaearth" else None)
     return {
         "model": product or "external float embedding", "product": product, "version": cfg.version,
