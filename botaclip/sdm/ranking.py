@@ -128,23 +128,22 @@ def markdown_lines(result) -> list[str]:
     ranked = rankings(result)
     if not ranked:
         return []
-    lines = ["## Ranking of feature sets", "",
+    lines = ["", "## Ranking of feature sets", "",
              "Per species, the feature sets are ranked by their mean over folds (1 = best, ties averaged); mean rank "
              "over the species that scored every set. Each set is tested against the best one (two-sided Wilcoxon "
              "signed-rank test on the per-species means, Holm-adjusted over the sets); the Friedman test asks "
-             "whether all sets rank alike.", ""]
+             "whether all sets rank alike."]
     for r in ranked:
         head = f"### {r.model} | {r.metric}: best {r.best}, {r.n_species} species"
         if np.isfinite(r.friedman_p):
             head += f"; Friedman chi2 = {_f(r.friedman_statistic, 2)}, p = {_p(r.friedman_p)}"
-        lines += [head, ""] + ([f"{r.note}.", ""] if r.note else [])
+        lines += ["", head, ""] + ([f"{r.note}.", ""] if r.note else [])
         lines += ["| rank | features | mean rank | mean | wins-losses-ties vs best | p vs best | p (Holm) |",
                   "|---|---|---|---|---|---|---|"]
         for i, s in enumerate(r.sets, 1):
             wlt = "best" if i == 1 else f"{s.wins}-{s.losses}-{s.ties}"
             lines.append(f"| {i} | {s.features} | {_f(s.mean_rank, 2)} | {_f(s.mean)} | {wlt} | "
                          f"{_p(s.p_vs_best) if i > 1 else ''} | {_p(s.p_vs_best_holm) if i > 1 else ''} |")
-        lines.append("")
     return lines
 
 

@@ -59,9 +59,9 @@ def markdown_report(result: ComparisonResult) -> str:
             cells = [f"{_f(means[m][f'{fs} | {model}']['mean'])} ({_f(means[m][f'{fs} | {model}']['sd'])})"
                      for m in result.metrics]
             lines.append(f"| {fs} | {model} | " + " | ".join(cells) + " |")
-    lines += [""] + markdown_lines(result)  # the representation benchmark: ranks, tests against the best, Friedman
+    lines += markdown_lines(result)  # the representation benchmark: ranks, tests against the best, Friedman
     if result.paired:
-        lines += ["## Paired comparison between feature sets", "",
+        lines += ["", "## Paired comparison between feature sets", "",
                   "Wins: species where the feature set scores better (lower for MAE). p: two-sided Wilcoxon "
                   "signed-rank test on the per-species means.", "",
                   "| model | metric | A | B | mean A | mean B | wins A | wins B | ties | p |",
