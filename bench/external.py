@@ -42,6 +42,8 @@ else:
     r = add_raster(store, "dem", [args["raster"]], stat="median")
     out = {"cells": r["cells"]}
 out["seconds"] = time.perf_counter() - t
+import botaclip.store.io
+out["code"] = botaclip.store.io.__file__
 # VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across fork + exec.
 hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
 out["peak_rss_mb"] = int(hwm.split()[1]) / 1024
@@ -84,8 +86,9 @@ def write_band(path: Path, size: int) -> None:
 
 def run(code_root: Path, **args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code_root)}
+    # cwd "/": `python -c` puts the working directory first on sys.path, which would shadow PYTHONPATH.
     out = subprocess.run([sys.executable, "-c", _JOB, json.dumps(args)], env=env, check=True, capture_output=True,
-                         text=True)
+                         text=True, cwd="/")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -115,7 +118,7 @@ def main() -> None:
         for label, root in [("this tree", ROOT)] + ([("--old " + str(a.old), a.old)] if a.old else []):
             r = run(root, kind="median", store=str(tmp / f"s_{len(label)}"), raster=str(tmp / "dem.tif"), res=a.res)
             print(f"add-raster --stat median ({label}): {r['seconds']:.1f} s, {px / r['seconds']:,.0f} pixels/s, "
-                  f"{r['cells']} cells, peak RSS {r['peak_rss_mb']:.0f} MB")
+                  f"{r['cells']} cells, peak RSS {r['peak_rss_mb']:.0f} MB ({r['code']})")
 
 
 if __name__ == "__main__":
