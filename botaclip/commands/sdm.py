@@ -190,6 +190,10 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
                   engine=engine, ray_address=ray_address, progress=lambda msg: click.echo(f"  {msg}", err=True),
                   **_sampling_and_evaluation(kw))
     _print_comparison(res)
+    from botaclip.sdm.ranking import summary_lines
+
+    for line in summary_lines(res):  # the representation benchmark (tables in report.md)
+        click.echo(line)
 
 
 def _print_comparison(res) -> None:

@@ -9,7 +9,9 @@ import sys
 
 import click
 
-from botaclip.errors import BotaclipError
+from botaclip.config import default
+from botaclip.errors import BotaclipError, InvalidInputError
+from botaclip.store.external_config import RasterEmbeddingConfig
 
 
 def _open(path: str, read_only: bool = True):
@@ -121,12 +123,14 @@ def verify_cmd(store: str, repair: bool) -> None:
 @click.option("--crs", help="CRS of the coordinates (e.g. EPSG:2154) when the file does not say (CSV).")
 @click.option("--columns", help="Comma-separated value columns (default: every numeric column).")
 @click.option("--embedding", "as_embedding", is_flag=True,
-              help="Pack the value columns into one unit-normalised embedding (other models' embeddings).")
-@click.option("--kind", type=click.Choice(["imported", "covariates"]), default="imported", show_default=True,
-              help="Kind recorded in the catalog.")
+              help="One unit-normalised embedding per cell (other models' embeddings): a list/array column "
+                   "holding a vector per row (GeoParquet embedding tables), or the numeric value columns packed.")
+@click.option("--kind", type=click.Choice(["imported", "covariates", "external"]), default="imported",
+              show_default=True, help="Kind recorded in the catalog (external: another product's embeddings).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature set of that name.")
 def import_cmd(store, file, name, lat_col, lng_col, h3_col, crs, columns, as_embedding, kind, overwrite) -> None:
-    """Import FILE (points in any CRS, or H3 cells, with numeric columns) into STORE, averaged per cell."""
+    """Import FILE (points or polygons in any CRS, or H3 cells, with numeric or vector columns) into STORE,
+    averaged per cell; a polygon goes to every cell whose centre it contains."""
     from botaclip.store.io import import_table
 
     s = _open(store, read_only=False)
@@ -140,17 +144,46 @@ def import_cmd(store, file, name, lat_col, lng_col, h3_col, crs, columns, as_emb
 @store_group.command("add-raster")
 @click.argument("store", type=click.Path())
 @click.argument("rasters", nargs=-1, required=True, type=click.Path())
-@click.option("--name", required=True, help="Name of the covariate feature set to create.")
+@click.option("--name", required=True, help="Name of the feature set to create.")
+@click.option("--embedding", "fmt", type=click.Choice(["alphaearth", "float"]), default=None,
+              help="The rasters are one embedding (a mosaic, any CRS, UTM zones mixed) rather than covariates: "
+                   "alphaearth = AlphaEarth Satellite Embedding COGs (64 int8 bands, dequantised, -128 masked); "
+                   "float = any float embedding raster (TESSERA exports, your model's; nodata/NaN masked). Writes "
+                   "a unit-length embedding set of kind 'external': per cell the renormalised mean of its valid "
+                   "pixel vectors, with valid_fraction and n_obs. Resumable: run it again to finish.")
+@click.option("--min-valid", type=click.FloatRange(0, 1), default=default(RasterEmbeddingConfig, "min_valid"),
+              show_default=True, help="With --embedding: skip cells whose valid-pixel fraction is below this.")
+@click.option("--product", help="With --embedding: product name kept in the provenance (default for alphaearth: "
+                                "AlphaEarth Foundations Satellite Embedding).")
+@click.option("--product-version", "version", help="With --embedding: the product's version, kept in the provenance.")
+@click.option("--year", type=int, help="With --embedding: the year the embeddings describe (default: the year the "
+                                       "file names share).")
 @click.option("--stat", type=click.Choice(["mean", "median"]), default="mean", show_default=True,
-              help="Summary of the pixels whose centre falls in each hexagon.")
-@click.option("--like", help="Summarise for the cells of this feature set (default: cells the rasters cover).")
+              help="Covariates: summary of the pixels whose centre falls in each hexagon.")
+@click.option("--like", help="Covariates: summarise for the cells of this feature set (default: cells the rasters "
+                             "cover).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature set of that name.")
-def add_raster_cmd(store, rasters, name, stat, like, overwrite) -> None:
-    """Summarise covariate RASTERS (elevation, climate, ...) per cell into a covariate feature set."""
-    from botaclip.store.io import add_raster
+def add_raster_cmd(store, rasters, name, fmt, min_valid, product, version, year, stat, like, overwrite) -> None:
+    """Summarise RASTERS per cell: covariates (elevation, climate, ...; one column per band) or, with
+    --embedding, an embedding product (AlphaEarth, TESSERA, ...) as one unit-length embedding per cell."""
+    if fmt is None:
+        from botaclip.store.io import add_raster
 
-    r = add_raster(_open(store, read_only=False), name, list(rasters), stat=stat, like=like, overwrite=overwrite)
-    click.echo(f"wrote {r['cells']} cells of {name!r} (columns {', '.join(r['columns'])})")
+        r = add_raster(_open(store, read_only=False), name, list(rasters), stat=stat, like=like, overwrite=overwrite)
+        click.echo(f"wrote {r['cells']} cells of {name!r} (columns {', '.join(r['columns'])})")
+        return
+    from botaclip.progress import Echo
+    from botaclip.store.external import add_raster_embedding
+
+    if stat != "mean" or like:
+        raise InvalidInputError(f"{'--stat' if stat != 'mean' else '--like'} is for covariates; with --embedding "
+                                "each cell gets the renormalised mean of its pixels, for the cells the rasters cover")
+    r = add_raster_embedding(_open(store, read_only=False), name, list(rasters), fmt=fmt, min_valid=min_valid,
+                             product=product, version=version, year=year, overwrite=overwrite,
+                             progress=Echo(tqdm=True))
+    done = f"; {r.partitions_done_before} partition(s) finished before were kept" if r.partitions_done_before else ""
+    click.echo(f"wrote {r.cells} cells of {name!r} ({r.dim}-d external embedding, {r.valid_pixels} valid pixels, "
+               f"{r.skipped_low_valid} cells below --min-valid skipped){done} in {r.seconds:.1f} s")
 
 
 @store_group.command("export")

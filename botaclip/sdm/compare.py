@@ -147,8 +147,15 @@ class ComparisonResult:
             "block_res": self.block_res, "autocorrelation": self.autocorrelation,
             "species": [asdict(s) for s in self.species], "skipped_species": self.skipped_species,
             "results": per_species, "mean_over_species": self.means(),
-            "paired": [asdict(p) for p in self.paired],
+            "paired": [asdict(p) for p in self.paired], "ranking": [r.to_dict() for r in self.rankings()],
         }
+
+    def rankings(self) -> list:
+        """The feature sets ranked per species, tested against the best and with a Friedman test, for every
+        model and metric (:mod:`botaclip.sdm.ranking`)."""
+        from botaclip.sdm.ranking import rankings
+
+        return rankings(self)
 
     def write(self, out) -> list[str]:
         """Write comparison.csv, report.md and report.json into folder ``out``; returns the paths."""

@@ -13,6 +13,7 @@ import numpy as np
 from botaclip.atomic import write_json, write_text
 from botaclip.sdm.compare import ComparisonResult
 from botaclip.sdm.design import check_out_dir
+from botaclip.sdm.ranking import markdown_lines
 
 
 def _f(v, digits: int = 3) -> str:
@@ -58,6 +59,7 @@ def markdown_report(result: ComparisonResult) -> str:
             cells = [f"{_f(means[m][f'{fs} | {model}']['mean'])} ({_f(means[m][f'{fs} | {model}']['sd'])})"
                      for m in result.metrics]
             lines.append(f"| {fs} | {model} | " + " | ".join(cells) + " |")
+    lines += markdown_lines(result)  # the representation benchmark: ranks, tests against the best, Friedman
     if result.paired:
         lines += ["", "## Paired comparison between feature sets", "",
                   "Wins: species where the feature set scores better (lower for MAE). p: two-sided Wilcoxon "

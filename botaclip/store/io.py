@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param, root_cause
 from botaclip.store import h3vec
 from botaclip.store.outputs import check_output_path
+from botaclip.store.raster_grid import apply_affine
 from botaclip.store.schema import check_identifier
+from botaclip.store.table_embeddings import expand_vectors, is_polygon_table, pick_vector_column, polygon_cells
 
 if TYPE_CHECKING:
     from botaclip.store.store import Store
@@ -164,25 +166,30 @@ def import_table(store: "Store", name: str, path: str, *, columns: list[str] | N
                  provenance: dict | None = None, **placement) -> dict:
     """Import a table of points (CSV/Parquet/GeoParquet/GeoPackage, any CRS) or of H3 cells with numeric columns
     as feature set `name`, averaged per cell (plus `n_obs`, the rows per cell). With `as_embedding`, the columns
-    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...).
-    `placement`: the fields of :class:`RowPlacement` (lat_col, lng_col, h3_col, crs) as keywords."""
+    (in order) form one unit-normalised embedding, for other models' embeddings (AlphaEarth, TESSERA, ...), or
+    a list/array column holds one vector per row (GeoParquet embedding tables: Major TOM, Clay, Earth Index).
+    Polygon rows (chips, grid cells) go to every cell whose centre they contain (a polygon holding no cell centre:
+    the cell of its representative point). `placement`: the fields of :class:`RowPlacement` (lat_col, lng_col, h3_col, crs) as keywords."""
     where = RowPlacement(**placement)
     check_identifier(name)
     p = Path(path)
     df = _read_table(p)
     if len(df) == 0:
         raise InvalidInputError(f"{p} holds no rows")
-    cells, used = table_to_cells(store, df, lat_col=where.lat_col, lng_col=where.lng_col, h3_col=where.h3_col,
-                                 crs=where.crs, source=str(p))
-    value_cols = _value_columns(df, p, used, columns, as_embedding)
-    values = df[value_cols].to_numpy(dtype=np.float64)
-    names = [sanitize_column(c) for c in value_cols]
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
-    uniq, means, count = aggregate_per_cell(cells, values)
+    rows = None
+    if is_polygon_table(df) and not (where.lat_col or where.lng_col or where.h3_col):
+        cells, rows = polygon_cells(store, df, where.crs, str(p))  # a polygon gives every cell centre it holds
+        used: list[str] = []
+    else:
+        cells, used = table_to_cells(store, df, lat_col=where.lat_col, lng_col=where.lng_col, h3_col=where.h3_col,
+                                     crs=where.crs, source=str(p))
+    value_cols, values, names = _table_values(df, p, used, columns, as_embedding)
+    uniq, means, count = aggregate_per_cell(cells, values if rows is None else values[rows])
     prov = {"source": str(p.resolve()), "aggregation": "mean per cell", "source_columns": [str(c) for c in value_cols],
             "crs": str(where.crs or getattr(getattr(df, "crs", None), "srs", None) or "EPSG:4326"),
             **(provenance or {})}
+    if rows is not None:
+        prov["aggregation"] = "mean per cell of the rows whose polygon contains the cell centre"
     if as_embedding:
         if not np.isfinite(means).all():
             raise InvalidInputError(f"{p}: embedding columns have missing values; drop those rows first")
@@ -194,6 +201,21 @@ def import_table(store: "Store", name: str, path: str, *, columns: list[str] | N
             w.write(uniq, columns={n: means[:, j] for j, n in enumerate(names)}, **extra)
     return {"rows_read": int(len(df)), "cells": int(len(uniq)), "columns": names if not as_embedding else None,
             "dim": len(names) if as_embedding else None}
+
+
+def _table_values(df, p: Path, used: list[str], columns: list[str] | None, as_embedding: bool
+                  ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(source columns, float64 values [N, F], SQL-safe names): numeric columns, or with ``as_embedding`` a
+    list/array column holding one vector per row (as Major TOM, Clay and Earth Index publish)."""
+    vec = pick_vector_column(df, p, columns) if as_embedding else None
+    if vec is not None:
+        values = expand_vectors(df[vec], p)
+        return [vec], values, [f"e{i}" for i in range(values.shape[1])]
+    value_cols = _value_columns(df, p, used, columns, as_embedding)
+    names = [sanitize_column(c) for c in value_cols]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"columns {value_cols} collide once made SQL-safe ({names}); rename them")
+    return value_cols, df[value_cols].to_numpy(dtype=np.float64), names
 
 
 def _value_columns(df, p: Path, used: list[str], columns: list[str] | None, as_embedding: bool) -> list[str]:
@@ -225,31 +247,30 @@ def _value_columns(df, p: Path, used: list[str], columns: list[str] | None, as_e
 
 # ---- rasters ------------------------------------------------------------------------------------------------
 
-def _raster_cells(store: "Store", ds, band: int, block_rows: int = 512):
-    """(cell, value) of every valid pixel, the cell being the one that contains the pixel centre."""
-    from pyproj import Transformer
+def _raster_cells(store: "Store", ds, band: int, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cells, summary, pixel count) of every cell that holds a valid pixel centre: streamed chunk by chunk
+    (:mod:`botaclip.store.raster_grid`), each chunk's cells summarised as soon as its window is read, so memory
+    holds one window and the per-cell results, never every pixel (a median needs all of a cell's values, and a
+    chunk holds all of them)."""
+    from botaclip.store import raster_grid as rg
 
-    tr = Transformer.from_crs(ds.crs, 4326, always_xy=True)
-    cells_out, vals_out = [], []
-    for row0 in range(0, ds.height, block_rows):
-        nrows = min(block_rows, ds.height - row0)
-        from rasterio.windows import Window
-
-        # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
-        data = ds.read(band, window=Window(0, row0, ds.width, nrows), masked=True).astype(np.float64)
-        rr, cc = np.mgrid[row0:row0 + nrows, 0:ds.width]
-        xs, ys = _apply(ds.transform, cc.ravel() + 0.5, rr.ravel() + 0.5)
-        lng, lat = tr.transform(np.asarray(xs), np.asarray(ys))
-        ok = ~np.ma.getmaskarray(data).ravel() & np.isfinite(data.filled(np.nan).ravel())
-        cells, good = h3vec.latlng_to_cell(np.asarray(lat)[ok], np.asarray(lng)[ok], store.resolution)
-        cells_out.append(cells[good])
-        vals_out.append(data.filled(np.nan).ravel()[ok][good])
-    return np.concatenate(cells_out), np.concatenate(vals_out)
-
-
-def _apply(aff, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Affine transform of coordinate arrays (pixel col/row <-> map x/y)."""
-    return aff.a * x + aff.b * y + aff.c, aff.d * x + aff.e * y + aff.f
+    grid = rg.RasterGrid.of(ds)
+    chunk_res = rg.chunk_resolution(store.resolution, store.partition_resolution, grid.pixel_area_m2())
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with rg.bounded_gdal_cache():
+        for chunk in rg.footprint_chunks(grid, chunk_res, store.resolution):
+            window = grid.window_of(int(chunk))
+            if window is None:
+                continue
+            # float64 first: integer rasters (uint8 classes, int16 DEMs) cannot hold the NaN that marks nodata.
+            vals = ds.read(band, window=window, masked=True).astype(np.float64).filled(np.nan).ravel()
+            cells = grid.window_cells(window, store.resolution)
+            keep = rg.in_chunk(cells, int(chunk), chunk_res) & np.isfinite(vals)
+            if keep.any():
+                out.append(_summarise(cells[keep], vals[keep], stat))
+    if not out:
+        return np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64)
+    return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
 
 
 def _summarise(cells: np.ndarray, vals: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,7 +291,7 @@ def _centre_sample(store: "Store", ds, band: int, cells: np.ndarray) -> np.ndarr
 
     lat, lng = h3vec.cell_to_latlng(cells)
     x, y = Transformer.from_crs(4326, ds.crs, always_xy=True).transform(lng, lat)
-    cols, rows = _apply(~ds.transform, np.asarray(x), np.asarray(y))
+    cols, rows = apply_affine(~ds.transform, np.asarray(x), np.asarray(y))
     rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
     inside = (rows >= 0) & (rows < ds.height) & (cols >= 0) & (cols < ds.width)
     out = np.full(len(cells), np.nan)
@@ -294,9 +315,7 @@ def _footprint_cells(store: "Store", ds) -> np.ndarray:
 def _band_summary(store: "Store", ds, band: int, stat: str, target: np.ndarray | None):
     """(cells, summary, pixel count) of one band: the pixels whose centre is in each cell, then a centre sample
     for the wanted cells (``target``, else the footprint when pixels are about as coarse as cells) left out."""
-    cells, vals = _raster_cells(store, ds, band)
-    uniq, summary, count = _summarise(cells, vals, stat) if len(cells) else (
-        np.zeros(0, np.uint64), np.zeros(0), np.zeros(0, np.int64))
+    uniq, summary, count = _raster_cells(store, ds, band, stat)
     want = target
     if want is None:
         want = uniq

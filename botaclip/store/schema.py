@@ -4,7 +4,7 @@ and the encoding between float32 values and the on-disk precision.
 On disk (one Parquet file per partition), columns are, in order:
   h3 UINT64; then either `embedding` FIXED_SIZE_LIST<float32|float16|int8>[D] (+ `embedding_scale` float32 per row
   when int8: value = q * scale) or one float32/float16 column per named covariate; then the extras of the kind:
-  `valid_fraction` float32 (imagery kinds) or `n_obs` int32 (imported / covariates).
+  `valid_fraction` float32 (imagery kinds), `n_obs` int32 (imported / covariates), or both (external).
 Readers always get float32 back.
 """
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 from botaclip.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
-KINDS = ("backbone", "botaclip", "covariates", "imported", "predictions")
+KINDS = ("backbone", "botaclip", "covariates", "imported", "external", "predictions")
 DTYPES = ("float32", "float16", "int8")
 # Catalog tables (a view of that name would clash) and on-disk column names.
 RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "feature_set_geometry", "cross_fits", "ann_indexes",
@@ -43,6 +43,8 @@ def extras_for(kind: str) -> tuple[str, ...]:
         return ("valid_fraction",)
     if kind in ("imported", "covariates"):
         return ("n_obs",)
+    if kind == "external":  # other products' embeddings: pixels' valid fraction and count (rasters), rows (tables)
+        return ("valid_fraction", "n_obs")
     return ()
 
 
