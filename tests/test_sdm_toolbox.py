@@ -108,6 +108,21 @@ def test_maxent_persists_as_arrays_and_refuses_anything_else(landscape, tmp_path
         load_model(out)
 
 
+def test_projected_maxent_round_trips(tmp_path):
+    from botaclip.sdm.models import make_model
+    from botaclip.sdm.persist import SavedModel, save_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 12)).astype(np.float32)
+    y = (X[:, :6].sum(axis=1) + rng.normal(size=400) > 1.5).astype(float)
+    est = make_model("maxent", pca=3, pca_columns=np.arange(10), features="lqh").fit(X, y)
+    save_model(tmp_path / "m", SavedModel(est, "A a", "presence-only", [{"name": "f"}], [f"c{i}" for i in range(12)],
+                                          list(range(12)), 9))
+    loaded = load_model(tmp_path / "m").estimator
+    assert loaded.inner.name == "maxent" and loaded.projection.components_.shape == (3, 10)
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
 def test_maxent_without_the_extra_names_it(cli_runner, fitted, monkeypatch):
     monkeypatch.setitem(sys.modules, "elapid", None)
     monkeypatch.setitem(sys.modules, "elapid.models", None)

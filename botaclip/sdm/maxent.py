@@ -146,7 +146,8 @@ def rebuild_elapid(meta: dict, arrays: dict[str, np.ndarray], n_features: int):
     if not kinds or set(kinds) - set(FEATURE_CLASSES.values()) or meta["transform"] not in ("cloglog", "logistic",
                                                                                              "raw"):
         raise ValueError(f"unknown Maxent feature classes {kinds} or transform {meta['transform']!r}")
-    extra = set(arrays) - _expected_keys(kinds)
+    # a projected model's arrays (botaclip.sdm.models.Projection) sit beside Maxent's and are read there
+    extra = {k for k in arrays if not k.startswith("projection_")} - _expected_keys(kinds)
     missing = _expected_keys(kinds) - set(arrays)
     if extra or missing:
         raise ValueError(f"Maxent arrays do not match its feature classes (unexpected {sorted(extra)}, missing "
