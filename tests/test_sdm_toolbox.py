@@ -24,11 +24,13 @@ from botaclip.store import Store
 
 
 def test_compare_ensemble_importance_and_maxent(landscape, tmp_path):
-    res = compare(landscape["store"], landscape["root"] / "plots.csv", ["good", "emb,noise"],
+    res = compare(landscape["store"], landscape["root"] / "plots.csv", ["good", "emb,noise", "emb"],
                   species=["Alpha prima"], models="logistic,maxent", ensemble="weighted", importance=True,
                   folds=3, jobs=1, out=tmp_path / "cmp")
     assert res.models == ["logistic", "maxent", "ensemble-weighted"]
     means = res.means()
+    assert "emb" not in res.importance["Alpha prima"]  # one group: nothing to compare, only a note
+    assert "emb: no permutation importance (one feature group: emb)" in res.species[0].notes
     for fs in ("good", "emb+noise"):
         for model in res.models:
             assert means["auc"][f"{fs} | {model}"]["mean"] > 0.75
@@ -148,6 +150,7 @@ def test_bad_models_ensemble_rules_and_importance_are_one_line(cli_runner, fitte
     _one_line_error(cli_runner, [*fit, "--model", "logistic", "--importance"],
                     "--importance needs a model with at least two features", "has one (emb)")
     _one_line_error(cli_runner, [*cmp, "--models", "logistic", "--importance"], "at least two features")
+    # with several feature sets compared, one of a single group is only noted
     _one_line_error(cli_runner, [*fit, "--model", "maxent", "--maxent-features", "lqx"], "--maxent-features", "'lqx'")
     with pytest.raises(InvalidInputError, match="ensemble must be one of mean, weighted"):
         CompareConfig(models="rf,logistic", ensemble="median")

@@ -14,9 +14,9 @@ taking the training medians, each column standardised by the training mean and s
   largest training DI not above Q3 + 1.5 (Q3 - Q1));
 - ``inside_aoa`` = DI <= threshold.
 
-Distances are computed in chunks of CHUNK cells against the training cells (a k-d tree in up to KDTREE_DIMS
-dimensions, float32 matrix products above), so memory is bounded by CHUNK x training cells whatever the number
-of cells predicted.
+Distances are computed in chunks of at most CHUNK cells against the training cells (a k-d tree in up to
+KDTREE_DIMS dimensions, float32 matrix products above, the chunk shrunk so that a block of distances holds at
+most CHUNK_ENTRIES values), so memory does not grow with the number of cells predicted.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CHUNK = 4096
+CHUNK_ENTRIES = 16_000_000  # cells x training cells per distance block (64 MB in float32)
 KDTREE_DIMS = 16
 
 
@@ -92,12 +93,13 @@ def nearest_distance(Q: np.ndarray, T: np.ndarray, exclude_self: bool = False) -
         return np.asarray(dist if k == 1 else dist[:, 1], dtype=np.float64)
     t2 = np.einsum("ij,ij->i", T, T)
     out = np.empty(Q.shape[0])
-    for i in range(0, Q.shape[0], CHUNK):
-        q = Q[i:i + CHUNK]
+    step = int(max(64, min(CHUNK, CHUNK_ENTRIES // max(T.shape[0], 1))))
+    for i in range(0, Q.shape[0], step):
+        q = Q[i:i + step]
         d2 = np.einsum("ij,ij->i", q, q)[:, None] + t2[None, :] - 2.0 * (q @ T.T)
         if exclude_self:
             d2[np.arange(q.shape[0]), np.arange(i, i + q.shape[0])] = np.inf
-        out[i:i + CHUNK] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        out[i:i + step] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return out
 
 

@@ -254,9 +254,13 @@ def _check_extras(cfg: CompareConfig, kind: str, groups: list[list[str]], tables
         raise InvalidInputError(f"{param('ensemble')} combines rank-normalised suitabilities of presence models; "
                                 "abundance data are not supported")
     if cfg.evaluation.importance:
+        # Feature sets of one group get no importance (noted); refused only when no feature set has two.
+        found = []
         for g in groups:
             sets = [(n, tables[n][1], n in embedding_sets) for n in g]
-            check_groups(feature_groups(sets, range(sum(len(c) for _, c, _ in sets))), f"feature set {'+'.join(g)}")
+            found.append(feature_groups(sets, range(sum(len(c) for _, c, _ in sets))))
+        if all(len(f) < 2 for f in found):
+            check_groups(found[0], f"feature set {'+'.join(groups[0])}")
 
 
 def _group_labels(groups: list[list[str]]) -> list[str]:
@@ -340,6 +344,8 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
             X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
         embedding = np.concatenate([np.full(tables[n][0].shape[1], n in task.embedding_sets) for n in g])
         groups = feature_groups([(n, tables[n][1], n in task.embedding_sets) for n in g], kept)
+        if ev.importance and len(groups) < 2:
+            notes.append(f"{label}: no permutation importance (one feature group: {', '.join(groups)})")
         members = {}
         for model in task.models:
             hooks = _hooks(task, lab, groups, model)
@@ -365,7 +371,7 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
 def _hooks(task: "_SpeciesTask", lab: LabelledCells, groups: dict, model: str) -> dict:
     """The fold callbacks one model's cross-validation needs: permutation importance, ensemble member records."""
     hooks: dict = {}
-    if task.evaluation.importance:
+    if task.evaluation.importance and len(groups) >= 2:
         hooks["importance"] = PermutationImportance(lab.y, groups, lab.task, task.evaluation.importance_repeats,
                                                     task.evaluation.seed)
     if task.ensemble:
