@@ -27,7 +27,7 @@ import numpy as np
 
 CHUNK = 4096
 CHUNK_ENTRIES = 16_000_000  # cells x training cells per distance block (64 MB in float32)
-KDTREE_DIMS = 16
+KDTREE_DIMS = 8  # above, a k-d tree is slower than matrix products (docs/benchmarks.md)
 
 
 @dataclass
@@ -96,10 +96,13 @@ def nearest_distance(Q: np.ndarray, T: np.ndarray, exclude_self: bool = False) -
     step = int(max(64, min(CHUNK, CHUNK_ENTRIES // max(T.shape[0], 1))))
     for i in range(0, Q.shape[0], step):
         q = Q[i:i + step]
-        d2 = np.einsum("ij,ij->i", q, q)[:, None] + t2[None, :] - 2.0 * (q @ T.T)
+        # |q - t|^2 = |q|^2 + (|t|^2 - 2 q.t): the minimum over t of the bracket, then |q|^2 added once per row
+        g = q @ T.T
+        g *= -2.0
+        g += t2
         if exclude_self:
-            d2[np.arange(q.shape[0]), np.arange(i, i + q.shape[0])] = np.inf
-        out[i:i + step] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+            g[np.arange(q.shape[0]), np.arange(i, i + q.shape[0])] = np.inf
+        out[i:i + step] = np.sqrt(np.maximum(g.min(axis=1) + np.einsum("ij,ij->i", q, q), 0.0))
     return out
 
 
