@@ -238,17 +238,18 @@ def _print_comparison(res) -> None:
         click.echo(f"autocorrelation range of the inputs: {format_distance(res.autocorrelation['range_m'])}")
     for how in sorted({s.folds for s in res.species}):
         click.echo(f"  {how}")
-    head = f"{'species':<28} {'features':<20} {'model':<9} " + " ".join(f"{m:>13}" for m in metrics)
+    w = max(9, *(len(m) for m in res.models))
+    head = f"{'species':<28} {'features':<20} {'model':<{w}} " + " ".join(f"{m:>13}" for m in metrics)
     click.echo(head)
     for rec in res.table():
         vals = " ".join(f"{_fmt(rec.get(m + '_mean')) + '±' + _fmt(rec.get(m + '_sd'), 2):>13}" for m in metrics)
-        click.echo(f"{rec['species'][:28]:<28} {rec['features'][:20]:<20} {rec['model']:<9} {vals}")
+        click.echo(f"{rec['species'][:28]:<28} {rec['features'][:20]:<20} {rec['model']:<{w}} {vals}")
     click.echo("mean over species:")
     means = res.means()
     for fs in res.feature_sets:
         for model in res.models:
             vals = " ".join(f"{_fmt(means[m][f'{fs} | {model}']['mean']):>13}" for m in metrics)
-            click.echo(f"{'':<28} {fs[:20]:<20} {model:<9} {vals}")
+            click.echo(f"{'':<28} {fs[:20]:<20} {model:<{w}} {vals}")
     headline = {"auc", "tss", "boyce", "spearman", "mae"}
     for p in (p for p in res.paired if p.metric in headline):
         click.echo(f"{p.model} {p.metric}: {p.a} vs {p.b}: wins {p.wins_a}-{p.wins_b} (ties {p.ties}), "

@@ -98,9 +98,13 @@ def importance_chart(panels: dict[str, dict[str, dict]], out_png: str | Path, me
 
     out_png = Path(out_png)
     n = max(1, len(panels))
+    ncol = min(4 if n > 4 else 2 if n > 1 else 1, n)
+    nrow = int(np.ceil(n / ncol))
     height = max(2.5, 0.35 * max((len(v) for v in panels.values()), default=1) + 1.2)
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, height), dpi=110, squeeze=False)
-    for ax, (title, groups) in zip(axes[0], panels.items()):
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, height * nrow), dpi=110, squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, groups) in zip(axes.ravel(), panels.items()):
         names = list(groups)[::-1]
         means = np.array([groups[g]["mean"] for g in names], dtype=float)
         sds = np.nan_to_num(np.array([groups[g]["sd"] for g in names], dtype=float))
@@ -108,7 +112,7 @@ def importance_chart(panels: dict[str, dict[str, dict]], out_png: str | Path, me
                 ecolor="0.3", capsize=2)
         ax.axvline(0, color="0.2", linewidth=0.8)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel(f"drop in {metric} when permuted (held-out folds)")
+        ax.set_xlabel(f"drop in {metric} when permuted (held-out folds)", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
