@@ -109,7 +109,8 @@ def _fmt(v, digits=3) -> str:
 
 @click.group()
 def sdm() -> None:
-    """Fit, compare and apply species distribution models (spatial-block CV, LightGBM/RF/logistic)."""
+    """Fit, compare and apply species distribution models (spatial-block CV, LightGBM/RF/logistic/Maxent and
+    their ensembles)."""
 
 
 @sdm.command("fit")

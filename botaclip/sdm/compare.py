@@ -348,7 +348,7 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
             notes.append(f"{label}: no permutation importance (one feature group: {', '.join(groups)})")
         members = {}
         for model in task.models:
-            hooks = _hooks(task, lab, groups, model)
+            hooks = _hooks(task, lab, groups)
             cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
                                 embedding_columns=np.flatnonzero(embedding[kept]), on_fold=list(hooks.values()))
             members[model] = (cv, hooks.get("ensemble"))
@@ -368,7 +368,7 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
     return rows, info, predictions, importance
 
 
-def _hooks(task: "_SpeciesTask", lab: LabelledCells, groups: dict, model: str) -> dict:
+def _hooks(task: "_SpeciesTask", lab: LabelledCells, groups: dict) -> dict:
     """The fold callbacks one model's cross-validation needs: permutation importance, ensemble member records."""
     hooks: dict = {}
     if task.evaluation.importance and len(groups) >= 2:
