@@ -252,3 +252,31 @@ def test_response_curves_skip_embeddings_with_a_reason(fitted, tmp_path):
                       out=tmp_path / "m", predictions=False, write_map=False, response_curves=True)
     assert any("response curves skipped for embedding set(s) emb" in n for n in res.notes)
     assert any("no scalar covariate" in n for n in res.notes) and not (tmp_path / "m" / "response.png").exists()
+
+
+def test_ensemble_never_sees_the_labels_of_its_test_fold():
+    """Shuffling the labels inside test fold 0 changes nothing the ensemble predicts for fold 0 (its ranks,
+    weights and threshold come from the other folds only)."""
+    from botaclip.sdm.ensemble import MemberRecorder, ensemble_cv
+    from botaclip.sdm.evaluate import cross_validate
+    from botaclip.sdm.folds import spatial_folds
+
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(45.2, 6.1, 9), 14)), np.uint64)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(cells.size, 4)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=cells.size) > 0.5).astype(float)
+    folds = spatial_folds(cells, y, n_folds=3, block_res=7)
+    test = folds.split(0)[1]
+    y2 = y.copy()
+    y2[test] = rng.permutation(y[test])
+    oofs, thresholds = [], []
+    for labels in (y, y2):
+        members = {}
+        for model in ("logistic", "maxent"):
+            rec = MemberRecorder()
+            members[model] = (cross_validate(X, labels, folds, model, on_fold=rec, maxent_features="l"), rec)
+        ens = ensemble_cv("weighted", members, labels, folds, "maxtss")
+        oofs.append(ens.oof[test])
+        thresholds.append(ens.folds[0].threshold)
+    np.testing.assert_array_equal(oofs[0], oofs[1])
+    assert thresholds[0] == thresholds[1]
