@@ -48,7 +48,8 @@ class AOAReference:
         Z = np.asarray(Z, dtype=np.float32)
         if np.isnan(Z).any():
             Z = np.where(np.isnan(Z), self.medians, Z)
-        return (((Z - self.mean) / self.scale) * self.weights).astype(np.float32)
+        # float32 throughout: a float64 intermediate would double the memory of a chunk of cells
+        return (Z - self.mean.astype(np.float32)) * (self.weights / self.scale).astype(np.float32)
 
     def dissimilarity(self, Z: np.ndarray) -> np.ndarray:
         """DI of each row of ``Z`` (model inputs), float32."""
