@@ -120,6 +120,34 @@ def run_aoa(args, root: Path) -> None:
               flush=True)
 
 
+def run_importance(args) -> None:
+    """Permutation importance of one fold directly: groups x repeats predictions of the test cells."""
+    from botaclip.sdm.evaluate import FoldContext
+    from botaclip.sdm.importance import PermutationImportance
+    from botaclip.sdm.models import make_model
+
+    rng = np.random.default_rng(0)
+    n_train, n_test = 8000, 2000
+    X = np.hstack([rng.normal(size=(n_train + n_test, args.dim)), rng.normal(size=(n_train + n_test, 3))])
+    X = X.astype(np.float32)
+    y = (X[:, 0] + X[:, args.dim] + rng.normal(size=X.shape[0]) > 1.5).astype(float)
+    groups = {"emb": np.arange(args.dim), "cov.a": np.array([args.dim]), "cov.b": np.array([args.dim + 1]),
+              "cov.c": np.array([args.dim + 2])}
+    print(f"\nimportance of one fold: {n_test} test cells, 4 groups ({args.dim}-d embedding + 3 covariates), "
+          "3 repeats = 12 + 1 predictions")
+    print("| model | fit s | importance s | share of the fit |\n|---|---:|---:|---:|")
+    test = np.arange(n_train, n_train + n_test)
+    for name in ("logistic", "lightgbm", "rf", "maxent"):
+        t = time.perf_counter()
+        est = make_model(name, **({"features": "lq"} if name == "maxent" else {})).fit(X[:n_train], y[:n_train])
+        fit_s = time.perf_counter() - t
+        imp = PermutationImportance(y, groups, "binary", repeats=3)
+        t = time.perf_counter()
+        imp(FoldContext(0, np.arange(n_train), test, X[test], est.predict, None, None))
+        imp_s = time.perf_counter() - t
+        print(f"| {name} | {fit_s:.1f} | {imp_s:.1f} | {imp_s / fit_s:.0%} |", flush=True)
+
+
 def run_aoa_arrays(args) -> None:
     """The dissimilarity index alone over ``--aoa-array-cells`` cells, generated 100,000 at a time (no store)."""
     from botaclip.sdm.aoa import fit_aoa
@@ -155,6 +183,7 @@ def main() -> None:
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--skip-aoa", action="store_true")
     ap.add_argument("--only-arrays", action="store_true", help="only the DI-only measurement")
+    ap.add_argument("--only-importance", action="store_true", help="only the one-fold importance measurement")
     ap.add_argument("--phase", choices=sorted(PHASES))
     for name in ("store", "occurrences", "out", "model"):
         ap.add_argument(f"--{name}")
@@ -166,12 +195,13 @@ def main() -> None:
     if args.phase:
         print(json.dumps(PHASES[args.phase](args)))
         return
-    if args.only_arrays:
-        run_aoa_arrays(args)
+    if args.only_arrays or args.only_importance:
+        run_aoa_arrays(args) if args.only_arrays else run_importance(args)
         return
     with tempfile.TemporaryDirectory(prefix="botaclip_toolbox_") as tmp:
         if not args.skip_compare:
             run_compare(args, Path(tmp))
+            run_importance(args)
         if not args.skip_aoa:
             run_aoa(args, Path(tmp))
             run_aoa_arrays(args)
