@@ -280,3 +280,21 @@ def test_ensemble_never_sees_the_labels_of_its_test_fold():
         thresholds.append(ens.folds[0].threshold)
     np.testing.assert_array_equal(oofs[0], oofs[1])
     assert thresholds[0] == thresholds[1]
+
+
+def test_cli_fit_ensemble_prints_importance_aoa_and_figures(landscape, tmp_path, cli_runner):
+    out = tmp_path / "cli_ens"
+    r = cli_runner.invoke(cli, ["sdm", "fit", "--store", str(landscape["store"]), "--occurrences",
+                                str(landscape["root"] / "plots.csv"), "--species", "Beta secunda", "--features",
+                                "good", "--models", "logistic,maxent", "--ensemble", "mean", "--importance",
+                                "--response-curves", "--folds", "3", "--no-predictions", "--no-map", "--out",
+                                str(out)])
+    assert r.exit_code == 0, r.output
+    assert "ensemble-mean on good" in r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("permutation importance (maxent"))
+    assert {"good.env", "good.env2", "good.wiggle"} <= set(line.replace(",", "").split())
+    assert "area of applicability: DI threshold" in r.output
+    assert f"figure: {out / 'importance.png'}" in r.output and f"figure: {out / 'response.png'}" in r.output
+    doc = json.loads((out / "cv.json").read_text())
+    assert doc["model"] == "ensemble-mean" and set(doc["importance"]) == {"logistic", "maxent"}
+    assert 0 < doc["area_of_applicability"]["train_inside"] <= 1
