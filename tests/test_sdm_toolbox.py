@@ -105,6 +105,12 @@ def test_maxent_persists_as_arrays_and_refuses_anything_else(landscape, tmp_path
     np.savez(out / "arrays.npz", **{k: v for k, v in arrays.items() if k != "maxent_betas"})
     with pytest.raises(InvalidInputError, match="missing \\['maxent_betas'\\]"):
         load_model(out)
+    np.savez(out / "arrays.npz", **arrays | {"maxent_hinge_knots": arrays["maxent_hinge_knots"][:, :1]})
+    with pytest.raises(InvalidInputError, match="hinge knots have shape"):
+        load_model(out)
+    np.savez(out / "arrays.npz", **arrays | {"maxent_linear_scale_": np.ones(7)})
+    with pytest.raises(InvalidInputError, match="do not fit 3 covariates"):
+        load_model(out)
     np.savez(out / "arrays.npz", **arrays | {"maxent_betas": np.array([object()], dtype=object)})
     with pytest.raises(BotaclipError, match="holds Python objects"):
         load_model(out)

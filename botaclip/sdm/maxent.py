@@ -178,7 +178,10 @@ def rebuild_elapid(meta: dict, arrays: dict[str, np.ndarray], n_features: int):
     model.beta_scores_ = np.asarray(arrays["maxent_betas"], dtype=np.float64)
     model.alpha_, model.entropy_ = float(meta["alpha"]), float(meta["entropy"])
     model.initialized_ = True
-    n_out = t.transform(np.zeros((1, n_features))).shape[1]
+    try:  # arrays of the wrong shapes fail here, as a damaged model, not later while predicting
+        n_out = t.transform(np.zeros((1, n_features))).shape[1]
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"Maxent arrays do not fit {n_features} covariates ({exc})") from None
     if model.beta_scores_.shape != (n_out,):
         raise ValueError(f"Maxent has {model.beta_scores_.size} coefficients for {n_out} features")
     return model
