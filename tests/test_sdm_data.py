@@ -245,7 +245,7 @@ def _toy(n=600, seed=0):
 def test_models_learn_and_roundtrip_exactly(tmp_path, name):
     X, y = _toy()
     X[::11, 2] = np.nan  # missing values are handled (natively or by training medians)
-    est = make_model(name, "binary", seed=0, **({"n_estimators": 40} if name != "logistic" else {}))
+    est = make_model(name, "binary", seed=0, **({"n_estimators": 40} if name in ("lightgbm", "rf") else {}))
     est.fit(X, y)
     p = est.predict(X)
     assert p.shape == (600,) and (p >= 0).all() and (p <= 1).all()
@@ -263,7 +263,7 @@ def test_regression_models_predict_counts():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(400, 4)).astype(np.float32)
     y = rng.poisson(np.exp(1 + X[:, 0]))
-    for name in MODEL_NAMES:
+    for name in ("lightgbm", "rf", "logistic"):  # maxent models presences (refused for abundance elsewhere)
         est = make_model(name, "regression", n_jobs=1, **({"n_estimators": 40} if name != "logistic" else {}))
         p = est.fit(X, y).predict(X)
         assert (p >= 0).all() and np.corrcoef(p, y)[0, 1] > 0.5

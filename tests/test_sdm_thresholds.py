@@ -234,7 +234,9 @@ def test_binary_predictions_in_every_format(landscape, tmp_path):
     cont = pq.read_table(predict(tmp_path / "m", landscape["store"], tmp_path / "s.parquet").path).to_pandas()
     r = predict(tmp_path / "m", landscape["store"], tmp_path / "b.parquet", binary=True)
     b = pq.read_table(r.path).to_pandas()
-    assert list(b.columns) == ["h3", "presence"] and set(b["presence"].unique()) <= {0, 1}
+    # presence beside the area of applicability's columns, as for suitability
+    assert list(b.columns) == ["h3", "presence", "di", "inside_aoa"] and set(b["presence"].unique()) <= {0, 1}
+    assert b["di"].equals(cont["di"]) and b["inside_aoa"].equals(cont["inside_aoa"])
     assert r.extra["threshold"] == pytest.approx(model["threshold"], abs=1e-6)
     merged = cont.merge(b, on="h3")
     assert ((merged["suitability"] >= model["threshold"]) == (merged["presence"] == 1)).all()

@@ -13,6 +13,7 @@ import click
 from botaclip.config import default
 from botaclip.errors import InvalidInputError
 from botaclip.sdm.config import (
+    ENSEMBLE_RULES,
     CompareConfig,
     EvaluationConfig,
     FitConfig,
@@ -20,6 +21,8 @@ from botaclip.sdm.config import (
     PredictConfig,
     SamplingConfig,
 )
+from botaclip.sdm.maxent import MAX_PRODUCT_COLUMNS
+from botaclip.sdm.models import MODEL_NAMES
 
 _KINDS = ["presence-absence", "presence-only", "abundance"]
 
@@ -67,6 +70,17 @@ def _occurrence_options(f):
                      help="Fit models on this many leading principal components of the embedding feature sets "
                           "(fitted on each training part only; scalar covariates are kept as they are); 0: all "
                           "dimensions."),
+        click.option("--maxent-features", default=default(e, "maxent_features"), show_default=True,
+                     help="Maxent feature classes: 'auto' (maxnet's rule from the number of presences, no products "
+                          f"above {MAX_PRODUCT_COLUMNS} columns) or letters of l (linear), q (quadratic), "
+                          "p (product), h (hinge), t (threshold)."),
+        click.option("--maxent-beta", type=float, default=default(e, "maxent_beta"), show_default=True,
+                     help="Maxent regularisation multiplier (higher: smoother, fewer features)."),
+        click.option("--importance", is_flag=True, default=default(e, "importance"),
+                     help="Permutation importance on the held-out folds: an embedding set is one group, each scalar "
+                          "covariate its own (report, importance.png; weights the area of applicability)."),
+        click.option("--importance-repeats", type=int, default=default(e, "importance_repeats"),
+                     show_default=True, help="Permutations per group and fold."),
         click.option("--lat-col", default=None, help="Latitude (or northing with --crs) column."),
         click.option("--lng-col", default=None, help="Longitude (or easting with --crs) column."),
         click.option("--species-col", default=None, help="Species column [default: species/scientificName]."),
@@ -95,7 +109,8 @@ def _fmt(v, digits=3) -> str:
 
 @click.group()
 def sdm() -> None:
-    """Fit, compare and apply species distribution models (spatial-block CV, LightGBM/RF/logistic)."""
+    """Fit, compare and apply species distribution models (spatial-block CV, LightGBM/RF/logistic/Maxent and
+    their ensembles)."""
 
 
 @sdm.command("fit")
@@ -105,9 +120,17 @@ def sdm() -> None:
 @click.option("--species", required=True, help="Species to model (exact name in the file).")
 @click.option("--features", default="botaclip", show_default=True,
               help="Feature set(s) of the store, comma-separated to join them on the cell.")
-@click.option("--model", type=click.Choice(["lightgbm", "rf", "logistic"]), default=default(FitConfig, "model"),
+@click.option("--model", type=click.Choice(list(MODEL_NAMES)), default=default(FitConfig, "model"),
               show_default=True,
-              help="Model: gradient boosting, random forest, or standardised L2 logistic regression.")
+              help="Model: gradient boosting, random forest, standardised L2 logistic regression, or Maxent "
+                   "(elapid; pip install 'botaclip[maxent]').")
+@click.option("--models", default=None,
+              help="With --ensemble: the members, comma-separated [default: lightgbm,rf,logistic].")
+@click.option("--ensemble", type=click.Choice(list(ENSEMBLE_RULES)), default=None,
+              help="Fit and save an ensemble of --models: the mean (or CV-AUC-weighted mean) of their "
+                   "rank-normalised suitabilities.")
+@click.option("--response-curves", is_flag=True,
+              help="Draw response.png: suitability along each scalar covariate, others at their medians.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory for the model, CV metrics and map [default: sdm_<species>_<model>].")
 @click.option("--predictions", "predictions_name", default=None,
@@ -115,14 +138,15 @@ def sdm() -> None:
 @click.option("--no-predictions", is_flag=True, help="Do not write predictions into the store.")
 @click.option("--no-map", is_flag=True, help="Do not draw map.png.")
 @_occurrence_options
-def fit_cmd(store_path, occurrences, species, features, model, out, predictions_name, no_predictions, no_map, **kw):
+def fit_cmd(store_path, occurrences, species, features, model, models, ensemble, response_curves, out,
+            predictions_name, no_predictions, no_map, **kw):
     """Cross-validate and fit an SDM for one species; save the model, predictions and a map."""
     from botaclip.sdm import fit_species
     from botaclip.sdm.fit import slug
 
     res = fit_species(
-        store_path, occurrences, species, features=features, model=model,
-        out=out or Path(f"sdm_{slug(species)}_{model}"),
+        store_path, occurrences, species, features=features, model=model, models=models, ensemble=ensemble,
+        response_curves=response_curves, out=out or Path(f"sdm_{slug(species)}_{ensemble and 'ensemble' or model}"),
         predictions=False if no_predictions else (predictions_name or True), write_map=not no_map,
         **_sampling_and_evaluation(kw),
     )
@@ -153,7 +177,15 @@ def _print_fit(res, store_path) -> None:
     if res.threshold_rule is not None:
         click.echo(f"threshold rule {res.threshold_rule}: chosen per fold on inner out-of-fold predictions; "
                    f"final model {_fmt(res.threshold, 4)} (on the outer out-of-fold predictions)")
+    for model, groups in res.importance.items():
+        click.echo(f"permutation importance ({model}, drop in {'AUC' if res.kind != 'abundance' else 'Spearman'} "
+                   "on held-out folds): " + ", ".join(f"{g} {_fmt(v['mean'])}" for g, v in groups.items()))
+    if res.aoa:
+        click.echo(f"area of applicability: DI threshold {_fmt(res.aoa['threshold'])} (training cells inside "
+                   f"{100 * res.aoa['train_inside']:.0f} %)")
     click.echo(f"model: {res.out_dir}")
+    for fig in res.figures:
+        click.echo(f"figure: {fig}")
     if res.predictions_table:
         click.echo(f"predictions: table {res.predictions_table} in {store_path} ({res.n_predicted} cells)")
     if res.map_path:
@@ -170,7 +202,10 @@ def _print_fit(res, store_path) -> None:
 @click.option("--features", "features", multiple=True, required=True,
               help="A feature set to compare; repeat for each, comma-separated names are joined on the cell.")
 @click.option("--models", default=",".join(default(CompareConfig, "models")), show_default=True,
-              help="Comma-separated models: lightgbm, rf, logistic.")
+              help="Comma-separated models: lightgbm, rf, logistic, maxent.")
+@click.option("--ensemble", type=click.Choice(list(ENSEMBLE_RULES)), default=None,
+              help="Also score the ensemble of --models: mean or CV-AUC-weighted mean of rank-normalised "
+                   "suitabilities (weights from training folds only).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sdm_compare"),
               show_default=True, help="Directory for comparison.csv, report.md and report.json.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default=default(CompareConfig, "engine"),
@@ -178,7 +213,8 @@ def _print_fit(res, store_path) -> None:
 @click.option("--ray-address", default=None,
               help="With --engine ray: the cluster to join (host:port or 'auto') [default: start a local one].")
 @_occurrence_options
-def compare_cmd(store_path, occurrences, species, all_species, features, models, out, engine, ray_address, **kw):
+def compare_cmd(store_path, occurrences, species, all_species, features, models, ensemble, out, engine, ray_address,
+                **kw):
     """Compare feature sets and models over species on identical spatial folds; write a report."""
     from botaclip.sdm import compare
 
@@ -186,7 +222,8 @@ def compare_cmd(store_path, occurrences, species, all_species, features, models,
         raise InvalidInputError("give --species NAME ... or --all, not both")
     if not species and not all_species:
         raise InvalidInputError("name the species to compare with --species NAME (repeatable) or use --all")
-    res = compare(store_path, occurrences, list(features), species=list(species) or None, models=models, out=out,
+    res = compare(store_path, occurrences, list(features), species=list(species) or None, models=models,
+                  ensemble=ensemble, out=out,
                   engine=engine, ray_address=ray_address, progress=lambda msg: click.echo(f"  {msg}", err=True),
                   **_sampling_and_evaluation(kw))
     _print_comparison(res)
@@ -206,17 +243,18 @@ def _print_comparison(res) -> None:
         click.echo(f"autocorrelation range of the inputs: {format_distance(res.autocorrelation['range_m'])}")
     for how in sorted({s.folds for s in res.species}):
         click.echo(f"  {how}")
-    head = f"{'species':<28} {'features':<20} {'model':<9} " + " ".join(f"{m:>13}" for m in metrics)
+    w = max(9, *(len(m) for m in res.models))
+    head = f"{'species':<28} {'features':<20} {'model':<{w}} " + " ".join(f"{m:>13}" for m in metrics)
     click.echo(head)
     for rec in res.table():
         vals = " ".join(f"{_fmt(rec.get(m + '_mean')) + '±' + _fmt(rec.get(m + '_sd'), 2):>13}" for m in metrics)
-        click.echo(f"{rec['species'][:28]:<28} {rec['features'][:20]:<20} {rec['model']:<9} {vals}")
+        click.echo(f"{rec['species'][:28]:<28} {rec['features'][:20]:<20} {rec['model']:<{w}} {vals}")
     click.echo("mean over species:")
     means = res.means()
     for fs in res.feature_sets:
         for model in res.models:
             vals = " ".join(f"{_fmt(means[m][f'{fs} | {model}']['mean']):>13}" for m in metrics)
-            click.echo(f"{'':<28} {fs[:20]:<20} {model:<9} {vals}")
+            click.echo(f"{'':<28} {fs[:20]:<20} {model:<{w}} {vals}")
     headline = {"auc", "tss", "boyce", "spearman", "mae"}
     for p in (p for p in res.paired if p.metric in headline):
         click.echo(f"{p.model} {p.metric}: {p.a} vs {p.b}: wins {p.wins_a}-{p.wins_b} (ties {p.ties}), "
@@ -243,12 +281,15 @@ def _print_comparison(res) -> None:
               help="With --binary: a rule (maxtss, senspec, p10: its out-of-fold value stored with the model) or a "
                    "value in [0, 1] instead of the stored threshold.")
 @click.option("--force", is_flag=True, help="Write a .tif even above 100 million pixels.")
-def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, force):
+@click.option("--aoa/--no-aoa", default=default(PredictConfig, "aoa"), show_default=True,
+              help="Dissimilarity index 'di' and flag 'inside_aoa' per cell (area of applicability, Meyer & "
+                   "Pebesma 2021) in .parquet/.gpkg; cells outside are grey and hatched on a .png.")
+def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, force, aoa):
     """Predict suitability (or presence, --binary) for every indexed cell with a saved model, streaming partition
     by partition."""
     from botaclip.sdm import predict
 
-    config = PredictConfig(region=region, pixel_m=pixel_m, binary=binary, threshold=threshold, force=force)
+    config = PredictConfig(region=region, pixel_m=pixel_m, binary=binary, threshold=threshold, force=force, aoa=aoa)
     res = predict(model_dir, store_path, out, config)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     what = "share present" if binary else "mean suitability"

@@ -31,8 +31,10 @@ from botaclip.sdm.design import (
     target_group_of,
 )
 from botaclip.sdm.engines import run_tasks, worker_count
+from botaclip.sdm.ensemble import MemberRecorder, ensemble_cv
 from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import cv_notes
+from botaclip.sdm.importance import PermutationImportance, check_groups, feature_groups
 from botaclip.sdm.thresholds import parse_threshold
 
 # Metrics where smaller is better (wins are counted the other way round).
@@ -105,6 +107,8 @@ class ComparisonResult:
     # skipped): for callers that score the predictions against something else (the demo's true suitability).
     # Not written to the reports.
     predictions: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # species -> features -> model -> group -> {'mean', 'sd', 'folds'}: permutation importance (when asked for)
+    importance: dict = field(default_factory=dict)
 
     def table(self) -> list[dict]:
         """One record per species x feature set x model with '<metric>_mean' and '<metric>_sd' columns."""
@@ -148,7 +152,7 @@ class ComparisonResult:
             "species": [asdict(s) for s in self.species], "skipped_species": self.skipped_species,
             "results": per_species, "mean_over_species": self.means(),
             "paired": [asdict(p) for p in self.paired], "ranking": [r.to_dict() for r in self.rankings()],
-        }
+        } | ({"importance": self.importance} if self.importance else {})
 
     def rankings(self) -> list:
         """The feature sets ranked per species, tested against the best and with a Friedman test, for every
@@ -229,25 +233,41 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
     fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
     embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
-    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets)
-             for s, lab in labelled.items()]
+    _check_extras(cfg, kind, groups, tables, embedding_sets)
+    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets,
+                          cfg.ensemble) for s, lab in labelled.items()]
     if progress:
         progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
                  f"{cfg.engine} engine")
     results = run_tasks(_compare_species, tasks, tables, jobs=ev.jobs, engine=cfg.engine,
                         ray_address=cfg.ray_address, progress=progress)
-    rows = [row for species_rows, _, _ in results for row in species_rows]
-    infos = [info for _, info, _ in results]
-    predictions = {key: value for _, _, species_predictions in results for key, value in species_predictions.items()}
+    rows = [row for species_rows, *_ in results for row in species_rows]
+    infos = [r[1] for r in results]
+    predictions = {key: value for r in results for key, value in r[2].items()}
+    models = list(cfg.models) + ([f"ensemble-{cfg.ensemble}"] if cfg.ensemble else [])
     result = ComparisonResult(
-        kind, labels, list(cfg.models), metrics, rows, infos, skipped, _paired(rows, infos, cfg.models, metrics,
-                                                                               labels),
+        kind, labels, models, metrics, rows, infos, skipped, _paired(rows, infos, models, metrics, labels),
         ev.folds, ev.seed, threshold_rule=None if kind == "abundance" else str(parse_threshold(ev.threshold)),
         block_res=str(ev.block_res), autocorrelation=None if range_ is None else range_.to_dict(),
-        predictions=predictions)
+        predictions=predictions, importance={i.species: r[3] for i, r in zip(infos, results) if r[3]})
     if cfg.out is not None:
         result.write(cfg.out)
     return result
+
+
+def _check_extras(cfg: CompareConfig, kind: str, groups: list[list[str]], tables: dict, embedding_sets: set) -> None:
+    """Ensembles and importance asked for where they cannot be made: refused before any model is fitted."""
+    if cfg.ensemble and kind == "abundance":
+        raise InvalidInputError(f"{param('ensemble')} combines rank-normalised suitabilities of presence models; "
+                                "abundance data are not supported")
+    if cfg.evaluation.importance:
+        # Feature sets of one group get no importance (noted); refused only when no feature set has two.
+        found = []
+        for g in groups:
+            sets = [(n, tables[n][1], n in embedding_sets) for n in g]
+            found.append(feature_groups(sets, range(sum(len(c) for _, c, _ in sets))))
+        if all(len(f) < 2 for f in found):
+            check_groups(found[0], f"feature set {'+'.join(groups[0])}")
 
 
 def _group_labels(groups: list[list[str]]) -> list[str]:
@@ -309,17 +329,20 @@ class _SpeciesTask:
     evaluation: EvaluationConfig
     metrics: list[str]
     embedding_sets: set[str]  # feature sets whose columns are embedding dimensions (projected with pca)
+    ensemble: str | None = None  # 'mean' or 'weighted': also score the ensemble of ``models``
 
 
-def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo, dict]:
-    """Every feature set x model for one species, on its one set of folds (``tables``: feature set name ->
-    (features of ``task.cells``, column names)); also the out-of-fold predictions by (species, label, model)."""
+def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonRow], SpeciesInfo, dict, dict]:
+    """Every feature set x model (and their ensemble) for one species, on its one set of folds (``tables``:
+    feature set name -> (features of ``task.cells``, column names)); also the out-of-fold predictions by
+    (species, label, model) and the permutation importance by label and model (when asked for)."""
     lab, design, ev = task.labelled, task.design, task.evaluation
     fs = design.folds
     rows_idx = np.searchsorted(task.cells, lab.h3)
     notes = list(lab.notes) + list(design.notes)
     rows: list[ComparisonRow] = []
     predictions = {}
+    importance: dict = {}
     for g, label in zip(task.groups, task.labels):
         Xall, cols = join_tables(tables, g)
         X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
@@ -327,9 +350,21 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
         if design.uses_cross_fit(g):
             X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
         embedding = np.concatenate([np.full(tables[n][0].shape[1], n in task.embedding_sets) for n in g])
+        groups = feature_groups([(n, tables[n][1], n in task.embedding_sets) for n in g], kept)
+        if ev.importance and len(groups) < 2:
+            notes.append(f"{label}: no permutation importance (one feature group: {', '.join(groups)})")
+        members = {}
         for model in task.models:
+            hooks = _hooks(task, lab, groups)
             cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
-                                embedding_columns=np.flatnonzero(embedding[kept]))
+                                embedding_columns=np.flatnonzero(embedding[kept]), on_fold=list(hooks.values()))
+            members[model] = (cv, hooks.get("ensemble"))
+            if "importance" in hooks:
+                importance.setdefault(label, {})[model] = hooks["importance"].result()
+        if task.ensemble:
+            ens = ensemble_cv(task.ensemble, members, lab.y, fs, ev.threshold)
+            members[ens.model] = (ens, None)
+        for model, (cv, _) in members.items():
             predictions[(lab.species, label, model)] = (lab.h3, cv.oof)
             notes += cv_notes(cv, prefix=f"{label} | {model}: ")
             summary = cv.summary()
@@ -337,7 +372,18 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
                      for m in task.metrics]
     info = SpeciesInfo(lab.species, lab.kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
                        sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted))
-    return rows, info, predictions
+    return rows, info, predictions, importance
+
+
+def _hooks(task: "_SpeciesTask", lab: LabelledCells, groups: dict) -> dict:
+    """The fold callbacks one model's cross-validation needs: permutation importance, ensemble member records."""
+    hooks: dict = {}
+    if task.evaluation.importance and len(groups) >= 2:
+        hooks["importance"] = PermutationImportance(lab.y, groups, lab.task, task.evaluation.importance_repeats,
+                                                    task.evaluation.seed)
+    if task.ensemble:
+        hooks["ensemble"] = MemberRecorder()
+    return hooks
 
 
 def _paired(rows: list[ComparisonRow], infos: list[SpeciesInfo], models, metrics, labels) -> list[PairedComparison]:

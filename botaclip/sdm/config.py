@@ -55,6 +55,10 @@ class EvaluationConfig:
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
     pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
     early_stopping: bool = True  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
+    maxent_features: str = "auto"  # Maxent feature classes: 'auto' or letters of l, q, p, h, t
+    maxent_beta: float = 1.5  # Maxent regularisation multiplier (elapid's default; higher: smoother)
+    importance: bool = False  # permutation importance of feature groups on the held-out folds
+    importance_repeats: int = 3  # permutations per group and fold
 
     def __post_init__(self) -> None:
         _check(self.pca is None or (_is_int(self.pca) and self.pca >= 0), "pca",
@@ -69,6 +73,19 @@ class EvaluationConfig:
                "must be at least 1 (or None for all cores)", self.jobs)
         object.__setattr__(self, "block_res", _block_res(self.block_res))
         parse_threshold(self.threshold)  # raises for an unknown rule or a value outside [0, 1]
+        from botaclip.sdm.maxent import parse_feature_classes
+
+        object.__setattr__(self, "maxent_features", parse_feature_classes(self.maxent_features))
+        _check(_is_number(self.maxent_beta) and self.maxent_beta > 0, "maxent_beta", "must be a positive number",
+               self.maxent_beta)
+        _check(_is_int(self.importance_repeats) and self.importance_repeats >= 1, "importance_repeats",
+               "must be at least 1", self.importance_repeats)
+
+    def model_options(self, model: str) -> dict:
+        """Hyperparameters of ``model`` that come from these settings (Maxent's feature classes and beta)."""
+        if model == "maxent":
+            return {"features": self.maxent_features, "beta": float(self.maxent_beta)}
+        return {}
 
     @property
     def block_resolution(self) -> int | None:
@@ -81,7 +98,10 @@ class FitConfig:
     """`sdm fit`: one species, one model, on one or more feature sets joined on the cell."""
 
     features: str | tuple[str, ...] = ("botaclip",)  # 'a,b' or ('a', 'b')
-    model: str = "lightgbm"
+    model: str = "lightgbm"  # with ``ensemble``: ignored, the members are ``models``
+    models: tuple[str, ...] | None = None  # ensemble members ('lightgbm,rf,...'); needs ``ensemble``
+    ensemble: str | None = None  # 'mean' or 'weighted': fit the members and save their ensemble
+    response_curves: bool = False  # response.png: partial dependence of each scalar covariate
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     out: str | Path | None = None  # model directory (model.json, cv.json, cv_folds.csv, map.png)
@@ -91,7 +111,21 @@ class FitConfig:
     def __post_init__(self) -> None:
         _check(self.model in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}", self.model)
         object.__setattr__(self, "features", feature_set_names(self.features))
+        object.__setattr__(self, "ensemble", _ensemble_rule(self.ensemble))
+        if self.ensemble is not None:
+            object.__setattr__(self, "models", _model_list(self.models or ("lightgbm", "rf", "logistic")))
+            _check(len(self.models) >= 2, "models", "must name at least two models for an ensemble", self.models)
+        elif self.models is not None:
+            raise InvalidInputError(f"{param('models')} lists the members of an ensemble; give {param('ensemble')} "
+                                    f"mean|weighted too, or use {param('model')} for one model")
+        for m in (self.models or (self.model,)):
+            _require_extra(m)
         _check_out(self.out)
+
+    @property
+    def model_label(self) -> str:
+        """The model's name in outputs: the model, or 'ensemble-<rule>'."""
+        return self.model if self.ensemble is None else f"ensemble-{self.ensemble}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +137,7 @@ class CompareConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     out: str | Path | None = None  # comparison.csv, report.md, report.json
+    ensemble: str | None = None  # 'mean' or 'weighted': one more model, the ensemble of ``models``
     engine: str = "local"  # local (worker processes on this machine) or ray (species over a Ray cluster)
     ray_address: str | None = None  # with engine 'ray': the cluster to join (None: start a local one)
 
@@ -110,12 +145,12 @@ class CompareConfig:
         from botaclip.sdm.engines import ENGINES
 
         _check(self.engine in ENGINES, "engine", f"must be one of {', '.join(ENGINES)}", self.engine)
-        names = self.models.split(",") if isinstance(self.models, str) else self.models
-        models = tuple(m.strip() for m in names if m and m.strip())
-        _check(len(models) > 0, "models", "must name at least one model", self.models)
-        for m in models:
-            _check(m in MODEL_NAMES, "models", f"must be among {', '.join(MODEL_NAMES)}", m)
-        object.__setattr__(self, "models", models)
+        object.__setattr__(self, "models", _model_list(self.models))
+        object.__setattr__(self, "ensemble", _ensemble_rule(self.ensemble))
+        _check(self.ensemble is None or len(self.models) >= 2, "models",
+               "must name at least two models for an ensemble", self.models)
+        for m in self.models:
+            _require_extra(m)
         if self.species is not None:
             object.__setattr__(self, "species", tuple(self.species) or None)
         _check_out(self.out)
@@ -130,6 +165,7 @@ class PredictConfig:
     binary: bool = False  # 0/1 presence at a threshold instead of suitability
     threshold: str | float | None = None  # with binary: a rule (maxtss, senspec, p10) or a value in [0, 1]
     force: bool = False  # write a .tif even above 100 million pixels
+    aoa: bool = True  # dissimilarity index and area of applicability per cell (.parquet, .gpkg, .png)
 
     def __post_init__(self) -> None:
         _check(self.pixel_m is None or (_is_number(self.pixel_m) and self.pixel_m > 0), "pixel_m",
@@ -139,6 +175,34 @@ class PredictConfig:
                 raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with "
                                         f"{param('binary')}")
             parse_threshold(self.threshold)
+
+
+ENSEMBLE_RULES = ("mean", "weighted")
+
+
+def _model_list(models) -> tuple[str, ...]:
+    names = models.split(",") if isinstance(models, str) else models
+    out = tuple(m.strip() for m in names if m and m.strip())
+    _check(len(out) > 0, "models", "must name at least one model", models)
+    for m in out:
+        _check(m in MODEL_NAMES, "models", f"must be among {', '.join(MODEL_NAMES)}", m)
+    _check(len(set(out)) == len(out), "models", "lists a model twice", models)
+    return out
+
+
+def _ensemble_rule(rule: str | None) -> str | None:
+    if rule is None or rule == "":
+        return None
+    _check(rule in ENSEMBLE_RULES, "ensemble", f"must be one of {', '.join(ENSEMBLE_RULES)}", rule)
+    return rule
+
+
+def _require_extra(model: str) -> None:
+    """A model from an optional extra fails here, before any data is read, naming the extra."""
+    if model == "maxent":
+        from botaclip.sdm.maxent import import_elapid
+
+        import_elapid()
 
 
 def _check_out(out: str | Path | None) -> None:

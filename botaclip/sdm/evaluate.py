@@ -14,7 +14,7 @@ come from the adapter that never saw fold k, see :mod:`botaclip.sdm.crossfit`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -123,13 +123,18 @@ def cross_validate(
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
     out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
     the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
-    outer training part, and the other columns as they are.
+    outer training part, and the other columns as they are. ``on_fold`` (option): a callable, or a list of them, given a
+    :class:`FoldContext` after each scored fold (permutation importance and ensembles use the fold models); if
+    it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions.
     """
+    hooks = options.pop("on_fold", None) or []
+    hooks = list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
     ev = build(EvaluationConfig, evaluation, **options)
     y = np.asarray(y, dtype=np.float64)
     per_fold = _fold_matrices(X, folds.n_folds)
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
     fitter = _FoldFitter(model, task, ev, embedding_columns)
+    fitter.always_inner = any(getattr(h, "needs_inner", False) for h in hooks)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
@@ -137,17 +142,43 @@ def cross_validate(
         res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
         res.skipped = _skip_reason(task, y[train], y[test])
         if res.skipped is None:
-            X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
+            projection, X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
             inner = None
             if task == "binary":
                 inner = fitter.inner_cv(X_train, y[train], bg[train], folds.block[train], folds.block_res)
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
-            oof[test], _ = fitter.fit_predict(X_train, y[train], bg[train], X_test, rounds=res.rounds)
+            est = fitter.fit(X_train, y[train], bg[train], rounds=res.rounds)
+            oof[test] = est.predict(X_test)
             res.metrics = (score_binary(y[test], oof[test], res.threshold) if task == "binary"
                            else score_regression(y[test], oof[test]))
+            context = FoldContext(k, train, test, per_fold[k][test], _raw_predictor(est, projection),
+                                  None if inner is None else inner.oof, res.threshold)
+            for hook in hooks:
+                hook(context)
         results.append(res)
     return CVResult(model, task, results, oof, str(fitter.rule) if task == "binary" else None)
+
+
+@dataclass
+class FoldContext:
+    """What a scored outer fold leaves for callers of :func:`cross_validate` (``on_fold``): the fold's sample
+    indices, its test features as given (before any projection), the fold model as a function of such features,
+    the inner out-of-fold predictions of its training part (binary tasks with an inner CV) and its threshold."""
+
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+    X_test: np.ndarray
+    predict: Callable[[np.ndarray], np.ndarray]
+    inner_oof: np.ndarray | None
+    threshold: float | None
+
+
+def _raw_predictor(estimator, projection) -> Callable[[np.ndarray], np.ndarray]:
+    if projection is None:
+        return estimator.predict
+    return lambda X: estimator.predict(projection.transform(X))
 
 
 class _FoldFitter:
@@ -158,17 +189,27 @@ class _FoldFitter:
         self.model, self.task, self.ev = model, task, evaluation
         self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
         self.embedding_columns = embedding_columns
+        self.always_inner = False  # run the inner CV even for a fixed threshold (ensembles need its predictions)
 
-    def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both parts on the leading principal components of the training part (unchanged without ``pca``).
+    def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[Projection | None, np.ndarray, np.ndarray]:
+        """(projection, both parts) on the leading principal components of the training part (no projection and
+        unchanged parts without ``pca``).
 
         The inner CV of the threshold reuses this projection: it is fitted without labels, and never on the test
         part."""
         n_embedding = X_train.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
         if not self.ev.pca or self.ev.pca >= n_embedding:
-            return X_train, X_test
+            return None, X_train, X_test
         projection = Projection(self.ev.pca, self.ev.seed, self.embedding_columns).fit(X_train)
-        return projection.transform(X_train), projection.transform(X_test)
+        return projection, projection.transform(X_train), projection.transform(X_test)
+
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None):
+        """A fitted estimator on the training part (``rounds`` boosting rounds for LightGBM)."""
+        weights = training_weights(y_train, bg_train) if self.task == "binary" else None
+        params = {"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {}
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs,
+                         **params, **self.ev.model_options(self.model))
+        return est.fit(X_train, y_train, sample_weight=weights)
 
     @property
     def stops_early(self) -> bool:
@@ -182,7 +223,8 @@ class _FoldFitter:
         # Weights from the training part alone: the test part's counts must not shape the model.
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
         params = {"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {}
-        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params,
+                         **self.ev.model_options(self.model))
         valid = None
         if y_test is not None and self.stops_early:
             valid = (X_test, y_test, training_weights(y_test, bg_test) if self.task == "binary" else None)
@@ -197,7 +239,7 @@ class _FoldFitter:
 
         The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
         blocks); each inner model predicts only blocks it was not fitted on. A fixed threshold needs no inner CV."""
-        if self.rule.fixed:
+        if self.rule.fixed and not self.always_inner:
             return _InnerCV(float(self.rule.value))
         n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
         if n_inner < 2:
@@ -216,8 +258,8 @@ class _FoldFitter:
         n_rounds = int(np.ceil(1.1 * np.mean(rounds))) if (rounds and self.stops_early) else None
         if not np.isfinite(t):
             return _InnerCV(t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} "
-                               "rule)", n_rounds)
-        return _InnerCV(t, None, n_rounds)
+                               "rule)", n_rounds, oof)
+        return _InnerCV(t, None, n_rounds, oof)
 
 
 @dataclass
@@ -225,6 +267,7 @@ class _InnerCV:
     threshold: float
     note: str | None = None
     rounds: int | None = None
+    oof: np.ndarray | None = None  # the inner out-of-fold predictions of the training part (nan: not predicted)
 
 
 def _fold_matrices(X, n_folds: int) -> list[np.ndarray]:

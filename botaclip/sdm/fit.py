@@ -14,6 +14,7 @@ import numpy as np
 from botaclip.atomic import write_json, write_text
 from botaclip.config import build
 from botaclip.errors import InvalidInputError, param
+from botaclip.sdm.aoa import fit_aoa, input_weights, model_inputs
 from botaclip.sdm.cleaning import CleaningReport
 from botaclip.sdm.config import FitConfig
 from botaclip.sdm.crossfit import CrossFit
@@ -35,7 +36,17 @@ from botaclip.sdm.design import (
     open_store,
     target_group_of,
 )
-from botaclip.sdm.evaluate import CVResult, cross_validate, metric_names, training_weights
+from botaclip.sdm.evaluate import CVResult, metric_names, training_weights
+from botaclip.sdm.fit_extras import (
+    FitExtras,
+    aoa_weights,
+    check_fit,
+    evaluate_models,
+    final_ensemble,
+    set_columns,
+    write_figures,
+)
+from botaclip.sdm.importance import feature_groups
 from botaclip.sdm.models import SDMEstimator, make_model
 from botaclip.sdm.persist import SavedModel, save_model
 from botaclip.sdm.thresholds import all_thresholds, parse_threshold
@@ -74,6 +85,9 @@ class FitResult:
     predictions_table: str | None = None
     n_predicted: int = 0
     map_path: str | None = None
+    importance: dict = field(default_factory=dict)  # model -> group -> drop in AUC/Spearman on held-out folds
+    aoa: dict | None = None  # the area of applicability's reference: threshold, mean_nn, training cells inside
+    figures: list[str] = field(default_factory=list)  # importance.png, response.png
 
     def summary(self) -> dict[str, dict[str, float]]:
         return self.cv.summary()
@@ -87,7 +101,8 @@ class FitResult:
             "folds": self.folds_description, "autocorrelation_range_m": self.range_m,
             "cross_fitted": self.cross_fitted, "cv": self.cv.to_dict(), "cleaning": self.cleaning.to_dict(),
             "notes": self.notes, "out_dir": self.out_dir, "predictions_table": self.predictions_table,
-            "n_predicted": self.n_predicted, "map": self.map_path,
+            "n_predicted": self.n_predicted, "map": self.map_path, "importance": self.importance,
+            "area_of_applicability": self.aoa, "figures": self.figures,
         }
 
 
@@ -123,12 +138,21 @@ def fit_species(store, occurrences, species: str, config: FitConfig | None = Non
     table_name = _predictions_name(cfg, species)
     store = open_store(store, read_only=not cfg.predictions)
     data = _species_table(store, occurrences, species, cfg)
-    design, cv = _evaluate(data, cfg, cross_fit)
-    estimator = _final_estimator(data, cfg, species, cv)
+    design, cv, extras = _evaluate(data, cfg, cross_fit)
+    if cfg.ensemble:
+        estimator = final_ensemble(cfg, data.labelled.y, extras,
+                                   lambda m, member_cv: _final_estimator(data, cfg, species, member_cv, m))
+    else:
+        estimator = _final_estimator(data, cfg, species, cv)
     result = _result(data, cfg, design, cv)
+    result.importance = extras.importance
     saved = _saved_model(data, cfg, estimator, result)
+    saved.aoa = fit_aoa(model_inputs(estimator, data.X), design.folds.fold,
+                        input_weights(estimator, data.X.shape[1], aoa_weights(extras, data.X.shape[1])))
+    result.aoa = saved.aoa.summary()
     if cfg.out is not None:
         _write_model_dir(check_out_dir(cfg.out), saved, result, design)
+        write_figures(result, saved, data.X, extras, cfg)
     h3_pred = vals_pred = None
     if table_name:
         from botaclip.sdm.predict import predictions_to_store
@@ -169,9 +193,13 @@ def _species_table(store, occurrences, species: str, cfg: FitConfig) -> _Species
 
 
 def _evaluate(data: _SpeciesTable, cfg: FitConfig,
-              cross_fit: dict[str, CrossFit] | None) -> tuple[SampleDesign, CVResult]:
-    """Spatial folds (cross-fitted, forced or from the autocorrelation range) and the cross-validation."""
+              cross_fit: dict[str, CrossFit] | None) -> tuple[SampleDesign, CVResult, FitExtras]:
+    """Spatial folds (cross-fitted, forced or from the autocorrelation range) and the cross-validation (of the
+    model, or of the ensemble and its members; with permutation importance if asked for)."""
     ev, lab, names = cfg.evaluation, data.labelled, list(cfg.features)
+    sets = set_columns(data.source, names)
+    groups = feature_groups(sets, data.kept)
+    check_fit(cfg, lab.task, groups)
     block_res = ev.block_resolution
     range_ = inputs_range(lab.h3, [data.X], ev.seed) if block_res is None else None
     design = design_folds(lab.h3, lab.y, ev.folds, block_res, ev.seed,
@@ -181,12 +209,12 @@ def _evaluate(data: _SpeciesTable, cfg: FitConfig,
     if design.uses_cross_fit(names):
         X = [data.source.features(design.fold_names(names, k), lab.h3)[0][:, data.kept]
              for k in range(design.folds.n_folds)]
-    cv = cross_validate(X, lab.y, design.folds, cfg.model, lab.task, lab.is_background, ev,
-                        embedding_columns=data.source.embedding_columns(names, data.kept))
+    cv, extras = evaluate_models(X, lab, design.folds, cfg, data.source.embedding_columns(names, data.kept), groups)
+    extras.sets = sets
     data.notes += design.notes + cv_notes(cv)
     if all(f.skipped for f in cv.folds):
         data.notes.append("no fold could be scored; the metrics are undefined")
-    return design, cv
+    return design, cv, extras
 
 
 def cv_notes(cv: CVResult, prefix: str = "") -> list[str]:
@@ -200,22 +228,24 @@ def cv_notes(cv: CVResult, prefix: str = "") -> list[str]:
     return notes
 
 
-def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str, cv: CVResult) -> SDMEstimator:
-    """The model fitted on every sample (what is saved and predicts the map); LightGBM with the median of the
-    outer folds' early-stopped rounds."""
+def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str, cv: CVResult,
+                     model: str | None = None) -> SDMEstimator:
+    """The model (``cfg.model``, or the ensemble member ``model``) fitted on every sample (what is saved and
+    predicts the map); LightGBM with the median of the outer folds' early-stopped rounds."""
     lab = data.labelled
+    model = model or cfg.model
     ev = cfg.evaluation
     columns = data.source.embedding_columns(list(cfg.features), data.kept)
     pca = ev.pca if ev.pca and ev.pca < len(columns) else None
     rounds = [f.rounds for f in cv.folds if f.rounds]
-    params = {"n_estimators": int(np.median(rounds))} if (rounds and cfg.model == "lightgbm") else {}
-    estimator = make_model(cfg.model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca, pca_columns=columns,
-                           **params)
+    params = {"n_estimators": int(np.median(rounds))} if (rounds and model == "lightgbm") else {}
+    estimator = make_model(model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca, pca_columns=columns,
+                           **params, **ev.model_options(model))
     weights = training_weights(lab.y, lab.is_background) if lab.task == "binary" else None
     try:
         return estimator.fit(data.X, lab.y, sample_weight=weights)
     except ValueError as exc:
-        raise InvalidInputError(f"cannot fit {cfg.model} for {species!r}: {exc}") from None
+        raise InvalidInputError(f"cannot fit {model} for {species!r}: {exc}") from None
 
 
 def _oof_thresholds(data: _SpeciesTable, cfg: FitConfig, cv: CVResult) -> tuple[float | None, dict[str, float]]:
@@ -237,7 +267,7 @@ def _result(data: _SpeciesTable, cfg: FitConfig, design: SampleDesign, cv: CVRes
         if threshold is None:
             data.notes.append("no out-of-fold predictions of both classes: the final model has no threshold")
     return FitResult(
-        species=lab.species, kind=lab.kind, model=cfg.model, feature_sets=list(cfg.features),
+        species=lab.species, kind=lab.kind, model=cfg.model_label, feature_sets=list(cfg.features),
         n_presences=lab.n_presences, n_absences=int(np.sum((lab.y == 0) & ~lab.is_background)),
         n_background=int(lab.is_background.sum()), n_features=len(data.kept), block_res=folds.block_res,
         n_blocks=folds.n_blocks, cv=cv, cleaning=lab.report, threshold=threshold, notes=data.notes,
@@ -283,7 +313,7 @@ def _draw_map(data: _SpeciesTable, cfg: FitConfig, saved: SavedModel, store, h3_
     return str(suitability_map(
         h3_pred, vals_pred, Path(cfg.out) / "map.png",
         presences=(pres["lat"].to_numpy(), pres["lng"].to_numpy()), absences=absn,
-        title=f"{lab.species} — {cfg.model} on {'+'.join(cfg.features)}",
+        title=f"{lab.species} — {cfg.model_label} on {'+'.join(cfg.features)}",
         label="suitability" if lab.task == "binary" else "predicted abundance"))
 
 

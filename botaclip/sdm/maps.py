@@ -81,6 +81,18 @@ def _frame_and_scale_bar(ax, allxy: np.ndarray) -> None:
             fontsize=9, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))
 
 
+def _draw_outside(ax, polys: list) -> None:
+    """Cells outside the area of applicability: light grey, hatched, with a legend entry."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    ax.add_collection(PolyCollection(polys, facecolors="#d9d9d9", edgecolors="#969696", linewidths=0.2,
+                                     hatch="////"))
+    # add_artist: a later legend (occurrences) must not replace this one
+    ax.add_artist(ax.legend(handles=[Patch(facecolor="#d9d9d9", edgecolor="#969696", hatch="////",
+                                           label="outside area of applicability")], loc="lower right", fontsize=8))
+
+
 def suitability_map(
     h3: np.ndarray,
     suitability: np.ndarray,
@@ -95,7 +107,9 @@ def suitability_map(
     """Draw the map and write it to ``out_png``.
 
     ``h3``/``suitability``: cells and their predictions; ``presences``/``absences``: (lat, lng) arrays in degrees
-    drawn on top. Returns the path written.
+    drawn on top. A masked array of suitability marks the cells outside the model's area of applicability: they
+    are drawn grey and hatched (a merged hexagon is outside when most of its cells are). Returns the path
+    written.
     """
     import matplotlib
 
@@ -105,7 +119,9 @@ def suitability_map(
     from pyproj import Transformer
 
     out_png = Path(out_png)
-    cells, values = coarsen(h3, suitability, max_hexagons)
+    outside = np.ma.getmaskarray(suitability) if np.ma.isMaskedArray(suitability) else None
+    cells, values = coarsen(h3, np.ma.getdata(suitability), max_hexagons)
+    out_mask = None if outside is None else coarsen(h3, outside.astype(np.float64), max_hexagons)[1] > 0.5
     lat, lng = cells_to_latlng(cells)
     crs = utm_crs(float(np.median(lat)), float(np.median(lng))) if cells.size else "EPSG:3857"
     to_m = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
@@ -116,9 +132,13 @@ def suitability_map(
 
     fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
     cmap, vmin, vmax = _colour_scale(values, label)
-    coll = PolyCollection(polys, array=values, cmap=cmap, edgecolors="face", linewidths=0.2)
+    inside = np.ones(len(polys), dtype=bool) if out_mask is None else ~out_mask
+    coll = PolyCollection([p for p, i in zip(polys, inside) if i], array=values[inside], cmap=cmap,
+                          edgecolors="face", linewidths=0.2)
     coll.set_clim(vmin, vmax)
     ax.add_collection(coll)
+    if out_mask is not None and out_mask.any():
+        _draw_outside(ax, [p for p, o in zip(polys, out_mask) if o])
     bar = fig.colorbar(coll, ax=ax, shrink=0.75, label=label)
     if label == "presence":
         bar.set_ticks([0.0, 1.0], labels=["absent", "present"])

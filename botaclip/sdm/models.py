@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-MODEL_NAMES = ("lightgbm", "rf", "logistic")
+MODEL_NAMES = ("lightgbm", "rf", "logistic", "maxent")  # maxent: optional extra botaclip[maxent]
 #: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).
 EARLY_STOPPING_PATIENCE = 30
 TASKS = ("binary", "regression")
@@ -65,6 +65,11 @@ class _Imputer:
         rows, cols = np.nonzero(np.isnan(X))
         X[rows, cols] = self.medians[cols]
         return X
+
+
+def median_imputer(medians: np.ndarray | None = None) -> _Imputer:
+    """Median imputation (fitted with ``.fit(X)``, or from saved ``medians``) for models that cannot take NaN."""
+    return _Imputer(medians)
 
 
 class SDMEstimator:
@@ -459,12 +464,20 @@ class ProjectedModel(SDMEstimator):
 _REGISTRY = {"lightgbm": LightGBMModel, "rf": RandomForestModel, "logistic": LogisticModel}
 
 
+def _model_class(name: str):
+    if name == "maxent":  # its module imports this one; elapid itself is imported only when fitting or loading
+        from botaclip.sdm.maxent import MaxentModel
+
+        return MaxentModel
+    return _REGISTRY[name]
+
+
 def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int | None = 1, pca: int | None = None,
                pca_columns: np.ndarray | None = None, **params) -> SDMEstimator:
-    """A fresh estimator by name: 'lightgbm' (default), 'rf' or 'logistic'; with ``pca``, on the leading ``pca``
+    """A fresh estimator by name: 'lightgbm' (default), 'rf', 'logistic' or 'maxent'; with ``pca``, on the leading ``pca``
     principal components of the embedding columns ``pca_columns`` (indices; None: all) and the other columns."""
     try:
-        cls = _REGISTRY[name]
+        cls = _model_class(name)
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
     model = cls(task=task, seed=seed, n_jobs=n_jobs, **params)
@@ -473,8 +486,12 @@ def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int | Non
 
 def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> SDMEstimator:
     """Rebuild a fitted estimator from :meth:`SDMEstimator.state` output."""
+    if meta.get("model") == "ensemble":
+        from botaclip.sdm.ensemble import EnsembleModel
+
+        return EnsembleModel.from_state(meta, arrays, text)
     try:
-        cls = _REGISTRY[meta["model"]]
+        cls = _model_class(meta["model"])
     except KeyError:
         raise ValueError(f"unknown model {meta.get('model')!r} in saved state") from None
     if not meta.get("projection"):

@@ -5,8 +5,11 @@ A model directory holds:
                records), feature columns used, the threshold (rule and value, chosen on out-of-fold predictions)
                and the value of every other rule, CV summary, and the estimator's parameters;
   model.txt    LightGBM's own text model (lightgbm only);
-  arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, imputation medians), read with
-               ``allow_pickle=False``.
+  arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, Maxent feature scalings, knots
+               and coefficients, ensemble members' arrays and rank quantiles, imputation medians), read with
+               ``allow_pickle=False``;
+  aoa.npz      the area of applicability's reference (training cells in the model's weighted standardised
+               feature space, the dissimilarity threshold), also plain arrays.
 Loading parses JSON, LightGBM text and plain arrays only: it never unpickles or evaluates anything from the files.
 """
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from botaclip.atomic import atomic_write, write_json
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, root_cause
+from botaclip.sdm.aoa import AOAReference
 from botaclip.sdm.models import SDMEstimator, model_from_state
 
 MODEL_FORMAT = "botaclip-sdm-model"
@@ -45,6 +49,7 @@ class SavedModel:
     extra: dict[str, Any] = field(default_factory=dict)
     threshold_rule: str | None = None  # how ``threshold`` was chosen ('maxtss', 'senspec', 'p10' or a value)
     thresholds: dict[str, float] = field(default_factory=dict)  # every named rule's value, out of sample
+    aoa: AOAReference | None = None  # area of applicability (models saved before it have none)
 
     @property
     def feature_set_names(self) -> list[str]:
@@ -70,7 +75,8 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
         "thresholds": saved.thresholds,
         "metrics": saved.metrics,
         "estimator": meta,
-        "files": {"text": "model.txt" if text is not None else None, "arrays": "arrays.npz" if arrays else None},
+        "files": {"text": "model.txt" if text is not None else None, "arrays": "arrays.npz" if arrays else None,
+                  "aoa": "aoa.npz" if saved.aoa is not None else None},
     } | saved.extra
     written = []
     if text is not None:
@@ -80,6 +86,13 @@ def save_model(directory: str | Path, saved: SavedModel) -> list[Path]:
             with open(p, "wb") as fh:
                 np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
         written.append(atomic_write(directory / "arrays.npz", _save))
+    if saved.aoa is not None:
+        aoa_arrays = saved.aoa.arrays()
+
+        def _save_aoa(p: Path) -> None:
+            with open(p, "wb") as fh:
+                np.savez(fh, **aoa_arrays)
+        written.append(atomic_write(directory / "aoa.npz", _save_aoa))
     # model.json last: a directory with a model.json is complete.
     written.append(write_json(directory / "model.json", doc))
     return written
@@ -123,6 +136,7 @@ def load_model(directory: str | Path) -> SavedModel:
         if files.get("arrays"):
             arrays = _load_arrays(directory / Path(files["arrays"]).name)
         estimator = model_from_state(doc["estimator"], arrays, text)
+        aoa = AOAReference.from_arrays(_load_arrays(directory / "aoa.npz")) if files.get("aoa") else None
     except (OSError, ValueError, KeyError) as exc:
         raise InvalidInputError(f"cannot load the model in {directory}: {exc}") from None
     known = {"format", "version", "species", "kind", "resolution", "feature_sets", "columns", "kept_columns",
@@ -133,6 +147,6 @@ def load_model(directory: str | Path) -> SavedModel:
         threshold=doc.get("threshold"), metrics=doc.get("metrics", {}),
         # Version 1 chose its max-TSS threshold on in-sample predictions: say so rather than pass it off as OOF.
         threshold_rule=doc.get("threshold_rule", "maxtss-in-sample" if doc.get("threshold") is not None else None),
-        thresholds=dict(doc.get("thresholds") or {}),
+        thresholds=dict(doc.get("thresholds") or {}), aoa=aoa,
         extra={k: v for k, v in doc.items() if k not in known},
     )

@@ -129,14 +129,22 @@ def iter_features(
             yield cells, (np.hstack(blocks) if len(blocks) > 1 else blocks[0])
 
 
-def iter_predictions(saved: SavedModel, store, region: Region | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(h3 uint64, suitability float32) per partition for every indexed cell (in ``region``)."""
+def iter_predictions(saved: SavedModel, store, region: Region | None = None, aoa: bool = False) -> Iterator[tuple]:
+    """(h3 uint64, suitability float32) per partition for every indexed cell (in ``region``); with ``aoa``, also
+    the dissimilarity index (float32) of each cell (:mod:`botaclip.sdm.aoa`)."""
     kept = np.asarray(saved.kept, dtype=np.int64)
     n_columns = len(saved.columns)
     for cells, X in iter_features(store, saved.feature_set_names, region):
         if X.shape[1] != n_columns:
             raise InvalidInputError(f"the store's features have {X.shape[1]} columns, the model expects {n_columns}")
-        yield cells, saved.estimator.predict(X[:, kept]).astype(np.float32)
+        X = X[:, kept]
+        values = saved.estimator.predict(X).astype(np.float32)
+        if aoa:
+            from botaclip.sdm.aoa import model_inputs
+
+            yield cells, values, saved.aoa.dissimilarity(model_inputs(saved.estimator, X))
+        else:
+            yield cells, values
 
 
 def binary_threshold(saved: SavedModel, threshold: str | float | None = None) -> tuple[float, str]:
@@ -166,8 +174,8 @@ def binary_threshold(saved: SavedModel, threshold: str | float | None = None) ->
 
 def _binarised(chunks, threshold: float):
     """Suitability chunks -> 0/1 presence chunks (uint8): present where suitability >= threshold."""
-    for cells, values in chunks:
-        yield cells, (values >= threshold).astype(np.uint8)
+    for cells, values, *di in chunks:
+        yield cells, (values >= threshold).astype(np.uint8), *di
 
 
 @dataclass
@@ -223,10 +231,16 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
     if suffix == ".tif" and pixel_m is not None and not force and region is None:
         check_raster_size(store.info(saved.feature_set_names[0])["rows"], int(saved.resolution), pixel_m)
     column = "presence" if binary else "suitability"
-    chunks = iter_predictions(saved, store, region)
+    with_aoa = config.aoa and saved.aoa is not None and suffix != ".tif"
+    chunks = iter_predictions(saved, store, region, aoa=with_aoa)
     if binary:
         chunks = _binarised(chunks, t_value)
     extra = {"threshold": round(t_value, 6), "threshold_from": t_how} if binary else {}
+    if config.aoa and saved.aoa is None:
+        extra["aoa"] = "not available (the model was saved without an area-of-applicability reference; refit it)"
+    elif with_aoa:
+        extra["aoa_threshold"] = round(saved.aoa.threshold, 4)
+        chunks = _counting_inside(chunks, saved.aoa.threshold, extra)
     written: dict = {}
 
     def write(tmp: Path) -> None:  # under a temporary name beside `out`, renamed into place when complete
@@ -235,7 +249,7 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
         elif suffix == ".gpkg":
             n, total = _write_gpkg(chunks, tmp, column)
         else:
-            h3, vals = collect_predictions(chunks)
+            h3, vals, *aoa = collect_predictions(chunks)
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
                 extra.update(write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
@@ -246,6 +260,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
                 title = f"{saved.species} ({saved.estimator.name}, {'+'.join(saved.feature_set_names)})"
                 if binary:
                     title += f", present where suitability >= {t_value:.3g}"
+                if aoa:  # masked: outside the area of applicability, drawn grey and hatched
+                    vals = np.ma.masked_array(vals, mask=~aoa[1])
                 suitability_map(h3, vals, tmp, title=title, label=column)
         if n == 0:
             raise InvalidInputError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
@@ -257,18 +273,29 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
     return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
 
 
-def collect_predictions(chunks) -> tuple[np.ndarray, np.ndarray]:
-    """(h3, value) chunks -> all cells sorted by h3 with their values (12 bytes a cell)."""
-    cells, vals = [], []
-    for c, v in chunks:
-        cells.append(c)
-        vals.append(v)
-    if not cells:
+def collect_predictions(chunks) -> tuple[np.ndarray, ...]:
+    """(h3, value[, di]) chunks -> all cells sorted by h3 with their values (12 bytes a cell; 16 with di)."""
+    parts: list[list[np.ndarray]] = []
+    for chunk in chunks:
+        parts = parts or [[] for _ in chunk]
+        for part, a in zip(parts, chunk):
+            part.append(a)
+    if not parts:
         return np.zeros(0, np.uint64), np.zeros(0, np.float32)
-    h3 = np.concatenate(cells)
-    v = np.concatenate(vals)
+    h3, *rest = (np.concatenate(p) for p in parts)
     order = np.argsort(h3)
-    return h3[order], v[order]
+    return (h3[order], *(r[order] for r in rest))
+
+
+def _counting_inside(chunks, threshold: float, extra: dict):
+    """(h3, value, di) -> (h3, value, di, inside_aoa) chunks; the share of cells inside goes into ``extra``."""
+    n = n_inside = 0
+    for cells, values, di in chunks:
+        inside = di <= threshold
+        n += cells.size
+        n_inside += int(inside.sum())
+        extra["inside_aoa"] = round(n_inside / n, 4) if n else None
+        yield cells, values, di, inside
 
 
 def _write_parquet(chunks, path: Path, column: str = "suitability") -> tuple[int, float]:
@@ -276,14 +303,23 @@ def _write_parquet(chunks, path: Path, column: str = "suitability") -> tuple[int
     import pyarrow.parquet as pq
 
     value_type = pa.uint8() if column == "presence" else pa.float32()
-    schema = pa.schema([("h3", pa.uint64()), (column, value_type)])
-    n, total = 0, 0.0
-    with pq.ParquetWriter(path, schema, compression="zstd") as w:
-        for cells, vals in chunks:
-            w.write_table(pa.table({"h3": pa.array(cells, pa.uint64()), column: pa.array(vals, value_type)},
-                                   schema=schema))
+    fields = [("h3", pa.uint64()), (column, value_type)]
+    n, total, w = 0, 0.0, None
+    try:
+        for cells, vals, *aoa in chunks:
+            if w is None:
+                aoa_fields = [("di", pa.float32()), ("inside_aoa", pa.bool_())] if aoa else []
+                schema = pa.schema(fields + aoa_fields)
+                w = pq.ParquetWriter(path, schema, compression="zstd")
+            cols = {"h3": pa.array(cells, pa.uint64()), column: pa.array(vals, value_type)}
+            if aoa:
+                cols |= {"di": pa.array(aoa[0], pa.float32()), "inside_aoa": pa.array(aoa[1], pa.bool_())}
+            w.write_table(pa.table(cols, schema=schema))
             n += cells.size
             total += float(vals.sum(dtype=np.float64))
+    finally:
+        if w is not None:
+            w.close()
     return n, total
 
 
@@ -293,11 +329,14 @@ def _write_gpkg(chunks, path: Path, column: str = "suitability") -> tuple[int, f
     import shapely
 
     n, total = 0, 0.0
-    for cells, vals in chunks:
+    for cells, vals, *aoa in chunks:
         hexes = [h3lib.int_to_str(int(c)) for c in cells]
         polys = [shapely.Polygon([(lng, lat) for lat, lng in h3lib.cell_to_boundary(h)]) for h in hexes]
         values = vals.astype(np.int32) if column == "presence" else vals.astype(np.float64)
-        frame = gpd.GeoDataFrame({"h3": hexes, column: values}, geometry=polys, crs="EPSG:4326")
+        cols = {"h3": hexes, column: values}
+        if aoa:
+            cols |= {"di": aoa[0].astype(np.float64), "inside_aoa": aoa[1].astype(np.int32)}
+        frame = gpd.GeoDataFrame(cols, geometry=polys, crs="EPSG:4326")
         frame.to_file(path, layer=column, driver="GPKG", engine="pyogrio", append=n > 0)
         n += cells.size
         total += float(vals.sum(dtype=np.float64))

@@ -38,7 +38,17 @@ def write_reports(result: ComparisonResult, out: str | Path) -> list[str]:
     write_text(out / "comparison.csv", buf.getvalue())
     write_json(out / "report.json", result.to_dict())
     write_text(out / "report.md", markdown_report(result))
-    return [str(out / n) for n in ("comparison.csv", "report.md", "report.json")]
+    files = [str(out / n) for n in ("comparison.csv", "report.md", "report.json")]
+    if result.importance:
+        from botaclip.sdm.importance import importance_chart, mean_over_species
+
+        panels = {f"{fs} | {model}": groups for (fs, model), groups in mean_over_species(result.importance).items()}
+        files.append(str(importance_chart(panels, out / "importance.png", _importance_metric(result))))
+    return files
+
+
+def _importance_metric(result: ComparisonResult) -> str:
+    return "Spearman rho" if result.kind == "abundance" else "AUC"
 
 
 def markdown_report(result: ComparisonResult) -> str:
@@ -81,6 +91,10 @@ def markdown_report(result: ComparisonResult) -> str:
         lines += ["", "## Notes", ""]
         lines += [f"- {s}: {n}" for s, n in notes]
         lines += [f"- {s}: skipped ({why})" for s, why in result.skipped_species.items()]
+    if result.importance:
+        from botaclip.sdm.importance import markdown_lines
+
+        lines += markdown_lines(result.importance, _importance_metric(result))
     lines += ["", "## Spatial blocks", "", "| species | folds |", "|---|---|"]
     lines += [f"| {s.species} | {s.folds} |" for s in result.species]
     return "\n".join(lines) + "\n"
