@@ -6,7 +6,10 @@
 
 1. Loading: locating the weights in the geoclip wheel, hashing them (sha256), building the encoder.
 2. The encoder alone: `--points` random points in the Alps at each batch size (after a warm-up batch).
-3. End to end: `add_location` over a bbox region of about `--cells` resolution-10 cells (planning the region's
+3. Scales (`--scales`): how much the embeddings vary over square regions of side 1 km to 5,000 km centred on the
+   sample region (45.13 N, 5.87 E): mean cosine of random pairs and effective dimensionality (participation ratio
+   of the PCA spectrum), as `botaclip store diagnose` computes them, from 2,000 random points per region.
+4. End to end: `add_location` over a bbox region of about `--cells` resolution-10 cells (planning the region's
    cells, cell centres, the encoder, the store writer with its per-partition commits and the geometry statistics
    on close), in a new store in a temporary folder; cells/s and the time extrapolated to 1M cells.
 
@@ -33,6 +36,8 @@ from botaclip.store import Store
 
 CELL_KM2 = 0.0150  # mean area of a resolution-10 H3 cell
 CENTRE = (45.5, 6.5)  # the Alps
+SAMPLE_CENTRE = (45.13, 5.87)  # the built-in sample region (Belledonne)
+SCALES_KM = (0.5, 1, 5, 20, 50, 200, 500, 2000, 5000)
 
 
 def bbox_for(cells: int) -> str:
@@ -59,6 +64,30 @@ def encoder_throughput(points: int, batch_sizes: list[int]) -> dict:
     return out
 
 
+def spread(x: np.ndarray, rng: np.random.Generator, pairs: int = 20_000) -> tuple[float, float, float]:
+    """(mean cosine of random pairs, effective dimensionality, first component's share) of unit rows ``x``."""
+    i, j = rng.integers(0, len(x), pairs), rng.integers(0, len(x), pairs)
+    keep = i != j
+    mean_cos = float(np.mean(np.sum(x[i[keep]] * x[j[keep]], axis=1)))
+    lam = np.clip(np.linalg.eigvalsh(np.cov((x - x.mean(0)).T.astype(np.float64))), 0, None)
+    return mean_cos, float(lam.sum() ** 2 / (lam**2).sum()), float(lam.max() / lam.sum())
+
+
+def scales(points: int = 2000) -> dict:
+    enc = load_location_encoder("geoclip", "cpu")
+    rng = np.random.default_rng(1)
+    out = {}
+    lat0, lng0 = SAMPLE_CENTRE
+    for km in SCALES_KM:
+        dlat = km / 111.2 / 2
+        dlng = km / (111.2 * math.cos(math.radians(lat0))) / 2
+        lat = np.clip(rng.uniform(lat0 - dlat, lat0 + dlat, points), -89.9, 89.9)
+        lng = (rng.uniform(lng0 - dlng, lng0 + dlng, points) + 180) % 360 - 180
+        mean_cos, eff_dim, pc1 = spread(enc.embed(lat, lng), rng)
+        out[km] = {"mean_cos": round(mean_cos, 3), "effective_dim": round(eff_dim, 2), "pc1_share": round(pc1, 3)}
+    return out
+
+
 def end_to_end(cells: int, batch_size: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="bench-location-"))
     try:
@@ -81,6 +110,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1024,4096,8192,16384")
     ap.add_argument("--batch-size", type=int, default=8192, help="batch size of the end-to-end run")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--scales", action="store_true", help="also measure the spread over regions of 0.5-5,000 km")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -92,6 +122,12 @@ def main() -> None:
               f"{result['encoder']['load_s']} s")
         for bs, rate in result["encoder"]["by_batch"].items():
             print(f"encoder only, batch {bs}: {rate:,.0f} points/s")
+    if args.scales:
+        result["scales"] = sc = scales()
+        if not args.json:
+            for km, v in sc.items():
+                print(f"region {km:g} km x {km:g} km: mean cosine {v['mean_cos']}, effective dimensionality "
+                      f"{v['effective_dim']}, PC1 share {v['pc1_share']}")
     if args.cells:
         result["end_to_end"] = e = end_to_end(args.cells, args.batch_size)
         if not args.json:
