@@ -81,6 +81,20 @@ def test_baselines_cover_the_backbone_cells(tiny_demo):
     assert "geoclip" in report.diagnostics["feature_sets"]
 
 
+def test_without_the_geoclip_extra_the_location_column_is_left_out(tiny_demo, monkeypatch):
+    import sys
+
+    from botaclip.pipeline.demo import add_baselines
+    from botaclip.sample import SampleRegion
+
+    out, _, _ = tiny_demo
+    monkeypatch.setitem(sys.modules, "geoclip", None)  # as if botaclip[geoclip] were not installed
+    lines: list[str] = []
+    compared = add_baselines(out / "store", SampleRegion.open(out / "sample"), lines.append)
+    assert compared == ["dofa", "botasp", "botaclip", "terrain"]
+    assert any("note: no GeoCLIP location column" in line and "botaclip[geoclip]" in line for line in lines)
+
+
 def test_report_md_table_maps_and_progress(tiny_demo):
     out, report, lines = tiny_demo
     text = (out / "report.md").read_text()

@@ -1,14 +1,15 @@
 """The paper's comparison end to end on the built-in sample region (`botaclip demo`).
 
-sample region -> index with the frozen backbone; two baselines that need no training on the same cells: a pretrained
-location encoder's embedding of each cell centre (GeoCLIP, the botaclip[geoclip] extra) and the elevation from the
-DEM (covariates) -> for each seed, train BotaSP (supervised baseline) and BotaCLIP
-cross-fitted on spatial blocks of the relevés (K fold adapters besides the full one) and derive their feature sets
-from the stored backbone set -> spatial-block CV on three tasks like the paper's (plants: presence-absence, TSS;
+sample region -> index with the frozen backbone; two baselines that need no training, on the same cells: a
+pretrained location encoder's embedding of each cell centre (GeoCLIP, the botaclip[geoclip] extra) and the
+elevation from the DEM (covariates) -> for each seed, train BotaSP (supervised baseline) and BotaCLIP cross-fitted
+on spatial blocks of the relevés (K fold adapters besides the full one) and derive their feature sets from the
+stored backbone set -> spatial-block CV on three tasks like the paper's (plants: presence-absence, TSS;
 butterflies: presence-only, Boyce index; soil groups: abundance, Spearman rho) with the raw backbone, BotaSP,
-BotaCLIP, the location embeddings and the elevation on identical folds; wherever a species' cells hold training relevés, SDM fold k is scored on features of
-the adapters that never saw fold k (no leakage) -> out-of-fold predictions correlated with the true suitability ->
-mean +- sd over seeds, paired Wilcoxon tests over species x seeds -> embedding diagnostics -> report and maps.
+BotaCLIP, the location embeddings and the elevation on identical folds; wherever a species' cells hold training
+relevés, SDM fold k is scored on features of the adapters that never saw fold k (no leakage) -> out-of-fold
+predictions correlated with the true suitability -> mean +- sd over seeds, paired Wilcoxon tests over species x
+seeds -> embedding diagnostics -> report and maps.
 """
 
 from __future__ import annotations
@@ -351,7 +352,7 @@ def _train_adapters(options: DemoOptions, sample, out: Path, common: dict, echo:
     return training
 
 
-def _add_baselines(store_dir: Path, sample, echo: Callable[[str], None]) -> list[str]:
+def add_baselines(store_dir: Path, sample, echo: Callable[[str], None]) -> list[str]:
     """The sets compared that need no training, on the backbone set's cells: GeoCLIP location embeddings (left out,
     with a note, where the botaclip[geoclip] extra is missing) and the elevation (the DEM's mean per cell).
     Rebuilt on every run (seconds), so a rerun never mixes cells. Returns the feature sets compared."""
@@ -421,7 +422,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     index_summary = run_index(str(sample.region_geojson), [str(sample.ortho)], store_dir, name=BACKBONE_SET, **common)
     done("index")
     step("baselines", "2/6 baselines without training on the same cells: GeoCLIP location embeddings, elevation")
-    compared = _add_baselines(store_dir, sample, echo)
+    compared = add_baselines(store_dir, sample, echo)
     done("baselines")
 
     step("train", f"3/6 train BotaSP and BotaCLIP, each cross-fitted on {options.folds} folds of relevé blocks, "
