@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from botaclip.cli import cli
@@ -41,7 +42,8 @@ def test_report_json_has_three_tasks_three_sets_and_seeds(tiny_demo):
                 assert entry["mean"] == pytest.approx(sum(seed_means) / 2)
             # Identical species on every side: the comparison is paired over species x seeds.
             pairs = {(p["a"], p["b"]): p for p in block["paired"]}
-            assert set(pairs) == {("botaclip", "dofa"), ("botasp", "dofa"), ("botaclip", "botasp")}
+            assert set(pairs) == {("botaclip", "dofa"), ("botasp", "dofa"), ("botaclip", "botasp"),
+                                  ("botaclip", "geoclip")}
             assert pairs[("botaclip", "dofa")]["n_species"] == 2 * len(block["per_species"]["0"]["dofa"])
     # The plant relevés trained the adapters: the plant SDMs used the cross-fitted sets.
     assert set(data["tasks"]["plants"]["cross_fitted"]) == {"botasp", "botaclip"}
@@ -65,11 +67,40 @@ def test_store_holds_cross_fitted_sets_per_seed(tiny_demo):
     assert store.geometry("botaclip_s0")["effective_dim"] >= 1.0
 
 
+def test_baselines_cover_the_backbone_cells(tiny_demo):
+    """The location embeddings and the elevation are on exactly the backbone set's cells, and compared."""
+    from botaclip.store import Store
+
+    out, report, _ = tiny_demo
+    store = Store.open(out / "store", read_only=True)
+    cells = store.existing_cells("dofa")
+    assert store.spec("geoclip").kind == "location" and store.spec("terrain").kind == "covariates"
+    assert np.array_equal(store.existing_cells("geoclip"), cells)
+    assert set(store.existing_cells("terrain")) <= set(cells.tolist())
+    assert report.compared == list(COMPARED) == ["dofa", "botasp", "botaclip", "geoclip", "terrain"]
+    assert "geoclip" in report.diagnostics["feature_sets"]
+
+
+def test_without_the_geoclip_extra_the_location_column_is_left_out(tiny_demo, monkeypatch):
+    import sys
+
+    from botaclip.pipeline.demo import add_baselines
+    from botaclip.sample import SampleRegion
+
+    out, _, _ = tiny_demo
+    monkeypatch.setitem(sys.modules, "geoclip", None)  # as if botaclip[geoclip] were not installed
+    lines: list[str] = []
+    compared = add_baselines(out / "store", SampleRegion.open(out / "sample"), lines.append)
+    assert compared == ["dofa", "botasp", "botaclip", "terrain"]
+    assert any("note: no GeoCLIP location column" in line and "botaclip[geoclip]" in line for line in lines)
+
+
 def test_report_md_table_maps_and_progress(tiny_demo):
     out, report, lines = tiny_demo
     text = (out / "report.md").read_text()
     assert "| plants | TSS |" in text and "| butterflies | Boyce index |" in text and "| soil | Spearman rho |" in text
-    assert "| raw DOFA | BotaSP | BotaCLIP |" in text and " ± " in text
+    assert "| raw DOFA | BotaSP | BotaCLIP | GeoCLIP location | elevation |" in text and " ± " in text
+    assert "| BotaCLIP - GeoCLIP location (p) |" in text
     assert "random initialisation" in text and "No leakage" in text
     assert "Embedding-space diagnostics" in text and "(diagnostics/embedding_pca.png)" in text
     for name in ("imagery.png", "habitats.png", "plant_prediction_vs_truth.png"):

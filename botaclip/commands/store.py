@@ -11,6 +11,7 @@ import click
 
 from botaclip.config import default
 from botaclip.errors import BotaclipError, InvalidInputError
+from botaclip.pipeline.location_config import LocationConfig
 from botaclip.store.external_config import RasterEmbeddingConfig
 
 
@@ -184,6 +185,37 @@ def add_raster_cmd(store, rasters, name, fmt, min_valid, product, version, year,
     done = f"; {r.partitions_done_before} partition(s) finished before were kept" if r.partitions_done_before else ""
     click.echo(f"wrote {r.cells} cells of {name!r} ({r.dim}-d external embedding, {r.valid_pixels} valid pixels, "
                f"{r.skipped_low_valid} cells below --min-valid skipped){done} in {r.seconds:.1f} s")
+
+
+@store_group.command("add-location")
+@click.argument("store", type=click.Path())
+@click.option("--name", required=True, help="Name of the location feature set to create (lower-case identifier).")
+@click.option("--model", default=default(LocationConfig, "model"), show_default=True,
+              help="Pretrained location encoder: geoclip (GeoCLIP, 512-d; needs the botaclip[geoclip] extra).")
+@click.option("--like", help="Embed the cells of this feature set.")
+@click.option("--region", help="Or embed the cells of a region: sample, a bbox west,south,east,north (WGS84 degrees), "
+                               "a polygon file or an H3 cell file.")
+@click.option("--batch-size", type=int, default=default(LocationConfig, "batch_size"), show_default=True,
+              help="Cells per forward pass.")
+@click.option("--device", default=default(LocationConfig, "device"), show_default=True,
+              help="auto, cpu or cuda[:N] (the encoder is small: a CPU does millions of cells in minutes).")
+@click.option("--limit", type=int, help="Embed at most this many new cells (a trial run; rerun to complete).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing feature set of that name (built aside, swapped in when complete).")
+def add_location_cmd(store, name, model, like, region, batch_size, device, limit, overwrite) -> None:
+    """Embed the centre (lat, lng) of every cell of a feature set (--like) or a region (--region) with a pretrained
+    location encoder into a unit-length embedding feature set of kind "location" (no imagery needed).
+
+    Resumable: cells already in the set are skipped, so rerun the same command after a kill. The provenance
+    records the package, its version and the sha256 of the weights file; nothing is downloaded.
+    """
+    from botaclip.pipeline.location import add_location, location_summary_line
+    from botaclip.progress import Echo
+
+    config = LocationConfig(model=model, like=like, region=region, batch_size=batch_size, device=device, limit=limit,
+                            overwrite=overwrite)
+    summary = add_location(_open(store, read_only=False), name, config, progress=Echo(lambda m: click.echo(m, err=True)))
+    click.echo(location_summary_line(summary))
 
 
 @store_group.command("export")

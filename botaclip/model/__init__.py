@@ -26,6 +26,8 @@ _EXPORTS = {
     "Embedder": "embedder",
     "GeometryRegularizer": "loss",
     "SigLIPLoss": "loss",
+    "LocationEmbedder": "location",
+    "load_location_encoder": "location",
 }
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "fit_state_dict",
     "load_dofa_checkpoint",
     "read_checkpoint",
+    "LocationEmbedder",
+    "load_location_encoder",
 ]
 
 

@@ -1,12 +1,15 @@
 """The paper's comparison end to end on the built-in sample region (`botaclip demo`).
 
-sample region -> index with the frozen backbone -> for each seed, train BotaSP (supervised baseline) and BotaCLIP
-cross-fitted on spatial blocks of the relevés (K fold adapters besides the full one) and derive their feature sets
-from the stored backbone set -> spatial-block CV on three tasks like the paper's (plants: presence-absence, TSS;
-butterflies: presence-only, Boyce index; soil groups: abundance, Spearman rho) with the raw backbone, BotaSP and
-BotaCLIP on identical folds; wherever a species' cells hold training relevés, SDM fold k is scored on features of
-the adapters that never saw fold k (no leakage) -> out-of-fold predictions correlated with the true suitability ->
-mean +- sd over seeds, paired Wilcoxon tests over species x seeds -> embedding diagnostics -> report and maps.
+sample region -> index with the frozen backbone; two baselines that need no training, on the same cells: a
+pretrained location encoder's embedding of each cell centre (GeoCLIP, the botaclip[geoclip] extra) and the
+elevation from the DEM (covariates) -> for each seed, train BotaSP (supervised baseline) and BotaCLIP cross-fitted
+on spatial blocks of the relevés (K fold adapters besides the full one) and derive their feature sets from the
+stored backbone set -> spatial-block CV on three tasks like the paper's (plants: presence-absence, TSS;
+butterflies: presence-only, Boyce index; soil groups: abundance, Spearman rho) with the raw backbone, BotaSP,
+BotaCLIP, the location embeddings and the elevation on identical folds; wherever a species' cells hold training
+relevés, SDM fold k is scored on features of the adapters that never saw fold k (no leakage) -> out-of-fold
+predictions correlated with the true suitability -> mean +- sd over seeds, paired Wilcoxon tests over species x
+seeds -> embedding diagnostics -> report and maps.
 """
 
 from __future__ import annotations
@@ -31,17 +34,28 @@ TASKS: dict[str, tuple[str, str, str, str]] = {
 }
 METRIC_LABELS = {"tss": "TSS", "boyce": "Boyce index", "spearman": "Spearman rho", "truth": "rho with true suitability"}
 BACKBONE_SET = "dofa"
+LOCATION_SET = "geoclip"  # GeoCLIP location-encoder embeddings of the backbone set's cells
+COVARIATE_SET = "terrain"  # elevation (the DEM's mean per cell)
+#: feature sets that no training seed changes (one for all seeds)
+SHARED_SETS = (BACKBONE_SET, LOCATION_SET, COVARIATE_SET)
 #: training objective -> the feature set it makes (suffixed with the seed)
 OBJECTIVE_SETS = {"supervised": "botasp", "contrastive": "botaclip"}
-COMPARED = (BACKBONE_SET, "botasp", "botaclip")
-SET_LABELS = {BACKBONE_SET: "raw DOFA", "botasp": "BotaSP", "botaclip": "BotaCLIP"}
-#: (a, b): paired comparisons reported, a - b
-PAIRS = (("botaclip", BACKBONE_SET), ("botasp", BACKBONE_SET), ("botaclip", "botasp"))
+COMPARED = (BACKBONE_SET, "botasp", "botaclip", LOCATION_SET, COVARIATE_SET)
+SET_LABELS = {BACKBONE_SET: "raw DOFA", "botasp": "BotaSP", "botaclip": "BotaCLIP", LOCATION_SET: "GeoCLIP location",
+              COVARIATE_SET: "elevation"}
+SHORT_LABELS = {BACKBONE_SET: "raw", "botasp": "SP", "botaclip": "CLIP", LOCATION_SET: "loc"}
+#: (a, b): paired comparisons reported, a - b (those whose sets are both compared)
+PAIRS = (("botaclip", BACKBONE_SET), ("botasp", BACKBONE_SET), ("botaclip", "botasp"), ("botaclip", LOCATION_SET))
 
 
 def seed_set(base: str, seed: int) -> str:
-    """The store name of feature set ``base`` for training seed ``seed`` (the backbone set has one for all)."""
-    return base if base == BACKBONE_SET else f"{base}_s{seed}"
+    """The store name of feature set ``base`` for training seed ``seed`` (the shared sets have one for all)."""
+    return base if base in SHARED_SETS else f"{base}_s{seed}"
+
+
+def compared_pairs(compared) -> tuple[tuple[str, str], ...]:
+    """The paired comparisons of ``PAIRS`` whose two sets are both among ``compared``."""
+    return tuple((a, b) for a, b in PAIRS if a in compared and b in compared)
 
 
 @dataclass
@@ -86,6 +100,8 @@ class DemoReport:
     diagnostics: dict | None
     seconds: dict
     files: list[str] = field(default_factory=list)
+    #: the feature sets compared, in table order (the location set is left out where its extra is missing)
+    compared: list[str] = field(default_factory=lambda: list(COMPARED))
 
     def to_dict(self) -> dict:
         from botaclip.diagnostics.report import json_safe  # JSON has no NaN: undefined scores become null
@@ -101,7 +117,8 @@ class DemoReport:
                 block = entry["scores"][key]
                 rows.append({
                     "task": task, "metric": label,
-                    "sets": {s: (block["feature_sets"][s]["mean"], block["feature_sets"][s]["sd"]) for s in COMPARED},
+                    "sets": {s: (block["feature_sets"][s]["mean"], block["feature_sets"][s]["sd"])
+                             for s in self.compared},
                     "pairs": {f"{p['a']}-{p['b']}": (p["mean_difference"], p["p_value"]) for p in block["paired"]},
                 })
         return rows
@@ -109,12 +126,13 @@ class DemoReport:
     def format_table(self) -> str:
         """The table as fixed-width text (mean +- sd over seeds; differences with Wilcoxon p)."""
         n = self.options.get("seeds")
-        head = (f"{'task':<12} {'metric':<26}" + "".join(f" {SET_LABELS[s]:>15}" for s in COMPARED)
-                + f" {'CLIP-raw (p)':>17} {'SP-raw (p)':>17} {'CLIP-SP (p)':>17}")
+        pairs = compared_pairs(self.compared)
+        head = (f"{'task':<12} {'metric':<26}" + "".join(f" {SET_LABELS[s]:>16}" for s in self.compared)
+                + "".join(f" {SHORT_LABELS[a] + '-' + SHORT_LABELS[b] + ' (p)':>17}" for a, b in pairs))
         lines = [f"mean +- sd over {n} seed(s); p: Wilcoxon over species x seeds", head, "-" * len(head)]
         for row in self.table():
-            cells = "".join(f" {_pm(*row['sets'][s]):>15}" for s in COMPARED)
-            diffs = "".join(f" {_dp(*row['pairs'][f'{a}-{b}']):>17}" for a, b in PAIRS)
+            cells = "".join(f" {_pm(*row['sets'][s]):>16}" for s in self.compared)
+            diffs = "".join(f" {_dp(*row['pairs'][f'{a}-{b}']):>17}" for a, b in pairs)
             lines.append(f"{row['task']:<12} {row['metric']:<26}{cells}{diffs}")
         return "\n".join(lines)
 
@@ -136,24 +154,25 @@ def _mean(values) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def summarise_seeds(per_seed: dict[int, dict[str, dict[str, float]]], metric: str) -> dict:
+def summarise_seeds(per_seed: dict[int, dict[str, dict[str, float]]], metric: str, compared=COMPARED) -> dict:
     """Scores per seed -> feature set -> species, to {"feature_sets": {set: {mean, sd, per_seed}}, "paired": [...]}.
 
     A set's value for one seed is its mean over species; ``mean`` and ``sd`` (ddof 1, nan for one seed) are over
-    seeds. Paired comparisons (``PAIRS``) pair the same species under the same seed: a two-sided Wilcoxon
-    signed-rank test over species x seeds (``botaclip.sdm.paired_comparison``).
+    seeds, for each set of ``compared``. Paired comparisons (``PAIRS`` among ``compared``) pair the same species
+    under the same seed: a two-sided Wilcoxon signed-rank test over species x seeds
+    (``botaclip.sdm.paired_comparison``).
     """
     from botaclip.sdm import paired_comparison
 
     seeds = sorted(per_seed)
     sets: dict[str, dict] = {}
-    for name in COMPARED:
+    for name in compared:
         values = [_mean(per_seed[s].get(name, {}).values()) for s in seeds]
         finite = [v for v in values if math.isfinite(v)]
         sets[name] = {"mean": _mean(values), "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan"),
                       "per_seed": values}
     paired = []
-    for a, b in PAIRS:
+    for a, b in compared_pairs(compared):
         keys = [(s, sp) for s in seeds for sp in per_seed[s].get(a, {}) if sp in per_seed[s].get(b, {})]
         res = paired_comparison([per_seed[s][a][sp] for s, sp in keys], [per_seed[s][b][sp] for s, sp in keys],
                                 metric)
@@ -333,8 +352,32 @@ def _train_adapters(options: DemoOptions, sample, out: Path, common: dict, echo:
     return training
 
 
-def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[[str], None]):
-    """SDM scores of every training seed, aggregated; and the plant example for the maps."""
+def add_baselines(store_dir: Path, sample, echo: Callable[[str], None]) -> list[str]:
+    """The sets compared that need no training, on the backbone set's cells: GeoCLIP location embeddings (left out,
+    with a note, where the botaclip[geoclip] extra is missing) and the elevation (the DEM's mean per cell).
+    Rebuilt on every run (seconds), so a rerun never mixes cells. Returns the feature sets compared."""
+    from botaclip.errors import MissingDependencyError
+    from botaclip.pipeline.location import add_location
+    from botaclip.store import Store
+    from botaclip.store.io import add_raster
+
+    store = Store.open(store_dir)
+    compared = list(COMPARED)
+    try:
+        summary = add_location(store, LOCATION_SET, like=BACKBONE_SET, overwrite=True)
+        echo(f"  {SET_LABELS[LOCATION_SET]}: {summary.written} cells, {summary.cells_per_s:,.0f} cells/s")
+    except MissingDependencyError as exc:
+        echo(f"  note: no {SET_LABELS[LOCATION_SET]} column: {exc}")
+        compared.remove(LOCATION_SET)
+    terrain = add_raster(store, COVARIATE_SET, [str(sample.dem)], like=BACKBONE_SET, overwrite=True)
+    echo(f"  {SET_LABELS[COVARIATE_SET]} (covariates from {sample.dem.name}): {terrain['cells']} cells")
+    return compared
+
+
+def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[[str], None],
+                 compared=COMPARED):
+    """SDM scores of every training seed for the sets ``compared``, aggregated; and the plant example for the
+    maps."""
     from botaclip.sdm import read_occurrences
 
     occurrences = {task: read_occurrences(getattr(sample, TASKS[task][0])) for task in TASKS}
@@ -342,11 +385,11 @@ def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[
     per_seed: dict[int, dict] = {}
     plant_example = None
     for seed in range(options.seed, options.seed + options.seeds):
-        names = {base: seed_set(base, seed) for base in COMPARED}
+        names = {base: seed_set(base, seed) for base in compared}
         per_seed[seed], example = score_tasks(store, sample, names, seed, plan, out / "sdm", echo,
                                               occurrences=occurrences)
         plant_example = plant_example or example
-    return _aggregate(per_seed), plant_example
+    return _aggregate(per_seed, compared), plant_example
 
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoReport:
@@ -378,21 +421,24 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
                   bands="rgbn", device=options.device, workers=options.workers, seed=options.seed, echo=echo)
     index_summary = run_index(str(sample.region_geojson), [str(sample.ortho)], store_dir, name=BACKBONE_SET, **common)
     done("index")
+    step("baselines", "2/6 baselines without training on the same cells: GeoCLIP location embeddings, elevation")
+    compared = add_baselines(store_dir, sample, echo)
+    done("baselines")
 
     step("train", f"3/6 train BotaSP and BotaCLIP, each cross-fitted on {options.folds} folds of relevé blocks, "
                   f"for seed(s) {', '.join(map(str, seeds))}; derive their feature sets from the stored backbone set")
     training = _train_adapters(options, sample, out, common, echo)
     done("train")
 
-    step("sdm", f"4/6 species distribution models: raw backbone, BotaSP and BotaCLIP on identical spatial folds, "
-                f"{len(seeds)} seed(s)")
+    step("sdm", f"4/6 species distribution models: {', '.join(SET_LABELS[s] for s in compared)} on identical "
+                f"spatial folds, {len(seeds)} seed(s)")
     store = Store.open(store_dir, read_only=True)
-    tasks, plant_example = _score_seeds(store, sample, options, out, echo)
+    tasks, plant_example = _score_seeds(store, sample, options, out, echo, compared)
     done("sdm")
 
     step("report", "5/6 embedding diagnostics (centred cosine; seed "
                    f"{seeds[0]}'s feature sets) and maps")
-    diagnostics, diagnostics_md = _diagnostics(store, sample, seeds[0], out / "diagnostics", echo)
+    diagnostics, diagnostics_md = _diagnostics(store, sample, seeds[0], out / "diagnostics", echo, compared)
     maps = _write_maps(sample, plant_example, out / "maps")
     done("report")
     seconds["total"] = round(time.perf_counter() - started, 2)
@@ -403,7 +449,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
                   "random_init": options.weights is None, "size_px": options.size_px, "chip_m": options.chip_m,
                   "cells_indexed": index_summary.written + index_summary.skipped_present},
         training=training, tasks=tasks, diagnostics=diagnostics, seconds=seconds,
-        files=[str(p.relative_to(out)) for p in maps],
+        files=[str(p.relative_to(out)) for p in maps], compared=compared,
     )
     echo("6/6 report")
     _write_reports(report, out, diagnostics_md)
@@ -433,7 +479,7 @@ def _indented(echo: Callable[[str], None], skip: tuple[str, ...]) -> Callable[[s
     return say
 
 
-def _aggregate(per_seed: dict[int, dict]) -> dict:
+def _aggregate(per_seed: dict[int, dict], compared=COMPARED) -> dict:
     """Per task: mean +- sd over seeds and paired tests for the headline metric and the truth correlation."""
     tasks: dict[str, dict] = {}
     first = per_seed[min(per_seed)]
@@ -443,7 +489,7 @@ def _aggregate(per_seed: dict[int, dict]) -> dict:
         for key, score_metric in ((metric, metric), ("truth", "spearman")):
             field_ = "metric" if key == metric else "truth"
             seeds_scores = {s: per_seed[s][task][field_] for s in per_seed}
-            scores[key] = {**summarise_seeds(seeds_scores, score_metric),
+            scores[key] = {**summarise_seeds(seeds_scores, score_metric, compared),
                            "per_species": {str(s): v for s, v in seeds_scores.items()}}
         tasks[task] = {
             "metric": metric, "kind": entry["kind"],
@@ -465,14 +511,28 @@ def _write_maps(sample, plant_example: dict | None, maps_dir: Path) -> list[Path
     return written
 
 
-def _diagnostics(store, sample, seed: int, out_dir: Path, echo) -> tuple[dict, str]:
-    """Embedding diagnostics with the sample's habitats as labels: (report.json entry, report.md section)."""
+def _diagnostics(store, sample, seed: int, out_dir: Path, echo, compared=COMPARED) -> tuple[dict, str]:
+    """Embedding diagnostics of the embedding sets compared, with the sample's habitats as labels: (report.json
+    entry, report.md section)."""
     from botaclip.diagnostics import diagnose
 
-    report = diagnose(store, [seed_set(base, seed) for base in COMPARED], labels=sample.cells, label_col="habitat",
-                      out_dir=out_dir, centered=True)
+    sets = [seed_set(base, seed) for base in compared if base != COVARIATE_SET]
+    report = diagnose(store, sets, labels=sample.cells, label_col="habitat", out_dir=out_dir, centered=True)
     echo(report.to_table())
     return report.to_dict(), report.to_markdown(heading_level=2, relative_to=out_dir.parent)
+
+
+def _markdown_table(report: DemoReport) -> list[str]:
+    """The comparison as a Markdown table: mean ± sd per set, then the paired differences with their p."""
+    pairs = compared_pairs(report.compared)
+    lines = ["| task | metric | " + " | ".join(SET_LABELS[s] for s in report.compared) + " | "
+             + " | ".join(f"{SET_LABELS[a]} - {SET_LABELS[b]} (p)" for a, b in pairs) + " |",
+             "|---|---|" + "---:|" * (len(report.compared) + len(pairs))]
+    for row in report.table():
+        lines.append(f"| {row['task']} | {row['metric']} | "
+                     + " | ".join(_pm(*row["sets"][s]) for s in report.compared) + " | "
+                     + " | ".join(_dp(*row["pairs"][f"{a}-{b}"]) for a, b in pairs) + " |")
+    return lines
 
 
 def _write_reports(report: DemoReport, out: Path, diagnostics_md: str) -> None:
@@ -480,23 +540,17 @@ def _write_reports(report: DemoReport, out: Path, diagnostics_md: str) -> None:
     (out / "report.json").write_text(json.dumps(data, indent=2))
     seeds = report.options["seeds"]
     lines = [
-        "# botaclip demo: raw DOFA vs BotaSP vs BotaCLIP on the sample region",
+        "# botaclip demo: " + " vs ".join(SET_LABELS[s] for s in report.compared) + " on the sample region",
         "",
         f"Backbone: {report.backbone['name']}, "
         + ("**random initialisation** (no `--weights` given: the numbers show the pipeline, not the published "
            "model's quality)" if report.backbone["random_init"] else f"weights `{report.backbone['weights']}`")
         + f"; chips {report.backbone['chip_m']:g} m at {report.backbone['size_px']} px; {seeds} training seed(s); "
-        f"SDM: {report.options['model']}, {report.options['folds']} spatial-block folds.",
+        f"SDM: {report.options['model']}, {report.options['folds']} spatial-block folds. "
+        f"{SET_LABELS[LOCATION_SET]}: GeoCLIP's pretrained location encoder on each cell centre (no imagery); "
+        f"{SET_LABELS[COVARIATE_SET]}: the DEM's mean per cell (covariates).",
         "",
-        "| task | metric | " + " | ".join(SET_LABELS[s] for s in COMPARED)
-        + " | BotaCLIP - raw (p) | BotaSP - raw (p) | BotaCLIP - BotaSP (p) |",
-        "|---|---|" + "---:|" * (len(COMPARED) + len(PAIRS)),
-    ]
-    for row in report.table():
-        lines.append(f"| {row['task']} | {row['metric']} | "
-                     + " | ".join(_pm(*row["sets"][s]) for s in COMPARED) + " | "
-                     + " | ".join(_dp(*row["pairs"][f"{a}-{b}"]) for a, b in PAIRS) + " |")
-    lines += [
+        *_markdown_table(report),
         "",
         f"Each cell: mean over {seeds} seed(s) (each seed trains both adapters and draws the folds again) of the mean "
         "over species of the spatial-block cross-validated score; ± the standard deviation over seeds. "

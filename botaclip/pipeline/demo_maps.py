@@ -70,7 +70,7 @@ def habitat_map(habitat_tif: Path, habitat_csv: Path, out_png: Path) -> Path:
 
 
 def prediction_vs_truth(example: dict, out_png: Path) -> Path:
-    """Three hexagon maps side by side: true suitability, raw-backbone prediction, BotaCLIP prediction."""
+    """Hexagon maps side by side: the true suitability, then each compared feature set's prediction."""
     from matplotlib.collections import PolyCollection
 
     from botaclip.sdm.cells import cell_boundaries

@@ -20,7 +20,7 @@ import pyarrow as pa
 from botaclip.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
-KINDS = ("backbone", "botaclip", "covariates", "imported", "external", "predictions")
+KINDS = ("backbone", "botaclip", "covariates", "imported", "external", "predictions", "location")
 DTYPES = ("float32", "float16", "int8")
 # Catalog tables (a view of that name would clash) and on-disk column names.
 RESERVED_NAMES = {"feature_sets", "runs", "store_meta", "feature_set_geometry", "cross_fits", "ann_indexes",

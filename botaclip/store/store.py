@@ -302,8 +302,8 @@ class Store:
                **options) -> FeatureSetWriter:
         """A streaming writer for feature set `name` (takes the store's writer lock until closed).
 
-        kind: backbone | botaclip | covariates | imported | predictions. Give `dim` for embeddings or `columns`
-        for named numeric features; `dtype` is the on-disk precision (float32, float16, int8 = embeddings only).
+        kind: backbone | botaclip | covariates | imported | predictions | location. Give `dim` for embeddings or
+        `columns` for named numeric features; `dtype` is the on-disk precision (float32, float16, int8 = embeddings only).
         An existing set with a different kind/dim/columns/dtype/model is refused unless `overwrite`, which builds
         the new set aside and swaps it in when the writer closes without error (a failed or empty replacement
         keeps the old set). `options` are the fields of :class:`WriterOptions`: `atomic=True` does the same for
