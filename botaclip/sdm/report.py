@@ -92,9 +92,9 @@ def markdown_report(result: ComparisonResult) -> str:
         lines += [f"- {s}: {n}" for s, n in notes]
         lines += [f"- {s}: skipped ({why})" for s, why in result.skipped_species.items()]
     if result.importance:
-        from botaclip.sdm.importance import markdown_lines
+        from botaclip.sdm.importance import markdown_lines as importance_lines
 
-        lines += markdown_lines(result.importance, _importance_metric(result))
+        lines += importance_lines(result.importance, _importance_metric(result))
     lines += ["", "## Spatial blocks", "", "| species | folds |", "|---|---|"]
     lines += [f"| {s.species} | {s.folds} |" for s in result.species]
     return "\n".join(lines) + "\n"
