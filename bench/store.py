@@ -141,12 +141,18 @@ def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
             _bench_one_write(root, cells, embs, base_s, out, dim)
 
 
-def _time_pyarrow(base_dir: Path, spec, schema, cells: list, embs: list) -> float:
-    """Seconds pyarrow takes to write the partitions, given as ready Arrow tables of the stored values."""
+def _encoded_tables(spec, schema, cells: list, embs: list) -> list:
+    """The partitions as ready Arrow tables of the stored (unit-length, encoded) values."""
     tables = []
     for c, x in zip(cells, embs):
         unit = x / np.linalg.norm(x, axis=1, keepdims=True)
         tables.append(spec.encode(schema, c, unit, {"valid_fraction": np.ones(len(c), np.float32)}))
+    return tables
+
+
+def _time_pyarrow(base_dir: Path, spec, schema, cells: list, embs: list) -> float:
+    """Seconds pyarrow takes to write the partitions, given as ready Arrow tables of the stored values."""
+    tables = _encoded_tables(spec, schema, cells, embs)
     base_dir.mkdir(exist_ok=True)
     t = time.perf_counter()
     for i, table in enumerate(tables):
@@ -161,10 +167,7 @@ def _time_pyarrow_durable(base_dir: Path, spec, schema, cells: list, embs: list)
     of that directory (what `write_parquet_atomic` adds to `write_table`)."""
     from botaclip.atomic import fsync_dir
 
-    tables = []
-    for c, x in zip(cells, embs):
-        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-        tables.append(spec.encode(schema, c, unit, {"valid_fraction": np.ones(len(c), np.float32)}))
+    tables = _encoded_tables(spec, schema, cells, embs)
     base_dir.mkdir(exist_ok=True)
     t = time.perf_counter()
     for i, table in enumerate(tables):

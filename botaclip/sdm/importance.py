@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from botaclip.atomic import atomic_write
 from botaclip.errors import InvalidInputError, param
 from botaclip.sdm import metrics as M
 
@@ -115,10 +116,10 @@ def importance_chart(panels: dict[str, dict[str, dict]], out_png: str | Path, me
         ax.set_xlabel(f"drop in {metric} when permuted (held-out folds)", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:  # a PNG is never seen half-written
+        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return out_png
 
 

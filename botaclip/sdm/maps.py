@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from botaclip.atomic import atomic_write
 from botaclip.sdm.cells import cell_boundaries, cell_to_parent, cells_to_latlng, resolution_of
 
 MAX_HEXAGONS = 60_000
@@ -160,8 +161,8 @@ def suitability_map(
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:  # a PNG is never seen half-written
+        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return out_png

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from botaclip.atomic import atomic_write
+
 GRID = 60
 MAX_PANELS = 24
 
@@ -62,8 +64,8 @@ def response_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png: s
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:  # a PNG is never seen half-written
+        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
     return out_png
