@@ -145,15 +145,17 @@ def test_repaired_store_is_completed_by_the_next_index_run(cli_runner, rasters, 
 
 def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_path):
     store = tmp_path / "store"
-    Store.create(store, resolution=11, partition_resolution=10)  # many small partitions, committed one by one
+    # ~120 small partitions committed one by one (res 12 in res 11 parents), so the job is still embedding for over a
+    # second after the first lands: with 19 partitions it finished 0.2 s later, before a loaded CI sent the signal.
+    Store.create(store, resolution=12, partition_resolution=11)
     cmd = [sys.executable, "-m", "botaclip.cli", "index", "--region", BBOX, "--imagery", str(rasters["good"]),
-           "--store", str(store), "--chip-m", "50", *TINY, "--batch-size", "2"]
+           "--store", str(store), "--chip-m", "50", *TINY, "--batch-size", "2", "--size-px", "48"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     parts = store / "features" / NAME
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("parent=*/data.parquet"))) >= 2:
+        if parts.is_dir() and any(parts.glob("parent=*/data.parquet")):
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
@@ -164,7 +166,7 @@ def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_p
     assert "Traceback" not in err
     kept = Store.open(store).existing_cells(NAME)
     assert len(kept) > 0 and Store.open(store).verify().ok
-    resumed = run_index(BBOX, [str(rasters["good"])], store, chip_m=50, backbone="dofa-tiny", size_px=32,
+    resumed = run_index(BBOX, [str(rasters["good"])], store, chip_m=50, backbone="dofa-tiny", size_px=48,
                         workers=0, progress=False)
     assert resumed.skipped_present == len(kept)
 
