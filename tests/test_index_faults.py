@@ -151,7 +151,10 @@ def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_p
     cmd = [sys.executable, "-m", "botaclip.cli", "index", "--region", BBOX, "--imagery", str(rasters["good"]),
            "--store", str(store), "--chip-m", "50", *TINY, "--batch-size", "2", "--size-px", "48"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The child starts with Ctrl-C's default action, as in a terminal, even if something earlier in this test
+    # process left SIGINT ignored (an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt).
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = store / "features" / NAME
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -160,7 +163,7 @@ def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_p
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (err, signal.getsignal(signal.SIGINT))
     assert err.strip().splitlines()[-1] == \
         "interrupted; the partitions finished so far are kept; run the same command to resume"
     assert "Traceback" not in err
