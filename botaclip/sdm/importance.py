@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 
-from botaclip.atomic import atomic_write
 from botaclip.errors import InvalidInputError, param
 from botaclip.sdm import metrics as M
 
@@ -97,6 +96,8 @@ def importance_chart(panels: dict[str, dict[str, dict]], out_png: str | Path, me
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from botaclip.sdm.maps import save_png
+
     out_png = Path(out_png)
     n = max(1, len(panels))
     ncol = min(4 if n > 4 else 2 if n > 1 else 1, n)
@@ -116,11 +117,7 @@ def importance_chart(panels: dict[str, dict[str, dict]], out_png: str | Path, me
         ax.set_xlabel(f"drop in {metric} when permuted (held-out folds)", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
-    try:  # a PNG is never seen half-written
-        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)
 
 
 def markdown_lines(importance: dict, metric: str) -> list[str]:

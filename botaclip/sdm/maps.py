@@ -94,6 +94,17 @@ def _draw_outside(ax, polys: list) -> None:
                                            label="outside area of applicability")], loc="lower right", fontsize=8))
 
 
+def save_png(fig, out_png: Path) -> Path:
+    """Write matplotlib figure ``fig`` to ``out_png`` atomically (a PNG is never seen half-written), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
+    return out_png
+
+
 def suitability_map(
     h3: np.ndarray,
     suitability: np.ndarray,
@@ -161,8 +172,4 @@ def suitability_map(
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    try:  # a PNG is never seen half-written
-        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)

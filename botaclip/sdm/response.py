@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from botaclip.atomic import atomic_write
-
 GRID = 60
 MAX_PANELS = 24
 
@@ -45,6 +43,8 @@ def response_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png: s
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from botaclip.sdm.maps import save_png
+
     out_png = Path(out_png)
     items = list(curves.items())[:MAX_PANELS]
     ncol = min(4, len(items))
@@ -64,8 +64,4 @@ def response_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_png: s
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    try:  # a PNG is never seen half-written
-        atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)
