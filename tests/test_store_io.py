@@ -136,6 +136,37 @@ def test_add_raster_coarse_uses_centre_sample(store, tmp_path):
             assert v == data[row, col]
 
 
+def test_export_is_geoparquet_1_1_with_bbox_covering(store, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import shapely
+
+    cells = np.array([c for lat in (45.19, 45.6) for c in h3i.cell_to_children(h3i.latlng_to_cell(lat, 5.72, 7), 9)],
+                     dtype=np.uint64)
+    with store.writer("t", kind="covariates", columns=["a"]) as w:
+        w.write(cells, columns={"a": np.arange(len(cells), dtype=float)})
+    export(store, "t", str(tmp_path / "t.parquet"))
+    schema = pq.read_schema(tmp_path / "t.parquet")
+    geo = json.loads(schema.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
+    col = geo["columns"]["geometry"]
+    assert col["encoding"] == "WKB" and col["geometry_types"] == ["Polygon"] and "crs" not in col  # OGC:CRS84
+    assert col["covering"] == {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
+    assert schema.field("bbox").type == pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    table = pq.read_table(tmp_path / "t.parquet")
+    bounds = shapely.bounds(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False)))
+    box = np.column_stack([pc.struct_field(table.column("bbox"), k).to_numpy() for k in range(4)])
+    np.testing.assert_array_equal(box, bounds)  # each row's box is its hexagon's bounds
+    assert pq.ParquetFile(tmp_path / "t.parquet").metadata.num_row_groups == 2  # one per partition
+    # geopandas reads it back, and its bbox filter uses the covering: only the southern cluster is in the box.
+    g = gpd.read_parquet(tmp_path / "t.parquet", bbox=(5.5, 45.0, 6.0, 45.4))
+    assert g.crs.equals("OGC:CRS84") and 0 < len(g) == len(cells) // 2
+    assert g.geometry.bounds["maxy"].max() < 45.4
+
+
 def test_export_geoparquet_and_gpkg(store, tmp_path):
     cells = np.array(h3i.cell_to_children(h3i.latlng_to_cell(45.19, 5.72, 7), 9), dtype=np.uint64)
     with store.writer("e", kind="backbone", dim=3) as w:

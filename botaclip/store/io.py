@@ -414,8 +414,9 @@ def _no_cells_reason(store: "Store", rasters: list[str], like: str | None, any_p
 # ---- export -------------------------------------------------------------------------------------------------
 
 def export(store: "Store", name: str, out: str) -> dict:
-    """Write feature set `name` with hexagon geometries (EPSG:4326) to `out`: `.parquet` -> GeoParquet 1.0 (`geo`
-    metadata, h3 as uint64), `.gpkg` -> GeoPackage layer `name` (h3 as hex text: GDAL has no unsigned 64-bit;
+    """Write feature set `name` with hexagon geometries (EPSG:4326) to `out`: `.parquet` -> GeoParquet 1.1 (`geo`
+    metadata, WKB geometry, a `bbox` covering column of float64 xmin/ymin/xmax/ymax in degrees for row-group
+    filtering, h3 as uint64), `.gpkg` -> GeoPackage layer `name` (h3 as hex text: GDAL has no unsigned 64-bit;
     embeddings become columns e0..e{D-1}). Streams one partition at a time."""
     import shapely
 
@@ -444,6 +445,7 @@ def export(store: "Store", name: str, out: str) -> dict:
                 else:
                     cols.update({c: pa.array(X[:, j], mask=np.isnan(X[:, j])) for j, c in enumerate(names)})
                 cols["geometry"] = pa.array(shapely.to_wkb(polys), pa.binary())
+                cols["bbox"] = _bbox_column(polys)
                 table = pa.table(cols)
                 if writer is None:
                     schema = table.schema.with_metadata({b"geo": _geo_metadata()})
@@ -472,8 +474,21 @@ def export(store: "Store", name: str, out: str) -> dict:
     return {"rows": rows, "path": str(out_p)}
 
 
+BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _bbox_column(polys) -> pa.StructArray:
+    """GeoParquet 1.1 bbox covering: one struct (xmin, ymin, xmax, ymax; lng/lat degrees) per geometry."""
+    import shapely
+
+    bounds = shapely.bounds(polys)
+    return pa.StructArray.from_arrays([pa.array(bounds[:, i], pa.float64()) for i in range(4)], names=BBOX_FIELDS)
+
+
 def _geo_metadata() -> bytes:
-    """GeoParquet 1.0 `geo` metadata (CRS omitted = OGC:CRS84, i.e. lng/lat degrees)."""
-    geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"]}}}
+    """GeoParquet 1.1 `geo` metadata (CRS omitted = OGC:CRS84, i.e. lng/lat degrees; the `bbox` column declared as
+    the geometry's covering, so readers can skip row groups outside a query box)."""
+    covering = {"bbox": {k: ["bbox", k] for k in BBOX_FIELDS}}
+    geo = {"version": "1.1.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "covering": covering}}}
     return json.dumps(geo).encode()
