@@ -12,6 +12,7 @@ COMMANDS = {
     "store": ("botaclip.commands.store", "store_group"),
     "sql": ("botaclip.commands.store", "sql_cmd"),
     "sdm": ("botaclip.commands.sdm", "sdm"),
+    "map": ("botaclip.commands.map", "map_cmd"),
     "weights": ("botaclip.commands.weights", "weights"),
     "demo": ("botaclip.commands.demo", "demo"),
 }

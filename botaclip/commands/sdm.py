@@ -271,9 +271,13 @@ def _print_comparison(res) -> None:
 @click.option("--region", default=default(PredictConfig, "region"),
               help="Only these cells: an H3 cell, a bbox west,south,east,north (WGS84 degrees), or a polygon file.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file: .parquet (cells), .gpkg (hexagons), .tif (raster) or .png (map).")
+              help="Output file: .parquet (cells), .gpkg (hexagons), .tif (Cloud Optimized GeoTIFF), .png (map) "
+                   "or .html (interactive map page, self-contained).")
 @click.option("--pixel-m", type=float, default=default(PredictConfig, "pixel_m"),
-              help="Pixel size of a .tif in metres (local UTM) [default: half the H3 edge length].")
+              help="Pixel size of a .tif in metres [default: half the H3 edge length].")
+@click.option("--crs", default=default(PredictConfig, "crs"),
+              help="Projection of a .tif: a projected CRS in metres (EPSG:2154, EPSG:3035, WKT or PROJ string) "
+                   "[default: the UTM zone of the cells' centre].")
 @click.option("--binary", is_flag=True,
               help="Write 0/1 presence (column 'presence', uint8 raster) instead of suitability, at the model's "
                    "stored threshold.")
@@ -284,12 +288,13 @@ def _print_comparison(res) -> None:
 @click.option("--aoa/--no-aoa", default=default(PredictConfig, "aoa"), show_default=True,
               help="Dissimilarity index 'di' and flag 'inside_aoa' per cell (area of applicability, Meyer & "
                    "Pebesma 2021) in .parquet/.gpkg; cells outside are grey and hatched on a .png.")
-def predict_cmd(model_dir, store_path, region, out, pixel_m, binary, threshold, force, aoa):
+def predict_cmd(model_dir, store_path, region, out, pixel_m, crs, binary, threshold, force, aoa):
     """Predict suitability (or presence, --binary) for every indexed cell with a saved model, streaming partition
     by partition."""
     from botaclip.sdm import predict
 
-    config = PredictConfig(region=region, pixel_m=pixel_m, binary=binary, threshold=threshold, force=force, aoa=aoa)
+    config = PredictConfig(region=region, pixel_m=pixel_m, binary=binary, threshold=threshold, force=force, aoa=aoa,
+                           crs=crs)
     res = predict(model_dir, store_path, out, config)
     extra = "".join(f", {k} {v}" for k, v in res.extra.items())
     what = "share present" if binary else "mean suitability"

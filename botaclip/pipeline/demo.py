@@ -394,6 +394,7 @@ def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoReport:
     """Run the whole pipeline on the sample region into `options.out`; returns the report (also written)."""
+    from botaclip.pipeline.demo_maps import interactive_map
     from botaclip.pipeline.index import run_index
     from botaclip.store import Store
 
@@ -440,6 +441,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
                    f"{seeds[0]}'s feature sets) and maps")
     diagnostics, diagnostics_md = _diagnostics(store, sample, seeds[0], out / "diagnostics", echo, compared)
     maps = _write_maps(sample, plant_example, out / "maps")
+    maps.append(interactive_map(store, [seed_set(base, seeds[0]) for base in compared], plant_example,
+                                out / "maps" / "map.html"))
     done("report")
     seconds["total"] = round(time.perf_counter() - started, 2)
 
@@ -454,7 +457,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> DemoR
     echo("6/6 report")
     _write_reports(report, out, diagnostics_md)
     echo(report.format_table())
-    echo(f"report: {out / 'report.md'} (and report.json, maps/*.png); {seconds['total']:.0f} s in all")
+    echo(f"report: {out / 'report.md'} (and report.json, maps/*.png, maps/map.html); {seconds['total']:.0f} s in all")
     return report
 
 

@@ -101,3 +101,23 @@ def prediction_vs_truth(example: dict, out_png: Path) -> Path:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def interactive_map(store, sets: list[str], example: dict | None, out_html: Path) -> Path:
+    """One self-contained HTML page (see :mod:`botaclip.mapview`): the plant example's true and predicted
+    suitability, then each feature set of ``sets`` (embedding sets as their first three principal components,
+    covariate sets by their first column). Returns the path written."""
+    from botaclip.mapview import store_layer, values_layer, write_map_page
+
+    layers = []
+    if example is not None:
+        cells = np.asarray(example["h3"], dtype=np.uint64)
+        species = example["species"]
+        layers.append(values_layer(f"{species}: true suitability", cells, example["truth"], "suitability"))
+        for name, pred in example["pred"].items():
+            layers.append(values_layer(f"{species}: predicted, {name}", cells, pred, "suitability"))
+    for name in sets:
+        spec = store.spec(name)
+        layers.append(store_layer(store, name if spec.is_embedding else f"{name}:{spec.feature_names()[0]}"))
+    write_map_page(layers, out_html, "botaclip demo: sample region")
+    return out_html

@@ -50,7 +50,8 @@ from botaclip.sdm.thresholds import THRESHOLD_RULES, ThresholdRule, parse_thresh
 def predict(model_dir: str | Path, store, out: str | Path, config: PredictConfig | None = None,
             **options) -> PredictResult:
     """Apply the model saved in ``model_dir`` to every indexed cell of ``store`` and write ``out``: .parquet (h3,
-    suitability), .gpkg (hexagons), .tif (raster, ``pixel_m`` metres, local UTM) or .png (map). Streams partition
+    suitability), .gpkg (hexagons), .tif (Cloud Optimized GeoTIFF, ``pixel_m`` metres, local UTM or ``crs``),
+    .png (map) or .html (interactive map page). Streams partition
     by partition. Settings: a :class:`PredictConfig` and/or its fields as keywords (they override ``config``):
     ``region`` (an H3 cell, a box 'west,south,east,north' in degrees, or a polygon file), ``pixel_m``,
     ``binary`` (0/1 presence instead of suitability, at the model's stored threshold or ``threshold``: a rule

@@ -16,6 +16,25 @@ from botaclip.sdm.occurrences import KINDS, OccurrenceColumns
 from botaclip.sdm.thresholds import parse_threshold
 
 
+def check_projected_crs(text: str, name: str = "crs") -> str:
+    """The CRS ``text`` (EPSG:xxxx, WKT, PROJ string) as 'AUTHORITY:CODE' or WKT, after checking it is a projected
+    CRS in metres (pixel sizes are metres)."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        crs = CRS.from_user_input(text)
+    except (CRSError, TypeError, ValueError):
+        raise InvalidInputError(f"{param(name)} {text!r} is not a coordinate reference system; give e.g. "
+                                "EPSG:2154 (Lambert-93), EPSG:3035 (LAEA Europe) or a WKT/PROJ string") from None
+    unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+    if not crs.is_projected or unit not in ("metre", "meter"):
+        raise InvalidInputError(f"{param(name)} {text!r} is not a projected CRS in metres ({crs.name}); pixel sizes "
+                                "are metres: give e.g. EPSG:2154, EPSG:3035 or a UTM zone")
+    auth = crs.to_authority()
+    return f"{auth[0]}:{auth[1]}" if auth else crs.to_wkt()
+
+
 def _check(ok: bool, name: str, requirement: str, value) -> None:
     if not ok:
         raise InvalidInputError(f"{param(name)} {requirement}, got {value!r}")
@@ -166,10 +185,13 @@ class PredictConfig:
     threshold: str | float | None = None  # with binary: a rule (maxtss, senspec, p10) or a value in [0, 1]
     force: bool = False  # write a .tif even above 100 million pixels
     aoa: bool = True  # dissimilarity index and area of applicability per cell (.parquet, .gpkg, .png)
+    crs: str | None = None  # .tif projection (EPSG code, WKT, PROJ string; projected, metres); None: local UTM
 
     def __post_init__(self) -> None:
         _check(self.pixel_m is None or (_is_number(self.pixel_m) and self.pixel_m > 0), "pixel_m",
                "must be a positive number of metres", self.pixel_m)
+        if self.crs is not None:
+            check_projected_crs(self.crs)
         if self.threshold is not None:
             if not self.binary:
                 raise InvalidInputError(f"{param('threshold')} applies to binary output; ask for it with "

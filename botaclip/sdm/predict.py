@@ -2,8 +2,8 @@
 
 Prediction reads the store one partition at a time (features of one coarse H3 parent), so memory is bounded by
 the largest partition, not by the number of cells. Outputs: a predictions table in the store, or a file:
-``.parquet`` (h3, suitability), ``.gpkg`` (hexagon polygons), ``.tif`` (raster at ``pixel_m`` metres in the
-local UTM zone) or ``.png`` (map). Files are written under a temporary name and renamed when complete.
+``.parquet`` (h3, suitability), ``.gpkg`` (hexagon polygons), ``.tif`` (Cloud Optimized GeoTIFF at ``pixel_m``
+metres, in the local UTM zone or ``crs``), ``.png`` (map) or ``.html`` (interactive map page). Files are written under a temporary name and renamed when complete.
 With a threshold (``binary``) every format holds 0/1 presence instead of suitability: a ``presence`` column
 (uint8) in tables, a uint8 raster (nodata 255), a two-colour map.
 """
@@ -20,12 +20,12 @@ from botaclip.atomic import atomic_write
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.geo import BBOX_ORDER, is_bbox_text, parse_bbox, union_of_polygons
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, latlng_to_cells, parse_cell, resolution_of
-from botaclip.sdm.config import PredictConfig
+from botaclip.sdm.config import PredictConfig, check_projected_crs
 from botaclip.sdm.dataset import align_rows, provenance_id
 from botaclip.sdm.persist import SavedModel
 from botaclip.store.outputs import check_output_path
 
-OUTPUT_FORMATS = (".parquet", ".gpkg", ".tif", ".png")
+OUTPUT_FORMATS = (".parquet", ".gpkg", ".tif", ".png", ".html")
 MAX_TIF_PIXELS = 100_000_000  # about 400 MB uncompressed and a minute or more to fill; above it, --force
 
 
@@ -218,6 +218,7 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
     unless ``config.force``. The config checked its own values when it was built."""
     region = Region(config.region) if config.region else None
     pixel_m, binary, force = config.pixel_m, config.binary, config.force
+    crs = check_projected_crs(config.crs) if config.crs else None
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
@@ -225,6 +226,8 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
                             f"use one of {', '.join(OUTPUT_FORMATS)}")
     if not out.parent.exists():
         raise MissingFileError(f"output folder {out.parent} does not exist")
+    if crs and suffix != ".tif":
+        raise InvalidInputError(f"{param('crs')} sets the projection of a .tif; {out.name} is a {suffix} file")
     check_output_path(out, what="--out")
     t_value, t_how = binary_threshold(saved, config.threshold) if binary else (None, None)
     check_feature_sets(saved, store)
@@ -253,16 +256,12 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
             n, total = h3.size, float(vals.sum(dtype=np.float64))
             if n and suffix == ".tif":
                 extra.update(write_geotiff(h3, vals, tmp, pixel_m, nodata=255 if binary else -9999.0, name=column,
-                                       max_pixels=None if force else MAX_TIF_PIXELS))
+                                           max_pixels=None if force else MAX_TIF_PIXELS, crs=crs))
             elif n:
-                from botaclip.sdm.maps import suitability_map
-
                 title = f"{saved.species} ({saved.estimator.name}, {'+'.join(saved.feature_set_names)})"
                 if binary:
                     title += f", present where suitability >= {t_value:.3g}"
-                if aoa:  # masked: outside the area of applicability, drawn grey and hatched
-                    vals = np.ma.masked_array(vals, mask=~aoa[1])
-                suitability_map(h3, vals, tmp, title=title, label=column)
+                _write_map(h3, vals, aoa, tmp, title, column)
         if n == 0:
             raise InvalidInputError(f"no indexed cell of {'+'.join(saved.feature_set_names)} in "
                                     f"{'region ' + region.text if region and region.text else 'the store'}")
@@ -271,6 +270,24 @@ def predict_to_file(saved: SavedModel, store, out: str | Path, config: PredictCo
     atomic_write(out, write, suffix=out.suffix)
     n, total = written["n"], written["total"]
     return PredictResult(str(out), suffix.lstrip("."), int(n), total / n if n else float("nan"), extra)
+
+
+def _write_map(h3: np.ndarray, vals: np.ndarray, aoa: list, path: Path, title: str, column: str) -> None:
+    """A .png (cells outside the area of applicability grey and hatched) or an .html page (the dissimilarity
+    index as a second layer) of the predictions."""
+    if path.suffix.lower() == ".html":
+        from botaclip.mapview import values_layer, write_map_page
+
+        layers = [values_layer(column, h3, vals, column)]
+        if aoa:
+            layers.append(values_layer("dissimilarity index (AOA)", h3, aoa[0]))
+        write_map_page(layers, path, title)
+        return
+    from botaclip.sdm.maps import suitability_map
+
+    if aoa:  # masked: outside the area of applicability, drawn grey and hatched
+        vals = np.ma.masked_array(vals, mask=~aoa[1])
+    suitability_map(h3, vals, path, title=title, label=column)
 
 
 def collect_predictions(chunks) -> tuple[np.ndarray, ...]:
@@ -363,30 +380,61 @@ def check_raster_size(n_cells: int, resolution: int, pixel_m: float, width: int 
 
 
 def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float | None = None,
-                  nodata: float = -9999.0, name: str = "suitability", max_pixels: int | None = None) -> dict:
-    """Rasterise cell values (sorted h3) at ``pixel_m`` metres in the local UTM zone: each pixel takes the value
-    of the cell containing its centre (nodata outside indexed cells). Written in strips of rows. uint8 values
-    (0/1 presence) give a uint8 raster, anything else float32. A raster above ``max_pixels`` is refused before
+                  nodata: float = -9999.0, name: str = "suitability", max_pixels: int | None = None,
+                  crs: str | None = None) -> dict:
+    """Rasterise cell values (sorted h3) at ``pixel_m`` metres in ``crs`` (a projected CRS in metres; default the
+    local UTM zone of the cells' median centre) into a Cloud Optimized GeoTIFF: each pixel takes the value of the
+    cell containing its centre (nodata outside indexed cells). uint8 values (0/1 presence) give a uint8 raster
+    (overviews by nearest neighbour), anything else float32 (overviews averaged, nodata ignored). The pixels are
+    filled in strips of rows into a tiled GeoTIFF beside ``path``, which GDAL's COG driver then copies with
+    internal overviews (down to one 256 px tile) into ``path``. A raster above ``max_pixels`` is refused before
     anything is written."""
     import h3 as h3lib
     import rasterio
     import rasterio.errors
-    import rasterio.windows
+    import rasterio.shutil
     from affine import Affine
-    from pyproj import Transformer
-
-    from botaclip.sdm.maps import utm_crs
 
     res = int(resolution_of(h3[:1])[0])
     if pixel_m is None:
         pixel_m = round(h3lib.average_hexagon_edge_length(res, unit="m") / 2.0)
     if pixel_m <= 0:
         raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
-    lat, lng = cells_to_latlng(h3[:: max(1, h3.size // 20000)])
-    crs = utm_crs(float(np.median(lat)), float(np.median(lng)))
+    crs, (x0, y1, width, height) = _raster_grid(h3, res, pixel_m, crs)
+    if max_pixels is not None and width * height > max_pixels:
+        check_raster_size(h3.size, res, pixel_m, width, height)
+    transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
+    dtype = "uint8" if values.dtype == np.uint8 else "float32"
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=crs,
+                   transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                   compress="zstd", zstd_level=1)  # a scratch file: fast to write, read once
+    strips = path.with_name(f".{path.name}.strips.tif")
+    try:
+        with rasterio.open(strips, "w", **profile) as dst:
+            dst.update_tags(1, name=name)
+            _fill_strips(dst, h3, values, res, nodata, dtype)
+        rasterio.shutil.copy(strips, path, driver="COG", compress="DEFLATE", predictor="YES", blocksize=256,
+                             overviews="AUTO", resampling="NEAREST" if dtype == "uint8" else "AVERAGE",
+                             num_threads="ALL_CPUS")
+    except rasterio.errors.RasterioError as exc:
+        raise BotaclipError(f"cannot write {path}: {exc}") from None
+    finally:
+        strips.unlink(missing_ok=True)
+    return {"crs": crs, "pixel_m": float(pixel_m), "width": width, "height": height}
+
+
+def _raster_grid(h3: np.ndarray, res: int, pixel_m: float, crs: str | None) -> tuple[str, tuple]:
+    """(crs, (west x, north y, width, height)): the pixel grid, aligned on multiples of ``pixel_m``, covering
+    the cell centres (projected in chunks) padded by one cell radius."""
+    import h3 as h3lib
+    from pyproj import Transformer
+
+    from botaclip.sdm.maps import utm_crs
+
+    if crs is None:
+        lat, lng = cells_to_latlng(h3[:: max(1, h3.size // 20000)])
+        crs = utm_crs(float(np.median(lat)), float(np.median(lng)))
     fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    inv = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    # Extent from the cell centres in metres (chunked), padded by one cell radius.
     margin = h3lib.average_hexagon_edge_length(res, unit="m") * 1.2
     xs_min, xs_max, ys_min, ys_max = np.inf, -np.inf, np.inf, -np.inf
     for i in range(0, h3.size, 1_000_000):
@@ -394,33 +442,28 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
         cx, cy = fwd.transform(clng, clat)
         xs_min, xs_max = min(xs_min, np.min(cx)), max(xs_max, np.max(cx))
         ys_min, ys_max = min(ys_min, np.min(cy)), max(ys_max, np.max(cy))
-    xs = [xs_min - margin, xs_max + margin]
-    ys = [ys_min - margin, ys_max + margin]
-    x0, x1 = np.floor(min(xs) / pixel_m) * pixel_m, np.ceil(max(xs) / pixel_m) * pixel_m
-    y0, y1 = np.floor(min(ys) / pixel_m) * pixel_m, np.ceil(max(ys) / pixel_m) * pixel_m
-    width, height = int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m))
-    if max_pixels is not None and width * height > max_pixels:
-        check_raster_size(h3.size, res, pixel_m, width, height)
-    transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
-    dtype = "uint8" if values.dtype == np.uint8 else "float32"
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=crs,
-                   transform=transform, nodata=nodata, compress="deflate", tiled=True, blockxsize=256,
-                   blockysize=256)
+    x0, x1 = np.floor((xs_min - margin) / pixel_m) * pixel_m, np.ceil((xs_max + margin) / pixel_m) * pixel_m
+    y0, y1 = np.floor((ys_min - margin) / pixel_m) * pixel_m, np.ceil((ys_max + margin) / pixel_m) * pixel_m
+    return crs, (float(x0), float(y1), int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m)))
+
+
+def _fill_strips(dst, h3: np.ndarray, values: np.ndarray, res: int, nodata: float, dtype: str) -> None:
+    """Write every pixel of open raster ``dst``: the value of the cell (sorted ``h3``) holding its centre."""
+    import rasterio.windows
+    from pyproj import Transformer
+
+    inv = Transformer.from_crs(dst.crs.to_wkt(), "EPSG:4326", always_xy=True)
+    width, height = dst.width, dst.height
+    pixel_m, x0, y1 = dst.transform.a, dst.transform.c, dst.transform.f
     strip = max(1, min(height, 1_000_000 // max(width, 1)))
     col_x = x0 + (np.arange(width) + 0.5) * pixel_m
-    try:
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.update_tags(1, name=name)
-            for row0 in range(0, height, strip):
-                rows = min(strip, height - row0)
-                row_y = y1 - (row0 + np.arange(rows) + 0.5) * pixel_m
-                gx, gy = np.meshgrid(col_x, row_y)
-                plng, plat = inv.transform(gx.ravel(), gy.ravel())
-                cells = latlng_to_cells(np.asarray(plat), np.asarray(plng), res)
-                pos = np.clip(np.searchsorted(h3, cells), 0, h3.size - 1)
-                hit = h3[pos] == cells
-                block = np.where(hit, values[pos], nodata).astype(dtype).reshape(rows, width)
-                dst.write(block, 1, window=rasterio.windows.Window(0, row0, width, rows))
-    except rasterio.errors.RasterioError as exc:
-        raise BotaclipError(f"cannot write {path}: {exc}") from None
-    return {"crs": crs, "pixel_m": float(pixel_m), "width": width, "height": height}
+    for row0 in range(0, height, strip):
+        rows = min(strip, height - row0)
+        row_y = y1 - (row0 + np.arange(rows) + 0.5) * pixel_m
+        gx, gy = np.meshgrid(col_x, row_y)
+        plng, plat = inv.transform(gx.ravel(), gy.ravel())
+        cells = latlng_to_cells(np.asarray(plat), np.asarray(plng), res)
+        pos = np.clip(np.searchsorted(h3, cells), 0, h3.size - 1)
+        hit = h3[pos] == cells
+        block = np.where(hit, values[pos], nodata).astype(dtype).reshape(rows, width)
+        dst.write(block, 1, window=rasterio.windows.Window(0, row0, width, rows))
