@@ -61,7 +61,9 @@ def values_layer(name: str, h3: np.ndarray, values: np.ndarray, label: str = "")
         return MapLayer(name, h3, values, "presence", label, [0.0], [1.0])
     lo, hi = float(finite.min()), float(finite.max())
     note = ""
-    if not (lo >= 0.0 and hi <= 1.0 and label == "suitability"):
+    if lo >= 0.0 and hi <= 1.0 and label == "suitability":
+        lo, hi = 0.0, 1.0
+    else:
         lo, hi = (float(v) for v in np.percentile(finite, [LOW_PCT, HIGH_PCT]))
         note = f"colours span the {LOW_PCT:g}th to {HIGH_PCT:g}th percentile; hover for exact values"
     if hi <= lo:
