@@ -400,7 +400,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
         pixel_m = round(h3lib.average_hexagon_edge_length(res, unit="m") / 2.0)
     if pixel_m <= 0:
         raise InvalidInputError(f"{param('pixel_m')} must be positive, got {pixel_m}")
-    crs, (x0, y1, width, height) = _raster_grid(h3, res, pixel_m, crs)
+    crs, (x0, y1, width, height) = raster_grid(h3, res, pixel_m, crs)
     if max_pixels is not None and width * height > max_pixels:
         check_raster_size(h3.size, res, pixel_m, width, height)
     transform = Affine(pixel_m, 0.0, x0, 0.0, -pixel_m, y1)
@@ -412,7 +412,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     try:
         with rasterio.open(strips, "w", **profile) as dst:
             dst.update_tags(1, name=name)
-            _fill_strips(dst, h3, values, res, nodata, dtype)
+            fill_strips(dst, h3, values, res, nodata, dtype)
         rasterio.shutil.copy(strips, path, driver="COG", compress="DEFLATE", predictor="YES", blocksize=256,
                              overviews="AUTO", resampling="NEAREST" if dtype == "uint8" else "AVERAGE",
                              num_threads="ALL_CPUS")
@@ -423,7 +423,7 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
     return {"crs": crs, "pixel_m": float(pixel_m), "width": width, "height": height}
 
 
-def _raster_grid(h3: np.ndarray, res: int, pixel_m: float, crs: str | None) -> tuple[str, tuple]:
+def raster_grid(h3: np.ndarray, res: int, pixel_m: float, crs: str | None) -> tuple[str, tuple]:
     """(crs, (west x, north y, width, height)): the pixel grid, aligned on multiples of ``pixel_m``, covering
     the cell centres (projected in chunks) padded by one cell radius."""
     import h3 as h3lib
@@ -447,7 +447,7 @@ def _raster_grid(h3: np.ndarray, res: int, pixel_m: float, crs: str | None) -> t
     return crs, (float(x0), float(y1), int(round((x1 - x0) / pixel_m)), int(round((y1 - y0) / pixel_m)))
 
 
-def _fill_strips(dst, h3: np.ndarray, values: np.ndarray, res: int, nodata: float, dtype: str) -> None:
+def fill_strips(dst, h3: np.ndarray, values: np.ndarray, res: int, nodata: float, dtype: str) -> None:
     """Write every pixel of open raster ``dst``: the value of the cell (sorted ``h3``) holding its centre."""
     import rasterio.windows
     from pyproj import Transformer
