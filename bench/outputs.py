@@ -2,7 +2,7 @@
 
 1. A prediction raster of N cells (resolution 12, smooth values, float32) at the default pixel size (half the H3
    edge): the former writer (tiled 256 px, DEFLATE, no overviews: the strips pass alone) against the COG writer
-   (same pass into a scratch file, then GDAL's COG driver: DEFLATE + predictor, overviews averaged), wall time
+   (same pass into a scratch file, then GDAL's COG driver: DEFLATE, overviews averaged), wall time
    and size, and whether `cog_problems` finds the file cloud optimized.
 2. Map pages (`botaclip.mapview`): a suitability layer, a covariate and the PCA of a 384-d embedding, for a
    sample-region-sized set (1,621 cells at resolution 10, as `botaclip demo`'s store) and for 100,000 cells
@@ -73,7 +73,7 @@ def bench_raster(n: int, out: Path) -> None:
         factors = ds.overviews(1)
     print(f"raster: {cells.size:,} cells (res 12), {info['width']} x {info['height']} px at {pixel} m, {crs}")
     print(f"  former GeoTIFF (tiled, deflate, no overviews): {t_old:6.1f} s  {old.stat().st_size / 1e6:7.1f} MB")
-    print(f"  COG (deflate+predictor, overviews {factors}): {t_cog:6.1f} s  "
+    print(f"  COG (deflate, overviews {factors}): {t_cog:6.1f} s  "
           f"{(out / 'cog.tif').stat().st_size / 1e6:7.1f} MB  cog_problems: {cog_problems(out / 'cog.tif') or 'none'}")
     for p in (old, out / "cog.tif"):
         p.unlink()

@@ -413,7 +413,9 @@ def write_geotiff(h3: np.ndarray, values: np.ndarray, path: Path, pixel_m: float
         with rasterio.open(strips, "w", **profile) as dst:
             dst.update_tags(1, name=name)
             fill_strips(dst, h3, values, res, nodata, dtype)
-        rasterio.shutil.copy(strips, path, driver="COG", compress="DEFLATE", predictor="YES", blocksize=256,
+        # No predictor: a cell's pixels repeat one value, which DEFLATE packs better raw (floating-point
+        # prediction made the file 40 % larger in bench/outputs.py).
+        rasterio.shutil.copy(strips, path, driver="COG", compress="DEFLATE", blocksize=256,
                              overviews="AUTO", resampling="NEAREST" if dtype == "uint8" else "AVERAGE",
                              num_threads="ALL_CPUS")
     except rasterio.errors.RasterioError as exc:
