@@ -311,3 +311,163 @@ def fitted(tmp_path_factory):
     fit_species(store.path, root / "po.csv", "P a", features="emb", model="logistic", folds=3,
                 out=root / "model", predictions=False, write_map=False)
     return store.path, root / "model"
+
+
+# -- a local HTTP server for remote rasters (127.0.0.1 only) -----------------------------------------------------
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "GDAL_HTTP_PROXY",
+               "GDAL_HTTPS_PROXY")
+
+
+class RangeServer:
+    """A threaded HTTP server on 127.0.0.1 serving the files under ``root``, like a static web server or an object
+    store: HEAD and GET, ``Range: bytes=a-b`` answered with 206 (unless ``honour_range`` is False), ETag and
+    Last-Modified on every answer, 404 for a missing file or one in ``missing``, 500 for one in ``failing``.
+    ``bytes_served`` counts the body bytes sent, ``requests`` every (method, path, Range header)."""
+
+    def __init__(self, root) -> None:
+        import http.server
+        import threading
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.honour_range = True
+        self.missing: set[str] = set()
+        self.failing: set[str] = set()
+        self.bytes_served = 0
+        self.requests: list[tuple[str, str, str | None]] = []
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as GDAL expects from real servers
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                owner._answer(self, body=False)
+
+            def do_GET(self) -> None:
+                owner._answer(self, body=True)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, name: str) -> str:
+        """The URL of file ``name`` under ``root``."""
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.bytes_served = 0
+            self.requests.clear()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _answer(self, handler, body: bool) -> None:
+        import email.utils
+        import re
+        import urllib.parse
+
+        name = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path).lstrip("/")
+        rng = handler.headers.get("Range")
+        with self._lock:
+            self.requests.append((handler.command, name, rng))
+        file = (self.root / name).resolve()
+        if name in self.failing:
+            return self._error(handler, 500, "Internal Server Error")
+        if name in self.missing or not file.is_file() or self.root.resolve() not in file.parents:
+            return self._error(handler, 404, "Not Found")
+        st = file.stat()
+        size = st.st_size
+        start, end, status = 0, size - 1, 200
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip()) if rng and self.honour_range else None
+        if match and (match.group(1) or match.group(2)):
+            if match.group(1):
+                start = int(match.group(1))
+                end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+            else:  # suffix range: the last N bytes
+                start = max(size - int(match.group(2)), 0)
+            if start >= size or start > end:
+                return self._error(handler, 416, "Range Not Satisfiable")
+            status = 206
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json" if name.endswith(".json") else "image/tiff")
+        handler.send_header("Content-Length", str(end - start + 1))
+        handler.send_header("ETag", f'"{size:x}-{st.st_mtime_ns:x}"')
+        handler.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+        if self.honour_range:
+            handler.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            handler.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        handler.end_headers()
+        if not body:
+            return
+        with open(file, "rb") as fh:
+            fh.seek(start)
+            left = end - start + 1
+            try:
+                while left > 0:
+                    chunk = fh.read(min(left, 1 << 16))
+                    handler.wfile.write(chunk)
+                    left -= len(chunk)
+                    with self._lock:
+                        self.bytes_served += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # the client had enough (a probe of a whole file)
+                handler.close_connection = True
+
+    def _error(self, handler, code: int, reason: str) -> None:
+        payload = reason.encode()
+        handler.send_response(code, reason)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(payload)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No proxy for urllib and GDAL (libcurl): requests to 127.0.0.1 go straight to the test server."""
+    for var in _PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def http_server(tmp_path, no_proxy):
+    """A :class:`RangeServer` on 127.0.0.1 serving ``tmp_path / "www"`` (created empty), closed after the test."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = RangeServer(root)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def write_cog(tmp_path):
+    """Write a Cloud-Optimised GeoTIFF with rasterio's COG driver (tiled, with overviews):
+    ``write_cog(path, data[C,H,W], crs, transform, nodata=None, blocksize=256) -> path``."""
+    import rasterio
+    import rasterio.shutil
+
+    def write(path, data, crs, transform, nodata=None, blocksize=256, compress="DEFLATE"):
+        count, height, width = data.shape
+        # MEM -> COG: the COG driver only creates by copy.
+        with rasterio.MemoryFile() as mem:
+            with mem.open(driver="GTiff", width=width, height=height, count=count, dtype=str(data.dtype), crs=crs,
+                          transform=transform, nodata=nodata) as ds:
+                ds.write(data)
+            with mem.open() as src:
+                rasterio.shutil.copy(src, str(path), driver="COG", BLOCKSIZE=blocksize, COMPRESS=compress,
+                                     OVERVIEWS="AUTO")
+        return str(path)
+
+    return write
