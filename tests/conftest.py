@@ -319,117 +319,16 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PR
                "GDAL_HTTPS_PROXY")
 
 
-class RangeServer:
-    """A threaded HTTP server on 127.0.0.1 serving the files under ``root``, like a static web server or an object
-    store: HEAD and GET, ``Range: bytes=a-b`` answered with 206 (unless ``honour_range`` is False), ETag and
-    Last-Modified on every answer, 404 for a missing file or one in ``missing``, 500 for one in ``failing``.
-    ``bytes_served`` counts the body bytes sent, ``requests`` every (method, path, Range header)."""
+def _range_server_class():
+    """tools/range_server.py's RangeServer (a tool, not a package: loaded from its file)."""
+    import importlib.util
+    from pathlib import Path
 
-    def __init__(self, root) -> None:
-        import http.server
-        import threading
-        from pathlib import Path
-
-        self.root = Path(root)
-        self.honour_range = True
-        self.missing: set[str] = set()
-        self.failing: set[str] = set()
-        self.bytes_served = 0
-        self.requests: list[tuple[str, str, str | None]] = []
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as GDAL expects from real servers
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                owner._answer(self, body=False)
-
-            def do_GET(self) -> None:
-                owner._answer(self, body=True)
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def url(self, name: str) -> str:
-        """The URL of file ``name`` under ``root``."""
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def reset(self) -> None:
-        with self._lock:
-            self.bytes_served = 0
-            self.requests.clear()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def _answer(self, handler, body: bool) -> None:
-        import email.utils
-        import re
-        import urllib.parse
-
-        name = urllib.parse.unquote(urllib.parse.urlsplit(handler.path).path).lstrip("/")
-        rng = handler.headers.get("Range")
-        with self._lock:
-            self.requests.append((handler.command, name, rng))
-        file = (self.root / name).resolve()
-        if name in self.failing:
-            return self._error(handler, 500, "Internal Server Error")
-        if name in self.missing or not file.is_file() or self.root.resolve() not in file.parents:
-            return self._error(handler, 404, "Not Found")
-        st = file.stat()
-        size = st.st_size
-        start, end, status = 0, size - 1, 200
-        match = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip()) if rng and self.honour_range else None
-        if match and (match.group(1) or match.group(2)):
-            if match.group(1):
-                start = int(match.group(1))
-                end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
-            else:  # suffix range: the last N bytes
-                start = max(size - int(match.group(2)), 0)
-            if start >= size or start > end:
-                return self._error(handler, 416, "Range Not Satisfiable")
-            status = 206
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json" if name.endswith(".json") else "image/tiff")
-        handler.send_header("Content-Length", str(end - start + 1))
-        handler.send_header("ETag", f'"{size:x}-{st.st_mtime_ns:x}"')
-        handler.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
-        if self.honour_range:
-            handler.send_header("Accept-Ranges", "bytes")
-        if status == 206:
-            handler.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        handler.end_headers()
-        if not body:
-            return
-        with open(file, "rb") as fh:
-            fh.seek(start)
-            left = end - start + 1
-            try:
-                while left > 0:
-                    chunk = fh.read(min(left, 1 << 16))
-                    handler.wfile.write(chunk)
-                    left -= len(chunk)
-                    with self._lock:
-                        self.bytes_served += len(chunk)
-            except (BrokenPipeError, ConnectionResetError):  # the client had enough (a probe of a whole file)
-                handler.close_connection = True
-
-    def _error(self, handler, code: int, reason: str) -> None:
-        payload = reason.encode()
-        handler.send_response(code, reason)
-        handler.send_header("Content-Type", "text/plain")
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(payload)
+    path = Path(__file__).resolve().parents[1] / "tools" / "range_server.py"
+    spec = importlib.util.spec_from_file_location("range_server", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RangeServer
 
 
 @pytest.fixture
@@ -443,10 +342,12 @@ def no_proxy(monkeypatch):
 
 @pytest.fixture
 def http_server(tmp_path, no_proxy):
-    """A :class:`RangeServer` on 127.0.0.1 serving ``tmp_path / "www"`` (created empty), closed after the test."""
+    """A RangeServer (tools/range_server.py) on 127.0.0.1 serving ``tmp_path / "www"`` (created empty), closed
+    after the test: honours Range (``honour_range = False`` ignores it), 404s for a missing file or one in
+    ``missing``, 500 for one in ``failing``, counts ``bytes_served`` and ``requests``, sends ETag/Last-Modified."""
     root = tmp_path / "www"
     root.mkdir()
-    server = RangeServer(root)
+    server = _range_server_class()(root)
     yield server
     server.close()
 
