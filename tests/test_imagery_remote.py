@@ -298,3 +298,33 @@ def test_remote_paths_recognised():
     assert rm.remote_url("/vsis3/bucket/x.tif") is None and rm.remote_url("x.tif") is None
     assert rm.gdal_path("HTTPS://a.org/x.tif") == "/vsicurl/HTTPS://a.org/x.tif"
     assert rm.display_stem("https://a.org/d/dem_10m.tif?sig=abc") == "dem_10m"
+
+
+def test_tiled_remote_file_without_overviews_warns_only_for_statistics(http_server, recwarn):
+    data = _texture(6, 3, 2112, "uint8")
+    with rasterio.open(http_server.root / "flat.tif", "w", driver="GTiff", width=2112, height=2112, count=3,
+                       dtype="uint8", crs="EPSG:2154", transform=from_origin(X0, Y0, 1, 1), tiled=True,
+                       blockxsize=256, blockysize=256, compress="DEFLATE") as ds:
+        ds.write(data)
+    url = http_server.url("flat.tif")
+    ChipReader([url], "rgb", normalization="preset").close()  # tiled: windows read only their tiles
+    assert not [w for w in recwarn if issubclass(w.category, rm.RemoteReadWarning)]
+    with pytest.warns(rm.RemoteReadWarning, match="no overviews.*statistics read the whole file once"):
+        ChipReader([url], _custom3(), normalization="stats").close()
+
+
+def test_train_reads_imagery_from_a_url_like_the_local_file(http_server, releve_landscape, tmp_path, cli_runner):
+    import shutil
+
+    shutil.copy(releve_landscape["tif"], http_server.root / "ortho.tif")
+    args = ["train", "--releves", str(releve_landscape["releves"]), "--backbone", "dofa-tiny", "--chip-m", "40",
+            "--size-px", "32", "--views", "2", "--batch-size", "32", "--block-res", "9", "--min-plots", "3",
+            "--device", "cpu", "--epochs", "1", "--cache-dir", str(tmp_path / "features")]
+    logs = []
+    for name, imagery in (("remote", http_server.url("ortho.tif")), ("local", str(releve_landscape["tif"]))):
+        out = tmp_path / f"{name}.pt"
+        res = cli_runner.invoke(cli, [*args, "--imagery", imagery, "--out", str(out)])
+        assert res.exit_code == 0, res.stderr
+        logs.append(json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1]))
+    assert http_server.bytes_served > 0
+    assert logs[0]["val_siglip"] == pytest.approx(logs[1]["val_siglip"], rel=1e-6)

@@ -150,8 +150,8 @@ def probe(url: str, refresh: bool = False) -> RemoteInfo:
     if status != 206:
         raise InvalidInputError(
             f"{url}: the server does not support HTTP range requests (it answered {status} to a Range request), so "
-            "every window would download the whole file; serve it from a server that honours Range (any static "
-            "web server or object store does) or download it and pass the local path"
+            "every window would download the whole file; serve it from a server that honours Range (nginx, "
+            "Apache, caddy, object stores; not Python's http.server) or download it and pass the local path"
         )
     size = _total_size(ranged.get("Content-Range")) or int(headers.get("Content-Length") or 0)
     info = RemoteInfo(url, size, headers.get("ETag") or ranged.get("ETag"),
@@ -227,17 +227,21 @@ def check_cloud_optimised(ds, path: str) -> str | None:
         return None  # its sources are checked on their own
     block_h, block_w = ds.block_shapes[0]
     if block_w >= ds.width and ds.width > 512:
-        return "not tiled (whole rows are read for every window)"
-    if max(ds.width, ds.height) > 2048 and not ds.overviews(1):
-        return "without overviews (statistics read every pixel)"
+        return "not tiled: whole rows are read for every window"
     return None
 
 
-def warn_not_cog(path: str, why: str) -> None:
+def lacks_overviews(ds) -> bool:
+    """True for a large raster without overviews: a decimated read (statistics) then reads every pixel."""
+    return max(ds.width, ds.height) > 2048 and not ds.overviews(1)
+
+
+def warn_not_cog(path: str, why: str, what: str = "far more of it is downloaded than the windows need, up to "
+                 "the whole file") -> None:
     """One warning that ``path`` works but is read inefficiently."""
     warnings.warn(RemoteReadWarning(
-        f"{path} is not a cloud-optimised GeoTIFF ({why}): it works, but far more of it is downloaded than the "
-        "windows need, up to the whole file; convert it once with `gdal_translate -of COG in.tif out.tif`"
+        f"{path} is not a cloud-optimised GeoTIFF ({why}): it works, but {what}; convert it once with "
+        "`gdal_translate -of COG in.tif out.tif`"
     ), stacklevel=3)
 
 
@@ -289,6 +293,7 @@ __all__ = [
     "identity",
     "is_remote",
     "is_virtual",
+    "lacks_overviews",
     "open_raster",
     "probe",
     "remote_url",

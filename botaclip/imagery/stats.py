@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 
 from botaclip.atomic import write_text
 from botaclip.errors import BotaclipError, InvalidInputError
-from botaclip.imagery.remote import gdal_env, identity, remote_url
+from botaclip.imagery.remote import gdal_env, identity, lacks_overviews, remote_url, warn_not_cog
 
 CACHE_ENV = "BOTACLIP_CACHE_DIR"
 
@@ -66,6 +66,8 @@ def compute_band_stats(path: str, bands: tuple[int, ...], max_side: int = 1024) 
     """Per-band mean and std from a decimated read (long side <= ``max_side`` px), ignoring masked pixels."""
     try:
         with gdal_env([path]), rasterio.open(path) as ds:
+            if remote_url(path) and lacks_overviews(ds):
+                warn_not_cog(remote_url(path), "no overviews", "its statistics read the whole file once (cached)")
             scale = max(ds.width, ds.height) / max_side
             shape = (len(bands), max(1, round(ds.height / max(scale, 1))), max(1, round(ds.width / max(scale, 1))))
             data = ds.read(list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True, out_dtype="float64")
