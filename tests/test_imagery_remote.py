@@ -328,3 +328,19 @@ def test_train_reads_imagery_from_a_url_like_the_local_file(http_server, releve_
         logs.append(json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1]))
     assert http_server.bytes_served > 0
     assert logs[0]["val_siglip"] == pytest.approx(logs[1]["val_siglip"], rel=1e-6)
+
+
+def test_server_failing_during_the_run_is_one_line(cog, monkeypatch):
+    server, name, _ = cog
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.01")  # the user's setting wins over botaclip's 0.5 s
+    reader = ChipReader([server.url(name)], "rgb", chip_m=40, size_px=16)
+    try:
+        server.failing.add(name)  # the server breaks after the job started (retried, then reported)
+        with pytest.raises(BotaclipError) as err:
+            reader.read(*_latlng(X0 + 400, Y0 - 400))
+        assert str(err.value) == f"reading stopped: {server.url(name)}: the server failed (HTTP 500 Internal " \
+                                 "Server Error); try again later or use another copy"
+        gets = [r for m, n, r in server.requests if m == "GET" and n == name]
+        assert len(gets) >= 2  # GDAL retried before giving up
+    finally:
+        reader.close()

@@ -275,3 +275,33 @@ def test_without_pystac_says_which_extra_to_install(tmp_path, write_cog, monkeyp
     monkeypatch.setitem(sys.modules, "pystac", None)  # as if not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'botaclip\[stac\]'"):
         stac_imagery(str(tmp_path / "item.json"), "red")
+
+
+def test_train_from_a_stac_item_equals_train_from_the_file(releve_landscape, tmp_path, cli_runner):
+    with rasterio.open(releve_landscape["tif"]) as ds:
+        assert ds.count == 4
+        nodata = ds.nodata
+    rgbn = [("red", 0.665), ("green", 0.56), ("blue", 0.49), ("nir", 0.842)]
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "plots-ortho", "geometry": None, "links": [],
+            "properties": {"datetime": "2024-06-01T00:00:00Z"},
+            "assets": {"ortho": {"href": str(releve_landscape["tif"]),
+                                 "eo:bands": [{"name": n, "center_wavelength": w} for n, w in rgbn],
+                                 "raster:bands": [{"nodata": nodata}] * 4 if nodata is not None else []}}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    args = ["train", "--releves", str(releve_landscape["releves"]), "--backbone", "dofa-tiny", "--chip-m", "40",
+            "--size-px", "32", "--views", "2", "--batch-size", "32", "--block-res", "9", "--min-plots", "3",
+            "--device", "cpu", "--epochs", "1", "--cache-dir", str(tmp_path / "features")]
+    logs = []
+    for name, source in (("stac", ["--stac", str(tmp_path / "item.json"), "--assets", "ortho"]),
+                         ("file", ["--imagery", str(releve_landscape["tif"])])):
+        out = tmp_path / f"{name}.pt"
+        res = cli_runner.invoke(cli, [*args, *source, "--out", str(out)])
+        assert res.exit_code == 0, res.stderr
+        logs.append(json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1]))
+        if name == "stac":
+            assert "imagery: 1 STAC item(s)" in res.stderr
+    # The same pixels and bands: the item's VRT is float32, so resampled chip values are not rounded to whole
+    # 8-bit levels as they are from the uint8 file; the losses agree to well under 1 %.
+    assert logs[0]["val_siglip"] == pytest.approx(logs[1]["val_siglip"], rel=5e-3)
+    res = cli_runner.invoke(cli, [*args, "--stac", str(tmp_path / "item.json"), "--out", str(tmp_path / "x.pt")])
+    assert res.exit_code != 0 and "--stac goes with --assets" in res.stderr and "Traceback" not in res.stderr

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 
 from botaclip.errors import BotaclipError, InvalidInputError, param, root_cause
 from botaclip.imagery.bands import BandSpec, band_spec, check_normalization
-from botaclip.imagery.remote import gdal_env
+from botaclip.imagery.remote import gdal_env, read_failure
 from botaclip.imagery.sources import RasterSource, half_extent_units, open_source
 from botaclip.imagery.stats import band_stats
 
@@ -277,9 +277,11 @@ class ChipReader:
                 )
                 mask = ds.dataset_mask(window=window, out_shape=shape, resampling=resampling) >= 128
             except rasterio.errors.RasterioError as exc:
-                # GDAL's own reason (a VRT's missing source file, a damaged tile) is the chained cause.
-                raise BotaclipError(f"reading {src.label} failed: {root_cause(exc)}; is that file (and every file it "
-                                    "refers to) complete and readable?") from None
+                # GDAL's own reason (a VRT's missing source file, a damaged tile) is the chained cause; for a URL the
+                # server's answer says more (GDAL only sees a short read).
+                raise read_failure(src.path, root_cause(exc)) or BotaclipError(
+                    f"reading {src.label} failed: {root_cause(exc)}; is that file (and every file it refers to) "
+                    "complete and readable?") from None
             if src.transform.e > 0:
                 # South-up raster: flip rows so that chips always run north to south.
                 data, mask = data[:, ::-1], mask[::-1]

@@ -282,6 +282,20 @@ def describe_error(path: str, exc: Exception) -> str:
     return f"reading {remote_url(path) or path} failed: {text}"
 
 
+def read_failure(path: str, reason: str) -> BotaclipError | None:
+    """Why reading the remote raster ``path`` failed once GDAL gave up (after its retries), asking the server again:
+    its HTTP error (a 5xx, a 404 now), or that the file changed under the job. None for a local path."""
+    url = remote_url(path)
+    if url is None:
+        return None
+    try:
+        info = probe(url, refresh=True)
+    except BotaclipError as exc:
+        return type(exc)(f"reading stopped: {exc}")
+    return BotaclipError(f"reading {url} failed ({reason}) although the server answers (ETag {info.etag}); the "
+                         "connection dropped or the file changed during the job: run the command again")
+
+
 __all__ = [
     "RemoteInfo",
     "RemoteReadWarning",
@@ -296,6 +310,7 @@ __all__ = [
     "lacks_overviews",
     "open_raster",
     "probe",
+    "read_failure",
     "remote_url",
     "warn_not_cog",
 ]
