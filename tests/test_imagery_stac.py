@@ -106,6 +106,7 @@ def test_item_assets_stack_with_wavelengths_nodata_and_scale(tmp_path, write_cog
     item.write_text(json.dumps(_item("S1", {k: f"./data/{k}.tif" for k in ("nir", "red")}, version)))
     found = stac_imagery(str(item), "nir,red")
     assert found.wavelengths == (0.842, 0.665) and found.items == ("S1",) and len(found.paths) == 1
+    assert not found.eight_bit and not found.band_spec().has_fixed_stats
     with rasterio.open(found.paths[0]) as ds:
         assert ds.count == 2 and ds.dtypes[0] == "float32" and ds.crs.to_epsg() == 2154
         data = ds.read(masked=True)
@@ -114,16 +115,10 @@ def test_item_assets_stack_with_wavelengths_nodata_and_scale(tmp_path, write_cog
     assert data.mask[0, :8, :8].all() and not data.mask[0, 8:, 8:].any()  # nodata DN 0 -> masked
     np.testing.assert_allclose(data[1][8:, 8:], dns["red"][8:, 8:] * SCALE + OFFSET, rtol=1e-5)
     # The VRT is an ordinary raster for the chip reader (custom wavelengths: per-raster statistics).
-    reader = ChipReader(list(found.paths), _spec(found.wavelengths), chip_m=200, size_px=16)
+    reader = ChipReader(list(found.paths), found.band_spec(), chip_m=200, size_px=16)
     chip = reader.read(*_latlng(X0 + 600, Y0 - 600))
     assert chip.valid_fraction == 1.0 and reader.normalization == "stats"
     reader.close()
-
-
-def _spec(wavelengths):
-    from botaclip.imagery.bands import band_spec
-
-    return band_spec(None, list(wavelengths))
 
 
 def test_item_served_over_http_resolves_relative_hrefs_against_its_url(http_server, write_cog):
@@ -277,6 +272,12 @@ def test_without_pystac_says_which_extra_to_install(tmp_path, write_cog, monkeyp
         stac_imagery(str(tmp_path / "item.json"), "red")
 
 
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
 def test_train_from_a_stac_item_equals_train_from_the_file(releve_landscape, tmp_path, cli_runner):
     with rasterio.open(releve_landscape["tif"]) as ds:
         assert ds.count == 4
@@ -300,8 +301,31 @@ def test_train_from_a_stac_item_equals_train_from_the_file(releve_landscape, tmp
         logs.append(json.loads(out.with_suffix(".jsonl").read_text().splitlines()[-1]))
         if name == "stac":
             assert "imagery: 1 STAC item(s)" in res.stderr
+            assert torch_load(out)["backbone"]["bands"] == "rgbn"  # 8-bit, unscaled: the rgbn preset as the file
     # The same pixels and bands: the item's VRT is float32, so resampled chip values are not rounded to whole
     # 8-bit levels as they are from the uint8 file; the losses agree to well under 1 %.
     assert logs[0]["val_siglip"] == pytest.approx(logs[1]["val_siglip"], rel=5e-3)
     res = cli_runner.invoke(cli, [*args, "--stac", str(tmp_path / "item.json"), "--out", str(tmp_path / "x.pt")])
     assert res.exit_code != 0 and "--stac goes with --assets" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_index_stac_without_wavelengths_then_with_them(tmp_path, write_cog, cli_runner):
+    from botaclip.store import Store
+
+    _write_assets(tmp_path, write_cog, keys=("red", "green", "blue"))
+    (tmp_path / "item.json").write_text(json.dumps(
+        _item("S9", {k: f"{k}.tif" for k in ("red", "green", "blue")}, "1.1.0", wavelengths=False)))
+    args = ["index", "--region", _bbox(X0 + 600, Y0 - 600, 100), "--stac", str(tmp_path / "item.json"), "--assets",
+            "red,green,blue", "--store", str(tmp_path / "s"), "--resolution", "11", *TINY_CLI]
+    res = cli_runner.invoke(cli, args)
+    assert res.exit_code != 0 and "Traceback" not in res.stderr
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")][0]
+    assert "STAC item S9 gives no centre wavelength for asset(s) blue, green, red" in line
+    assert "pass --wavelengths with one value in µm per band in --assets order" in line
+    assert not (tmp_path / "s").exists()
+    res = cli_runner.invoke(cli, [*args, "--wavelengths", "0.665,0.56,0.49"])
+    assert res.exit_code == 0, res.stderr
+    store = Store.open(tmp_path / "s")
+    assert store.feature_sets() == ["dofa_tiny_rgb"]  # the rgb wavelengths: the rgb preset's name
+    # ... but not its ImageNet 0-255 statistics: scaled reflectances get per-raster statistics.
+    assert store.info("dofa_tiny_rgb")["provenance"]["normalization"] == "stats"

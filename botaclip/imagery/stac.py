@@ -66,6 +66,18 @@ class StacImagery:
     wavelengths: tuple[float, ...]
     items: tuple[str, ...]
     source: str
+    eight_bit: bool = False  # every band is 8-bit and unscaled (0-255, like an orthophoto)
+
+    def band_spec(self, preset: str | None = None):
+        """The bands (:class:`~botaclip.imagery.bands.BandSpec`): the items' wavelengths, or ``preset``. A preset's
+        fixed statistics (ImageNet on 0-255) only serve 8-bit unscaled imagery; scaled reflectances and 16-bit
+        numbers are normalised with per-raster statistics instead."""
+        from botaclip.imagery.bands import BandSpec, band_spec
+
+        spec = band_spec(preset) if preset else band_spec(None, list(self.wavelengths))
+        if spec.has_fixed_stats and not self.eight_bit:
+            return BandSpec(spec.name, spec.wavelengths)
+        return spec
 
     def describe(self) -> str:
         return f"{len(self.items)} STAC item(s) from {self.source} ({', '.join(self.items[:3])}" + \
@@ -89,8 +101,9 @@ def stac_imagery(stac: str, assets: str | list[str] | tuple[str, ...], sort: str
     bands = [_bands_of(item, keys) for item in items]
     found = _wavelengths(items, bands, stac, wavelengths)
     root = Path(cache) if cache is not None else _default_cache()
-    paths = tuple(_write_vrt(item, keys, b, root) for item, b in zip(items, bands))
-    return StacImagery(paths, found, tuple(item.id for item in items), str(stac))
+    written = [_write_vrt(item, keys, b, root) for item, b in zip(items, bands)]
+    return StacImagery(tuple(p for p, _ in written), found, tuple(item.id for item in items), str(stac),
+                       eight_bit=all(e for _, e in written))
 
 
 def _asset_keys(assets) -> list[str]:
@@ -295,6 +308,7 @@ class _AssetGrid:
     width: int
     height: int
     count: int
+    dtypes: tuple[str, ...]
     identity: str  # for the VRT's name: the file's version (ETag, Last-Modified, size) or path
 
 
@@ -315,7 +329,8 @@ def _asset_grid(href: str, item_id: str, key: str) -> _AssetGrid:
             why = check_cloud_optimised(ds, path) if url is not None else None
             if ds.crs is None:
                 raise InvalidInputError(f"STAC item {item_id}: asset {key!r} ({href}) has no CRS")
-            grid = _AssetGrid(path, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height, ds.count, ident)
+            grid = _AssetGrid(path, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height, ds.count,
+                              tuple(ds.dtypes), ident)
     except rasterio.errors.RasterioIOError as exc:
         raise BotaclipError(f"STAC item {item_id}: cannot open asset {key!r} ({href}): "
                             f"{' '.join(str(exc).split())}") from None
@@ -327,8 +342,9 @@ def _asset_grid(href: str, item_id: str, key: str) -> _AssetGrid:
     return grid
 
 
-def _write_vrt(item, keys: list[str], bands: list[BandInfo], root: Path) -> str:
-    """Write the VRT that stacks ``bands`` of ``item`` (named by a hash of its content) and return its path."""
+def _write_vrt(item, keys: list[str], bands: list[BandInfo], root: Path) -> tuple[str, bool]:
+    """Write the VRT that stacks ``bands`` of ``item`` (named by a hash of its content); its path, and whether its
+    bands are 8-bit and unscaled."""
     from pyproj import CRS
 
     from botaclip.atomic import write_text
@@ -349,7 +365,9 @@ def _write_vrt(item, keys: list[str], bands: list[BandInfo], root: Path) -> str:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, xml)
-    return str(path)
+    eight_bit = all(grids[b.asset].dtypes[b.index - 1] == "uint8" and b.scale == 1.0 and b.offset == 0.0
+                    for b in bands)
+    return str(path), eight_bit
 
 
 def _safe(text: str) -> str:

@@ -374,8 +374,7 @@ def _stac_inputs(chips, imagery: Sequence[str], say) -> tuple[list[str], object 
     given = band_spec(None, chips.wavelengths).wavelengths if chips.wavelengths is not None else None
     found = stac_imagery(chips.stac, chips.assets, sort=chips.sort, wavelengths=given)
     say(f"imagery: {found.describe()}")
-    spec = band_spec(chips.bands) if chips.bands else band_spec(None, found.wavelengths)
-    return list(found.paths), spec
+    return list(found.paths), found.band_spec(chips.bands)
 
 
 def _open_inputs(cfg: IndexConfig, imagery: list[str], bundle, stack: ExitStack, spec=None) -> _Inputs:

@@ -377,12 +377,11 @@ def _imagery(cfg: TrainJobConfig, progress: Progress) -> tuple[list[str], object
     f = cfg.features
     if f.stac is None:
         return list(cfg.imagery), f.bands
-    from botaclip.imagery.bands import band_spec
     from botaclip.imagery.stac import stac_imagery
 
     found = stac_imagery(f.stac, f.assets, sort=f.sort)
     progress.warn(f"imagery: {found.describe()}")
-    return list(found.paths), band_spec(None, found.wavelengths)
+    return list(found.paths), found.band_spec()
 
 
 def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress):
