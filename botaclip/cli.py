@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 
 import click
 
@@ -18,11 +19,20 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _warning_line(default, message, category, filename, lineno, line=None) -> str:
+    """botaclip's own warnings (a remote raster read inefficiently) as one line; others as Python shows them."""
+    if category.__module__.startswith("botaclip."):
+        return f"warning: {_one_line(str(message))}\n"
+    return default(message, category, filename, lineno, line)
+
+
 class _Root(click.Group):
     """Turns library errors and usage errors into one line on stderr and a non-zero exit, never a traceback."""
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False  # handle click's own errors here, as one line like ours
+        shown = warnings.formatwarning
+        warnings.formatwarning = functools.partial(_warning_line, shown)
         try:
             rv = super().main(*args, **kwargs)
         except click.UsageError as exc:
@@ -38,6 +48,8 @@ class _Root(click.Group):
         except click.Abort:
             click.echo("aborted", err=True)
             sys.exit(1)
+        finally:
+            warnings.formatwarning = shown
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):

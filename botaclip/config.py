@@ -71,11 +71,16 @@ def build(cls: type[C], config: C | None = None, **options: Any) -> C:
     unknown = set(options) - field_names(cls)
     if unknown:
         raise TypeError(f"unexpected option(s) {', '.join(sorted(unknown))} for {cls.__name__}")
-    # Top-level fields go to the constructor (so that fields without a default can be given), the rest to the
-    # nested configs.
-    top = {f.name for f in dataclasses.fields(cls)}
-    return with_options(cls(**{k: v for k, v in options.items() if k in top}),
-                        **{k: v for k, v in options.items() if k not in top})
+    # Everything goes to the constructor: top-level fields (so that fields without a default can be given) and the
+    # nested configs already built with their options (so that the job's own checks see them).
+    given = {k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    for f in dataclasses.fields(cls):
+        default = _default(f)
+        if f.name not in given and dataclasses.is_dataclass(default):
+            inner = {k: v for k, v in options.items() if k in field_names(type(default))}
+            if inner:
+                given[f.name] = _replace(default, inner)
+    return cls(**given)
 
 
 def default(cls, name: str) -> Any:

@@ -311,3 +311,64 @@ def fitted(tmp_path_factory):
     fit_species(store.path, root / "po.csv", "P a", features="emb", model="logistic", folds=3,
                 out=root / "model", predictions=False, write_map=False)
     return store.path, root / "model"
+
+
+# -- a local HTTP server for remote rasters (127.0.0.1 only) -----------------------------------------------------
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "GDAL_HTTP_PROXY",
+               "GDAL_HTTPS_PROXY")
+
+
+def _range_server_class():
+    """tools/range_server.py's RangeServer (a tool, not a package: loaded from its file)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "range_server.py"
+    spec = importlib.util.spec_from_file_location("range_server", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.RangeServer
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No proxy for urllib and GDAL (libcurl): requests to 127.0.0.1 go straight to the test server."""
+    for var in _PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def http_server(tmp_path, no_proxy):
+    """A RangeServer (tools/range_server.py) on 127.0.0.1 serving ``tmp_path / "www"`` (created empty), closed
+    after the test: honours Range (``honour_range = False`` ignores it), 404s for a missing file or one in
+    ``missing``, 500 for one in ``failing``, counts ``bytes_served`` and ``requests``, sends ETag/Last-Modified."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = _range_server_class()(root)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def write_cog(tmp_path):
+    """Write a Cloud-Optimised GeoTIFF with rasterio's COG driver (tiled, with overviews):
+    ``write_cog(path, data[C,H,W], crs, transform, nodata=None, blocksize=256) -> path``."""
+    import rasterio
+    import rasterio.shutil
+
+    def write(path, data, crs, transform, nodata=None, blocksize=256, compress="DEFLATE"):
+        count, height, width = data.shape
+        # MEM -> COG: the COG driver only creates by copy.
+        with rasterio.MemoryFile() as mem:
+            with mem.open(driver="GTiff", width=width, height=height, count=count, dtype=str(data.dtype), crs=crs,
+                          transform=transform, nodata=nodata) as ds:
+                ds.write(data)
+            with mem.open() as src:
+                rasterio.shutil.copy(src, str(path), driver="COG", BLOCKSIZE=blocksize, COMPRESS=compress,
+                                     OVERVIEWS="AUTO")
+        return str(path)
+
+    return write

@@ -9,7 +9,14 @@ from __future__ import annotations
 import click
 
 from botaclip.config import default
-from botaclip.pipeline.index_config import DEFAULT_RESOLUTION, ENGINES, NORMALIZATIONS, RESAMPLINGS, IndexConfig
+from botaclip.pipeline.index_config import (
+    DEFAULT_RESOLUTION,
+    ENGINES,
+    NORMALIZATIONS,
+    RESAMPLINGS,
+    STAC_SORTS,
+    IndexConfig,
+)
 
 
 def _default(name: str):
@@ -23,9 +30,19 @@ def _default(name: str):
                    "degrees), a polygon file (GeoJSON, GeoPackage, GeoParquet; any CRS) or a file of H3 cells (text "
                    "or Parquet). Limited to the imagery footprint.")
 @click.option("--imagery", "imagery", multiple=True, type=click.Path(),
-              help="Raster file(s): GeoTIFF, COG, VRT, JPEG2000, anything GDAL reads, any CRS. Several files form a "
-                   "mosaic (earlier files win): --imagery a.tif b.tif or repeat the option.")
+              help="Raster file(s): GeoTIFF, COG, VRT, JPEG2000, anything GDAL reads, any CRS; or http(s) URLs / "
+                   "/vsicurl/ paths of COGs (read with range requests). Several files form a mosaic (earlier files "
+                   "win): --imagery a.tif b.tif or repeat the option.")
 @click.argument("more_imagery", nargs=-1, type=click.Path(), metavar="")
+@click.option("--stac", default=_default("stac"),
+              help="Imagery from STAC instead of --imagery: an item, ItemCollection or saved search result (JSON "
+                   "file or URL). Wavelengths come from its eo:bands / bands, nodata and scale/offset from "
+                   "raster:bands; several items form a mosaic. Needs botaclip[stac].")
+@click.option("--assets", default=_default("assets"),
+              help="With --stac: the asset keys to read, in band order, e.g. red,green,blue,nir.")
+@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(STAC_SORTS),
+              help="With --stac: mosaic order of several items: most recent first (datetime) or least cloudy "
+                   "first (cloud, by eo:cloud_cover).")
 @click.option("--store", required=True, type=click.Path(),
               help="Feature store directory; created with --resolution if it does not exist.")
 @click.option("--backbone", default=_default("backbone"), show_default=True,
@@ -91,6 +108,7 @@ def index(region, imagery, more_imagery, store, quiet, as_json, **options):
     Example:
       botaclip sample make --out sample
       botaclip index --region sample --imagery sample/ortho.tif --store store --backbone dofa-small
+      botaclip index --region 6.1,45.1,6.2,45.2 --stac items.json --assets red,green,blue,nir --store s2
     """
     import json
 

@@ -24,8 +24,15 @@ def _default(name: str):
 @click.option("--releves", required=True, type=click.Path(dir_okay=False),
               help="Relevé table (CSV/TSV, Parquet, GeoPackage): long (relevé id, species, cover %) or wide (one "
                    "column per species); Darwin Core names accepted.")
-@click.option("--imagery", required=True, multiple=True, type=click.Path(dir_okay=False),
-              help="Raster file(s) chips are cut from; repeat the option for a mosaic (earlier files win).")
+@click.option("--imagery", multiple=True, type=click.Path(dir_okay=False),
+              help="Raster file(s) chips are cut from, or http(s) URLs / /vsicurl/ paths of COGs (read with range "
+                   "requests); repeat the option for a mosaic (earlier files win).")
+@click.option("--stac", default=_default("stac"),
+              help="Imagery from STAC instead of --imagery: an item, ItemCollection or saved search (JSON file or "
+                   "URL); its wavelengths replace --bands. Needs botaclip[stac].")
+@click.option("--assets", default=_default("assets"), help="With --stac: the asset keys to read, in band order.")
+@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(["datetime", "cloud"]),
+              help="With --stac: mosaic order, most recent or least cloudy item first.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (e.g. adapter.pt); the per-epoch log goes next to it as .jsonl.")
 @click.option("--plots", default=_default("plots"), type=click.Path(dir_okay=False),

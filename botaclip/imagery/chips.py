@@ -32,6 +32,7 @@ from rasterio.windows import Window
 
 from botaclip.errors import BotaclipError, InvalidInputError, param, root_cause
 from botaclip.imagery.bands import BandSpec, band_spec, check_normalization
+from botaclip.imagery.remote import gdal_env, read_failure
 from botaclip.imagery.sources import RasterSource, half_extent_units, open_source
 from botaclip.imagery.stats import band_stats
 
@@ -70,8 +71,9 @@ class ChipReader:
     """Reads normalised square chips from a mosaic of rasters.
 
     Args:
-        paths: raster files (GeoTIFF, COG, VRT, JPEG2000, ... anything GDAL reads), in any CRS; earlier files take
-            precedence where they overlap.
+        paths: raster files (GeoTIFF, COG, VRT, JPEG2000, ... anything GDAL reads), http(s) URLs of COGs or
+            ``/vsicurl/`` paths (read with range requests), in any CRS; earlier files take precedence where they
+            overlap.
         bands: a :class:`BandSpec` or a preset name (rgb, rgbn, landsat7, landsat8, sentinel2).
         chip_m: chip side in metres.
         size_px: chip side in pixels after resampling.
@@ -112,7 +114,7 @@ class ChipReader:
         for src in self.sources:
             if self.chip_m < src.pixel_size_m:
                 raise InvalidInputError(
-                    f"a chip of {self.chip_m:g} m is smaller than one pixel of {src.path} "
+                    f"a chip of {self.chip_m:g} m is smaller than one pixel of {src.label} "
                     f"({src.pixel_size_m:.3g} m); use a larger {param('chip_m')}"
                 )
         self._resampling = [self._pick_resampling(resampling, s) for s in self.sources]
@@ -229,7 +231,7 @@ class ChipReader:
         try:
             ds = rasterio.open(self.sources[i].path)
         except rasterio.errors.RasterioIOError as exc:
-            raise BotaclipError(f"cannot open {self.sources[i].path}: {root_cause(exc)}") from None
+            raise BotaclipError(f"cannot open {self.sources[i].label}: {root_cause(exc)}") from None
         handles[i] = ds
         with self._handles_lock:
             self._handles.append(ds)
@@ -244,6 +246,11 @@ class ChipReader:
         """Read the chip whose windows :meth:`locate` found. Safe to call from several threads at once."""
         if not candidates:
             return Chip(None, 0.0)
+        # GDAL's options for remote rasters (range requests, retries, caches), for this thread's reads only.
+        with gdal_env([self.sources[c.source].path for c in candidates]):
+            return self._read_located(candidates)
+
+    def _read_located(self, candidates: list[Candidate]) -> Chip:
         size = self.size_px
         out = np.zeros((self.channels, size, size), dtype="float32")
         valid = np.zeros((size, size), dtype=bool)
@@ -270,9 +277,11 @@ class ChipReader:
                 )
                 mask = ds.dataset_mask(window=window, out_shape=shape, resampling=resampling) >= 128
             except rasterio.errors.RasterioError as exc:
-                # GDAL's own reason (a VRT's missing source file, a damaged tile) is the chained cause.
-                raise BotaclipError(f"reading {src.path} failed: {root_cause(exc)}; is that file (and every file it "
-                                    "refers to) complete and readable?") from None
+                # GDAL's own reason (a VRT's missing source file, a damaged tile) is the chained cause; for a URL the
+                # server's answer says more (GDAL only sees a short read).
+                raise read_failure(src.path, root_cause(exc)) or BotaclipError(
+                    f"reading {src.label} failed: {root_cause(exc)}; is that file (and every file it refers to) "
+                    "complete and readable?") from None
             if src.transform.e > 0:
                 # South-up raster: flip rows so that chips always run north to south.
                 data, mask = data[:, ::-1], mask[::-1]

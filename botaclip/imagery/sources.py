@@ -19,6 +19,16 @@ from rasterio.enums import ColorInterp
 
 from botaclip.errors import BotaclipError, InvalidInputError, MissingFileError, param
 from botaclip.imagery.bands import BandSpec
+from botaclip.imagery.remote import (
+    check_cloud_optimised,
+    describe_error,
+    gdal_env,
+    gdal_path,
+    is_virtual,
+    probe,
+    remote_url,
+    warn_not_cog,
+)
 
 
 def metres_per_degree(lat_deg: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +47,7 @@ class RasterSource:
     """One validated raster.
 
     Attributes:
-        path: the path as given.
+        path: the path GDAL opens (an http(s) URL becomes ``/vsicurl/URL``).
         crs: its coordinate reference system.
         transform: its affine geotransform (pixel corner -> CRS coordinates), without rotation.
         width, height: size in pixels.
@@ -46,7 +56,9 @@ class RasterSource:
         metres_per_unit: for a projected CRS, metres per CRS unit (1.0 for metre-based CRSs).
         pixel_size_m: the larger pixel side in metres (at the raster's centre latitude when geographic).
         footprint: the raster's extent as a WGS84 polygon (lng, lat), densified so that curved edges survive.
-        size_bytes, mtime_ns: file size and modification time, for provenance and cache keys.
+        size_bytes, mtime_ns: file size and modification time, for provenance and cache keys (for a URL: as the
+            server reports them, 0 when it does not).
+        etag: the server's ETag of a remote raster (None for local files or when not sent).
     """
 
     path: str
@@ -61,11 +73,24 @@ class RasterSource:
     footprint: shapely.Polygon
     size_bytes: int
     mtime_ns: int
+    etag: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The http(s) URL of a remote raster, else None."""
+        return remote_url(self.path)
+
+    @property
+    def label(self) -> str:
+        """How messages name the raster: its URL or its path."""
+        return self.url or self.path
 
     def describe(self) -> dict:
-        """A JSON-friendly description for provenance."""
+        """A JSON-friendly description for provenance (a remote raster: its URL and the server's ETag)."""
+        extra = {"url": self.url, "etag": self.etag} if self.url else {}
         return {
-            "path": os.path.abspath(self.path),
+            "path": self.path if is_virtual(self.path) else os.path.abspath(self.path),
+            **extra,
             "size_bytes": self.size_bytes,
             "mtime_ns": self.mtime_ns,
             "crs": self.crs.to_string(),
@@ -76,42 +101,23 @@ class RasterSource:
 
 
 def open_source(path: str, spec: BandSpec) -> RasterSource:
-    """Open ``path`` with GDAL, check it against ``spec`` and describe it. Raises :class:`BotaclipError`."""
-    path = str(path)
-    if not os.path.exists(path) and not path.startswith("/vsi"):
-        raise MissingFileError(f"imagery file not found: {path}")
-    if os.path.isdir(path):
-        raise InvalidInputError(f"imagery path {path} is a directory; give raster files (or a VRT built over them)")
-    if not path.startswith("/vsi") and not os.access(path, os.R_OK):
-        raise BotaclipError(f"imagery file {path} is not readable (permission denied)")
-    try:
-        with rasterio.open(path) as ds:
-            crs, transform = ds.crs, ds.transform
-            width, height, count = ds.width, ds.height, ds.count
-            colorinterp = ds.colorinterp
-    except rasterio.errors.RasterioIOError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else "unknown format"
-        raise InvalidInputError(
-            f"{path} is not a raster GDAL can read ({detail}); give a GeoTIFF, COG, VRT, JPEG2000 or other GDAL raster"
-        ) from None
-    if crs is None:
-        raise InvalidInputError(
-            f"{path} has no coordinate reference system; assign one, e.g. `gdal_edit.py -a_srs EPSG:2154 {path}`"
-        )
-    if transform.b != 0 or transform.d != 0:
-        raise InvalidInputError(f"{path} has a rotated geotransform; warp it north-up first (gdalwarp)")
-    if transform.a <= 0 or transform.e == 0 or transform.is_identity:
-        raise InvalidInputError(f"{path} has no usable geotransform (pixel size {transform.a}, {transform.e})")
+    """Open ``path`` (a file, an http(s) URL, a ``/vsicurl/`` or other GDAL virtual path) with GDAL, check it
+    against ``spec`` and describe it. Raises :class:`BotaclipError`."""
+    path = gdal_path(str(path))
+    url = remote_url(path)
+    info = probe(url) if url is not None else None  # a 404, a failing server, no Range support: one line now
+    if url is None:
+        _check_local(path)
+    crs, transform, width, height, count, colorinterp = _read_header(path, url)
     data_bands = tuple(i for i, ci in enumerate(colorinterp, start=1) if ci != ColorInterp.alpha)
     if len(data_bands) != spec.count:
         # An alpha-flagged band may still be data (a 4-band RGBN written as RGBA): count all bands then.
         data_bands = tuple(range(1, count + 1))
     if len(data_bands) != spec.count:
         raise InvalidInputError(
-            f"{path} has {len(data_bands)} band(s) but {spec.count} wavelengths were given ({spec.describe()}); "
+            f"{url or path} has {len(data_bands)} band(s) but {spec.count} wavelengths were given ({spec.describe()}); "
             f"choose the matching {param('bands')} preset or give one {param('wavelengths')} value per band"
         )
-
     pcrs = CRS.from_user_input(crs.to_wkt())
     geographic = pcrs.is_geographic
     if geographic:
@@ -125,7 +131,7 @@ def open_source(path: str, spec: BandSpec) -> RasterSource:
         pixel_size_m = max(abs(transform.a) * float(m_lng), abs(transform.e) * float(m_lat))
     else:
         pixel_size_m = max(abs(transform.a), abs(transform.e)) * metres_per_unit
-    st = os.stat(path) if os.path.exists(path) else None
+    st = os.stat(path) if info is None and os.path.exists(path) else None
     return RasterSource(
         path=path,
         crs=pcrs,
@@ -137,9 +143,49 @@ def open_source(path: str, spec: BandSpec) -> RasterSource:
         metres_per_unit=metres_per_unit,
         pixel_size_m=pixel_size_m,
         footprint=footprint,
-        size_bytes=st.st_size if st else 0,
-        mtime_ns=st.st_mtime_ns if st else 0,
+        size_bytes=info.size_bytes if info else (st.st_size if st else 0),
+        mtime_ns=info.mtime_ns if info else (st.st_mtime_ns if st else 0),
+        etag=info.etag if info else None,
     )
+
+
+def _check_local(path: str) -> None:
+    if not os.path.exists(path) and not path.startswith("/vsi"):
+        raise MissingFileError(f"imagery file not found: {path}")
+    if os.path.isdir(path):
+        raise InvalidInputError(f"imagery path {path} is a directory; give raster files (or a VRT built over them)")
+    if not path.startswith("/vsi") and not os.access(path, os.R_OK):
+        raise BotaclipError(f"imagery file {path} is not readable (permission denied)")
+
+
+def _read_header(path: str, url: str | None) -> tuple:
+    """(crs, transform, width, height, count, colorinterp) of the raster, checked; a remote raster that is not
+    cloud-optimised is read (with a warning)."""
+    try:
+        with gdal_env([path]), rasterio.open(path) as ds:
+            crs, transform = ds.crs, ds.transform
+            width, height, count = ds.width, ds.height, ds.count
+            colorinterp = ds.colorinterp
+            slow = check_cloud_optimised(ds, path) if url is not None else None
+    except rasterio.errors.RasterioIOError as exc:
+        if url is not None:
+            raise BotaclipError(f"{describe_error(path, exc)}; is it a raster GDAL reads (GeoTIFF/COG)?") from None
+        detail = str(exc).splitlines()[0] if str(exc) else "unknown format"
+        raise InvalidInputError(
+            f"{path} is not a raster GDAL can read ({detail}); give a GeoTIFF, COG, VRT, JPEG2000 or other GDAL raster"
+        ) from None
+    if slow:
+        warn_not_cog(url, slow)
+    where = url or path
+    if crs is None:
+        raise InvalidInputError(
+            f"{where} has no coordinate reference system; assign one, e.g. `gdal_edit.py -a_srs EPSG:2154 {path}`"
+        )
+    if transform.b != 0 or transform.d != 0:
+        raise InvalidInputError(f"{where} has a rotated geotransform; warp it north-up first (gdalwarp)")
+    if transform.a <= 0 or transform.e == 0 or transform.is_identity:
+        raise InvalidInputError(f"{where} has no usable geotransform (pixel size {transform.a}, {transform.e})")
+    return crs, transform, width, height, count, colorinterp
 
 
 def _footprint_wgs84(crs: CRS, transform, width: int, height: int, path: str, per_edge: int = 16) -> shapely.Polygon:

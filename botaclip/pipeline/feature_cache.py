@@ -74,7 +74,9 @@ def cache_key(backbone: dict, reader_description: dict, views: int, min_valid: f
         "size_px": int(reader_description.get("size_px", 0)),
         "normalization": reader_description.get("normalization"),
         "imagery": [
-            {k: src.get(k) for k in ("path", "size_bytes", "mtime_ns")} for src in reader_description.get("imagery", [])
+            # A remote raster's version is also its ETag (local files have none: their keys stay as they were).
+            {k: src.get(k) for k in ("path", "size_bytes", "mtime_ns", "etag") if k != "etag" or src.get(k)}
+            for src in reader_description.get("imagery", [])
         ],
         "views": int(views),
         "min_valid": float(min_valid),

@@ -121,10 +121,11 @@ def _probe_band_count(path: str) -> int:
     from rasterio.enums import ColorInterp
 
     from botaclip.imagery.bands import BandSpec
+    from botaclip.imagery.remote import gdal_env, gdal_path
     from botaclip.imagery.sources import open_source
 
     try:
-        with rasterio.open(path) as ds:
+        with gdal_env([path]), rasterio.open(gdal_path(path)) as ds:
             # Alpha bands are masks, not data.
             count = sum(1 for ci in ds.colorinterp if ci != ColorInterp.alpha) or ds.count
     except (rasterio.errors.RasterioIOError, OSError):
@@ -295,13 +296,14 @@ def _index(region, imagery: Sequence[str], store_path: Path, cfg: IndexConfig, s
 
         return index_cross_fitted(bundle, region, imagery, store_path, cfg, say)
     existing, resolution, pres = _grid(store_path, cfg.output)
+    imagery, stac_spec = _stac_inputs(cfg.chips, imagery, say)
     region_obj, imagery = _resolve_region(region, imagery)
     for note in region_obj.notes:
         say(note)
     if not imagery:
         raise InvalidInputError(f"no imagery given; pass one or more raster files with {param('imagery')}")
     with ExitStack() as stack:
-        inputs = _open_inputs(cfg, imagery, bundle, stack)
+        inputs = _open_inputs(cfg, imagery, bundle, stack, stac_spec)
         for note in dict.fromkeys(inputs.notes):
             say(note)
         name = _feature_set_name(cfg, inputs)
@@ -360,15 +362,32 @@ class _Inputs:
     notes: list[str]  # the warnings raised while opening them, as "note: ..." lines
 
 
-def _open_inputs(cfg: IndexConfig, imagery: list[str], bundle, stack: ExitStack) -> _Inputs:
+def _stac_inputs(chips, imagery: Sequence[str], say) -> tuple[list[str], object | None]:
+    """With ``stac``: the items' rasters (one VRT per item, mosaic order) as the imagery, and their bands (the
+    items' wavelengths, or ``bands``/``wavelengths`` when given). Without: the imagery as given, no bands."""
+    if chips.stac is None:
+        return list(imagery), None
+    if imagery:
+        raise InvalidInputError(f"give either {param('imagery')} or {param('stac')}, not both")
+    from botaclip.imagery.stac import stac_imagery
+
+    given = band_spec(None, chips.wavelengths).wavelengths if chips.wavelengths is not None else None
+    found = stac_imagery(chips.stac, chips.assets, sort=chips.sort, wavelengths=given)
+    say(f"imagery: {found.describe()}")
+    return list(found.paths), found.band_spec(chips.bands)
+
+
+def _open_inputs(cfg: IndexConfig, imagery: list[str], bundle, stack: ExitStack, spec=None) -> _Inputs:
     """Open the chip reader (closed by ``stack``), create the backbone, check the adapter against it and create
-    the embedder; the warnings they raise become notes."""
+    the embedder; the warnings they raise become notes. ``spec``: the bands (default: from the options, else
+    guessed from the first raster)."""
     from botaclip.model.embedder import Embedder
     from botaclip.pipeline.train import make_backbone
 
     chips, m, runtime = cfg.chips, cfg.model, cfg.runtime
-    spec = band_spec(chips.bands, chips.wavelengths) if (chips.bands or chips.wavelengths) else \
-        _guess_bands(imagery[0])
+    if spec is None:
+        spec = band_spec(chips.bands, chips.wavelengths) if (chips.bands or chips.wavelengths) else \
+            _guess_bands(imagery[0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reader = ChipReader(imagery, spec, chip_m=chips.chip_m, size_px=chips.size_px,
@@ -509,14 +528,18 @@ def _run_ray(run: _Run) -> IndexSummary:
 
     m = run.cfg.model
     config = with_options(run.cfg, weights=_absolute(m.weights), adapter=_absolute(m.adapter))
-    job = RayIndexJob(config=config, imagery=[str(Path(p).resolve()) for p in run.inputs.imagery],
+    job = RayIndexJob(config=config, imagery=[_absolute(p) for p in run.inputs.imagery],
                       bands=run.inputs.spec, target=run.target)
     return run_partitions_ray(job, run.store, run.plan, run.summary, started=run.started, say=run.say,
                               derive_from=run.derive_from)
 
 
 def _absolute(path: str | Path | None) -> str | None:
-    return str(Path(path).resolve()) if path is not None else None
+    from botaclip.imagery.remote import is_virtual
+
+    if path is None or is_virtual(str(path)):
+        return None if path is None else str(path)  # URLs and /vsi paths mean the same on every node
+    return str(Path(path).resolve())
 
 
 def _find_backbone_set(store, provenance: dict) -> str | None:

@@ -25,6 +25,7 @@ DEFAULT_RESOLUTION = 10  # H3 resolution of a new store when none is given
 NORMALIZATIONS = ("auto", "preset", "stats")  # as botaclip.imagery.bands (not imported: it pulls in rasterio)
 RESAMPLINGS = ("auto", "average", "bilinear")  # as botaclip.imagery.chips
 ENGINES = ("local", "ray")
+STAC_SORTS = ("datetime", "cloud")  # as botaclip.imagery.stac
 
 
 def _check(ok: bool, name: str, requirement: str, value) -> None:
@@ -116,9 +117,20 @@ class ChipConfig:
     normalize: str = "auto"  # auto | preset | stats
     resampling: str = "auto"  # auto | average | bilinear
     min_valid: float = 0.9  # chips with a smaller fraction of valid pixels are skipped
+    # Imagery from STAC instead of raster files: an item / ItemCollection / saved search (JSON file or URL), the
+    # asset keys read as bands (in order), and the mosaic order of several items (newest or least cloudy first).
+    stac: str | None = None
+    assets: str | tuple[str, ...] | None = None
+    sort: str = "datetime"
 
     def __post_init__(self) -> None:
         _real(self, "chip_m", lambda v: v > 0, "must be a positive number of metres")
+        _check(self.sort in STAC_SORTS, "sort", f"must be one of {', '.join(STAC_SORTS)}", self.sort)
+        if self.assets is not None and self.stac is None:
+            raise InvalidInputError(f"{param('assets')} picks the assets of a STAC item; give {param('stac')} too")
+        if self.stac is not None and self.assets is None:
+            raise InvalidInputError(f"{param('stac')} needs {param('assets')}: the asset keys to read, in band "
+                                    "order, e.g. red,green,blue,nir")
         _whole(self, "size_px", 1, "must be a positive whole number of pixels")
         if self.bands is not None and self.wavelengths is not None:
             raise InvalidInputError(f"give either {param('bands')} or {param('wavelengths')}, not both")

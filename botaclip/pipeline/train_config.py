@@ -43,9 +43,20 @@ class FeatureConfig:
     views: int = 4  # augmented views cached per chip (1: no augmentation)
     embed_batch_size: int = 64  # chips per backbone batch
     cache_dir: str | None = None  # folder of the feature cache; None: next to out
+    # Imagery from STAC instead of raster files (see botaclip.imagery.stac): an item / ItemCollection / saved
+    # search (file or URL), the asset keys read as bands in order (their wavelengths replace ``bands``), and the
+    # mosaic order of several items.
+    stac: str | None = None
+    assets: str | tuple[str, ...] | None = None
+    sort: str = "datetime"
 
     def __post_init__(self) -> None:
         from botaclip.imagery.chips import MAX_SIZE_PX
+        from botaclip.imagery.stac import SORTS
+
+        check(self.sort in SORTS, "sort", f"must be one of {', '.join(SORTS)}", self.sort)
+        check((self.stac is None) == (self.assets is None), "assets" if self.stac is None else "stac",
+              f"goes with {param('stac') if self.stac is None else param('assets')}", self.assets or self.stac)
 
         check(isinstance(self.backbone, str) and bool(self.backbone.strip()), "backbone", "must name a backbone",
               self.backbone)
@@ -102,7 +113,7 @@ class TrainJobConfig:
     """The training job: relevés + imagery -> cached backbone features -> adapter checkpoint ``out``."""
 
     releves: str | Path  # relevé table (long or wide)
-    imagery: tuple[str, ...] | list[str] | str  # raster file(s) chips are cut from; earlier files win
+    imagery: tuple[str, ...] | list[str] | str  # raster file(s) or URLs chips are cut from; earlier files win
     out: str | Path  # checkpoint to write (e.g. adapter.pt); the per-epoch log goes next to it as .jsonl
     plots: str | None = None  # plots table, when the relevé table has no coordinates
     crs: str | None = None  # CRS of plain x/y coordinate columns
@@ -118,7 +129,11 @@ class TrainJobConfig:
             check(isinstance(getattr(self, name), cls), name, f"must be a {cls.__name__}", getattr(self, name))
         imagery = (self.imagery,) if isinstance(self.imagery, (str, Path)) else tuple(self.imagery or ())
         object.__setattr__(self, "imagery", tuple(str(p) for p in imagery))
-        check(len(self.imagery) > 0, "imagery", "must name at least one raster file", self.imagery)
+        if self.features.stac is None:
+            check(len(self.imagery) > 0, "imagery", "must name at least one raster file or URL (or give a STAC item)",
+                  self.imagery)
+        elif self.imagery:
+            raise InvalidInputError(f"give either {param('imagery')} or {param('stac')}, not both")
         check(bool(str(self.releves).strip()), "releves", "must name a relevé table", self.releves)
         check(Path(self.out).suffix != "", "out", "needs a file name such as adapter.pt", str(self.out))
         if self.split.folds and self.resume:

@@ -82,6 +82,8 @@ def add_raster_embedding(store: "Store", name: str, rasters: list[str], config: 
     bad input is a one-line :class:`~botaclip.errors.InvalidInputError` and leaves the store as it was."""
     import rasterio
 
+    from botaclip.imagery.remote import gdal_env
+
     cfg = build(RasterEmbeddingConfig, config, **options)
     check_identifier(name)
     if not rasters:
@@ -90,6 +92,7 @@ def add_raster_embedding(store: "Store", name: str, rasters: list[str], config: 
     report = as_progress(progress)
     with ExitStack() as stack:
         stack.enter_context(rg.bounded_gdal_cache())
+        stack.enter_context(gdal_env(rasters))  # URLs and /vsicurl/ paths: range requests, retries, caches
         grids, infos = [], []
         for path in rasters:
             ds = stack.enter_context(_open(path))
@@ -121,21 +124,16 @@ def _kept(cfg: RasterEmbeddingConfig) -> str:
 
 
 def _open(path: str):
-    import rasterio
+    from botaclip.imagery.remote import open_raster
 
-    if not Path(path).exists() and not _remote(path):
-        from botaclip.errors import MissingFileError
-
-        raise MissingFileError(f"no such raster: {path}")
-    try:
-        return rasterio.open(path)
-    except (rasterio.errors.RasterioIOError, OSError) as exc:
-        raise BotaclipError(f"cannot open raster {path}: {root_cause(exc)}") from None
+    return open_raster(path)
 
 
 def _remote(path: str) -> bool:
     """A GDAL virtual path or URL (``/vsis3/...``, ``https://...``): COGs are often read where they are published."""
-    return str(path).startswith("/vsi") or "://" in str(path)
+    from botaclip.imagery.remote import is_virtual
+
+    return is_virtual(path)
 
 
 def _provenance(cfg: RasterEmbeddingConfig, infos: list[EmbeddingRaster], grids: list[rg.RasterGrid]) -> dict:

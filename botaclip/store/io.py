@@ -353,8 +353,9 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
     pixel centre (raster coarser than the cells) gets the value at its centre. Cells: those of feature set
     `like` if given, else every cell with a pixel centre (plus, for coarse rasters, every cell whose centre is in
     the raster footprint). `n_obs` is the number of pixels summarised for the first band (1 = centre sample).
+    Rasters may be http(s) URLs or ``/vsicurl/`` paths of COGs (read with range requests).
     """
-    import rasterio
+    from botaclip.imagery.remote import gdal_env, is_virtual
 
     check_identifier(name)
     if stat not in ("mean", "median"):
@@ -368,24 +369,10 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
         raise InvalidInputError(f"feature set {like!r} holds no cells")
     per_col: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     sources = []
-    for path in rasters:
-        try:
-            ds = rasterio.open(path)
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
-            raise BotaclipError(f"cannot open raster {path}: {root_cause(exc)}") from None
-        try:
-            with ds:
-                if ds.crs is None:
-                    raise InvalidInputError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
-                stem = sanitize_column(Path(path).stem)
-                for b in range(1, ds.count + 1):
-                    col = stem if ds.count == 1 else f"{stem}_b{b}"
-                    if col in per_col:
-                        raise InvalidInputError(f"two rasters give the column name {col!r}; rename one file")
-                    per_col[col] = _band_summary(store, ds, b, stat, target)
-        except rasterio.errors.RasterioError as exc:  # GDAL's reason (a missing VRT source, a damaged tile)
-            raise BotaclipError(f"reading raster {path} failed: {root_cause(exc)}") from None
-        sources.append(str(Path(path).resolve()))
+    with gdal_env(rasters):  # URLs and /vsicurl/ paths: range requests, retries, caches (this thread only)
+        for path in rasters:
+            _summarise_raster(store, path, stat, target, per_col)
+            sources.append(str(path) if is_virtual(str(path)) else str(Path(path).resolve()))
     cells_all = target if target is not None else np.unique(np.concatenate([v[0] for v in per_col.values()]))
     cells_all = np.asarray(cells_all, dtype=np.uint64)
     columns, n_obs = _align_columns(per_col, cells_all)
@@ -399,6 +386,27 @@ def add_raster(store: "Store", name: str, rasters: list[str], *, stat: str = "me
                       atomic=True) as w:
         w.write(cells_all[keep], columns={k: v[keep] for k, v in columns.items()}, n_obs=n_obs[keep])
     return {"cells": int(keep.sum()), "columns": list(columns)}
+
+
+def _summarise_raster(store: "Store", path: str, stat: str, target, per_col: dict) -> None:
+    """Add the per-cell summary of each band of raster ``path`` to ``per_col`` (column name -> summary)."""
+    import rasterio
+
+    from botaclip.imagery.remote import display_stem, open_raster
+
+    ds = open_raster(path)
+    try:
+        with ds:
+            if ds.crs is None:
+                raise InvalidInputError(f"raster {path} has no CRS; assign one (gdal_edit.py -a_srs) and retry")
+            stem = sanitize_column(display_stem(path))
+            for b in range(1, ds.count + 1):
+                col = stem if ds.count == 1 else f"{stem}_b{b}"
+                if col in per_col:
+                    raise InvalidInputError(f"two rasters give the column name {col!r}; rename one file")
+                per_col[col] = _band_summary(store, ds, b, stat, target)
+    except rasterio.errors.RasterioError as exc:  # GDAL's reason (a missing VRT source, a damaged tile)
+        raise BotaclipError(f"reading raster {path} failed: {root_cause(exc)}") from None
 
 
 def _no_cells_reason(store: "Store", rasters: list[str], like: str | None, any_pixel: bool) -> str:
