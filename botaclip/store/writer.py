@@ -312,8 +312,8 @@ class FeatureSetWriter:
                   "bytes": sum(b for _, b in parts.values())}
         return parts, counts
 
-    def _state_with_this_set(self, data_root: Path, status: str | None, geometry: bool = False):
-        state = self.store.catalog()
+    def _state_with_this_set(self, data_root: Path, status: str | None, geometry: bool = False, state=None):
+        state = state if state is not None else self.store.catalog()
         parts, counts = self._scan(data_root)
         state.feature_sets[self.name] = {**self._record, **counts, "updated": utcnow()}
         state.partitions[self.name] = parts
@@ -334,7 +334,8 @@ class FeatureSetWriter:
 
     def _register(self) -> None:
         """Record the set and this run ("running") in the catalog before the first partition file lands."""
-        state, _ = self._state_with_this_set(self.store.path, None)
+        # The catalog is as this writer read it when it opened (it holds the lock since): no need to read it again.
+        state, _ = self._state_with_this_set(self.store.path, None, state=self._state_at_open.copy())
         write_catalog(self.store.catalog_path, state, self.store.path)
         self._registered = True
         self._registered_state = state
