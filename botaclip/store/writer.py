@@ -6,8 +6,9 @@ torn file. The folders the renames went into are flushed once, together, when th
 `existing_cells` answers), not once per file: until then a power cut (not a killed process: the rename is
 already visible to every process) can at worst undo a rename, which leaves the previous file or none, a state
 that resuming handles like any unwritten partition; the catalog, which lists partitions, is only written after
-that flush, so it never names a partition a power cut could take back. (One folder flush per file cost about
-as much as a third of the Parquet encoding, bench/store.py.)
+that flush, so it never names a partition a power cut could take back. (A folder flush is a journal commit:
+about 3 ms each on the dev machine, against about 14 ms to encode a partition of 2,401 x 768 floats; flushed
+together, 85 folders take about 20 ms.)
 
 Guarantees:
 - a partition file is replaced atomically, merged with what was there (new rows win on the same cell), so
@@ -405,9 +406,10 @@ class FeatureSetWriter:
 
     def commit_file(self, parent: int, path: Path, rows: int) -> None:
         """Move a complete partition file written elsewhere on the same filesystem (a Ray worker's scratch
-        store, in a `scratch_dir`) into this writer's place for partition `parent`, atomically: one rename (its
-        folder is flushed with the others at the commit; the file must be flushed already); `rows` is the number of rows it adds (counted in the run record). Only the
-        holder of this writer commits, so a partition is never committed twice by two processes."""
+        store, in a `scratch_dir`) into this writer's place for partition `parent`, atomically: one rename (the
+        file's bytes must be on disk already, as a writer leaves them; its folder is flushed with the others at the
+        commit); `rows` is the number of rows it adds (counted in the run record). Only the holder of this writer
+        commits, so a partition is never committed twice by two processes."""
         parent = int(parent)
         if self._stage is None and not self._registered:
             self._register()
