@@ -148,13 +148,18 @@ def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_p
     # ~120 small partitions committed one by one (res 12 in res 11 parents), so the job is still embedding for over a
     # second after the first lands: with 19 partitions it finished 0.2 s later, before a loaded CI sent the signal.
     Store.create(store, resolution=12, partition_resolution=11)
-    cmd = [sys.executable, "-m", "botaclip.cli", "index", "--region", BBOX, "--imagery", str(rasters["good"]),
+    # The child gets Ctrl-C's default action, as in a terminal, even when pytest itself was started with SIGINT
+    # ignored: a shell without job control starts background jobs (`make test &`, `bash -c 'pytest &'`, some CI
+    # runners) that way, children inherit it, and Python then never raises KeyboardInterrupt. No test leaves it
+    # ignored (checked after every test of the suite); this is how the suite was launched. The child restores it
+    # itself, as Python does at start-up: a preexec_fn would run Python code between fork and exec in this
+    # process, which has threads (unsafe).
+    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from botaclip.cli import main; main()")
+    cmd = [sys.executable, "-c", start, "index", "--region", BBOX, "--imagery", str(rasters["good"]),
            "--store", str(store), "--chip-m", "50", *TINY, "--batch-size", "2", "--size-px", "48"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    # The child starts with Ctrl-C's default action, as in a terminal, even if something earlier in this test
-    # process left SIGINT ignored (an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     parts = store / "features" / NAME
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -63,12 +63,15 @@ def test_reader_during_write_sees_whole_partitions(tmp_path):
         n = con.execute("SELECT count(*) FROM emb").fetchone()[0]
         con.close()
         h, X, _ = reader.features_numpy("emb")
-        assert n % 2401 == 0 and len(h) % 2401 == 0, "a reader saw part of a partition"
-        assert np.allclose(X, _expected(h), atol=1e-6)
+        # Each check on its own, with what was seen: a failure under load must say which read saw what.
+        files = sorted(p.parent.name for p in (store.path / "features" / "emb").glob("parent=*/data.parquet"))
+        assert n % 2401 == 0, f"SQL saw part of a partition: {n} rows; files now {files}"
+        assert len(h) % 2401 == 0, f"features_numpy saw part of a partition: {len(h)} rows; files now {files}"
+        assert np.allclose(X, _expected(h), atol=1e-6), "features_numpy returned rows that were never written"
         seen.append(n)
         time.sleep(0.05)
     assert proc.returncode == 0, proc.stderr.read()
-    assert seen == sorted(seen)
+    assert seen == sorted(seen), f"a later read saw fewer rows: {seen}"
     assert reader.info("emb")["rows"] == 6 * 2401
     assert reader.verify().ok
 

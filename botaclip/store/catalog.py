@@ -93,6 +93,11 @@ class CatalogState:
         self.records.setdefault(table, {})[name] = {**record, "name": name}
         self.dropped.get(table, set()).discard(name)
 
+    def copy(self) -> "CatalogState":
+        """A copy whose containers can be changed without changing this one (the records in them are shared)."""
+        return CatalogState(dict(self.meta), dict(self.feature_sets), list(self.runs), dict(self.partitions),
+                            {t: dict(r) for t, r in self.records.items()}, {t: set(d) for t, d in self.dropped.items()})
+
     def drop_record(self, table: str, name: str) -> None:
         """Remove feature set ``name``'s row of ``table`` (if any) when the catalog is next written."""
         self.records.get(table, {}).pop(name, None)

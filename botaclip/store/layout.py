@@ -87,25 +87,58 @@ def tmp_dir(root: Path) -> Path:
     return d
 
 
-def write_parquet_atomic(table: pa.Table, final: Path, root: Path, label: str | None = None) -> int:
+def write_parquet_atomic(table: pa.Table, final: Path, root: Path, label: str | None = None, *,
+                         sync_dir: bool = True) -> int:
     """Write `table` to `final` so that no reader ever sees a partial file; returns bytes written.
+
+    The file's bytes are flushed to disk before the rename, so no crash (not even a power cut) can leave a torn
+    file under `final`. `sync_dir=False` leaves the flush of `final`'s folder (which makes the rename itself
+    survive a power cut) to the caller, who then syncs all the folders it wrote to at once before it records
+    them (the store writer, at its commit: see `FeatureSetWriter`); until then a power cut can at worst undo the
+    rename (the old file or none), never tear the file.
 
     On failure (a full disk, a read-only store, a path blocked by a file) `final` keeps its old content, the
     temporary file is removed, and a :class:`StoreWriteError` names the cause (and `label`, what was written).
     """
+    tmp = write_parquet_tmp(table, final, root, label)
+    move_into_place(tmp, final, root, label, sync_dir=sync_dir)
+    return final.stat().st_size
+
+
+def _write_error(exc: BaseException, final: Path, root: Path, label: str | None) -> StoreWriteError:
+    what = label or (final.relative_to(root) if final.is_relative_to(root) else final)
+    return StoreWriteError(f"cannot write {what} in store {root}: {root_cause(exc)}")
+
+
+def write_parquet_tmp(table: pa.Table, final: Path, root: Path, label: str | None = None) -> Path:
+    """The first half of `write_parquet_atomic`: `table` written to a new temporary file in the store's `.tmp/`
+    (returned), to be finished by `move_into_place`. On failure nothing is left and a StoreWriteError says why."""
     tmp = Path(root) / ".tmp" / f"{final.parent.name}-{os.getpid()}-{time.monotonic_ns()}.parquet"
     try:
         tmp_dir(root)
         pq.write_table(table, tmp, **parquet_write_options(table))
+    except (OSError, pa.ArrowException) as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(exc, final, root, label) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def move_into_place(tmp: Path, final: Path, root: Path, label: str | None = None, *, sync_dir: bool = True) -> None:
+    """The second half of `write_parquet_atomic`: flush `tmp`'s bytes to disk, then rename it over `final` (and
+    flush `final`'s folder unless `sync_dir` is False). On failure `tmp` is removed, `final` is unchanged and a
+    StoreWriteError says why."""
+    try:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
-    except (OSError, pa.ArrowException) as exc:
-        what = label or (final.relative_to(root) if final.is_relative_to(root) else final)
-        raise StoreWriteError(f"cannot write {what} in store {root}: {root_cause(exc)}") from None
+        if sync_dir:
+            fsync_dir(final.parent)
+    except OSError as exc:
+        raise _write_error(exc, final, root, label) from None
     finally:
         if tmp.exists():
             tmp.unlink()
-    return final.stat().st_size

@@ -1,6 +1,15 @@
 """Streaming writer of one feature set: buffers rows per coarse partition, writes each partition as one sorted
 Parquet file (temp file, fsync, rename), and records the run in the catalog.
 
+Durability: a file's bytes reach the disk before it is renamed into place, so even a power cut never leaves a
+torn file. The folders the renames went into are flushed once, together, when the writer commits (and before
+`existing_cells` answers), not once per file: until then a power cut (not a killed process: the rename is
+already visible to every process) can at worst undo a rename, which leaves the previous file or none, a state
+that resuming handles like any unwritten partition; the catalog, which lists partitions, is only written after
+that flush, so it never names a partition a power cut could take back. (A folder flush is a journal commit:
+about 3 ms each on the dev machine, against about 14 ms to encode a partition of 2,401 x 768 floats; flushed
+together, 85 folders take about 20 ms.)
+
 Guarantees:
 - a partition file is replaced atomically, merged with what was there (new rows win on the same cell), so
   writing is idempotent per partition and readers never see a partial file;
@@ -34,14 +43,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from botaclip.atomic import fsync_dir
+from botaclip.atomic import fsync_dirs
 from botaclip.errors import BotaclipError, InvalidInputError, StoreWriteError, param, root_cause
 from botaclip.store import h3vec
 from botaclip.store.catalog import utcnow, write_catalog
 from botaclip.store.damage import read_footer, read_partition_table
 from botaclip.store.geometry import geometry_stats
-from botaclip.store.layout import partition_files, partition_path, tmp_dir, write_parquet_atomic
+from botaclip.store.layout import (
+    features_dir,
+    move_into_place,
+    partition_files,
+    partition_path,
+    tmp_dir,
+    write_parquet_tmp,
+)
 from botaclip.store.lock import WriterLock
+from botaclip.store.mover import BackgroundMover
 from botaclip.store.schema import FOOTER_KEY, FeatureSetSpec
 from botaclip.store.staging import link_untouched, new_stage_root, recover_swaps, swap_in
 
@@ -118,8 +135,9 @@ class FeatureSetWriter:
     an all-zero vector stays zero. Non-finite values are refused.
 
     On a normal close, an embedding set's geometry statistics (`botaclip.store.geometry`: mean vector, PCA
-    spectrum and axes, effective dimensionality) are recomputed from its files and kept in the catalog;
-    ``geometry=False`` skips that (for intermediate commits of a longer job, which pass it on the last one).
+    spectrum and axes, effective dimensionality) are recomputed from its files and kept in the catalog (written
+    once, with the run's record); ``geometry=False`` skips that (for intermediate commits of a longer job, which
+    pass it on the last one).
     """
 
     def __init__(self, store: "Store", spec: FeatureSetSpec, *, overwrite: bool = False, atomic: bool = False,
@@ -138,6 +156,9 @@ class FeatureSetWriter:
         self._closed = False
         self._stage: Path | None = None
         self._scratch: list[Path] = []
+        self._unsynced: set[Path] = set()  # folders a partition file was renamed into since the last flush
+        self._registered_state = None  # the catalog as `_register` wrote it
+        self._geometry_error: BotaclipError | None = None
         self._lock = WriterLock(store.path).acquire()
         try:
             self._open(overwrite, atomic)
@@ -219,26 +240,26 @@ class FeatureSetWriter:
         self._closed = True
         try:
             try:
-                for parent in list(self._buffers):
-                    self._flush(parent, complete=not failed)
+                self._flush_many(list(self._buffers), complete=not failed)
             except Exception:
                 if not failed:
                     raise
                 self._buffers.clear()  # the rows not written are recomputed by the next run
+            geometry = not failed and self.geometry and self.spec.is_embedding
             if self._stage is not None:
                 if not failed:
-                    self._commit_stage()
+                    self._commit_stage(geometry)
             elif self._registered or not failed:
                 try:
                     if failed and not self._touched:  # registered, then failed before its first file landed
                         write_catalog(self.store.catalog_path, self._state_at_open, self.store.path)
                     else:
-                        self._record_run("failed" if failed else "done")
+                        self._record_run("failed" if failed else "done", geometry)
                 except StoreWriteError:
                     if not failed:
                         raise
-            if not failed and self.geometry and self.spec.is_embedding:
-                self._record_geometry()
+            if self._geometry_error is not None:  # the run is committed; its statistics could not be computed
+                raise self._geometry_error
             if not failed and self._replace:  # the replaced set's ANN index (unrecorded since the swap)
                 shutil.rmtree(self.store.path / "ann" / self.name, ignore_errors=True)
         finally:
@@ -247,16 +268,25 @@ class FeatureSetWriter:
                     shutil.rmtree(d, ignore_errors=True)
             self._lock.release()
 
-    def _record_geometry(self) -> None:
-        """Geometry statistics of the whole set as it is on disk now (one streaming pass over its files)."""
-        state = self.store.catalog()
-        rows = int(state.feature_sets[self.name]["rows"] or 0)
-        stats = geometry_stats(((h, X) for _, h, X in self.store.iter_partitions(self.name)), rows)
+    def _set_geometry(self, state, data_root: Path, rows: int) -> None:
+        """Put the geometry statistics of the whole set as its files under `data_root` are now (one streaming pass)
+        into `state`, which the caller writes with the run's record. A damaged file drops the (stale) record and
+        is raised once the run is committed, as it was when the statistics came after the commit."""
+        cols = ["h3", "embedding"] + (["embedding_scale"] if self.spec.dtype == "int8" else [])
+
+        def pieces():
+            for f in partition_files(data_root, self.name).values():
+                table = read_partition_table(self.store.path, self.name, f, cols)
+                yield table.column("h3").to_numpy(), self.spec.decode(table)
+
+        try:
+            stats = geometry_stats(pieces(), rows)
+        except BotaclipError as exc:
+            stats, self._geometry_error = None, exc
         if stats is None:
             state.drop_record("feature_set_geometry", self.name)
         else:
             state.set_record("feature_set_geometry", self.name, {**stats, "computed": utcnow()})
-        write_catalog(self.store.catalog_path, state, self.store.path)
 
     def __enter__(self) -> "FeatureSetWriter":
         return self
@@ -283,8 +313,8 @@ class FeatureSetWriter:
                   "bytes": sum(b for _, b in parts.values())}
         return parts, counts
 
-    def _state_with_this_set(self, data_root: Path, status: str | None):
-        state = self.store.catalog()
+    def _state_with_this_set(self, data_root: Path, status: str | None, geometry: bool = False, state=None):
+        state = state if state is not None else self.store.catalog()
         parts, counts = self._scan(data_root)
         state.feature_sets[self.name] = {**self._record, **counts, "updated": utcnow()}
         state.partitions[self.name] = parts
@@ -299,23 +329,45 @@ class FeatureSetWriter:
         if status is not None:
             run.update(finished=utcnow(), status=status, rows_written=self.rows_written,
                        partitions_written=self.partitions_written)
+        if geometry:
+            self._set_geometry(state, data_root, counts["rows"])
         return state, counts
 
     def _register(self) -> None:
         """Record the set and this run ("running") in the catalog before the first partition file lands."""
-        state, _ = self._state_with_this_set(self.store.path, None)
+        # The catalog is as this writer read it when it opened (it holds the lock since): no need to read it again.
+        state, _ = self._state_with_this_set(self.store.path, None, state=self._state_at_open.copy())
         write_catalog(self.store.catalog_path, state, self.store.path)
         self._registered = True
+        self._registered_state = state
 
-    def _record_run(self, status: str) -> None:
-        state, _ = self._state_with_this_set(self.store.path, status)
+    def _record_run(self, status: str, geometry: bool = False) -> None:
+        self._sync_dirs()  # the catalog lists this run's partitions: their renames must be durable first
+        state, _ = self._state_with_this_set(self.store.path, status, geometry)
         write_catalog(self.store.catalog_path, state, self.store.path)
 
-    def _commit_stage(self) -> None:
+    def _sync_dirs(self, whole_set: bool = False) -> None:
+        """Flush, all at once, the folders partition files were renamed into since the last flush, and the
+        folders above them (a new partition's folder is itself a new entry); `whole_set`: every partition folder
+        of the set under the data root (a staged set, whose hard-linked partitions are new entries too)."""
+        dirs = set(self._unsynced)
+        if whole_set:
+            dirs.update(f.parent for f in partition_files(self._data_root, self.name).values())
+        if not dirs:
+            return
+        top = features_dir(self._data_root, self.name)
+        try:
+            fsync_dirs(sorted(dirs | {top, top.parent, self._data_root}))
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write to store {self.store.path}: {root_cause(exc)}") from None
+        self._unsynced.clear()
+
+    def _commit_stage(self, geometry: bool = False) -> None:
         root = self.store.path
         if not self._replace:
             link_untouched(root, self._stage, self.name)  # an all-or-nothing append: the whole new set
-        state, counts = self._state_with_this_set(self._stage, "done")
+        self._sync_dirs(whole_set=True)  # durable before the swap and the catalog make them the set
+        state, counts = self._state_with_this_set(self._stage, "done", geometry)
         if self._replace and counts["rows"] == 0:
             raise BotaclipError(f"feature set {self.name!r} was not replaced: the new data holds no rows, so the "
                                 f"old set ({self._old_rows} rows) is kept")
@@ -333,6 +385,7 @@ class FeatureSetWriter:
     def existing_cells(self) -> np.ndarray:
         """uint64 cells of this feature set that are durably on disk now (buffered rows are not included; a
         replacement's cells are those written so far, not the old set's)."""
+        self._sync_dirs()
         files = partition_files(self._data_root, self.name)
         if self._stage is not None and not self._replace:
             files = {**partition_files(self.store.path, self.name), **files}
@@ -353,9 +406,10 @@ class FeatureSetWriter:
 
     def commit_file(self, parent: int, path: Path, rows: int) -> None:
         """Move a complete partition file written elsewhere on the same filesystem (a Ray worker's scratch
-        store, in a `scratch_dir`) into this writer's place for partition `parent`, atomically: one rename, then
-        the directory is synced; `rows` is the number of rows it adds (counted in the run record). Only the
-        holder of this writer commits, so a partition is never committed twice by two processes."""
+        store, in a `scratch_dir`) into this writer's place for partition `parent`, atomically: one rename (the
+        file's bytes must be on disk already, as a writer leaves them; its folder is flushed with the others at the
+        commit); `rows` is the number of rows it adds (counted in the run record). Only the holder of this writer
+        commits, so a partition is never committed twice by two processes."""
         parent = int(parent)
         if self._stage is None and not self._registered:
             self._register()
@@ -363,10 +417,10 @@ class FeatureSetWriter:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, final)
-            fsync_dir(final.parent)
         except OSError as exc:
             raise StoreWriteError(f"cannot commit partition {parent:x} into store {self.store.path}: "
                                   f"{root_cause(exc)}") from None
+        self._unsynced.add(final.parent)
         self._touched.add(parent)
         self.rows_written += int(rows)
         self.partitions_written += 1
@@ -374,8 +428,10 @@ class FeatureSetWriter:
 
     def _after_first_file(self) -> None:
         if self._stage is None and not self._view_has_files:
-            # The catalog view was an empty placeholder; point it at the files now so readers see them.
-            write_catalog(self.store.catalog_path, self.store.catalog(), self.store.path)
+            # The catalog view was an empty placeholder; point it at the files now so readers see them (the state
+            # `_register` just wrote: reading it back would only cost time).
+            state = self._registered_state if self._registered_state is not None else self.store.catalog()
+            write_catalog(self.store.catalog_path, state, self.store.path)
             self._view_has_files = True
 
     # ---- writing -------------------------------------------------------------------------------------------
@@ -439,8 +495,7 @@ class FeatureSetWriter:
 
     def flush(self) -> None:
         """Write all buffered rows now (partitions not finished are marked partial)."""
-        for parent in list(self._buffers):
-            self._flush(parent, complete=False)
+        self._flush_many(list(self._buffers), complete=False)
 
     # ---- internals -----------------------------------------------------------------------------------------
 
@@ -496,13 +551,48 @@ class FeatureSetWriter:
         return v
 
     def _relieve_memory(self) -> None:
-        by_size = sorted(self._buffers, key=lambda p: -sum(t.nbytes for t in self._buffers[p]))
-        for parent in by_size:
-            if self._buffered_bytes <= self.max_buffer_bytes // 2:
+        sizes = {p: sum(t.nbytes for t in pieces) for p, pieces in self._buffers.items()}
+        chosen, left = [], self._buffered_bytes
+        for parent in sorted(sizes, key=lambda p: -sizes[p]):
+            if left <= self.max_buffer_bytes // 2:
                 break
-            self._flush(parent, complete=False)
+            chosen.append(parent)
+            left -= sizes[parent]
+        self._flush_many(chosen, complete=False)
 
-    def _flush(self, parent: int, complete: bool) -> int:
+    def _flush_many(self, parents: list[int], complete: bool) -> None:
+        """`_flush` each of `parents`, the fsync and rename of one file overlapping the encoding of the next (see
+        `mover`); returns once every file is in place, as one `_flush` after another would."""
+        if len(parents) < 2:
+            for parent in parents:
+                self._flush(parent, complete)
+            return
+        mover = BackgroundMover(self.store.path)
+        try:
+            for parent in parents:
+                self._flush(parent, complete, mover)
+        except BaseException:
+            mover.finish(raise_errors=False)  # what was handed over lands (whole files), then this error
+            raise
+        try:
+            mover.finish()
+        except StoreWriteError as exc:
+            raise self._kept(exc) from None
+        self._after_first_file()
+
+    def _kept(self, exc: StoreWriteError) -> StoreWriteError:
+        kept = ("nothing of this write was committed: the store is unchanged" if self._stage is not None else
+                "the partitions written before are kept; run the same command again to complete")
+        return StoreWriteError(f"{exc}; {kept}")
+
+    def _landed(self, parent: int, path: Path, new_rows: int) -> None:
+        """Bookkeeping of a partition file now in place."""
+        self._unsynced.add(path.parent)
+        self._touched.add(parent)
+        self.rows_written += new_rows
+        self.partitions_written += 1
+
+    def _flush(self, parent: int, complete: bool, mover: BackgroundMover | None = None) -> int:
         pieces = self._buffers.pop(parent, [])
         self._buffered_bytes -= sum(t.nbytes for t in pieces)
         path = self.partition_path(parent)
@@ -523,15 +613,16 @@ class FeatureSetWriter:
         meta[FOOTER_KEY] = json.dumps(info, default=str).encode()
         if self._stage is None and not self._registered:
             self._register()
+        label = f"partition {parent:x} of feature set {self.name!r}"
         try:
-            write_parquet_atomic(merged.replace_schema_metadata(meta), path, self.store.path,
-                                 label=f"partition {parent:x} of feature set {self.name!r}")
+            tmp = write_parquet_tmp(merged.replace_schema_metadata(meta), path, self.store.path, label)
+            if mover is not None:  # moved in, and counted, by the mover (`_flush_many`)
+                mover.submit(tmp, path, label, lambda: self._landed(parent, path, new_rows))
+                return merged.num_rows
+            # The folder is flushed with the others before the catalog records this partition (`_sync_dirs`).
+            move_into_place(tmp, path, self.store.path, label, sync_dir=False)
         except StoreWriteError as exc:
-            kept = ("nothing of this write was committed: the store is unchanged" if self._stage is not None else
-                    "the partitions written before are kept; run the same command again to complete")
-            raise StoreWriteError(f"{exc}; {kept}") from None
-        self._touched.add(parent)
-        self.rows_written += new_rows
-        self.partitions_written += 1
+            raise self._kept(exc) from None
+        self._landed(parent, path, new_rows)
         self._after_first_file()
         return merged.num_rows
