@@ -19,6 +19,7 @@ from rasterio.transform import from_origin
 from test_store_safety import _assert_unchanged, _one_line_error, _snapshot, _vrt
 
 from botaclip.cli import cli
+from botaclip.errors import BotaclipError
 from botaclip.pipeline import run_index
 from botaclip.store import Store
 
@@ -143,6 +144,14 @@ def test_repaired_store_is_completed_by_the_next_index_run(cli_runner, rasters, 
     assert Store.open(store).verify().ok
 
 
+def _committed_cells(store: Path) -> int:
+    """Cells of the test's feature set the store's catalog lists (0 before its first commit)."""
+    try:
+        return len(Store.open(store).existing_cells(NAME))
+    except BotaclipError:
+        return 0
+
+
 def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_path):
     store = tmp_path / "store"
     # ~120 small partitions committed one by one (res 12 in res 11 parents), so the job is still embedding for over a
@@ -160,12 +169,11 @@ def test_ctrl_c_keeps_committed_partitions_and_says_how_to_resume(rasters, tmp_p
            "--store", str(store), "--chip-m", "50", *TINY, "--batch-size", "2", "--size-px", "48"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    parts = store / "features" / NAME
+    # Signal once the catalog lists a partition: a file in its folder is not yet committed (the catalog records
+    # it after the folder is flushed), and an interrupt in between rightly keeps nothing.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and any(parts.glob("parent=*/data.parquet")):
-            break
-        time.sleep(0.005)
+    while time.monotonic() < deadline and proc.poll() is None and not _committed_cells(store):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (err, signal.getsignal(signal.SIGINT))
