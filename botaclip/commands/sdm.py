@@ -52,6 +52,13 @@ def _occurrence_options(f):
                      show_default=True,
                      help="LightGBM: stop boosting when the inner CV's held-out loss stops improving (at most 300 "
                           "rounds); without it, 300 rounds."),
+        click.option("--lightgbm-params", default=None,
+                     help="LightGBM hyperparameters over the defaults, KEY=VALUE separated by commas: n_estimators "
+                          "(most rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, "
+                          "reg_lambda, max_bin, early_stopping_rounds (patience). E.g. 'max_bin=255,n_estimators=500'."),
+        click.option("--bin-once/--bin-per-fit", default=default(e, "bin_once"), show_default=True,
+                     help="LightGBM: bin each species' features once (bin edges from all its samples, no labels) "
+                          "and reuse them for every fit of its cross-validation, or bin each fit's rows anew."),
         click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,

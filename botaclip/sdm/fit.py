@@ -240,7 +240,7 @@ def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str, cv: CVRe
     rounds = [f.rounds for f in cv.folds if f.rounds]
     params = {"n_estimators": int(np.median(rounds))} if (rounds and model == "lightgbm") else {}
     estimator = make_model(model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca, pca_columns=columns,
-                           **params, **ev.model_options(model))
+                           **(ev.model_options(model) | params))
     weights = training_weights(lab.y, lab.is_background) if lab.task == "binary" else None
     try:
         return estimator.fit(data.X, lab.y, sample_weight=weights)
