@@ -97,7 +97,7 @@ def _cpu_s() -> float:
 
 #: LightGBM's hyperparameters before issue 17 (botaclip.sdm.models.LightGBMModel then): 300 rounds, 255 bins.
 OLD_LIGHTGBM = "n_estimators=300,learning_rate=0.05,num_leaves=31,min_child_samples=10,subsample=0.8," \
-               "colsample_bytree=0.5,reg_lambda=1,max_bin=255"
+               "colsample_bytree=0.5,reg_lambda=1,max_bin=255,neg_subsample=1"
 
 #: Settings compared side by side: the settings before the speed work (300 LightGBM rounds at 255 bins, each fit
 #: binning its own rows), the new defaults (botaclip.sdm.config and LightGBMModel), and the opt-in projections.

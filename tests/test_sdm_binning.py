@@ -44,18 +44,19 @@ def test_a_subset_of_binned_rows_trains_as_its_rows_on_the_parents_bins():
     X, y, w = _data()
     binned = BinnedFeatures(X)
     rows = np.flatnonzero(np.arange(X.shape[0]) % 3 != 0)
-    model = LightGBMModel(n_estimators=30, seed=3).fit(binned.rows(rows), y[rows], sample_weight=w[rows])
+    kw = dict(n_estimators=30, seed=3, learning_rate=0.05, colsample_bytree=0.5, neg_subsample=0.4)
+    model = LightGBMModel(**kw).fit(binned.rows(rows), y[rows], sample_weight=w[rows])
     # The same rows as a Dataset of their own on the parent's bin edges (LightGBM's `reference`).
     own = lgb.Dataset(X[rows], label=y[rows], weight=w[rows], reference=binned.dataset,
                       params=binned.dataset.params)
     params = dict(objective="binary", learning_rate=0.05, num_leaves=31, min_data_in_leaf=10, bagging_fraction=0.8,
-                  bagging_freq=1, feature_fraction=model.params["colsample_bytree"], lambda_l2=1.0, num_threads=1,
-                  seed=3, deterministic=True, force_col_wise=True, verbose=-1)
+                  bagging_freq=1, pos_bagging_fraction=1.0, neg_bagging_fraction=0.4, feature_fraction=0.5,
+                  lambda_l2=1.0, num_threads=1, seed=3, deterministic=True, force_col_wise=True, verbose=-1)
     booster = lgb.train(params, own, num_boost_round=30)
     assert np.allclose(model.predict(X), booster.predict(X), rtol=0, atol=1e-12)
     # Binned on all rows, not on the subset: the split values differ from a fit that bins the subset itself,
     # the model (same rows, same labels) stays close.
-    alone = LightGBMModel(n_estimators=30, seed=3).fit(X[rows], y[rows], sample_weight=w[rows])
+    alone = LightGBMModel(**kw).fit(X[rows], y[rows], sample_weight=w[rows])
     assert np.corrcoef(alone.predict(X), model.predict(X))[0, 1] > 0.9
 
 
@@ -113,7 +114,7 @@ def test_lightgbm_params_reach_the_fitted_model(landscape, tmp_path):
     from botaclip.sdm import load_model
 
     saved = load_model(tmp_path / "m").estimator
-    assert saved.params["max_bin"] == 15 and saved.params["num_leaves"] == 7 and saved.rounds == 20
+    assert saved.params["max_bin"] == 15 and saved.params["num_leaves"] == 7 and 1 <= saved.rounds <= 20
     assert res.summary()["auc"]["mean"] > 0.8
 
 
@@ -133,3 +134,28 @@ def test_bad_lightgbm_params_are_refused_in_one_line(landscape, tmp_path, text, 
     assert result.exit_code != 0 and "--lightgbm-params" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_balanced_bagging_keeps_every_presence_and_is_deterministic():
+    X, y, w = _data(n=900)
+    binned = BinnedFeatures(X)
+    rows = np.arange(900)
+    a = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(binned.rows(rows), y, sample_weight=w)
+    b = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(X, y, sample_weight=w)
+    assert np.array_equal(a.predict(X), b.predict(X))  # binned once or per fit: the same bins here (all rows)
+    full = LightGBMModel(n_estimators=30).fit(X, y, sample_weight=w)
+    assert not np.array_equal(a.predict(X), full.predict(X))
+    from botaclip.sdm.metrics import roc_auc
+
+    assert roc_auc(y, a.predict(X)) > 0.8
+    with pytest.raises(ValueError, match="stop_on"):
+        LightGBMModel(stop_on="accuracy")
+
+
+def test_early_stopping_stops_on_auc_or_loss_before_the_last_round():
+    X, y, _ = _data(n=1500, seed=2)
+    train, held = np.arange(1000), np.arange(1000, 1500)
+    for stop_on in ("auc", "loss"):
+        model = LightGBMModel(n_estimators=300, early_stopping_rounds=20, stop_on=stop_on)
+        model.fit(X[train], y[train], valid=(X[held], y[held], None))
+        assert 1 <= model.rounds < 300 and model.booster_.num_trees() == model.rounds

@@ -92,6 +92,21 @@ def training_weights(y: np.ndarray, is_background: np.ndarray) -> np.ndarray | N
     return w
 
 
+def model_params(model: str, evaluation: EvaluationConfig, presence_only: bool,
+                 rounds: int | None = None) -> dict:
+    """The hyperparameters of one fit: the evaluation's options for ``model`` and, for LightGBM, ``rounds``
+    boosting rounds (when given). LightGBM subsamples the negatives of each tree only where they are background
+    (presence-only data: a sample of the landscape); absences of presence-absence data are observations, each
+    tree sees them all unless ``neg_subsample`` is set explicitly."""
+    params = evaluation.model_options(model)
+    if model == "lightgbm":
+        if rounds:
+            params["n_estimators"] = rounds
+        if not presence_only:
+            params.setdefault("neg_subsample", 1.0)
+    return params
+
+
 def score_binary(y_test, s_test, threshold: float) -> dict[str, float]:
     """All binary metrics for one test fold, at a threshold chosen elsewhere (on training data)."""
     out = {"auc": M.roc_auc(y_test, s_test)}
@@ -135,6 +150,7 @@ def cross_validate(
     per_fold = _fold_matrices(X, folds.n_folds)
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
     fitter = _FoldFitter(model, task, ev, embedding_columns)
+    fitter.presence_only = bool(bg.any())
     fitter.always_inner = any(getattr(h, "needs_inner", False) for h in hooks)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
@@ -193,6 +209,7 @@ class _FoldFitter:
         self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
         self.embedding_columns = embedding_columns
         self.always_inner = False  # run the inner CV even for a fixed threshold (ensembles need its predictions)
+        self.presence_only = False  # the samples hold background cells
         self.binned: BinnedFeatures | None = None  # the current feature matrix binned once (LightGBM)
         self._binned_of: np.ndarray | None = None
 
@@ -213,7 +230,7 @@ class _FoldFitter:
         return X if (self.binned is None or rows is None) else self.binned.rows(rows)
 
     def _estimator(self, rounds: int | None):
-        params = self._options() | ({"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {})
+        params = model_params(self.model, self.ev, self.presence_only, rounds)
         return make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
 
     def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[Projection | None, np.ndarray, np.ndarray]:
