@@ -95,29 +95,106 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-#: Settings compared side by side: the defaults before the speed work (one process, 300 LightGBM rounds), the new
-#: defaults (botaclip.sdm.config: worker processes, rounds by early stopping), and the opt-in projections.
-#: Same species, cells, folds and threshold rule.
-SETTINGS = {"old": {"pca": None, "jobs": 1, "early_stopping": False}, "new": {}, "pca32": {"pca": 32},
-            "pca16": {"pca": 16}}
+#: LightGBM's hyperparameters before issue 17 (botaclip.sdm.models.LightGBMModel then): 300 rounds, 255 bins.
+OLD_LIGHTGBM = "n_estimators=300,learning_rate=0.05,num_leaves=31,min_child_samples=10,subsample=0.8," \
+               "colsample_bytree=0.5,reg_lambda=1,max_bin=255,neg_subsample=1"
+
+#: Settings compared side by side: the settings before the speed work (300 LightGBM rounds at 255 bins, each fit
+#: binning its own rows), the new defaults (botaclip.sdm.config and LightGBMModel), and the opt-in projections.
+#: Same species, cells, folds and threshold rule; every setting runs with the same worker processes (results do
+#: not depend on them). Any other item of --settings is 'key=value' pairs joined by '+': compare options
+#: (pca, early_stopping, bin_once, inner_folds) or LightGBM hyperparameters over the defaults.
+SETTINGS = {"old": {"pca": None, "early_stopping": False, "bin_once": False, "lightgbm_params": OLD_LIGHTGBM},
+            "new": {}, "pca32": {"pca": 32}, "pca16": {"pca": 16}}
+_COMPARE_KEYS = {"pca": int, "early_stopping": lambda v: v in ("1", "true", "True"),
+                 "bin_once": lambda v: v in ("1", "true", "True"), "inner_folds": int, "jobs": int}
+
+
+def settings_options(name: str) -> dict:
+    """The compare options of a named setting, or of 'key=value+key=value' (see SETTINGS)."""
+    if name in SETTINGS:
+        return dict(SETTINGS[name])
+    options: dict = {}
+    lgb = []
+    for item in name.split("+"):
+        key, _, value = item.partition("=")
+        if key in _COMPARE_KEYS:
+            options[key] = _COMPARE_KEYS[key](value)
+        else:
+            lgb.append(f"{key}={value}")
+    return options | ({"lightgbm_params": ",".join(lgb)} if lgb else {})
 
 
 def phase_compare(args) -> dict:
     from botaclip.sdm import compare
 
     n_species = args.species
+    species = None
+    if args.only_species:
+        species = [f"Species {s:02d}" for s in range(args.only_species)]
     t = time.perf_counter()
-    res = compare(args.store, args.occurrences, ["set0", "set1"], species=None, models=[args.models], folds=5,
-                  background=args.background, out=args.out, min_presences=10, **SETTINGS[args.settings])
+    res = compare(args.store, args.occurrences, ["set0", "set1"], species=species, models=[args.models], folds=5,
+                  background=args.background, out=args.out, min_presences=10, **settings_options(args.settings))
     wall = time.perf_counter() - t
-    means = res.means()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     fits = sum(len(r.values) for r in res.rows if r.metric == "auc")
+    per_species = {f"{r.metric}_{r.features}|{r.species}": r.mean for r in res.rows if r.metric in ("auc", "tss")}
     return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "peak_mb": _peak_mb(),
             "children_peak_mb": children.ru_maxrss / 1024.0, "species": len(res.species),
-            "requested_species": n_species, "outer_fits": fits,
-            **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"]
-               for m in ("auc", "tss") for fs in ("set0", "set1")}}
+            "requested_species": n_species, "outer_fits": fits, "per_species": per_species}
+
+
+def _means(c: dict, n_species: int | None = None) -> dict:
+    """Mean AUC and TSS per feature set over the species (the first ``n_species`` of them)."""
+    out = {}
+    for key in ("auc_set0", "auc_set1", "tss_set0", "tss_set1"):
+        v = [value for name, value in c["per_species"].items() if name.startswith(key + "|")
+             and (n_species is None or int(name.rsplit(" ", 1)[1]) < n_species)]
+        out[key] = float(np.nanmean(v)) if v else float("nan")
+    return out
+
+
+#: The demo's SDM tasks on real embeddings (`botaclip demo` writes DIR/store and DIR/sample): file, kind.
+REAL_TASKS = {"plants": ("releves.csv", "presence-absence"), "butterflies": ("butterflies.csv", "presence-only")}
+
+
+def phase_real(args) -> dict:
+    """One demo task under one setting: mean AUC/TSS per feature set over the species, CPU-s, peak memory."""
+    from botaclip.sdm import compare
+
+    file, kind = REAL_TASKS[args.task]
+    import pandas as pd
+
+    sets = args.real_features.split(",")
+    occ = Path(args.real) / "sample" / file
+    species = None
+    if args.real_species:  # the species with the most records
+        species = pd.read_csv(occ)["species"].value_counts().index[:args.real_species].tolist()
+    t = time.perf_counter()
+    res = compare(Path(args.real) / "store", occ, sets, models=[args.models], species=species,
+                  folds=5, kind=kind, seed=0, **settings_options(args.settings))
+    wall = time.perf_counter() - t
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    means = res.means()
+    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime,
+            "peak_mb": max(_peak_mb(), children.ru_maxrss / 1024.0), "species": len(res.species),
+            **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"] for m in ("auc", "tss") for fs in sets}}
+
+
+def run_real(args) -> None:
+    """The settings side by side on the demo's real embeddings (--real DIR: a `botaclip demo` output folder)."""
+    sets = args.real_features.split(",")
+    print(f"sdm compare on the demo's store {args.real}: feature sets {', '.join(sets)}, {args.models}, 5 folds, "
+          "seed 0, threshold by inner CV\n| task | settings | species | wall s | CPU-s | peak MB | "
+          + " | ".join(f"AUC {fs} | TSS {fs}" for fs in sets) + " |\n|---|---|---:|---:|---:|---:|"
+          + "---:|---:|" * len(sets), flush=True)
+    for task in args.tasks.split(","):
+        for settings in args.settings.split(","):
+            c = _run_phase("real", real=args.real, task=task, settings=settings, models=args.models,
+                           real_features=args.real_features, real_species=args.real_species)
+            scores = " | ".join(f"{c[f'auc_{fs}']:.4f} | {c[f'tss_{fs}']:.4f}" for fs in sets)
+            print(f"| {task} | {settings} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
+                  f"{c['peak_mb']:.0f} | {scores} |  (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def phase_fit(args) -> dict:
@@ -147,23 +224,55 @@ def _run_phase(name: str, **kw) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_compare(args, root: Path) -> None:
+def _compare_store(args, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The compare store under ``root``: built, or reused from an earlier run with --keep (same cells, dim)."""
+    from botaclip.sdm.cells import cells_to_latlng
+    from botaclip.store import Store
+
+    path = root / "cmp.store"
+    if path.exists():
+        dim = Store.open(path, read_only=True).spec("set0").dim
+        if dim != args.dim:
+            raise SystemExit(f"{path} holds {dim}-d features, not {args.dim}; remove it or use another --keep")
+        cells = _disk_cells(args.cells, args.res)
+        lat, lng = cells_to_latlng(cells)
+        print(f"reusing compare store {path}", flush=True)
+        return cells, np.column_stack([(lat - lat.min()) / np.ptp(lat), (lng - lng.min()) / np.ptp(lng)])
     t = time.perf_counter()
-    cells, env = build_store(root / "cmp.store", args.cells, args.dim, 2, args.res)
-    make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
-    print(f"built compare store: {cells.size} cells x {args.dim}-d x 2 feature sets "
+    out = build_store(path, args.cells, args.dim, 2, args.res)
+    print(f"built compare store: {args.cells} cells x {args.dim}-d x 2 feature sets "
           f"in {time.perf_counter() - t:.0f} s", flush=True)
+    return out
+
+
+def run_compare(args, root: Path) -> None:
+    cells, env = _compare_store(args, root)
+    make_occurrences(root / "occ.csv", cells, env, args.species, args.presences)
     print(f"sdm compare: {args.species} species x 2 feature sets x 5 folds ({args.models}, presence-only, "
           f"{args.presences} presences + {args.background} background each, threshold by inner CV) on "
           f"{cells.size} cells x {args.dim}-d", flush=True)
-    print("| settings | wall s | CPU-s | CPU-s per outer fit | peak MB (driver / a worker) | AUC set0 | AUC set1 | "
-          "TSS set0 | TSS set1 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    subset = set(args.subset_settings.split(",")) if args.subset else set()
+    sub = f" | on the first {args.subset} species: AUC set0 / set1, TSS set0 / set1" if args.subset else ""
+    print(f"| settings | species | wall s | CPU-s | CPU-s per outer fit | peak MB (driver / a worker) | AUC set0 | "
+          f"AUC set1 | TSS set0 | TSS set1{sub} |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+          + ("---:|" if sub else ""), flush=True)
     for settings in args.settings.split(","):
-        c = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv", out=root / f"cmp_{settings}",
-                       species=args.species, background=args.background, settings=settings, models=args.models)
-        print(f"| {settings} {SETTINGS[settings] or '(defaults)'} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
+        c = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
+                       out=root / f"cmp_{len(subset)}", species=args.species, background=args.background,
+                       settings=settings, models=args.models,
+                       only_species=args.subset if settings in subset else 0, load=os.getloadavg()[0])
+        m = _means(c)
+        tail = ""
+        if args.subset:
+            s = _means(c, args.subset)
+            tail = (f" | {s['auc_set0']:.4f} / {s['auc_set1']:.4f}, {s['tss_set0']:.4f} / {s['tss_set1']:.4f}")
+        label = settings if settings not in SETTINGS else f"{settings} {SETTINGS[settings] or '(defaults)'}"
+        print(f"| {label} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
               f"{c['cpu_s'] / max(c['outer_fits'], 1):.2f} | {c['peak_mb']:.0f} / {c['children_peak_mb']:.0f} | "
-              f"{c['auc_set0']:.4f} | {c['auc_set1']:.4f} | {c['tss_set0']:.4f} | {c['tss_set1']:.4f} |", flush=True)
+              f"{m['auc_set0']:.4f} | {m['auc_set1']:.4f} | {m['tss_set0']:.4f} | {m['tss_set1']:.4f}{tail} |",
+              flush=True)
+        print(f"  (load average 1/5/15 min after this row: {' '.join(f'{x:.1f}' for x in os.getloadavg())})",
+              flush=True)
 
 
 def run_dtypes(args, root: Path) -> None:
@@ -179,7 +288,8 @@ def run_dtypes(args, root: Path) -> None:
         c = _run_phase("compare", store=root / f"dt_{dtype}.store", occurrences=root / "dt_occ.csv",
                        out=root / f"dt_{dtype}", species=args.species, background=args.background, settings="new",
                        models=args.models)
-        print(f"| {dtype} | {c['auc_set0']:.4f} | {c['auc_set1']:.4f} | {c['tss_set0']:.4f} | {c['tss_set1']:.4f} |",
+        m = _means(c)
+        print(f"| {dtype} | {m['auc_set0']:.4f} | {m['auc_set1']:.4f} | {m['tss_set0']:.4f} | {m['tss_set1']:.4f} |",
               flush=True)
 
 
@@ -209,11 +319,23 @@ def main() -> None:
     ap.add_argument("--predict-cells", type=int, default=1_000_000)
     ap.add_argument("--res", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=1, help="threads per fit in the prediction benchmark")
-    ap.add_argument("--settings", default="old,new", help="compare settings to run side by side: old, new")
+    ap.add_argument("--settings", default="old,new",
+                    help="compare settings to run side by side: old, new, pca32, pca16, or key=value+key=value")
+    ap.add_argument("--subset", type=int, default=0,
+                    help="run the --subset-settings on the first N species only (every row also reports its "
+                         "means over those N species, for a side-by-side on the same species)")
+    ap.add_argument("--subset-settings", default="old", help="the settings that --subset restricts")
     ap.add_argument("--models", default="lightgbm", help="the model of the comparison: lightgbm, rf or logistic")
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
     ap.add_argument("--skip-compare", action="store_true", help="only the prediction benchmark")
     ap.add_argument("--skip-predict", action="store_true", help="only the comparison benchmark")
+    ap.add_argument("--real", default=None,
+                    help="instead: the settings on the real embeddings of a `botaclip demo` output folder (its "
+                         "store/ and sample/): plants (presence-absence) and butterflies (presence-only)")
+    ap.add_argument("--real-features", default="dofa,botaclip", help="with --real: the feature sets compared")
+    ap.add_argument("--tasks", default="plants,butterflies", help="with --real: the demo tasks")
+    ap.add_argument("--real-species", type=int, default=0,
+                    help="with --real: only the N species with the most records (0: every species with enough)")
     ap.add_argument("--dtypes", default=None, help="instead: SDM AUC per storage dtype, e.g. float32,float16,int8")
     # Internal: run one phase in this process.
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
@@ -221,9 +343,13 @@ def main() -> None:
     ap.add_argument("--occurrences", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--only-species", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--task", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--load", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
-        result = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict}[args.phase](args)
+        phases = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict, "real": phase_real}
+        result = phases[args.phase](args)
         print(json.dumps(result))
         return
 
@@ -233,6 +359,9 @@ def main() -> None:
     try:
         if args.dtypes:
             run_dtypes(args, root)
+            return
+        if args.real:
+            run_real(args)
             return
         if not args.skip_compare:
             run_compare(args, root)

@@ -11,7 +11,7 @@ import pytest
 
 from botaclip.errors import InvalidInputError
 from botaclip.sdm import compare, fit_species, load_model, predict
-from botaclip.sdm.models import Projection, make_model
+from botaclip.sdm.models import LightGBMModel, Projection, make_model
 
 SPECIES = ["Alpha prima", "Beta secunda"]
 
@@ -133,7 +133,8 @@ def test_ray_engine_local_and_two_node_cluster_match_the_local_run(landscape, ra
 
 def test_lightgbm_rounds_come_from_early_stopping_in_the_inner_cv(landscape, tmp_path):
     res = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
-                      model="lightgbm", folds=3, out=tmp_path / "m", predictions=False, write_map=False)
+                      model="lightgbm", folds=3, early_stopping=True, lightgbm_params="n_estimators=300",
+                      out=tmp_path / "m", predictions=False, write_map=False)
     rounds = [f.rounds for f in res.cv.folds if not f.skipped]
     assert rounds and all(1 <= r <= 330 for r in rounds)  # mean stopping round x 1.1, at most 300 x 1.1
     saved = load_model(tmp_path / "m")
@@ -141,8 +142,15 @@ def test_lightgbm_rounds_come_from_early_stopping_in_the_inner_cv(landscape, tmp
     fixed = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
                         model="lightgbm", folds=3, early_stopping=False, predictions=False, write_map=False)
     assert all(f.rounds is None for f in fixed.cv.folds)
-    # A fixed threshold needs no inner CV, so there is nothing to stop on: the full 300 rounds.
+    # A fixed threshold needs no inner CV, so there is nothing to stop on: the full n_estimators rounds.
     value = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
-                        model="lightgbm", folds=3, threshold=0.5, out=tmp_path / "v", predictions=False,
-                        write_map=False)
-    assert all(f.rounds is None for f in value.cv.folds) and load_model(tmp_path / "v").estimator.rounds == 300
+                        model="lightgbm", folds=3, threshold=0.5, early_stopping=True, out=tmp_path / "v",
+                        predictions=False, write_map=False)
+    default_rounds = LightGBMModel().params["n_estimators"]
+    assert all(f.rounds is None for f in value.cv.folds)
+    assert load_model(tmp_path / "v").estimator.rounds == default_rounds
+    # The default: no early stopping, every model of the cross-validation boosts n_estimators rounds.
+    default = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
+                          model="lightgbm", folds=3, out=tmp_path / "d", predictions=False, write_map=False)
+    assert all(f.rounds is None for f in default.cv.folds)
+    assert load_model(tmp_path / "d").estimator.rounds == default_rounds

@@ -50,8 +50,16 @@ def _occurrence_options(f):
                           "chosen."),
         click.option("--early-stopping/--no-early-stopping", default=default(e, "early_stopping"),
                      show_default=True,
-                     help="LightGBM: stop boosting when the inner CV's held-out loss stops improving (at most 300 "
-                          "rounds); without it, 300 rounds."),
+                     help="LightGBM: stop boosting when the inner CV's held-out AUC has not improved for 30 rounds "
+                          "(at most n_estimators); without it, n_estimators rounds (150, see --lightgbm-params)."),
+        click.option("--lightgbm-params", default=None,
+                     help="LightGBM hyperparameters over the defaults, KEY=VALUE separated by commas: n_estimators "
+                          "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, reg_lambda, "
+                          "max_bin, neg_subsample (share of the background per tree, presence-only), "
+                          "early_stopping_rounds (patience), stop_on (auc or loss). E.g. 'max_bin=255,n_estimators=300'."),
+        click.option("--bin-once/--bin-per-fit", default=default(e, "bin_once"), show_default=True,
+                     help="LightGBM: bin each species' features once (bin edges from all its samples, no labels) "
+                          "and reuse them for every fit of its cross-validation, or bin each fit's rows anew."),
         click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,

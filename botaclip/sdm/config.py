@@ -73,7 +73,9 @@ class EvaluationConfig:
     seed: int = 0  # seed of folds, background and models
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
     pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
-    early_stopping: bool = True  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
+    early_stopping: bool = False  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
+    lightgbm_params: str | tuple[tuple[str, float], ...] = ()  # LightGBM hyperparameters 'key=value,...' over its defaults
+    bin_once: bool = True  # LightGBM: bin each feature matrix once, reused by every fit on its rows
     maxent_features: str = "auto"  # Maxent feature classes: 'auto' or letters of l, q, p, h, t
     maxent_beta: float = 1.5  # Maxent regularisation multiplier (elapid's default; higher: smoother)
     importance: bool = False  # permutation importance of feature groups on the held-out folds
@@ -99,11 +101,14 @@ class EvaluationConfig:
                self.maxent_beta)
         _check(_is_int(self.importance_repeats) and self.importance_repeats >= 1, "importance_repeats",
                "must be at least 1", self.importance_repeats)
+        object.__setattr__(self, "lightgbm_params", parse_lightgbm_params(self.lightgbm_params))
 
     def model_options(self, model: str) -> dict:
         """Hyperparameters of ``model`` that come from these settings (Maxent's feature classes and beta)."""
         if model == "maxent":
             return {"features": self.maxent_features, "beta": float(self.maxent_beta)}
+        if model == "lightgbm":
+            return dict(self.lightgbm_params)
         return {}
 
     @property
@@ -200,6 +205,46 @@ class PredictConfig:
 
 
 ENSEMBLE_RULES = ("mean", "weighted")
+
+#: LightGBM hyperparameters ``lightgbm_params`` may set (botaclip.sdm.models.LightGBMModel), with their kind.
+LIGHTGBM_PARAMS = {"n_estimators": int, "learning_rate": float, "num_leaves": int, "min_child_samples": int,
+                   "subsample": float, "colsample_bytree": float, "reg_lambda": float, "max_bin": int,
+                   "early_stopping_rounds": int, "stop_on": str, "neg_subsample": float}
+
+
+def parse_lightgbm_params(value) -> tuple[tuple[str, float | str], ...]:
+    """'max_bin=255,learning_rate=0.05' (or pairs, or a dict) -> sorted (name, value) pairs; a one-line error
+    naming the parameter for an unknown name or a value out of range."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for item in (x.strip() for x in value.split(",") if x.strip()):
+            name, sep, text = item.partition("=")
+            _check(bool(sep), "lightgbm_params", "must be KEY=VALUE pairs separated by commas", item)
+            pairs.append((name.strip(), text.strip()))
+    else:
+        pairs = list(value.items() if isinstance(value, dict) else value)
+    out = {}
+    for name, raw in pairs:
+        _check(name in LIGHTGBM_PARAMS, "lightgbm_params", f"names one of {', '.join(LIGHTGBM_PARAMS)}", name)
+        kind = LIGHTGBM_PARAMS[name]
+        if kind is str:
+            _check(str(raw) in ("auc", "loss"), "lightgbm_params", f"{name} must be auc or loss", raw)
+            out[name] = str(raw)
+            continue
+        try:
+            number = kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
+        except (TypeError, ValueError):
+            number = None
+        ok = number is not None and math.isfinite(number) and number > 0
+        ok = ok and (name not in ("subsample", "colsample_bytree", "neg_subsample") or number <= 1)
+        ok = ok and (name != "max_bin" or number >= 2)
+        limit = {"subsample": " at most 1", "colsample_bytree": " at most 1", "neg_subsample": " at most 1",
+                 "max_bin": " of at least 2"}
+        _check(ok, "lightgbm_params", f"{name} must be a positive {kind.__name__}{limit.get(name, '')}", raw)
+        out[name] = number
+    return tuple(sorted(out.items()))
 
 
 def _model_list(models) -> tuple[str, ...]:

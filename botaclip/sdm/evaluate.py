@@ -20,6 +20,7 @@ import numpy as np
 
 from botaclip.config import build
 from botaclip.sdm import metrics as M
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import Projection, make_model
@@ -91,6 +92,21 @@ def training_weights(y: np.ndarray, is_background: np.ndarray) -> np.ndarray | N
     return w
 
 
+def model_params(model: str, evaluation: EvaluationConfig, presence_only: bool,
+                 rounds: int | None = None) -> dict:
+    """The hyperparameters of one fit: the evaluation's options for ``model`` and, for LightGBM, ``rounds``
+    boosting rounds (when given). LightGBM subsamples the negatives of each tree only where they are background
+    (presence-only data: a sample of the landscape); absences of presence-absence data are observations, each
+    tree sees them all unless ``neg_subsample`` is set explicitly."""
+    params = evaluation.model_options(model)
+    if model == "lightgbm":
+        if rounds:
+            params["n_estimators"] = rounds
+        if not presence_only:
+            params.setdefault("neg_subsample", 1.0)
+    return params
+
+
 def score_binary(y_test, s_test, threshold: float) -> dict[str, float]:
     """All binary metrics for one test fold, at a threshold chosen elsewhere (on training data)."""
     out = {"auc": M.roc_auc(y_test, s_test)}
@@ -134,6 +150,7 @@ def cross_validate(
     per_fold = _fold_matrices(X, folds.n_folds)
     bg = np.zeros(y.shape[0], dtype=bool) if is_background is None else np.asarray(is_background, dtype=bool)
     fitter = _FoldFitter(model, task, ev, embedding_columns)
+    fitter.presence_only = bool(bg.any())
     fitter.always_inner = any(getattr(h, "needs_inner", False) for h in hooks)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
@@ -143,12 +160,14 @@ def cross_validate(
         res.skipped = _skip_reason(task, y[train], y[test])
         if res.skipped is None:
             projection, X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
+            fitter.use_bins(per_fold[k], projection)
             inner = None
             if task == "binary":
-                inner = fitter.inner_cv(X_train, y[train], bg[train], folds.block[train], folds.block_res)
+                inner = fitter.inner_cv(X_train, y[train], bg[train], (folds.block[train], folds.block_res),
+                                        rows=train)
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
-            est = fitter.fit(X_train, y[train], bg[train], rounds=res.rounds)
+            est = fitter.fit(X_train, y[train], bg[train], rounds=res.rounds, rows=train)
             oof[test] = est.predict(X_test)
             res.metrics = (score_binary(y[test], oof[test], res.threshold) if task == "binary"
                            else score_regression(y[test], oof[test]))
@@ -190,6 +209,29 @@ class _FoldFitter:
         self.rule: ThresholdRule = parse_threshold(evaluation.threshold)
         self.embedding_columns = embedding_columns
         self.always_inner = False  # run the inner CV even for a fixed threshold (ensembles need its predictions)
+        self.presence_only = False  # the samples hold background cells
+        self.binned: BinnedFeatures | None = None  # the current feature matrix binned once (LightGBM)
+        self._binned_of: np.ndarray | None = None
+
+    def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
+        """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
+        is already binned (one matrix shared by the folds) or the fits see projected features instead."""
+        if self.model != "lightgbm" or not self.ev.bin_once or projection is not None:
+            self.binned, self._binned_of = None, None
+        elif self._binned_of is not X:
+            max_bin = self._options().get("max_bin", DEFAULT_MAX_BIN)
+            self.binned, self._binned_of = BinnedFeatures(X, max_bin=int(max_bin)), X
+
+    def _options(self) -> dict:
+        return self.ev.model_options(self.model)
+
+    def _matrix(self, X: np.ndarray, rows: np.ndarray | None):
+        """What the estimator is fitted on: the binned rows when the features are binned once, else X."""
+        return X if (self.binned is None or rows is None) else self.binned.rows(rows)
+
+    def _estimator(self, rounds: int | None):
+        params = model_params(self.model, self.ev, self.presence_only, rounds)
+        return make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
 
     def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[Projection | None, np.ndarray, np.ndarray]:
         """(projection, both parts) on the leading principal components of the training part (no projection and
@@ -203,42 +245,43 @@ class _FoldFitter:
         projection = Projection(self.ev.pca, self.ev.seed, self.embedding_columns).fit(X_train)
         return projection, projection.transform(X_train), projection.transform(X_test)
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None):
-        """A fitted estimator on the training part (``rounds`` boosting rounds for LightGBM)."""
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None,
+            rows: np.ndarray | None = None):
+        """A fitted estimator on the training part (``rounds`` boosting rounds for LightGBM). ``rows``: the
+        training part's rows in the binned matrix (see :meth:`use_bins`)."""
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
-        params = {"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {}
-        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs,
-                         **params, **self.ev.model_options(self.model))
-        return est.fit(X_train, y_train, sample_weight=weights)
+        return self._estimator(rounds).fit(self._matrix(X_train, rows), y_train, sample_weight=weights)
 
     @property
     def stops_early(self) -> bool:
         return self.model == "lightgbm" and bool(self.ev.early_stopping)
 
-    def fit_predict(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, X_test: np.ndarray, *,
-                    rounds: int | None = None, y_test: np.ndarray | None = None,
-                    bg_test: np.ndarray | None = None) -> tuple[np.ndarray, int | None]:
-        """(predictions for X_test, boosting rounds used). With ``y_test``, a boosting model stops early on the
-        held-out loss of (X_test, y_test); ``rounds`` fixes the number of rounds instead."""
+    def fit_predict(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, split: tuple[np.ndarray, np.ndarray],
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, int | None]:
+        """(predictions for the rows ``split[1]`` of X, boosting rounds used) of a model fitted on the rows
+        ``split[0]``; a boosting model stops early on the held-out loss of the predicted rows. ``rows``: X's rows
+        in the binned matrix."""
+        tr, te = split
         # Weights from the training part alone: the test part's counts must not shape the model.
-        weights = training_weights(y_train, bg_train) if self.task == "binary" else None
-        params = {"n_estimators": rounds} if (rounds and self.model == "lightgbm") else {}
-        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params,
-                         **self.ev.model_options(self.model))
+        weights = training_weights(y[tr], bg[tr]) if self.task == "binary" else None
+        est = self._estimator(None)
         valid = None
-        if y_test is not None and self.stops_early:
-            valid = (X_test, y_test, training_weights(y_test, bg_test) if self.task == "binary" else None)
-        est.fit(X_train, y_train, sample_weight=weights, valid=valid)
-        return est.predict(X_test), est.rounds
+        if self.stops_early:
+            valid = (self._matrix(X[te], None if rows is None else rows[te]), y[te],
+                     training_weights(y[te], bg[te]) if self.task == "binary" else None)
+        est.fit(self._matrix(X[tr], None if rows is None else rows[tr]), y[tr], sample_weight=weights, valid=valid)
+        return est.predict(X[te]), est.rounds
 
-    def inner_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: np.ndarray,
-                 block_res: int) -> "_InnerCV":
+    def inner_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: tuple[np.ndarray, int],
+                 rows: np.ndarray | None = None) -> "_InnerCV":
         """Inner spatial-block CV of a training part: the threshold the rule picks on its out-of-fold predictions
         and, for LightGBM, the number of rounds (mean over inner folds of the early-stopping round, x 1.1 for the
         larger outer training part).
 
         The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
-        blocks); each inner model predicts only blocks it was not fitted on. A fixed threshold needs no inner CV."""
+        blocks); each inner model predicts only blocks it was not fitted on. A fixed threshold needs no inner CV.
+        ``blocks``: (each sample's block, their H3 resolution); ``rows``: X's rows in the binned matrix."""
+        blocks, block_res = blocks
         if self.rule.fixed and not self.always_inner:
             return _InnerCV(float(self.rule.value))
         n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
@@ -251,7 +294,7 @@ class _FoldFitter:
         for j in range(inner.n_folds):
             tr, te = inner.split(j)
             if te.size and np.unique(y[tr]).size == 2:
-                oof[te], r = self.fit_predict(X[tr], y[tr], bg[tr], X[te], y_test=y[te], bg_test=bg[te])
+                oof[te], r = self.fit_predict(X, y, bg, (tr, te), rows)
                 rounds += [r] if (r and np.unique(y[te]).size == 2) else []
         scored = np.isfinite(oof)
         t = self.rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")

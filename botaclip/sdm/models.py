@@ -15,9 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedRows, dataset_params
+
 MODEL_NAMES = ("lightgbm", "rf", "logistic", "maxent")  # maxent: optional extra botaclip[maxent]
 #: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).
 EARLY_STOPPING_PATIENCE = 30
+#: What early stopping watches on the held-out part: 'auc' (binary tasks; the ranking the evaluation scores) or
+#: 'loss' (log-loss, or L2 for abundance). Regression always stops on L2.
+STOPPING_METRICS = ("auc", "loss")
 TASKS = ("binary", "regression")
 
 
@@ -143,20 +148,41 @@ class LightGBMModel(SDMEstimator):
 
     name = "lightgbm"
 
-    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, learning_rate=0.05, num_leaves=31,
-                 min_child_samples=10, subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0, max_bin=255):
+    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=150, learning_rate=0.1, num_leaves=31,
+                 min_child_samples=10, subsample=0.8, colsample_bytree=0.1, reg_lambda=1.0,
+                 max_bin=DEFAULT_MAX_BIN, early_stopping_rounds=EARLY_STOPPING_PATIENCE, stop_on="auc",
+                 neg_subsample=0.1):
         super().__init__(task, seed, n_jobs)
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
             colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, max_bin=max_bin,
+            early_stopping_rounds=early_stopping_rounds, stop_on=stop_on, neg_subsample=neg_subsample,
         )
+        if stop_on not in STOPPING_METRICS:
+            raise ValueError(f"stop_on must be one of {', '.join(STOPPING_METRICS)}, got {stop_on!r}")
         self.booster_ = None
 
-    def _fit(self, X, target, sample_weight, valid=None):
-        import lightgbm as lgb
+    def fit(self, X, y, sample_weight=None, valid=None) -> "LightGBMModel":
+        """As :meth:`SDMEstimator.fit`; ``X`` (and the X of ``valid``) may also be :class:`BinnedRows` of
+        features binned once (:mod:`botaclip.sdm.binning`), which skips binning the columns for this fit."""
+        if not isinstance(X, BinnedRows):
+            return super().fit(X, y, sample_weight, valid)
+        if X.max_bin != self.params["max_bin"]:
+            raise ValueError(f"features binned with max_bin {X.max_bin}, the model asks for {self.params['max_bin']}")
+        y = _check_y(y, self.task, X.shape[0])
+        self.n_features_ = X.shape[1]
+        if valid is not None:
+            Xv, yv, wv = valid
+            if not isinstance(Xv, BinnedRows) or Xv.parent is not X.parent:
+                raise ValueError("a held-out part must be rows of the same binned features as the training part")
+            yv = np.asarray(yv, dtype=np.float64)
+            valid = (Xv, yv if self.task == "binary" else np.log1p(yv), wv)
+        self._fit(X, y if self.task == "binary" else np.log1p(y), sample_weight, valid)
+        return self
 
-        params = {
+    def _train_params(self) -> dict:
+        return {
             "objective": "binary" if self.task == "binary" else "regression",
             "learning_rate": self.params["learning_rate"],
             "num_leaves": self.params["num_leaves"],
@@ -168,17 +194,46 @@ class LightGBMModel(SDMEstimator):
             "num_threads": self.n_jobs,
             "seed": self.seed,
             "deterministic": True,
+            "force_col_wise": True,  # many columns, few rows: skips LightGBM's row/column-wise timing test
+            # The held-out metric early stopping watches; log-loss (L2) keeps improving only while the
+            # probabilities' calibration does, AUC as long as the ranking does.
+            "metric": "auc" if (self.task == "binary" and self.params.get("stop_on", "auc") == "auc") else "",
             "verbose": -1,
         }
-        dataset_params = {"verbose": -1, "max_bin": self.params.get("max_bin", 255)}
-        data = lgb.Dataset(X, label=target, weight=sample_weight, free_raw_data=True, params=dataset_params)
+
+    def _bagging(self, params: dict) -> dict:
+        """Binary tasks with ``neg_subsample`` < 1: each tree sees all presences and that fraction of the
+        absences/background (LightGBM's balanced bagging) instead of ``subsample`` of every row."""
+        frac = float(self.params.get("neg_subsample", 1.0))
+        if self.task != "binary" or frac >= 1.0:
+            return params
+        return params | {"pos_bagging_fraction": 1.0, "neg_bagging_fraction": frac, "bagging_freq": 1}
+
+    def _datasets(self, X, target, sample_weight, valid):
+        """(training Dataset, held-out Dataset or None) on the same bins."""
+        import lightgbm as lgb
+
+        if isinstance(X, BinnedRows):
+            data = X.dataset(target, sample_weight)
+            return data, None if valid is None else valid[0].dataset(valid[1], valid[2])
+        params = dataset_params(self.params["max_bin"])
+        data = lgb.Dataset(X, label=target, weight=sample_weight, free_raw_data=True, params=params)
         if valid is None:
-            self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"])
+            return data, None
+        return data, lgb.Dataset(valid[0], label=valid[1], weight=valid[2], reference=data, params=params)
+
+    def _fit(self, X, target, sample_weight, valid=None):
+        import lightgbm as lgb
+
+        data, held_out = self._datasets(X, target, sample_weight, valid)
+        if held_out is None:
+            self.booster_ = lgb.train(self._bagging(self._train_params()), data,
+                                      num_boost_round=self.params["n_estimators"])
             return
-        Xv, yv, wv = valid
-        held_out = lgb.Dataset(Xv, label=yv, weight=wv, reference=data, params=dataset_params)
-        self.booster_ = lgb.train(params, data, num_boost_round=self.params["n_estimators"], valid_sets=[held_out],
-                                  callbacks=[lgb.early_stopping(EARLY_STOPPING_PATIENCE, verbose=False)])
+        patience = self.params["early_stopping_rounds"]
+        self.booster_ = lgb.train(self._bagging(self._train_params()), data,
+                                  num_boost_round=self.params["n_estimators"],
+                                  valid_sets=[held_out], callbacks=[lgb.early_stopping(patience, verbose=False)])
         # Keep only the trees up to the best round: predictions and the saved model agree.
         self.booster_ = lgb.Booster(model_str=self.booster_.model_to_string(num_iteration=self.booster_.best_iteration))
 

@@ -1,0 +1,82 @@
+"""LightGBM's binned form of one feature matrix, built once and reused for every fit on a subset of its rows.
+
+LightGBM turns every column into at most ``max_bin`` histogram bins before boosting. On 768 embedding columns
+that costs about 1 s per fit (docs/benchmarks.md, "SDM speed"), and a cross-validation fits the same species'
+samples many times: 5 outer folds, each with its inner folds. :class:`BinnedFeatures` bins a species' samples
+once; :meth:`BinnedFeatures.rows` hands out a subset of rows that LightGBM takes as is (``Dataset.subset``,
+about 0.01 s), with the labels and weights of that fit.
+
+The bin edges are quantiles of the feature values of all the rows given (no labels): with the rows of a
+species' samples they see the features of every fold, as binning "over the union of cells" does. Split
+thresholds are still learnt on the training rows only, and predictions use the raw feature values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Default histogram bins per feature: a quarter of LightGBM's 255 halves the cost of a boosting round on
+#: hundreds of columns (docs/benchmarks.md, "SDM speed").
+DEFAULT_MAX_BIN = 63
+
+
+def dataset_params(max_bin: int) -> dict:
+    """The Dataset parameters of every LightGBM fit here (binned once or per fit: the same bins either way).
+
+    ``feature_pre_filter`` off: a column that the whole matrix cannot split is not dropped for a subset that
+    could, and a subset keeps every column of its parent."""
+    return {"verbose": -1, "max_bin": int(max_bin), "feature_pre_filter": False}
+
+
+class BinnedFeatures:
+    """A float feature matrix [n, F] binned once by LightGBM (``max_bin`` bins per column); NaN stays missing.
+
+    The raw matrix is not kept: predictions need the caller's own copy."""
+
+    def __init__(self, X, max_bin: int = DEFAULT_MAX_BIN):
+        import lightgbm as lgb
+
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"X must be a non-empty 2-D matrix (samples x features), got shape {X.shape}")
+        self.shape = X.shape
+        self.max_bin = int(max_bin)
+        self.dataset = lgb.Dataset(X, label=np.zeros(X.shape[0]), params=dataset_params(self.max_bin),
+                                   free_raw_data=True).construct()
+
+    def rows(self, index) -> "BinnedRows":
+        """The rows ``index`` (integer positions, each at most once) as a training or validation matrix."""
+        index = np.asarray(index, dtype=np.int64).ravel()
+        if index.size == 0:
+            raise ValueError("no rows selected")
+        if index.min() < 0 or index.max() >= self.shape[0]:
+            raise ValueError(f"row index outside 0..{self.shape[0] - 1}")
+        if np.unique(index).size != index.size:
+            raise ValueError("a row is selected twice")
+        return BinnedRows(self, index)
+
+
+class BinnedRows:
+    """Some rows of a :class:`BinnedFeatures`, in the order given; a LightGBM model accepts it in place of X."""
+
+    def __init__(self, parent: BinnedFeatures, index: np.ndarray):
+        self.parent = parent
+        self.index = index
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.index.size), int(self.parent.shape[1]))
+
+    @property
+    def max_bin(self) -> int:
+        return self.parent.max_bin
+
+    def dataset(self, label: np.ndarray, weight: np.ndarray | None = None):
+        """A constructed LightGBM Dataset of these rows with ``label`` and ``weight`` (both in the order of the
+        rows given). LightGBM keeps a subset's rows in increasing index order; labels and weights follow."""
+        order = np.argsort(self.index, kind="stable")
+        data = self.parent.dataset.subset(self.index[order].tolist()).construct()
+        data.set_label(np.asarray(label, dtype=np.float64)[order])
+        if weight is not None:
+            data.set_weight(np.asarray(weight, dtype=np.float64)[order])
+        return data

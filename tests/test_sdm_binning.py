@@ -1,0 +1,161 @@
+"""LightGBM's binned features built once and reused for every fit on a subset of their rows (issue 17): the
+same model as a fit that bins the same rows itself, the same comparison in one process and in several, and
+the LightGBM hyperparameters a user may set refused with one line when wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from botaclip.errors import InvalidInputError
+from botaclip.sdm import compare, fit_species
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures
+from botaclip.sdm.config import EvaluationConfig
+from botaclip.sdm.models import LightGBMModel
+
+SPECIES = ["Alpha prima", "Beta secunda"]
+
+
+def _data(n=600, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    X[rng.random((n, d)) < 0.02] = np.nan  # missing values stay missing in the bins
+    y = (X[:, 0] + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(scale=0.7, size=n) > 0.8).astype(float)
+    w = np.where(y > 0, 1.0, 0.3)
+    return X, y, w
+
+
+def test_binned_rows_fit_the_same_model_as_binning_the_same_rows():
+    X, y, w = _data()
+    fresh = LightGBMModel(n_estimators=40).fit(X, y, sample_weight=w)
+    binned = BinnedFeatures(X, max_bin=DEFAULT_MAX_BIN)
+    reused = LightGBMModel(n_estimators=40).fit(binned.rows(np.arange(X.shape[0])), y, sample_weight=w)
+    assert np.array_equal(fresh.predict(X), reused.predict(X))
+    # Rows in any order: labels and weights follow their rows.
+    perm = np.random.default_rng(1).permutation(X.shape[0])
+    shuffled = LightGBMModel(n_estimators=40).fit(binned.rows(perm), y[perm], sample_weight=w[perm])
+    assert np.array_equal(fresh.predict(X), shuffled.predict(X))
+
+
+def test_a_subset_of_binned_rows_trains_as_its_rows_on_the_parents_bins():
+    import lightgbm as lgb
+
+    X, y, w = _data()
+    binned = BinnedFeatures(X)
+    rows = np.flatnonzero(np.arange(X.shape[0]) % 3 != 0)
+    kw = dict(n_estimators=30, seed=3, learning_rate=0.05, colsample_bytree=0.5, neg_subsample=0.4)
+    model = LightGBMModel(**kw).fit(binned.rows(rows), y[rows], sample_weight=w[rows])
+    # The same rows as a Dataset of their own on the parent's bin edges (LightGBM's `reference`).
+    own = lgb.Dataset(X[rows], label=y[rows], weight=w[rows], reference=binned.dataset,
+                      params=binned.dataset.params)
+    params = dict(objective="binary", learning_rate=0.05, num_leaves=31, min_data_in_leaf=10, bagging_fraction=0.8,
+                  bagging_freq=1, pos_bagging_fraction=1.0, neg_bagging_fraction=0.4, feature_fraction=0.5,
+                  lambda_l2=1.0, num_threads=1, seed=3, deterministic=True, force_col_wise=True, verbose=-1)
+    booster = lgb.train(params, own, num_boost_round=30)
+    assert np.allclose(model.predict(X), booster.predict(X), rtol=0, atol=1e-12)
+    # Binned on all rows, not on the subset: the split values differ from a fit that bins the subset itself,
+    # the model (same rows, same labels) stays close.
+    alone = LightGBMModel(**kw).fit(X[rows], y[rows], sample_weight=w[rows])
+    assert np.corrcoef(alone.predict(X), model.predict(X))[0, 1] > 0.9
+
+
+def test_early_stopping_on_binned_rows_keeps_the_best_round():
+    X, y, w = _data(n=900)
+    binned = BinnedFeatures(X)
+    train, held = np.arange(600), np.arange(600, 900)
+    model = LightGBMModel(n_estimators=300, early_stopping_rounds=10)
+    model.fit(binned.rows(train), y[train], sample_weight=w[train], valid=(binned.rows(held), y[held], w[held]))
+    assert 1 <= model.rounds < 300
+    assert model.booster_.num_trees() == model.rounds
+
+
+def test_binned_rows_are_refused_when_they_do_not_fit_the_model():
+    X, y, w = _data()
+    binned = BinnedFeatures(X, max_bin=63)
+    with pytest.raises(ValueError, match="max_bin"):
+        LightGBMModel(max_bin=255).fit(binned.rows(np.arange(100)), y[:100])
+    other = BinnedFeatures(X, max_bin=63)
+    with pytest.raises(ValueError, match="same binned features"):
+        LightGBMModel().fit(binned.rows(np.arange(300)), y[:300],
+                            valid=(other.rows(np.arange(300, 600)), y[300:], None))
+    with pytest.raises(ValueError, match="twice"):
+        binned.rows([1, 2, 2])
+    with pytest.raises(ValueError, match="outside"):
+        binned.rows([0, 600])
+    with pytest.raises(ValueError, match="2-D"):
+        BinnedFeatures(np.zeros(5))
+
+
+def test_binning_once_changes_nothing_across_worker_processes(landscape):
+    kw = dict(species=SPECIES, models=["lightgbm"], folds=3)
+    one = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], jobs=1, **kw)
+    two = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], jobs=2, **kw)
+    rows = [[r.species, r.features, r.metric, [round(v, 12) for v in r.values if v == v]] for r in one.rows]
+    assert rows == [[r.species, r.features, r.metric, [round(v, 12) for v in r.values if v == v]]
+                    for r in two.rows]
+    auc = one.means()["auc"]
+    assert auc["emb | lightgbm"]["mean"] > 0.8 and auc["good | lightgbm"]["mean"] > 0.8
+
+
+def test_binning_once_and_per_fit_score_alike(landscape):
+    """Bin edges from all of a species' samples or from each training part: a modelling detail, not a change in
+    what the cross-validation measures."""
+    kw = dict(species=["Alpha prima"], models=["lightgbm"], folds=3, jobs=1)
+    once = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb"], **kw).means()
+    per_fit = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb"], bin_once=False, **kw).means()
+    assert abs(once["auc"]["emb | lightgbm"]["mean"] - per_fit["auc"]["emb | lightgbm"]["mean"]) < 0.03
+
+
+def test_lightgbm_params_reach_the_fitted_model(landscape, tmp_path):
+    res = fit_species(landscape["store"], landscape["root"] / "plots.csv", "Alpha prima", features="emb",
+                      model="lightgbm", folds=3, lightgbm_params="max_bin=15,num_leaves=7,n_estimators=20",
+                      early_stopping=False, out=tmp_path / "m", predictions=False, write_map=False)
+    from botaclip.sdm import load_model
+
+    saved = load_model(tmp_path / "m").estimator
+    assert saved.params["max_bin"] == 15 and saved.params["num_leaves"] == 7 and 1 <= saved.rounds <= 20
+    assert res.summary()["auc"]["mean"] > 0.8
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("depth=3", "names one of"), ("max_bin=1", "at least 2"), ("colsample_bytree=1.5", "at most 1"),
+    ("learning_rate=fast", "positive float"), ("max_bin", "KEY=VALUE"), ("num_leaves=2.5", "positive int"),
+])
+def test_bad_lightgbm_params_are_refused_in_one_line(landscape, tmp_path, text, needle):
+    with pytest.raises(InvalidInputError) as exc:
+        EvaluationConfig(lightgbm_params=text)
+    assert exc.value.params == ["lightgbm_params"] and needle in str(exc.value)
+    from botaclip.cli import cli
+
+    result = CliRunner().invoke(cli, ["sdm", "compare", "--store", str(landscape["store"]), "--occurrences",
+                                       str(landscape["root"] / "plots.csv"), "--features", "emb", "--all",
+                                       "--lightgbm-params", text, "--out", str(tmp_path / "c")])
+    assert result.exit_code != 0 and "--lightgbm-params" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_balanced_bagging_keeps_every_presence_and_is_deterministic():
+    X, y, w = _data(n=900)
+    binned = BinnedFeatures(X)
+    rows = np.arange(900)
+    a = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(binned.rows(rows), y, sample_weight=w)
+    b = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(X, y, sample_weight=w)
+    assert np.array_equal(a.predict(X), b.predict(X))  # binned once or per fit: the same bins here (all rows)
+    full = LightGBMModel(n_estimators=30).fit(X, y, sample_weight=w)
+    assert not np.array_equal(a.predict(X), full.predict(X))
+    from botaclip.sdm.metrics import roc_auc
+
+    assert roc_auc(y, a.predict(X)) > 0.8
+    with pytest.raises(ValueError, match="stop_on"):
+        LightGBMModel(stop_on="accuracy")
+
+
+def test_early_stopping_stops_on_auc_or_loss_before_the_last_round():
+    X, y, _ = _data(n=1500, seed=2)
+    train, held = np.arange(1000), np.arange(1000, 1500)
+    for stop_on in ("auc", "loss"):
+        model = LightGBMModel(n_estimators=300, early_stopping_rounds=20, stop_on=stop_on)
+        model.fit(X[train], y[train], valid=(X[held], y[held], None))
+        assert 1 <= model.rounds < 300 and model.booster_.num_trees() == model.rounds
