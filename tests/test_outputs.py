@@ -6,22 +6,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+from cli_checks import one_line_error
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from botaclip.cli import cli
 from botaclip.errors import InvalidInputError
 from botaclip.sdm import predict
 from botaclip.sdm.cells import cells_to_latlng
 from botaclip.sdm.cog import cog_problems
-
-
-def _err(cli_runner, args, match):
-    r = cli_runner.invoke(cli, args)
-    assert r.exit_code != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
-    assert "Traceback" not in r.output + r.stderr
 
 
 def _pixel_values_at_cells(path, cells):
@@ -94,11 +86,11 @@ def test_predict_html_page(fitted, tmp_path):
 def test_bad_crs_and_crs_on_other_formats(fitted, tmp_path, cli_runner):
     store, model = fitted
     base = ["sdm", "predict", "--model", str(model), "--store", str(store)]
-    _err(cli_runner, base + ["--out", str(tmp_path / "x.tif"), "--crs", "not-a-crs"],
+    one_line_error(cli_runner, base + ["--out", str(tmp_path / "x.tif"), "--crs", "not-a-crs"],
          "--crs 'not-a-crs' is not a coordinate reference system")
-    _err(cli_runner, base + ["--out", str(tmp_path / "x.tif"), "--crs", "EPSG:4326"],
+    one_line_error(cli_runner, base + ["--out", str(tmp_path / "x.tif"), "--crs", "EPSG:4326"],
          "is not a projected CRS in metres")
-    _err(cli_runner, base + ["--out", str(tmp_path / "x.parquet"), "--crs", "EPSG:2154"],
+    one_line_error(cli_runner, base + ["--out", str(tmp_path / "x.parquet"), "--crs", "EPSG:2154"],
          "--crs sets the projection of a .tif")
     assert not list(tmp_path.iterdir())  # nothing written
     with pytest.raises(InvalidInputError, match="not a coordinate reference system"):

@@ -8,6 +8,7 @@ import h3.api.basic_int as h3i
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cli_checks import one_line_error
 
 from botaclip.cli import cli
 from botaclip.store import Store
@@ -31,14 +32,6 @@ def _ok(cli_runner, args):
     r = cli_runner.invoke(cli, args)
     assert r.exit_code == 0, (r.output, r.stderr)
     return r.stdout
-
-
-def _err(cli_runner, args, match):
-    r = cli_runner.invoke(cli, args)
-    assert r.exit_code != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
-    assert "Traceback" not in r.output + r.stderr
 
 
 def test_create_info_verify(cli_runner, tmp_path):
@@ -105,31 +98,31 @@ def test_bad_inputs_give_one_line_errors(cli_runner, filled, tmp_path):
     s = str(store.path)
     (tmp_path / "plain").mkdir()
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    _err(cli_runner, ["store", "info", str(tmp_path / "plain")], "is not a botaclip store")
-    _err(cli_runner, ["store", "info", str(tmp_path / "missing")], "is not a directory")
-    _err(cli_runner, ["store", "create", s], "already exists")
-    _err(cli_runner, ["sql", s, "SELEC nonsense"], "SQL error:")
-    _err(cli_runner, ["sql", s, "SELECT * FROM no_such_view"], "SQL error:")
-    _err(cli_runner, ["sql", s, "CREATE TABLE t AS SELECT 1"], "read-only: CREATE statements are refused")
-    _err(cli_runner, ["sql", s, "SELECT 1", "--format", "parquet"], "needs --out")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa"], "exactly one of a cell")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", "zz"], "not an H3 cell")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", h3i.int_to_str(PARENT)],
+    one_line_error(cli_runner, ["store", "info", str(tmp_path / "plain")], "is not a botaclip store")
+    one_line_error(cli_runner, ["store", "info", str(tmp_path / "missing")], "is not a directory")
+    one_line_error(cli_runner, ["store", "create", s], "already exists")
+    one_line_error(cli_runner, ["sql", s, "SELEC nonsense"], "SQL error:")
+    one_line_error(cli_runner, ["sql", s, "SELECT * FROM no_such_view"], "SQL error:")
+    one_line_error(cli_runner, ["sql", s, "CREATE TABLE t AS SELECT 1"], "read-only: CREATE statements are refused")
+    one_line_error(cli_runner, ["sql", s, "SELECT 1", "--format", "parquet"], "needs --out")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa"], "exactly one of a cell")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", "zz"], "not an H3 cell")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", h3i.int_to_str(PARENT)],
          "not a valid H3 cell at the store resolution")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--point", "45.1"], "must be LAT,LNG")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--point", "10,10"], "is not in feature set")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "nope", "--cell", h3i.int_to_str(int(cells[0]))],
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--point", "45.1"], "must be LAT,LNG")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--point", "10,10"], "is not in feature set")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "nope", "--cell", h3i.int_to_str(int(cells[0]))],
          "no feature set 'nope'")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", h3i.int_to_str(int(cells[0])),
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "dofa", "--cell", h3i.int_to_str(int(cells[0])),
                       "--within", "1,2,3"], "--within")
-    _err(cli_runner, ["store", "import", s, str(tmp_path / "nofile.csv"), "--name", "x"], "no such file")
-    _err(cli_runner, ["store", "import", s, str(tmp_path / "bad.csv"), "--name", "x"], "no coordinate columns")
-    _err(cli_runner, ["store", "import", s, str(tmp_path / "bad.csv"), "--name", "Bad Name", "--h3", "a"],
+    one_line_error(cli_runner, ["store", "import", s, str(tmp_path / "nofile.csv"), "--name", "x"], "no such file")
+    one_line_error(cli_runner, ["store", "import", s, str(tmp_path / "bad.csv"), "--name", "x"], "no coordinate columns")
+    one_line_error(cli_runner, ["store", "import", s, str(tmp_path / "bad.csv"), "--name", "Bad Name", "--h3", "a"],
          "invalid feature-set name")
-    _err(cli_runner, ["store", "add-raster", s, str(tmp_path / "bad.csv"), "--name", "r"], "cannot open raster")
-    _err(cli_runner, ["store", "export", s, "--feature-set", "dofa", "--out", str(tmp_path / "x.csv")],
+    one_line_error(cli_runner, ["store", "add-raster", s, str(tmp_path / "bad.csv"), "--name", "r"], "cannot open raster")
+    one_line_error(cli_runner, ["store", "export", s, "--feature-set", "dofa", "--out", str(tmp_path / "x.csv")],
          "use a .parquet")
-    _err(cli_runner, ["store", "export", s, "--feature-set", "dofa", "--out", str(tmp_path / "no/x.parquet")],
+    one_line_error(cli_runner, ["store", "export", s, "--feature-set", "dofa", "--out", str(tmp_path / "no/x.parquet")],
          "does not exist")
     # nothing stored was harmed
     assert Store.open(store.path).verify().ok and Store.open(store.path).info("dofa")["rows"] == 2401

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from cli_checks import one_line_error
 
 from botaclip.cli import cli
 from botaclip.errors import InvalidInputError, MissingDependencyError
@@ -57,14 +58,6 @@ def _ok(cli_runner, args):
     r = cli_runner.invoke(cli, args)
     assert r.exit_code == 0, (r.output, r.stderr)
     return r
-
-
-def _err(cli_runner, args, match):
-    r = cli_runner.invoke(cli, args)
-    assert r.exit_code != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
-    assert "Traceback" not in r.output + r.stderr
 
 
 def test_exact_in_memory_and_from_parquet_match_numpy(clustered):
@@ -175,7 +168,7 @@ def test_ann_cli_build_info_similar_and_drop(cli_runner, tmp_path, clustered):
         w.write(cells, X)
     s = str(store.path)
     cell = format(int(cells[7]), "x")
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "emb", "--cell", cell, "--ann"],
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "emb", "--cell", cell, "--ann"],
          "has no ANN index yet; build one with `botaclip store ann build")
     assert "no ANN index" in _ok(cli_runner, ["store", "ann", "info", s]).stdout
     assert "built IVF" in _ok(cli_runner, ["store", "ann", "build", s, "--feature-set", "emb", "--threads", "1"]).stdout
@@ -187,7 +180,7 @@ def test_ann_cli_build_info_similar_and_drop(cli_runner, tmp_path, clustered):
     assert "answered by exact" in r.stderr
     by_exact = [row["h3_string"] for row in json.loads(r.stdout)]
     assert len(set(by_ann) & set(by_exact)) >= 8
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "emb", "--cell", cell, "--exact", "--ann"],
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "emb", "--cell", cell, "--exact", "--ann"],
          "not both")
     assert "dropped" in _ok(cli_runner, ["store", "ann", "drop", s, "--feature-set", "emb"]).stdout
     assert ann.status(store, "emb") is None
@@ -260,22 +253,22 @@ def test_bad_inputs_one_line(cli_runner, tmp_path, clustered, monkeypatch):
     store, cells, _ = clustered
     s, cell = str(store.path), format(int(cells[0]), "x")
     base = ["store", "similar", s, "--feature-set", "emb"]
-    _err(cli_runner, ["store", "similar", s, "--feature-set", "nope", "--cell", cell], "no feature set 'nope'")
-    _err(cli_runner, ["store", "ann", "build", s, "--feature-set", "nope"], "no feature set 'nope'")
-    _err(cli_runner, base + ["--cell", cell, "--within", "5.9,45.4,5.7,45.1"], "--within")
+    one_line_error(cli_runner, ["store", "similar", s, "--feature-set", "nope", "--cell", cell], "no feature set 'nope'")
+    one_line_error(cli_runner, ["store", "ann", "build", s, "--feature-set", "nope"], "no feature set 'nope'")
+    one_line_error(cli_runner, base + ["--cell", cell, "--within", "5.9,45.4,5.7,45.1"], "--within")
     (tmp_path / "bad.geojson").write_text("{ not json")
-    _err(cli_runner, base + ["--polygon", str(tmp_path / "bad.geojson")], "cannot read polygon file")
-    _err(cli_runner, base + ["--polygon", str(tmp_path / "none.geojson")], "no such file")
-    _err(cli_runner, base + ["--cell", cell, "--cells", cell], "exactly one of")
-    _err(cli_runner, base + ["--cell", cell, "--max-km", "-1"], "--max-km must be a positive")
-    _err(cli_runner, base + ["--cell", cell, "--near", "45"], "--near '45' must be LAT,LNG")
-    _err(cli_runner, base + ["--cell", cell, "--format", "gpkg"], "needs --out")
-    _err(cli_runner, base + ["--cell", cell, "--format", "csv", "--out", str(store.path / "x.csv")],
+    one_line_error(cli_runner, base + ["--polygon", str(tmp_path / "bad.geojson")], "cannot read polygon file")
+    one_line_error(cli_runner, base + ["--polygon", str(tmp_path / "none.geojson")], "no such file")
+    one_line_error(cli_runner, base + ["--cell", cell, "--cells", cell], "exactly one of")
+    one_line_error(cli_runner, base + ["--cell", cell, "--max-km", "-1"], "--max-km must be a positive")
+    one_line_error(cli_runner, base + ["--cell", cell, "--near", "45"], "--near '45' must be LAT,LNG")
+    one_line_error(cli_runner, base + ["--cell", cell, "--format", "gpkg"], "needs --out")
+    one_line_error(cli_runner, base + ["--cell", cell, "--format", "csv", "--out", str(store.path / "x.csv")],
          "inside store")
     far = format(h3i.latlng_to_cell(10.0, 10.0, 10), "x")
-    _err(cli_runner, base + ["--cells", far], "none of 1 cells is in feature set")
+    one_line_error(cli_runner, base + ["--cells", far], "none of 1 cells is in feature set")
     monkeypatch.setitem(sys.modules, "faiss", None)  # faiss not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'botaclip\[ann\]'"):
         ann.build(store, "emb")
-    _err(cli_runner, ["store", "ann", "build", s, "--feature-set", "emb"], "botaclip[ann]")
+    one_line_error(cli_runner, ["store", "ann", "build", s, "--feature-set", "emb"], "botaclip[ann]")
     assert Store.open(store.path).verify().ok
