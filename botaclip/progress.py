@@ -16,6 +16,7 @@ an ``echo`` callable, None) into a reporter.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -84,7 +85,9 @@ class _LineBar(_NullBar):
 
     def __init__(self, echo: Callable[[str], None], total: int, unit: str, desc: str, every_s: float) -> None:
         self.echo, self.total, self.unit, self.desc, self.every_s = echo, int(total), unit, desc, every_s
-        self.done, self.last = 0, 0.0
+        # -inf, not 0: perf_counter() counts from an arbitrary point (boot, here), so 0 would hide the first line
+        # on a machine up for less than every_s.
+        self.done, self.last = 0, -math.inf
 
     def update(self, n: int = 1) -> None:
         self.done += int(n)
