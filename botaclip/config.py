@@ -8,6 +8,9 @@ field name, nested configs included (``folds=3`` reaches ``FitConfig.evaluation.
 and ``fit_species(store, occ, "Carex firma", FitConfig(model="rf", evaluation=EvaluationConfig(folds=3)))`` are
 the same call. The CLI builds the config from its options and reads its defaults from the dataclasses, so every
 default is written once.
+
+A small config shared by several jobs (``StacSource``: ``stac``, ``assets``, ``sort``) is nested as an
+:func:`inline` group: its fields are options of the job by their own names, and the group's name is none.
 """
 
 from __future__ import annotations
@@ -16,14 +19,23 @@ import dataclasses
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+_INLINE = "botaclip.config.inline"
+
+
+def inline(cls: type[C]) -> Any:
+    """A field holding a nested config ``cls`` (default: its defaults) whose fields are reached by their own names
+    only: the group's name is no option, so a job's options and CLI stay flat where a shared group is nested."""
+    return dataclasses.field(default_factory=cls, metadata={_INLINE: True})
 
 
 def field_names(cls) -> set[str]:
-    """Every field name of a config class, nested configs' fields included."""
+    """Every field name of a config class, nested configs' fields included (an :func:`inline` group's own name
+    not)."""
     names = set()
     for f in dataclasses.fields(cls):
         default = _default(f)
-        names.add(f.name)
+        if not f.metadata.get(_INLINE):
+            names.add(f.name)
         if dataclasses.is_dataclass(default):
             names |= field_names(type(default))
     return names

@@ -306,7 +306,7 @@ def test_train_from_a_stac_item_equals_train_from_the_file(releve_landscape, tmp
     # 8-bit levels as they are from the uint8 file; the losses agree to well under 1 %.
     assert logs[0]["val_siglip"] == pytest.approx(logs[1]["val_siglip"], rel=5e-3)
     res = cli_runner.invoke(cli, [*args, "--stac", str(tmp_path / "item.json"), "--out", str(tmp_path / "x.pt")])
-    assert res.exit_code != 0 and "--stac goes with --assets" in res.stderr and "Traceback" not in res.stderr
+    assert res.exit_code != 0 and "--stac needs --assets" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_index_stac_without_wavelengths_then_with_them(tmp_path, write_cog, cli_runner):

@@ -14,9 +14,9 @@ from botaclip.pipeline.index_config import (
     ENGINES,
     NORMALIZATIONS,
     RESAMPLINGS,
-    STAC_SORTS,
     IndexConfig,
 )
+from botaclip.pipeline.stac_source import SORTS
 
 
 def _default(name: str):
@@ -40,7 +40,7 @@ def _default(name: str):
                    "raster:bands; several items form a mosaic. Needs botaclip[stac].")
 @click.option("--assets", default=_default("assets"),
               help="With --stac: the asset keys to read, in band order, e.g. red,green,blue,nir.")
-@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(STAC_SORTS),
+@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(SORTS),
               help="With --stac: mosaic order of several items: most recent first (datetime) or least cloudy "
                    "first (cloud, by eo:cloud_cover).")
 @click.option("--store", required=True, type=click.Path(),

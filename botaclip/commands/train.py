@@ -11,7 +11,7 @@ import click
 
 from botaclip.config import default
 from botaclip.model.train_config import ADAPTER_KINDS, COVER_TRANSFORMS, OBJECTIVES
-from botaclip.pipeline.index_config import STAC_SORTS
+from botaclip.pipeline.stac_source import SORTS
 from botaclip.pipeline.train_config import TrainJobConfig
 
 
@@ -32,7 +32,7 @@ def _default(name: str):
               help="Imagery from STAC instead of --imagery: an item, ItemCollection or saved search (JSON file or "
                    "URL); its wavelengths replace --bands. Needs botaclip[stac].")
 @click.option("--assets", default=_default("assets"), help="With --stac: the asset keys to read, in band order.")
-@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(STAC_SORTS),
+@click.option("--sort", default=_default("sort"), show_default=True, type=click.Choice(SORTS),
               help="With --stac: mosaic order, most recent or least cloudy item first.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (e.g. adapter.pt); the per-epoch log goes next to it as .jsonl.")

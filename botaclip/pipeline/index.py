@@ -59,6 +59,7 @@ from botaclip.pipeline.provenance import (
     index_provenance,
     merge_imagery,
 )
+from botaclip.pipeline.stac_source import stac_inputs
 from botaclip.progress import as_progress
 
 __all__ = ["DEFAULT_RESOLUTION", "IndexConfig", "IndexSummary", "JobWriter", "default_name", "parse_shard",
@@ -296,7 +297,9 @@ def _index(region, imagery: Sequence[str], store_path: Path, cfg: IndexConfig, s
 
         return index_cross_fitted(bundle, region, imagery, store_path, cfg, say)
     existing, resolution, pres = _grid(store_path, cfg.output)
-    imagery, stac_spec = _stac_inputs(cfg.chips, imagery, say)
+    chips = cfg.chips
+    wavelengths = None if chips.wavelengths is None else band_spec(None, chips.wavelengths).wavelengths
+    imagery, stac_spec = stac_inputs(chips.stac_source, imagery, say, bands=chips.bands, wavelengths=wavelengths)
     region_obj, imagery = _resolve_region(region, imagery)
     for note in region_obj.notes:
         say(note)
@@ -360,21 +363,6 @@ class _Inputs:
     bundle: object | None  # the adapter (botaclip.model.adapter.AdapterBundle)
     adapter_sha: str | None
     notes: list[str]  # the warnings raised while opening them, as "note: ..." lines
-
-
-def _stac_inputs(chips, imagery: Sequence[str], say) -> tuple[list[str], object | None]:
-    """With ``stac``: the items' rasters (one VRT per item, mosaic order) as the imagery, and their bands (the
-    items' wavelengths, or ``bands``/``wavelengths`` when given). Without: the imagery as given, no bands."""
-    if chips.stac is None:
-        return list(imagery), None
-    if imagery:
-        raise InvalidInputError(f"give either {param('imagery')} or {param('stac')}, not both")
-    from botaclip.imagery.stac import stac_imagery
-
-    given = band_spec(None, chips.wavelengths).wavelengths if chips.wavelengths is not None else None
-    found = stac_imagery(chips.stac, chips.assets, sort=chips.sort, wavelengths=given)
-    say(f"imagery: {found.describe()}")
-    return list(found.paths), found.band_spec(chips.bands)
 
 
 def _open_inputs(cfg: IndexConfig, imagery: list[str], bundle, stack: ExitStack, spec=None) -> _Inputs:

@@ -1,9 +1,11 @@
 """The settings of the index job (`botaclip index`, :func:`botaclip.pipeline.run_index`) as frozen dataclasses.
 
 :class:`IndexConfig` nests five groups: ``model`` (backbone, weights, adapter, seed), ``chips`` (chip geometry,
-bands, normalisation, resampling, min_valid), ``runtime`` (batch size, device, reading threads, limit, progress),
-``scale`` (engine, shard, Ray settings) and ``output`` (feature-set name, H3 resolutions, overwrite). Every field
-name is unique across the groups, so keyword options reach them by name::
+bands, normalisation, resampling, min_valid, and STAC imagery: an inline
+:class:`~botaclip.pipeline.stac_source.StacSource`, options ``stac``, ``assets``, ``sort``), ``runtime`` (batch
+size, device, reading threads, limit, progress), ``scale`` (engine, shard, Ray settings) and ``output``
+(feature-set name, H3 resolutions, overwrite). Every field name is unique across the groups, so keyword options
+reach them by name::
 
     run_index("sample", [], "store", IndexConfig(runtime=RuntimeConfig(batch_size=8)))
     run_index("sample", [], "store", batch_size=8)                  # the same call
@@ -19,13 +21,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from botaclip.config import inline
 from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.pipeline.stac_source import StacSource
 
 DEFAULT_RESOLUTION = 10  # H3 resolution of a new store when none is given
 NORMALIZATIONS = ("auto", "preset", "stats")  # as botaclip.imagery.bands (not imported: it pulls in rasterio)
 RESAMPLINGS = ("auto", "average", "bilinear")  # as botaclip.imagery.chips
 ENGINES = ("local", "ray")
-STAC_SORTS = ("datetime", "cloud")  # as botaclip.imagery.stac
 
 
 def _check(ok: bool, name: str, requirement: str, value) -> None:
@@ -117,20 +120,12 @@ class ChipConfig:
     normalize: str = "auto"  # auto | preset | stats
     resampling: str = "auto"  # auto | average | bilinear
     min_valid: float = 0.9  # chips with a smaller fraction of valid pixels are skipped
-    # Imagery from STAC instead of raster files: an item / ItemCollection / saved search (JSON file or URL), the
-    # asset keys read as bands (in order), and the mosaic order of several items (newest or least cloudy first).
-    stac: str | None = None
-    assets: str | tuple[str, ...] | None = None
-    sort: str = "datetime"
+    # Imagery from STAC instead of raster files (options stac, assets, sort); without stac the job's raster files.
+    stac_source: StacSource = inline(StacSource)
 
     def __post_init__(self) -> None:
         _real(self, "chip_m", lambda v: v > 0, "must be a positive number of metres")
-        _check(self.sort in STAC_SORTS, "sort", f"must be one of {', '.join(STAC_SORTS)}", self.sort)
-        if self.assets is not None and self.stac is None:
-            raise InvalidInputError(f"{param('assets')} picks the assets of a STAC item; give {param('stac')} too")
-        if self.stac is not None and self.assets is None:
-            raise InvalidInputError(f"{param('stac')} needs {param('assets')}: the asset keys to read, in band "
-                                    "order, e.g. red,green,blue,nir")
+        _check(isinstance(self.stac_source, StacSource), "stac_source", "must be a StacSource", self.stac_source)
         _whole(self, "size_px", 1, "must be a positive whole number of pixels")
         if self.bands is not None and self.wavelengths is not None:
             raise InvalidInputError(f"give either {param('bands')} or {param('wavelengths')}, not both")

@@ -38,6 +38,7 @@ from botaclip.model.vocabulary import SpeciesVocabulary
 from botaclip.pipeline.feature_cache import CacheSettings, cache_features
 from botaclip.pipeline.releves import read_releves
 from botaclip.pipeline.spatial_split import spatial_block_folds, spatial_block_split
+from botaclip.pipeline.stac_source import stac_inputs
 from botaclip.pipeline.train_config import (  # noqa: F401 - TrainOptions: the flat form, imported from here
     CenteringConfig,
     SplitConfig,
@@ -300,7 +301,7 @@ def train_botaclip(config: TrainJobConfig | None = None, echo: Callable[[str], N
     if not cached.releve_ids:
         raise InvalidInputError(
             f"no relevé inside the imagery: all {len(releves.plots)} relevés of {cfg.releves} are outside "
-            f"{', '.join(cfg.imagery) or cfg.features.stac} or have less than {cfg.features.min_valid:.0%} valid pixels; check the "
+            f"{', '.join(cfg.imagery) or cfg.features.stac_source.stac} or have less than {cfg.features.min_valid:.0%} valid pixels; check the "
             "coordinates (lat/lng, CRS) and the imagery extent"
         )
     report.step(f"features: {len(cached.releve_ids)} relevés x {cfg.features.views} views from {cached.path} "
@@ -371,19 +372,6 @@ def _read_checked_releves(cfg: TrainJobConfig):
     return releves
 
 
-def _imagery(cfg: TrainJobConfig, progress: Progress) -> tuple[list[str], object]:
-    """The rasters and their bands: ``imagery`` with the ``bands`` preset, or the STAC items' VRTs with their
-    wavelengths."""
-    f = cfg.features
-    if f.stac is None:
-        return list(cfg.imagery), f.bands
-    from botaclip.imagery.stac import stac_imagery
-
-    found = stac_imagery(f.stac, f.assets, sort=f.sort)
-    progress.warn(f"imagery: {found.describe()}")
-    return list(found.paths), found.band_spec()
-
-
 def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress):
     """The frozen backbone's features of every relevé's chip, from the cache or computed now, and the backbone's
     identity; a resumed checkpoint of another backbone, or a centring store without its backbone set, is refused
@@ -396,8 +384,11 @@ def _cache(cfg: TrainJobConfig, releves, resume: dict | None, progress: Progress
         # Said once, as one line, below; not as a Python warning with a source line.
         warnings.simplefilter("ignore", RandomInitWarning)
         backbone_model = make_backbone(f.backbone, f.weights, f.backbone_seed, f.size_px)
-        imagery, bands = _imagery(cfg, progress)
-        reader = ChipReader(imagery, bands=bands, chip_m=f.chip_m, size_px=f.size_px)
+        # The rasters and their bands: imagery with the bands preset, or the STAC items' VRTs with their
+        # wavelengths (which replace the preset).
+        imagery, stac_bands = stac_inputs(f.stac_source, cfg.imagery, progress.warn)
+        reader = ChipReader(imagery, bands=f.bands if stac_bands is None else stac_bands, chip_m=f.chip_m,
+                            size_px=f.size_px)
         embedder = Embedder(backbone_model, list(reader.wavelengths), device=cfg.fit.device,
                             batch_size=f.embed_batch_size, normalize=True)
     if backbone_model.random_init:

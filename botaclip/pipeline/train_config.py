@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from botaclip.config import build
+from botaclip.config import build, inline
 from botaclip.errors import InvalidInputError, param
 from botaclip.model.train_config import TrainConfig, check, check_int, is_int, is_number
+from botaclip.pipeline.stac_source import StacSource
 
 __all__ = ["CenteringConfig", "FeatureConfig", "SplitConfig", "TrainConfig", "TrainJobConfig", "TrainOptions"]
 
@@ -43,21 +44,14 @@ class FeatureConfig:
     views: int = 4  # augmented views cached per chip (1: no augmentation)
     embed_batch_size: int = 64  # chips per backbone batch
     cache_dir: str | None = None  # folder of the feature cache; None: next to out
-    # Imagery from STAC instead of raster files (see botaclip.imagery.stac): an item / ItemCollection / saved
-    # search (file or URL), the asset keys read as bands in order (their wavelengths replace ``bands``), and the
-    # mosaic order of several items.
-    stac: str | None = None
-    assets: str | tuple[str, ...] | None = None
-    sort: str = "datetime"
+    # Imagery from STAC instead of raster files (options stac, assets, sort): the items' wavelengths replace
+    # ``bands``; without stac the job's ``imagery``.
+    stac_source: StacSource = inline(StacSource)
 
     def __post_init__(self) -> None:
         from botaclip.imagery.chips import MAX_SIZE_PX
-        from botaclip.imagery.stac import SORTS
 
-        check(self.sort in SORTS, "sort", f"must be one of {', '.join(SORTS)}", self.sort)
-        check((self.stac is None) == (self.assets is None), "assets" if self.stac is None else "stac",
-              f"goes with {param('stac') if self.stac is None else param('assets')}", self.assets or self.stac)
-
+        check(isinstance(self.stac_source, StacSource), "stac_source", "must be a StacSource", self.stac_source)
         check(isinstance(self.backbone, str) and bool(self.backbone.strip()), "backbone", "must name a backbone",
               self.backbone)
         check_int(self, "backbone_seed", 0)
@@ -129,11 +123,10 @@ class TrainJobConfig:
             check(isinstance(getattr(self, name), cls), name, f"must be a {cls.__name__}", getattr(self, name))
         imagery = (self.imagery,) if isinstance(self.imagery, (str, Path)) else tuple(self.imagery or ())
         object.__setattr__(self, "imagery", tuple(str(p) for p in imagery))
-        if self.features.stac is None:
+        self.features.stac_source.check_alone(self.imagery)
+        if not self.features.stac_source.given:
             check(len(self.imagery) > 0, "imagery", "must name at least one raster file or URL (or give a STAC item)",
                   self.imagery)
-        elif self.imagery:
-            raise InvalidInputError(f"give either {param('imagery')} or {param('stac')}, not both")
         check(bool(str(self.releves).strip()), "releves", "must name a relevé table", self.releves)
         check(Path(self.out).suffix != "", "out", "needs a file name such as adapter.pt", str(self.out))
         if self.split.folds and self.resume:
