@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedRows, dataset_params
+from botaclip.sdm.threads import blas_threads
 
 MODEL_NAMES = ("lightgbm", "rf", "logistic", "maxent")  # maxent: optional extra botaclip[maxent]
 #: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).
@@ -422,17 +423,6 @@ class _ForestArrays:
 LOGISTIC_SOLVERS = ("newton-cholesky", "lbfgs")
 
 
-def blas_threads(n_jobs: int | None):
-    """A context in which BLAS (NumPy's linear algebra) uses ``n_jobs`` threads (0 or None: as many as it likes).
-
-    Why: a fit on a few thousand rows is a string of small products; OpenBLAS threads that wait for a core on a
-    busy machine (or in each of several worker processes) spin instead, costing up to 10x the CPU of one thread
-    (docs/benchmarks.md, "SDM speed")."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n_jobs or None, user_api="blas")
-
-
 class LogisticModel(SDMEstimator):
     """Standardised features, L2-penalised logistic regression (ridge regression for abundance); NaN imputed by
     training medians. Parameters are plain arrays, so a saved model is a readable JSON file.
@@ -489,7 +479,8 @@ class LogisticModel(SDMEstimator):
         Z = self.imputer_.transform(X).astype(np.float64)
         Z -= self.mean_
         Z /= self.scale_
-        eta = Z @ self.coef_ + self.intercept_
+        with blas_threads(self.n_jobs):
+            eta = Z @ self.coef_ + self.intercept_
         if self.task == "binary":
             return 1.0 / (1.0 + np.exp(-np.clip(eta, -500, 500)))
         return eta
