@@ -218,6 +218,46 @@ def phase_real(args) -> dict:
             **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"] for m in ("auc", "tss") for fs in sets}}
 
 
+def phase_demo(args) -> dict:
+    """The demo's SDM step (`botaclip demo`, step 4: plants, butterflies and soil, one seed) on the feature sets of
+    a demo folder that need no training (its backbone, location and elevation sets), with --settings' options."""
+    import functools
+
+    import botaclip.sdm
+    from botaclip.pipeline import demo
+    from botaclip.sample import SampleRegion
+    from botaclip.store import Store
+
+    options = settings_options(args.settings)
+    if options:  # score_tasks calls botaclip.sdm.compare; these options go with every call
+        botaclip.sdm.compare = functools.partial(botaclip.sdm.compare, **options)
+    store = Store.open(Path(args.real) / "store", read_only=True)
+    names = {n: n for n in (demo.BACKBONE_SET, demo.LOCATION_SET, demo.COVARIATE_SET) if n in store.feature_sets()}
+    t = time.perf_counter()
+    tasks, _ = demo.score_tasks(store, SampleRegion.open(Path(args.real) / "sample"), names, 0,
+                                demo.SdmPlan(model=args.models), None, lambda line: None)
+    wall = time.perf_counter() - t
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    scores = {f"{task}|{label}": float(np.nanmean(list(v.values())))
+              for task, r in tasks.items() for label, v in r["metric"].items()}
+    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "scores": scores,
+            "code": str(Path(sys.modules["botaclip"].__file__).parent.parent)}
+
+
+def run_demo_step(args) -> None:
+    """The demo's SDM step under each setting, one after the other (--demo-step DIR: a `botaclip demo` folder)."""
+    print(f"the demo's SDM step (one seed, feature sets without training) on {args.demo_step}, {args.models}; "
+          "headline metric per task and set (TSS plants, Boyce butterflies, Spearman soil), mean over species",
+          flush=True)
+    for settings in args.settings.split(","):
+        c = _run_phase("demo", env=_phase_env(settings, args.base_tree), real=args.demo_step, settings=settings,
+                       models=args.models)
+        label = f"{settings} ({c['code']})" if settings.partition("+")[0] in BASE_SETTINGS else settings
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(c["scores"].items()))
+        print(f"| {label} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | {scores} |  (load "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
+
+
 def run_real(args) -> None:
     """The settings side by side on the demo's real embeddings (--real DIR: a `botaclip demo` output folder)."""
     sets = args.real_features.split(",")
@@ -378,6 +418,9 @@ def main() -> None:
     ap.add_argument("--tasks", default="plants,butterflies", help="with --real: the demo tasks")
     ap.add_argument("--real-species", type=int, default=0,
                     help="with --real: only the N species with the most records (0: every species with enough)")
+    ap.add_argument("--demo-step", default=None,
+                    help="instead: the demo's SDM step (one seed, the sets that need no training) on a `botaclip "
+                         "demo` output folder, under each of --settings")
     ap.add_argument("--base-tree", default=None,
                     help="with --settings base or base1: a folder holding the botaclip package to compare with "
                          "(e.g. `git archive COMMIT botaclip | tar -x -C DIR`), run with its defaults")
@@ -393,7 +436,8 @@ def main() -> None:
     ap.add_argument("--load", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
-        phases = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict, "real": phase_real}
+        phases = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict, "real": phase_real,
+                  "demo": phase_demo}
         result = phases[args.phase](args)
         print(json.dumps(result))
         return
@@ -407,6 +451,9 @@ def main() -> None:
             return
         if args.real:
             run_real(args)
+            return
+        if args.demo_step:
+            run_demo_step(args)
             return
         if not args.skip_compare:
             run_compare(args, root)

@@ -64,7 +64,8 @@ def test_cross_validation_with_warm_starts_scores_as_cold_fits():
     np.testing.assert_allclose(res["warm"].oof, res["cold"].oof, atol=1e-4)
     np.testing.assert_allclose(res["old"].oof, res["cold"].oof, atol=5e-3)
     for k in range(3):
-        assert res["warm"].folds[k].threshold == pytest.approx(res["cold"].folds[k].threshold, abs=1e-3)
+        # Inner fits start cold (an earlier model saw their held-out rows): the thresholds are those of cold fits.
+        assert res["warm"].folds[k].threshold == res["cold"].folds[k].threshold
 
 
 @pytest.mark.parametrize("params", [{"max_samples": 0.5}, {"engine": "lightgbm"},

@@ -429,7 +429,8 @@ class LogisticModel(SDMEstimator):
 
     ``solver``: one of :data:`LOGISTIC_SOLVERS`; ``tol``: its stopping tolerance (scikit-learn's meaning). BLAS
     runs on ``n_jobs`` threads (0: all). With ``warm_start``, :meth:`warm_start_from` starts the solver from
-    another fitted model's coefficients (the previous fold's, in cross-validation): the optimum is unique
+    another fitted model's coefficients (in cross-validation, an outer fit starts from its fold's last inner
+    fit, fitted on a part of its training rows): the optimum is unique
     (strictly convex loss), so only the number of iterations changes, within ``tol``."""
 
     name = "logistic"
