@@ -108,21 +108,47 @@ SETTINGS = {"old": {"pca": None, "early_stopping": False, "bin_once": False, "li
             "new": {}, "pca32": {"pca": 32}, "pca16": {"pca": 16}}
 _COMPARE_KEYS = {"pca": int, "early_stopping": lambda v: v in ("1", "true", "True"),
                  "bin_once": lambda v: v in ("1", "true", "True"), "inner_folds": int, "jobs": int}
+#: Settings whose phase runs another copy of botaclip (--base-tree: the code before the RF/logistic work of issue
+#: 17) with its defaults: 'base' with BLAS free to start its threads (as `botaclip demo` ran), 'base1' with
+#: OMP_NUM_THREADS=1 (one BLAS thread per process, as this script's own phases run).
+BASE_SETTINGS = ("base", "base1")
+#: Prefixes of model hyperparameters in --settings items: 'rf.max_samples=0.5', 'logistic.solver=lbfgs'.
+_MODEL_PREFIXES = {"rf.": "rf_params", "logistic.": "logistic_params"}
 
 
 def settings_options(name: str) -> dict:
     """The compare options of a named setting, or of 'key=value+key=value' (see SETTINGS)."""
     if name in SETTINGS:
         return dict(SETTINGS[name])
+    head, _, rest = name.partition("+")
+    if head in BASE_SETTINGS:  # 'base' or 'base1', optionally with compare options: 'base+jobs=1'
+        return settings_options(rest) if rest else {}
     options: dict = {}
     lgb = []
     for item in name.split("+"):
         key, _, value = item.partition("=")
+        prefix = next((p for p in _MODEL_PREFIXES if key.startswith(p)), None)
         if key in _COMPARE_KEYS:
             options[key] = _COMPARE_KEYS[key](value)
+        elif prefix:
+            field = _MODEL_PREFIXES[prefix]
+            options[field] = ",".join(x for x in (options.get(field, ""), f"{key[len(prefix):]}={value}") if x)
         else:
             lgb.append(f"{key}={value}")
     return options | ({"lightgbm_params": ",".join(lgb)} if lgb else {})
+
+
+def _phase_env(settings: str, base_tree: str | None) -> dict | None:
+    """The environment of a phase: another botaclip on the path for the BASE_SETTINGS, else this one's."""
+    settings = settings.partition("+")[0]
+    if settings not in BASE_SETTINGS:
+        return None
+    if not base_tree:
+        raise SystemExit(f"settings {settings!r} need --base-tree DIR (a copy of the botaclip code to compare with)")
+    env = dict(os.environ, PYTHONPATH=str(Path(base_tree).resolve()))
+    if settings == "base":
+        env.pop("OMP_NUM_THREADS", None)
+    return env
 
 
 def phase_compare(args) -> dict:
@@ -170,31 +196,86 @@ def phase_real(args) -> dict:
     species = None
     if args.real_species:  # the species with the most records
         species = pd.read_csv(occ)["species"].value_counts().index[:args.real_species].tolist()
+    import lightgbm  # noqa: F401  (imported here, so that the CPU-s of the comparison hold no imports)
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+
     t = time.perf_counter()
+    cpu0 = _cpu_s()
     res = compare(Path(args.real) / "store", occ, sets, models=[args.models], species=species,
                   folds=5, kind=kind, seed=0, **settings_options(args.settings))
     wall = time.perf_counter() - t
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the comparison itself, without this process's start-up and imports (all of it with jobs=1, which
+    # runs the species in this process; with worker processes, their whole CPU).
+    compare_cpu = _cpu_s() - cpu0 + children.ru_utime + children.ru_stime
     means = res.means()
     return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime,
             "peak_mb": max(_peak_mb(), children.ru_maxrss / 1024.0), "species": len(res.species),
+            "outer_fits": sum(len(r.values) for r in res.rows if r.metric == "auc"),
+            "compare_cpu_s": compare_cpu,
+            "code": str(Path(sys.modules["botaclip"].__file__).parent.parent),
             **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"] for m in ("auc", "tss") for fs in sets}}
+
+
+def phase_demo(args) -> dict:
+    """The demo's SDM step (`botaclip demo`, step 4: plants, butterflies and soil, one seed) on the feature sets of
+    a demo folder that need no training (its backbone, location and elevation sets), with --settings' options."""
+    import functools
+
+    import botaclip.sdm
+    from botaclip.pipeline import demo
+    from botaclip.sample import SampleRegion
+    from botaclip.store import Store
+
+    options = settings_options(args.settings)
+    if options:  # score_tasks calls botaclip.sdm.compare; these options go with every call
+        botaclip.sdm.compare = functools.partial(botaclip.sdm.compare, **options)
+    store = Store.open(Path(args.real) / "store", read_only=True)
+    names = {n: n for n in (demo.BACKBONE_SET, demo.LOCATION_SET, demo.COVARIATE_SET) if n in store.feature_sets()}
+    t = time.perf_counter()
+    tasks, _ = demo.score_tasks(store, SampleRegion.open(Path(args.real) / "sample"), names, 0,
+                                demo.SdmPlan(model=args.models), None, lambda line: None)
+    wall = time.perf_counter() - t
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    scores = {f"{task}|{label}": float(np.nanmean(list(v.values())))
+              for task, r in tasks.items() for label, v in r["metric"].items()}
+    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "scores": scores,
+            "code": str(Path(sys.modules["botaclip"].__file__).parent.parent)}
+
+
+def run_demo_step(args) -> None:
+    """The demo's SDM step under each setting, one after the other (--demo-step DIR: a `botaclip demo` folder)."""
+    print(f"the demo's SDM step (one seed, feature sets without training) on {args.demo_step}, {args.models}; "
+          "headline metric per task and set (TSS plants, Boyce butterflies, Spearman soil), mean over species",
+          flush=True)
+    for settings in args.settings.split(","):
+        c = _run_phase("demo", env=_phase_env(settings, args.base_tree), real=args.demo_step, settings=settings,
+                       models=args.models)
+        label = f"{settings} ({c['code']})" if settings.partition("+")[0] in BASE_SETTINGS else settings
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(c["scores"].items()))
+        print(f"| {label} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | {scores} |  (load "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
 
 
 def run_real(args) -> None:
     """The settings side by side on the demo's real embeddings (--real DIR: a `botaclip demo` output folder)."""
     sets = args.real_features.split(",")
     print(f"sdm compare on the demo's store {args.real}: feature sets {', '.join(sets)}, {args.models}, 5 folds, "
-          "seed 0, threshold by inner CV\n| task | settings | species | wall s | CPU-s | peak MB | "
-          + " | ".join(f"AUC {fs} | TSS {fs}" for fs in sets) + " |\n|---|---|---:|---:|---:|---:|"
+          "seed 0, threshold by inner CV; CPU-s in compare: without start-up and imports (the fits, their "
+          "inner CV, reading, folds, metrics)\n| task | settings | species | wall s | CPU-s | CPU-s in compare per "
+          "outer fold | peak MB | " + " | ".join(f"AUC {fs} | TSS {fs}" for fs in sets) + " |\n|---|---|---:|---:|---:|---:|---:|"
           + "---:|---:|" * len(sets), flush=True)
     for task in args.tasks.split(","):
         for settings in args.settings.split(","):
-            c = _run_phase("real", real=args.real, task=task, settings=settings, models=args.models,
-                           real_features=args.real_features, real_species=args.real_species)
+            c = _run_phase("real", env=_phase_env(settings, args.base_tree), real=args.real, task=task,
+                           settings=settings, models=args.models, real_features=args.real_features,
+                           real_species=args.real_species)
             scores = " | ".join(f"{c[f'auc_{fs}']:.4f} | {c[f'tss_{fs}']:.4f}" for fs in sets)
-            print(f"| {task} | {settings} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
-                  f"{c['peak_mb']:.0f} | {scores} |  (load {os.getloadavg()[0]:.1f})", flush=True)
+            label = f"{settings} ({c['code']})" if settings.partition("+")[0] in BASE_SETTINGS else settings
+            print(f"| {task} | {label} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
+                  f"{c['compare_cpu_s'] / max(c['outer_fits'], 1):.3f} | {c['peak_mb']:.0f} | {scores} |  "
+                  f"(load {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
 
 
 def phase_fit(args) -> dict:
@@ -216,9 +297,9 @@ def phase_predict(args) -> dict:
             "cells_per_s": res.n_cells / wall}
 
 
-def _run_phase(name: str, **kw) -> dict:
+def _run_phase(name: str, env: dict | None = None, **kw) -> dict:
     cmd = [sys.executable, __file__, "--phase", name] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"phase {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -320,7 +401,8 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=1, help="threads per fit in the prediction benchmark")
     ap.add_argument("--settings", default="old,new",
-                    help="compare settings to run side by side: old, new, pca32, pca16, or key=value+key=value")
+                    help="compare settings to run side by side: old, new, pca32, pca16, base, base1 (--base-tree), "
+                         "or key=value+key=value (rf.KEY / logistic.KEY: --rf-params / --logistic-params)")
     ap.add_argument("--subset", type=int, default=0,
                     help="run the --subset-settings on the first N species only (every row also reports its "
                          "means over those N species, for a side-by-side on the same species)")
@@ -336,6 +418,12 @@ def main() -> None:
     ap.add_argument("--tasks", default="plants,butterflies", help="with --real: the demo tasks")
     ap.add_argument("--real-species", type=int, default=0,
                     help="with --real: only the N species with the most records (0: every species with enough)")
+    ap.add_argument("--demo-step", default=None,
+                    help="instead: the demo's SDM step (one seed, the sets that need no training) on a `botaclip "
+                         "demo` output folder, under each of --settings")
+    ap.add_argument("--base-tree", default=None,
+                    help="with --settings base or base1: a folder holding the botaclip package to compare with "
+                         "(e.g. `git archive COMMIT botaclip | tar -x -C DIR`), run with its defaults")
     ap.add_argument("--dtypes", default=None, help="instead: SDM AUC per storage dtype, e.g. float32,float16,int8")
     # Internal: run one phase in this process.
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
@@ -348,7 +436,8 @@ def main() -> None:
     ap.add_argument("--load", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.phase:
-        phases = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict, "real": phase_real}
+        phases = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict, "real": phase_real,
+                  "demo": phase_demo}
         result = phases[args.phase](args)
         print(json.dumps(result))
         return
@@ -362,6 +451,9 @@ def main() -> None:
             return
         if args.real:
             run_real(args)
+            return
+        if args.demo_step:
+            run_demo_step(args)
             return
         if not args.skip_compare:
             run_compare(args, root)

@@ -27,6 +27,21 @@ from botaclip.sdm.models import MODEL_NAMES
 _KINDS = ["presence-absence", "presence-only", "abundance"]
 
 
+def _model_param_options() -> list:
+    """The random forest's and the logistic model's hyperparameter options (config: rf_params, logistic_params)."""
+    return [
+        click.option("--rf-params", default=None,
+                     help="Random forest hyperparameters over the defaults, KEY=VALUE separated by commas: "
+                          "n_estimators (trees, 300), min_samples_leaf, max_samples (share of the rows per tree; "
+                          "default: a bootstrap of all), engine (sklearn: exact splits, as in the paper; lightgbm: "
+                          "LightGBM's rf boosting on 63 bins). E.g. 'max_samples=0.5'."),
+        click.option("--logistic-params", default=None,
+                     help="Logistic hyperparameters over the defaults, KEY=VALUE separated by commas: C (inverse "
+                          "L2 penalty, 1), solver (newton-cholesky or lbfgs), tol, warm_start (start each fold's "
+                          "fit from the previous one's coefficients: true or false). E.g. 'solver=lbfgs'."),
+    ]
+
+
 def _occurrence_options(f):
     """Options shared by fit and compare: sampling, evaluation and occurrence columns."""
     s, e = SamplingConfig, EvaluationConfig
@@ -57,6 +72,7 @@ def _occurrence_options(f):
                           "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, reg_lambda, "
                           "max_bin, neg_subsample (share of the background per tree, presence-only), "
                           "early_stopping_rounds (patience), stop_on (auc or loss). E.g. 'max_bin=255,n_estimators=300'."),
+        *_model_param_options(),
         click.option("--bin-once/--bin-per-fit", default=default(e, "bin_once"), show_default=True,
                      help="LightGBM: bin each species' features once (bin edges from all its samples, no labels) "
                           "and reuse them for every fit of its cross-validation, or bin each fit's rows anew."),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, resolution_of
+from botaclip.sdm.threads import blas_threads
 
 EARTH_RADIUS_M = 6_371_008.8
 N_BINS = 15
@@ -74,7 +75,10 @@ def leading_components(X: np.ndarray, max_components: int = MAX_COMPONENTS,
     if not keep.any():
         return np.zeros((X.shape[0], 0)), np.zeros(0)
     Z = (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep]
-    u, s, _ = np.linalg.svd(Z, full_matrices=False)
+    # One BLAS thread: OpenBLAS threads waiting for a busy core spin; on the demo's 1,621 x 384 cells this SVD
+    # cost 5.8 CPU-s with two threads on a loaded 2-core machine and 0.15 with one (docs/benchmarks.md).
+    with blas_threads(1):
+        u, s, _ = np.linalg.svd(Z, full_matrices=False)
     share = s**2 / np.sum(s**2)
     k = int(min(max_components, np.searchsorted(np.cumsum(share), explained) + 1, share.size))
     return u[:, :k] * s[:k], share[:k]

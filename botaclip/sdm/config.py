@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from botaclip.errors import InvalidInputError, param
-from botaclip.sdm.models import MODEL_NAMES
+from botaclip.sdm.models import LOGISTIC_SOLVERS, MODEL_NAMES, RF_ENGINES
 from botaclip.sdm.occurrences import KINDS, OccurrenceColumns
 from botaclip.sdm.thresholds import parse_threshold
 
@@ -76,6 +76,8 @@ class EvaluationConfig:
     early_stopping: bool = False  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
     lightgbm_params: str | tuple[tuple[str, float], ...] = ()  # LightGBM hyperparameters 'key=value,...' over its defaults
     bin_once: bool = True  # LightGBM: bin each feature matrix once, reused by every fit on its rows
+    rf_params: str | tuple[tuple[str, float | str], ...] = ()  # random forest hyperparameters 'key=value,...'
+    logistic_params: str | tuple[tuple[str, float | str], ...] = ()  # logistic hyperparameters 'key=value,...'
     maxent_features: str = "auto"  # Maxent feature classes: 'auto' or letters of l, q, p, h, t
     maxent_beta: float = 1.5  # Maxent regularisation multiplier (elapid's default; higher: smoother)
     importance: bool = False  # permutation importance of feature groups on the held-out folds
@@ -102,6 +104,9 @@ class EvaluationConfig:
         _check(_is_int(self.importance_repeats) and self.importance_repeats >= 1, "importance_repeats",
                "must be at least 1", self.importance_repeats)
         object.__setattr__(self, "lightgbm_params", parse_lightgbm_params(self.lightgbm_params))
+        object.__setattr__(self, "rf_params", parse_model_params(self.rf_params, "rf_params", RF_PARAMS))
+        object.__setattr__(self, "logistic_params",
+                           parse_model_params(self.logistic_params, "logistic_params", LOGISTIC_PARAMS))
 
     def model_options(self, model: str) -> dict:
         """Hyperparameters of ``model`` that come from these settings (Maxent's feature classes and beta)."""
@@ -109,6 +114,10 @@ class EvaluationConfig:
             return {"features": self.maxent_features, "beta": float(self.maxent_beta)}
         if model == "lightgbm":
             return dict(self.lightgbm_params)
+        if model == "rf":
+            return dict(self.rf_params)
+        if model == "logistic":
+            return dict(self.logistic_params)
         return {}
 
     @property
@@ -244,6 +253,49 @@ def parse_lightgbm_params(value) -> tuple[tuple[str, float | str], ...]:
                  "max_bin": " of at least 2"}
         _check(ok, "lightgbm_params", f"{name} must be a positive {kind.__name__}{limit.get(name, '')}", raw)
         out[name] = number
+    return tuple(sorted(out.items()))
+
+
+#: Hyperparameters `--rf-params` and `--logistic-params` may set: their type, or their choices.
+RF_PARAMS: dict = {"n_estimators": int, "min_samples_leaf": int, "max_samples": float, "engine": RF_ENGINES}
+LOGISTIC_PARAMS: dict = {"C": float, "tol": float, "solver": LOGISTIC_SOLVERS, "warm_start": bool}
+
+
+def parse_model_params(value, option: str, allowed: dict) -> tuple[tuple[str, float | str], ...]:
+    """'C=0.5,solver=lbfgs' (or pairs, or a dict) -> sorted (name, value) pairs of the parameters ``allowed``
+    (name -> int, float, bool or a tuple of choices); a one-line error naming ``option`` for an unknown name or
+    a value out of range. Numbers must be positive; ``max_samples`` (a share of the rows) at most 1."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for item in (x.strip() for x in value.split(",") if x.strip()):
+            name, sep, text = item.partition("=")
+            _check(bool(sep), option, "must be KEY=VALUE pairs separated by commas", item)
+            pairs.append((name.strip(), text.strip()))
+    else:
+        pairs = list(value.items() if isinstance(value, dict) else value)
+    out: dict = {}
+    for name, raw in pairs:
+        _check(name in allowed, option, f"names one of {', '.join(allowed)}", name)
+        kind = allowed[name]
+        if isinstance(kind, tuple):
+            _check(str(raw) in kind, option, f"{name} must be one of {', '.join(kind)}", raw)
+            out[name] = str(raw)
+        elif kind is bool:
+            text = str(raw).lower()
+            _check(text in ("1", "0", "true", "false"), option, f"{name} must be true or false", raw)
+            out[name] = text in ("1", "true")
+        else:
+            try:
+                number = kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
+            except (TypeError, ValueError):
+                number = None
+            ok = number is not None and math.isfinite(number) and number > 0
+            ok = ok and (name != "max_samples" or number <= 1)
+            _check(ok, option, f"{name} must be a positive {kind.__name__}"
+                               + (" at most 1" if name == "max_samples" else ""), raw)
+            out[name] = number
     return tuple(sorted(out.items()))
 
 

@@ -212,6 +212,7 @@ class _FoldFitter:
         self.presence_only = False  # the samples hold background cells
         self.binned: BinnedFeatures | None = None  # the current feature matrix binned once (LightGBM)
         self._binned_of: np.ndarray | None = None
+        self._previous = None  # the last inner fit of the current outer fold: its outer fit starts from it
 
     def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
         """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
@@ -229,9 +230,16 @@ class _FoldFitter:
         """What the estimator is fitted on: the binned rows when the features are binned once, else X."""
         return X if (self.binned is None or rows is None) else self.binned.rows(rows)
 
-    def _estimator(self, rounds: int | None):
+    def _estimator(self, rounds: int | None, warm: bool = False):
         params = model_params(self.model, self.ev, self.presence_only, rounds)
-        return make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
+        est = make_model(self.model, task=self.task, seed=self.ev.seed, n_jobs=self.ev.jobs, **params)
+        # An outer fit (logistic) starts from the coefficients of its fold's last inner fit, whose rows lie inside
+        # its training part. Inner fits start cold: any earlier model saw their held-out rows, and even a starting
+        # point must not carry a held-out label (the stopping point depends on it, within the tolerance).
+        if warm and self._previous is not None and hasattr(est, "warm_start_from"):
+            est.warm_start_from(self._previous)
+        self._previous = None
+        return est
 
     def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[Projection | None, np.ndarray, np.ndarray]:
         """(projection, both parts) on the leading principal components of the training part (no projection and
@@ -250,7 +258,7 @@ class _FoldFitter:
         """A fitted estimator on the training part (``rounds`` boosting rounds for LightGBM). ``rows``: the
         training part's rows in the binned matrix (see :meth:`use_bins`)."""
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
-        return self._estimator(rounds).fit(self._matrix(X_train, rows), y_train, sample_weight=weights)
+        return self._estimator(rounds, warm=True).fit(self._matrix(X_train, rows), y_train, sample_weight=weights)
 
     @property
     def stops_early(self) -> bool:
@@ -270,6 +278,7 @@ class _FoldFitter:
             valid = (self._matrix(X[te], None if rows is None else rows[te]), y[te],
                      training_weights(y[te], bg[te]) if self.task == "binary" else None)
         est.fit(self._matrix(X[tr], None if rows is None else rows[tr]), y[tr], sample_weight=weights, valid=valid)
+        self._previous = est if hasattr(est, "warm_start_from") else None
         return est.predict(X[te]), est.rounds
 
     def inner_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, blocks: tuple[np.ndarray, int],

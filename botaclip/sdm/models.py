@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedRows, dataset_params
+from botaclip.sdm.threads import blas_threads
 
 MODEL_NAMES = ("lightgbm", "rf", "logistic", "maxent")  # maxent: optional extra botaclip[maxent]
 #: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).
@@ -259,34 +260,79 @@ class LightGBMModel(SDMEstimator):
         return model
 
 
-class RandomForestModel(SDMEstimator):
-    """Random forest (scikit-learn), as used for the SDMs of the BotaCLIP paper; NaN imputed by training medians.
+#: How a random forest is grown: 'sklearn' (exact splits, as in the BotaCLIP paper) or 'lightgbm' (LightGBM's
+#: ``rf`` boosting: histogram splits on binned features, far cheaper on hundreds of columns).
+RF_ENGINES = ("sklearn", "lightgbm")
+#: LightGBM forest: leaves per tree (its trees grow leaf-wise to this size, not to purity) and bins per feature.
+RF_LIGHTGBM_LEAVES = 255
+RF_LIGHTGBM_BINS = 63
 
-    A loaded model predicts from the exported tree arrays (see :class:`_ForestArrays`), bit-for-bit as
-    scikit-learn does.
+
+class RandomForestModel(SDMEstimator):
+    """Random forest, as used for the SDMs of the BotaCLIP paper; NaN imputed by training medians.
+
+    ``max_samples``: the share of the rows each tree draws (with replacement for scikit-learn, without for
+    LightGBM, whose default is 0.632, the share of distinct rows in a bootstrap); None: as many as there are
+    rows (scikit-learn's bootstrap). ``engine``: one of :data:`RF_ENGINES`. A loaded scikit-learn forest
+    predicts from the exported tree arrays (see :class:`_ForestArrays`), bit-for-bit as scikit-learn does; a
+    LightGBM forest is saved as LightGBM's text model.
     """
 
     name = "rf"
 
-    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, min_samples_leaf=1, max_features="sqrt"):
+    def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=300, min_samples_leaf=1, max_features="sqrt",
+                 max_samples=None, engine="sklearn"):
         super().__init__(task, seed, n_jobs)
-        self.params = dict(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_features=max_features)
+        if engine not in RF_ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(RF_ENGINES)}, got {engine!r}")
+        if max_features != "sqrt" and engine == "lightgbm":
+            raise ValueError("the LightGBM forest draws sqrt(F) features per split; max_features must be 'sqrt'")
+        self.params = dict(n_estimators=n_estimators, min_samples_leaf=min_samples_leaf, max_features=max_features,
+                           max_samples=max_samples, engine=engine)
         self.imputer_ = _Imputer()
         self.forest_ = None
+        self.booster_ = None
+        self._sk = None
 
     def _fit(self, X, target, sample_weight, valid=None):
+        X = self.imputer_.fit(X).transform(X)
+        if self.params["engine"] == "lightgbm":
+            self._fit_lightgbm(X, target, sample_weight)
+            return
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestClassifier if self.task == "binary" else RandomForestRegressor
-        X = self.imputer_.fit(X).transform(X)
-        forest = cls(**self.params, n_jobs=self.n_jobs or -1, random_state=self.seed)
+        options = {k: v for k, v in self.params.items() if k != "engine"}
+        forest = cls(**options, n_jobs=self.n_jobs or -1, random_state=self.seed)
         forest.fit(X, target.astype(int) if self.task == "binary" else target, sample_weight=sample_weight)
         self.forest_ = _ForestArrays.from_sklearn(forest, self.task)
         self._sk = forest
 
+    def _lightgbm_params(self, n_features: int) -> dict:
+        """LightGBM's ``rf`` boosting: each tree on a share of the rows (drawn without replacement) and
+        sqrt(F) features per split, its leaves averaged over the trees (no shrinkage, no boosting)."""
+        return {
+            "objective": "binary" if self.task == "binary" else "regression",
+            "boosting": "rf", "bagging_fraction": float(self.params["max_samples"] or 0.632), "bagging_freq": 1,
+            "feature_fraction_bynode": float(np.sqrt(n_features) / n_features),
+            "num_leaves": RF_LIGHTGBM_LEAVES, "min_data_in_leaf": int(self.params["min_samples_leaf"]),
+            "min_sum_hessian_in_leaf": 1e-3, "max_bin": RF_LIGHTGBM_BINS, "num_threads": self.n_jobs,
+            "seed": self.seed, "deterministic": True, "force_col_wise": True, "verbose": -1,
+        }
+
+    def _fit_lightgbm(self, X, target, sample_weight):
+        import lightgbm as lgb
+
+        data = lgb.Dataset(X, label=target, weight=sample_weight, free_raw_data=True,
+                           params={"max_bin": RF_LIGHTGBM_BINS, "verbose": -1})
+        self.booster_ = lgb.train(self._lightgbm_params(X.shape[1]), data,
+                                  num_boost_round=int(self.params["n_estimators"]))
+
     def _predict(self, X):
         X = self.imputer_.transform(X)
-        if getattr(self, "_sk", None) is not None:
+        if self.booster_ is not None:
+            return np.asarray(self.booster_.predict(X, num_threads=self.n_jobs), dtype=np.float64)
+        if self._sk is not None:
             if self.task == "binary":
                 return self._sk.predict_proba(X)[:, 1]
             return self._sk.predict(X)
@@ -294,16 +340,22 @@ class RandomForestModel(SDMEstimator):
 
     def state(self):
         meta = self._base_state() | {"params": self.params}
+        if self.booster_ is not None:
+            return meta, {"imputer_medians": self.imputer_.medians}, self.booster_.model_to_string()
         arrays = self.forest_.arrays() | {"imputer_medians": self.imputer_.medians}
         return meta, arrays, None
 
     @classmethod
     def from_state(cls, meta, arrays, text):
-        model = cls(meta["task"], meta["seed"], **meta["params"])
+        model = cls(meta["task"], meta["seed"], **meta["params"])  # saved before issue 17: engine sklearn
         model.n_features_ = meta["n_features"]
         model.imputer_ = _Imputer(np.asarray(arrays["imputer_medians"], dtype=np.float32))
-        model.forest_ = _ForestArrays.from_arrays(arrays)
-        model._sk = None
+        if model.params["engine"] == "lightgbm":
+            import lightgbm as lgb
+
+            model.booster_ = lgb.Booster(model_str=text)  # LightGBM's own text format; nothing is evaluated
+        else:
+            model.forest_ = _ForestArrays.from_arrays(arrays)
         return model
 
 
@@ -365,38 +417,71 @@ class _ForestArrays:
         return total / len(self.roots)
 
 
+#: Solvers of the logistic model: 'newton-cholesky' (a few Newton steps on the F x F Hessian: exact and cheap for
+#: a few hundred to a thousand standardised columns) or 'lbfgs' (the solver before issue 17: hundreds of
+#: gradient steps on embeddings, whose columns are strongly correlated).
+LOGISTIC_SOLVERS = ("newton-cholesky", "lbfgs")
+
+
 class LogisticModel(SDMEstimator):
     """Standardised features, L2-penalised logistic regression (ridge regression for abundance); NaN imputed by
-    training medians. Parameters are plain arrays, so a saved model is a readable JSON file."""
+    training medians. Parameters are plain arrays, so a saved model is a readable JSON file.
+
+    ``solver``: one of :data:`LOGISTIC_SOLVERS`; ``tol``: its stopping tolerance (scikit-learn's meaning). BLAS
+    runs on ``n_jobs`` threads (0: all). With ``warm_start``, :meth:`warm_start_from` starts the solver from
+    another fitted model's coefficients (in cross-validation, an outer fit starts from its fold's last inner
+    fit, fitted on a part of its training rows): the optimum is unique
+    (strictly convex loss), so only the number of iterations changes, within ``tol``."""
 
     name = "logistic"
 
-    def __init__(self, task="binary", seed=0, n_jobs=1, C=1.0):
+    def __init__(self, task="binary", seed=0, n_jobs=1, C=1.0, solver="newton-cholesky", tol=1e-4, warm_start=True):
         super().__init__(task, seed, n_jobs)
-        self.params = dict(C=C)
+        if solver not in LOGISTIC_SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(LOGISTIC_SOLVERS)}, got {solver!r}")
+        self.params = dict(C=C, solver=solver, tol=tol, warm_start=bool(warm_start))
         self.imputer_ = _Imputer()
         self.mean_ = self.scale_ = self.coef_ = None
         self.intercept_ = 0.0
+        self.n_iter_: int | None = None  # solver iterations of the last fit (binary tasks)
+        self._init: tuple[np.ndarray, float] | None = None
+
+    def warm_start_from(self, other: "LogisticModel") -> "LogisticModel":
+        """Start the next fit from ``other``'s coefficients (on its standardised scale; a fitted logistic model of
+        the same task and columns). Ignored if it does not fit, or with ``warm_start=False``."""
+        if self.params["warm_start"] and other.coef_ is not None and other.task == self.task:
+            self._init = (other.coef_, other.intercept_)
+        return self
 
     def _fit(self, X, target, sample_weight, valid=None):
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        X = self.imputer_.fit(X).transform(X).astype(np.float64)
-        self.mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
+        Z = self.imputer_.fit(X).transform(X).astype(np.float64)  # a copy, standardised in place
+        self.mean_ = Z.mean(axis=0)
+        scale = Z.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
-        Z = (X - self.mean_) / self.scale_
+        Z -= self.mean_
+        Z /= self.scale_
+        init = self._init if (self._init is not None and self._init[0].shape[0] == Z.shape[1]) else None
         if self.task == "binary":
-            est = LogisticRegression(C=self.params["C"], max_iter=2000, random_state=self.seed)
+            est = LogisticRegression(C=self.params["C"], solver=self.params["solver"], tol=self.params["tol"],
+                                     max_iter=2000, random_state=self.seed, warm_start=init is not None)
+            if init is not None:
+                est.coef_, est.intercept_ = init[0].reshape(1, -1).copy(), np.array([init[1]])
         else:
             est = Ridge(alpha=1.0 / self.params["C"])
-        est.fit(Z, target, sample_weight=sample_weight)
+        with blas_threads(self.n_jobs):
+            est.fit(Z, target, sample_weight=sample_weight)
+        self.n_iter_ = int(np.max(est.n_iter_)) if self.task == "binary" else None
         self.coef_ = np.asarray(est.coef_, dtype=np.float64).ravel()
         self.intercept_ = float(np.ravel(est.intercept_)[0])
 
     def _predict(self, X):
-        Z = (self.imputer_.transform(X).astype(np.float64) - self.mean_) / self.scale_
-        eta = Z @ self.coef_ + self.intercept_
+        Z = self.imputer_.transform(X).astype(np.float64)
+        Z -= self.mean_
+        Z /= self.scale_
+        with blas_threads(self.n_jobs):
+            eta = Z @ self.coef_ + self.intercept_
         if self.task == "binary":
             return 1.0 / (1.0 + np.exp(-np.clip(eta, -500, 500)))
         return eta
@@ -409,6 +494,7 @@ class LogisticModel(SDMEstimator):
 
     @classmethod
     def from_state(cls, meta, arrays, text):
+        # Models saved before issue 17 hold C only: the solver does not change what a fitted model predicts.
         model = cls(meta["task"], meta["seed"], **meta["params"])
         model.n_features_ = meta["n_features"]
         model.intercept_ = float(meta["intercept"])

@@ -4,7 +4,7 @@ A model directory holds:
   model.json   format name and version, species, kind, model name, feature sets (names, provenance ids and
                records), feature columns used, the threshold (rule and value, chosen on out-of-fold predictions)
                and the value of every other rule, CV summary, and the estimator's parameters;
-  model.txt    LightGBM's own text model (lightgbm only);
+  model.txt    LightGBM's own text model (lightgbm, and rf with engine=lightgbm);
   arrays.npz   NumPy arrays (random-forest node arrays, logistic coefficients, Maxent feature scalings, knots
                and coefficients, ensemble members' arrays and rank quantiles, imputation medians), read with
                ``allow_pickle=False``;
