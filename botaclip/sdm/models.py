@@ -151,7 +151,7 @@ class LightGBMModel(SDMEstimator):
     def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=150, learning_rate=0.1, num_leaves=31,
                  min_child_samples=10, subsample=0.8, colsample_bytree=0.1, reg_lambda=1.0,
                  max_bin=DEFAULT_MAX_BIN, early_stopping_rounds=EARLY_STOPPING_PATIENCE, stop_on="auc",
-                 neg_subsample=0.1, min_neg_per_tree=1000):
+                 neg_subsample=0.1, min_neg_per_tree=500):
         super().__init__(task, seed, n_jobs)
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
@@ -205,8 +205,9 @@ class LightGBMModel(SDMEstimator):
     def _bagging(self, params: dict, target: np.ndarray) -> dict:
         """Binary tasks with ``neg_subsample`` < 1: each tree sees all presences and that fraction of the
         absences/background (LightGBM's balanced bagging) instead of ``subsample`` of every row, but at least
-        ``min_neg_per_tree`` of them: a tenth of 2,000 background cells is too few for a tree
-        (docs/benchmarks.md, "SDM speed")."""
+        ``min_neg_per_tree`` of them: a tenth of 2,000 background cells is too few for a tree, while a tenth of
+        10,000 (800 in an outer fit's training part, some 530 in an inner one) is enough (docs/benchmarks.md,
+        "SDM speed")."""
         frac = float(self.params.get("neg_subsample", 1.0))
         n_neg = int(np.sum(np.asarray(target) <= 0))
         floor = int(self.params.get("min_neg_per_tree", 0) or 0)
