@@ -4,6 +4,8 @@ the LightGBM hyperparameters a user may set refused with one line when wrong."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,8 @@ from botaclip.errors import InvalidInputError
 from botaclip.sdm import compare, fit_species
 from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures
 from botaclip.sdm.config import EvaluationConfig
+from botaclip.sdm.evaluate import cross_validate
+from botaclip.sdm.folds import spatial_folds
 from botaclip.sdm.models import LightGBMModel
 
 SPECIES = ["Alpha prima", "Beta secunda"]
@@ -44,7 +48,8 @@ def test_a_subset_of_binned_rows_trains_as_its_rows_on_the_parents_bins():
     X, y, w = _data()
     binned = BinnedFeatures(X)
     rows = np.flatnonzero(np.arange(X.shape[0]) % 3 != 0)
-    kw = dict(n_estimators=30, seed=3, learning_rate=0.05, colsample_bytree=0.5, neg_subsample=0.4)
+    kw = dict(n_estimators=30, seed=3, learning_rate=0.05, colsample_bytree=0.5, neg_subsample=0.4,
+              min_neg_per_tree=0)
     model = LightGBMModel(**kw).fit(binned.rows(rows), y[rows], sample_weight=w[rows])
     # The same rows as a Dataset of their own on the parent's bin edges (LightGBM's `reference`).
     own = lgb.Dataset(X[rows], label=y[rows], weight=w[rows], reference=binned.dataset,
@@ -140,10 +145,11 @@ def test_balanced_bagging_keeps_every_presence_and_is_deterministic():
     X, y, w = _data(n=900)
     binned = BinnedFeatures(X)
     rows = np.arange(900)
-    a = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(binned.rows(rows), y, sample_weight=w)
-    b = LightGBMModel(n_estimators=30, neg_subsample=0.3).fit(X, y, sample_weight=w)
+    kw = dict(n_estimators=30, neg_subsample=0.3, min_neg_per_tree=0)
+    a = LightGBMModel(**kw).fit(binned.rows(rows), y, sample_weight=w)
+    b = LightGBMModel(**kw).fit(X, y, sample_weight=w)
     assert np.array_equal(a.predict(X), b.predict(X))  # binned once or per fit: the same bins here (all rows)
-    full = LightGBMModel(n_estimators=30).fit(X, y, sample_weight=w)
+    full = LightGBMModel(n_estimators=30, neg_subsample=1).fit(X, y, sample_weight=w)
     assert not np.array_equal(a.predict(X), full.predict(X))
     from botaclip.sdm.metrics import roc_auc
 
@@ -159,3 +165,82 @@ def test_early_stopping_stops_on_auc_or_loss_before_the_last_round():
         model = LightGBMModel(n_estimators=300, early_stopping_rounds=20, stop_on=stop_on)
         model.fit(X[train], y[train], valid=(X[held], y[held], None))
         assert 1 <= model.rounds < 300 and model.booster_.num_trees() == model.rounds
+
+
+def test_the_background_per_tree_has_a_floor():
+    """neg_subsample is raised to min_neg_per_tree negatives per tree; above every negative it is no bagging by
+    class at all."""
+    X, y, w = _data(n=900)
+    n_neg = int(np.sum(y == 0))
+    floored = LightGBMModel(n_estimators=20, neg_subsample=0.1, min_neg_per_tree=n_neg // 2).fit(X, y, w)
+    half = LightGBMModel(n_estimators=20, neg_subsample=(n_neg // 2) / n_neg, min_neg_per_tree=0).fit(X, y, w)
+    tenth = LightGBMModel(n_estimators=20, neg_subsample=0.1, min_neg_per_tree=0).fit(X, y, w)
+    assert np.array_equal(floored.predict(X), half.predict(X))
+    assert not np.array_equal(floored.predict(X), tenth.predict(X))
+    above = LightGBMModel(n_estimators=20, neg_subsample=0.1, min_neg_per_tree=n_neg + 1).fit(X, y, w)
+    plain = LightGBMModel(n_estimators=20, neg_subsample=1).fit(X, y, w)
+    assert np.array_equal(above.predict(X), plain.predict(X))
+    with pytest.raises(InvalidInputError, match="min_neg_per_tree"):
+        EvaluationConfig(lightgbm_params="min_neg_per_tree=-5")
+    assert dict(EvaluationConfig(lightgbm_params="min_neg_per_tree=0").lightgbm_params)["min_neg_per_tree"] == 0
+
+
+def test_a_view_of_bins_made_for_more_rows_renumbers_them():
+    X, y, w = _data()
+    extra = np.random.default_rng(5).normal(size=(300, X.shape[1])).astype(np.float32)
+    union = np.vstack([extra[:150], X, extra[150:]])
+    rows = np.arange(150, 150 + X.shape[0])
+    view = BinnedFeatures(union).view(rows)
+    assert view.shape == X.shape
+    pick = np.arange(0, X.shape[0], 2)
+    a = LightGBMModel(n_estimators=20).fit(view.rows(pick), y[pick], sample_weight=w[pick])
+    b = LightGBMModel(n_estimators=20).fit(view.parent.rows(rows[pick]), y[pick], sample_weight=w[pick])
+    assert np.array_equal(a.predict(X), b.predict(X))
+    with pytest.raises(ValueError, match="outside"):
+        view.rows([X.shape[0]])
+    with pytest.raises(ValueError, match="twice"):
+        BinnedFeatures(union).view([3, 3])
+
+
+def _blocks_cv(X, y, **kw):
+    from botaclip.sdm.cells import latlng_to_cells
+
+    rng = np.random.default_rng(7)
+    cells = latlng_to_cells(45 + rng.random(y.size) * 0.2, 6 + rng.random(y.size) * 0.2, 9)
+    folds = spatial_folds(cells, y, 3, 6, seed=0)
+    return cross_validate(X, y, folds, "lightgbm", "binary", np.zeros(y.size, bool),
+                          lightgbm_params="n_estimators=20", **kw)
+
+
+def test_cross_validation_uses_the_bins_it_is_given():
+    """Bins of X itself: the same scores as binning X in the cross-validation. Bins over more rows (other
+    species' cells) give other, equally valid, scores; bins of another shape are refused."""
+    X, y, _ = _data(n=900, d=8)
+    own = _blocks_cv(X, y)
+    same = BinnedFeatures(X).view(np.arange(X.shape[0]))
+    assert [f.metrics for f in _blocks_cv(X, y, binned=same).folds] == [f.metrics for f in own.folds]
+    wider = np.vstack([X, np.random.default_rng(3).normal(size=(2000, 8)).astype(np.float32) * 3])
+    other = _blocks_cv(X, y, binned=BinnedFeatures(wider).view(np.arange(X.shape[0])))
+    assert [f.metrics for f in other.folds] != [f.metrics for f in own.folds]
+    assert np.nanmean(other.values("auc")) > 0.75
+    with pytest.raises(ValueError, match="binned features of shape"):
+        _blocks_cv(X, y, binned=BinnedFeatures(X[:500]))
+
+
+def test_compare_bins_each_feature_set_once_per_process(landscape, monkeypatch):
+    made = []
+
+    class Counting(BinnedFeatures):
+        def __init__(self, X, max_bin=DEFAULT_MAX_BIN):
+            made.append(X.shape)
+            super().__init__(X, max_bin)
+
+    monkeypatch.setattr(importlib.import_module("botaclip.sdm.compare"), "BinnedFeatures", Counting)
+    compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], species=SPECIES,
+            models=["lightgbm"], folds=3, jobs=1)
+    # One per feature set for both species; 'good' without its constant column 'flat'.
+    assert sorted(made) == [(600, 3), (600, 8)]
+    made.clear()
+    compare(landscape["store"], landscape["root"] / "plots.csv", ["emb"], species=SPECIES, models=["lightgbm"],
+            folds=3, jobs=1, bin_once=False)
+    assert made == []

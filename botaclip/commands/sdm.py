@@ -70,12 +70,14 @@ def _occurrence_options(f):
         click.option("--lightgbm-params", default=None,
                      help="LightGBM hyperparameters over the defaults, KEY=VALUE separated by commas: n_estimators "
                           "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, reg_lambda, "
-                          "max_bin, neg_subsample (share of the background per tree, presence-only), "
+                          "max_bin, neg_subsample (share of the background per tree, presence-only), min_neg_per_tree (its "
+                          "floor in cells, default 500; 0: none), "
                           "early_stopping_rounds (patience), stop_on (auc or loss). E.g. 'max_bin=255,n_estimators=300'."),
         *_model_param_options(),
         click.option("--bin-once/--bin-per-fit", default=default(e, "bin_once"), show_default=True,
-                     help="LightGBM: bin each species' features once (bin edges from all its samples, no labels) "
-                          "and reuse them for every fit of its cross-validation, or bin each fit's rows anew."),
+                     help="LightGBM: bin each feature set once (bin edges from all the samples, no labels; in sdm "
+                          "compare over every species' cells) and reuse the bins for every fit of the "
+                          "cross-validation, or bin each fit's rows anew."),
         click.option("--background", type=int, default=default(s, "background"), show_default=True,
                      help="Background cells for presence-only data (all indexed cells if fewer)."),
         click.option("--target-group", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -2,13 +2,16 @@
 
 LightGBM turns every column into at most ``max_bin`` histogram bins before boosting. On 768 embedding columns
 that costs about 1 s per fit (docs/benchmarks.md, "SDM speed"), and a cross-validation fits the same species'
-samples many times: 5 outer folds, each with its inner folds. :class:`BinnedFeatures` bins a species' samples
-once; :meth:`BinnedFeatures.rows` hands out a subset of rows that LightGBM takes as is (``Dataset.subset``,
+samples many times: 5 outer folds, each with its inner folds. :class:`BinnedFeatures` bins a matrix once;
+:meth:`BinnedFeatures.rows` hands out a subset of rows that LightGBM takes as is (``Dataset.subset``,
 about 0.01 s), with the labels and weights of that fit.
 
-The bin edges are quantiles of the feature values of all the rows given (no labels): with the rows of a
-species' samples they see the features of every fold, as binning "over the union of cells" does. Split
-thresholds are still learnt on the training rows only, and predictions use the raw feature values.
+The bin edges are quantiles of the feature values of all the rows given (no labels). ``sdm compare`` bins each
+feature table once over the union of the compared species' cells and hands every species a
+:meth:`BinnedFeatures.view` of its own samples' rows (binning 768 columns cost about 1.7 CPU-s per species and
+feature set, a quarter of a species' whole cross-validation). The edges see the features of every fold and of
+other species' cells, never a label; split thresholds are still learnt on the training rows only, and
+predictions use the raw feature values.
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ class BinnedFeatures:
         if np.unique(index).size != index.size:
             raise ValueError("a row is selected twice")
         return BinnedRows(self, index)
+
+    def view(self, rows) -> "BinnedView":
+        """The rows ``rows`` (integer positions, each at most once) as a matrix of their own: row i of the view
+        is row ``rows[i]`` here. One species' samples of a feature table binned for many species."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        self.rows(rows)  # the same checks
+        return BinnedView(self, rows)
+
+
+class BinnedView:
+    """Some rows of a :class:`BinnedFeatures` renumbered 0..n-1; :meth:`rows` as on the full matrix."""
+
+    def __init__(self, parent: BinnedFeatures, rows: np.ndarray):
+        self.parent = parent
+        self.map = rows
+        self.shape = (int(rows.size), int(parent.shape[1]))
+        self.max_bin = parent.max_bin
+
+    def rows(self, index) -> "BinnedRows":
+        """The view's rows ``index`` (positions in the view)."""
+        index = np.asarray(index, dtype=np.int64).ravel()
+        if index.size and (index.min() < 0 or index.max() >= self.shape[0]):
+            raise ValueError(f"row index outside 0..{self.shape[0] - 1}")
+        return self.parent.rows(self.map[index])
 
 
 class BinnedRows:

@@ -18,6 +18,7 @@ from scipy import stats
 
 from botaclip.config import build
 from botaclip.errors import BotaclipError, InvalidInputError, param
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedView
 from botaclip.sdm.config import CompareConfig, EvaluationConfig, feature_set_names
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.dataset import IndexedCells, LabelledCells, StoreFeatures, drop_uninformative_columns, label_cells
@@ -30,7 +31,7 @@ from botaclip.sdm.design import (
     open_store,
     target_group_of,
 )
-from botaclip.sdm.engines import run_tasks, worker_count
+from botaclip.sdm.engines import FeatureTables, run_tasks, worker_count
 from botaclip.sdm.ensemble import MemberRecorder, ensemble_cv
 from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import cv_notes
@@ -347,8 +348,11 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
         Xall, cols = join_tables(tables, g)
         X, kept, dropped = drop_uninformative_columns(Xall[rows_idx], cols)
         notes += [f"{label}: {d}" for d in dropped]
+        binned = None
         if design.uses_cross_fit(g):
             X = [join_tables(tables, design.fold_names(g, k))[0][rows_idx][:, kept] for k in range(fs.n_folds)]
+        else:
+            binned = _shared_bins(tables, g, (Xall, kept), rows_idx, task)
         embedding = np.concatenate([np.full(tables[n][0].shape[1], n in task.embedding_sets) for n in g])
         groups = feature_groups([(n, tables[n][1], n in task.embedding_sets) for n in g], kept)
         if ev.importance and len(groups) < 2:
@@ -357,7 +361,8 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
         for model in task.models:
             hooks = _hooks(task, lab, groups)
             cv = cross_validate(X, lab.y, fs, model, lab.task, lab.is_background, ev,
-                                embedding_columns=np.flatnonzero(embedding[kept]), on_fold=list(hooks.values()))
+                                embedding_columns=np.flatnonzero(embedding[kept]), on_fold=list(hooks.values()),
+                                binned=binned if model == "lightgbm" else None)
             members[model] = (cv, hooks.get("ensemble"))
             if "importance" in hooks:
                 importance.setdefault(label, {})[model] = hooks["importance"].result()
@@ -373,6 +378,23 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
     info = SpeciesInfo(lab.species, lab.kind, lab.n_presences, int(lab.h3.size), fs.block_res, fs.n_blocks,
                        sorted(set(notes), key=notes.index), fs.describe(), list(design.cross_fitted))
     return rows, info, predictions, importance
+
+
+def _shared_bins(tables: FeatureTables, group: list[str], columns: tuple[np.ndarray, list[int]], rows: np.ndarray,
+                 task: "_SpeciesTask") -> BinnedView | None:
+    """LightGBM's bins of one feature set over the union of the compared species' cells, made once per process
+    and shared by its species, as the view of this species' ``rows``. ``columns``: (the feature set's table, the
+    columns this species keeps). None where each fit bins its own rows instead (no LightGBM, ``bin_once`` off,
+    a projection, a cell sampled twice)."""
+    ev = task.evaluation
+    if "lightgbm" not in task.models or not ev.bin_once or ev.pca or np.unique(rows).size != rows.size:
+        return None
+    Xall, kept = columns
+    max_bin = int(ev.model_options("lightgbm").get("max_bin", DEFAULT_MAX_BIN))
+    every = len(kept) == Xall.shape[1]
+    key = ("lightgbm bins", tuple(group), None if every else tuple(kept), max_bin)
+    full = tables.once(key, lambda: BinnedFeatures(Xall if every else Xall[:, kept], max_bin=max_bin))
+    return full.view(rows)
 
 
 def _hooks(task: "_SpeciesTask", lab: LabelledCells, groups: dict) -> dict:

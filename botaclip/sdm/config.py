@@ -218,7 +218,7 @@ ENSEMBLE_RULES = ("mean", "weighted")
 #: LightGBM hyperparameters ``lightgbm_params`` may set (botaclip.sdm.models.LightGBMModel), with their kind.
 LIGHTGBM_PARAMS = {"n_estimators": int, "learning_rate": float, "num_leaves": int, "min_child_samples": int,
                    "subsample": float, "colsample_bytree": float, "reg_lambda": float, "max_bin": int,
-                   "early_stopping_rounds": int, "stop_on": str, "neg_subsample": float}
+                   "early_stopping_rounds": int, "stop_on": str, "neg_subsample": float, "min_neg_per_tree": int}
 
 
 def parse_lightgbm_params(value) -> tuple[tuple[str, float | str], ...]:
@@ -246,11 +246,12 @@ def parse_lightgbm_params(value) -> tuple[tuple[str, float | str], ...]:
             number = kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
         except (TypeError, ValueError):
             number = None
-        ok = number is not None and math.isfinite(number) and number > 0
+        ok = number is not None and math.isfinite(number) and (number > 0 or (name == "min_neg_per_tree"
+                                                                             and number == 0))
         ok = ok and (name not in ("subsample", "colsample_bytree", "neg_subsample") or number <= 1)
         ok = ok and (name != "max_bin" or number >= 2)
         limit = {"subsample": " at most 1", "colsample_bytree": " at most 1", "neg_subsample": " at most 1",
-                 "max_bin": " of at least 2"}
+                 "max_bin": " of at least 2", "min_neg_per_tree": " (0: no floor)"}
         _check(ok, "lightgbm_params", f"{name} must be a positive {kind.__name__}{limit.get(name, '')}", raw)
         out[name] = number
     return tuple(sorted(out.items()))

@@ -4,7 +4,8 @@ feature tables) and returns the same rows in species order, so the report does n
 
 Memory: the feature tables are read once by the driver. Local workers map them from one temporary ``.npy``
 file each (``np.load(mmap_mode='r')``), so they share the page cache instead of holding copies; Ray workers read
-them from the object store (zero-copy for NumPy arrays).
+them from the object store (zero-copy for NumPy arrays). What a process derives from the tables for all its
+species (LightGBM's binned matrices) is kept with them (:meth:`FeatureTables.once`), once per process.
 """
 
 from __future__ import annotations
@@ -22,8 +23,29 @@ from botaclip.ray_cluster import import_ray, ray_init
 
 ENGINES = ("local", "ray")
 
+
+
+class FeatureTables(dict):
+    """name -> (X float32 [n, d], column names): the feature tables that every task of a run reads, and what a
+    process derives from them once for all the tasks it runs (:meth:`once`). Derived objects are never sent to
+    another process: each one makes its own."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._derived: dict = {}
+
+    def once(self, key, make: Callable):
+        """``make()``, computed on the first call with ``key`` in this process and reused after."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
+
+    def __reduce__(self):
+        return FeatureTables, (dict(self),)
+
+
 #: The feature tables of a worker process (set once per process by the pool's initializer).
-_WORKER_TABLES: dict | None = None
+_WORKER_TABLES: FeatureTables | None = None
 
 
 def worker_count(jobs: int | None, n_tasks: int) -> int:
@@ -36,10 +58,13 @@ def run_tasks(task: Callable, inputs: list, tables: dict, *, jobs: int | None, e
               ray_address: str | None = None, progress: Callable[[str], None] | None = None) -> list:
     """``task(input, tables)`` for every input, results in input order.
 
-    ``tables``: name -> (X float32 [n, d], column names), the same for every task. ``jobs``: worker processes
+    ``tables``: name -> (X float32 [n, d], column names), the same for every task; each task gets them as
+    :class:`FeatureTables` (the caller's own object when the tasks run in this process). ``jobs``: worker processes
     (local) or concurrent tasks (Ray); 1 runs everything in this process."""
     if engine not in ENGINES:
         raise InvalidInputError(f"unknown {param('engine')} {engine!r}; choose from {', '.join(ENGINES)}")
+    if not isinstance(tables, FeatureTables):
+        tables = FeatureTables(tables)
     if engine == "ray":
         return _run_ray(task, inputs, tables, ray_address, progress)
     n = worker_count(jobs, len(inputs))
@@ -83,7 +108,7 @@ def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
 def _load_tables(paths: dict) -> None:
     global _WORKER_TABLES
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_TABLES = {name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()}
+    _WORKER_TABLES = FeatureTables({name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()})
 
 
 def _run_in_worker(task, item):

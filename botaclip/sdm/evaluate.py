@@ -20,7 +20,7 @@ import numpy as np
 
 from botaclip.config import build
 from botaclip.sdm import metrics as M
-from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedView
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import Projection, make_model
@@ -141,9 +141,13 @@ def cross_validate(
     the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
     outer training part, and the other columns as they are. ``on_fold`` (option): a callable, or a list of them, given a
     :class:`FoldContext` after each scored fold (permutation importance and ensembles use the fold models); if
-    it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions.
+    it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions. ``binned``
+    (option): X (one matrix) already binned for LightGBM, a :class:`~botaclip.sdm.binning.BinnedView` or
+    :class:`~botaclip.sdm.binning.BinnedFeatures` whose row i is X's row i; used when its ``max_bin`` is the
+    model's.
     """
     hooks = options.pop("on_fold", None) or []
+    binned = options.pop("binned", None)
     hooks = list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
     ev = build(EvaluationConfig, evaluation, **options)
     y = np.asarray(y, dtype=np.float64)
@@ -152,6 +156,11 @@ def cross_validate(
     fitter = _FoldFitter(model, task, ev, embedding_columns)
     fitter.presence_only = bool(bg.any())
     fitter.always_inner = any(getattr(h, "needs_inner", False) for h in hooks)
+    if binned is not None:
+        if per_fold[0] is not per_fold[-1] or tuple(binned.shape) != per_fold[0].shape:
+            raise ValueError(f"binned features of shape {tuple(binned.shape)} given for X of shape "
+                             f"{per_fold[0].shape}" + ("" if per_fold[0] is per_fold[-1] else " per fold"))
+        fitter.given = (per_fold[0], binned)
     oof = np.full(y.shape[0], np.nan)
     results: list[FoldResult] = []
     for k in range(folds.n_folds):
@@ -210,18 +219,24 @@ class _FoldFitter:
         self.embedding_columns = embedding_columns
         self.always_inner = False  # run the inner CV even for a fixed threshold (ensembles need its predictions)
         self.presence_only = False  # the samples hold background cells
-        self.binned: BinnedFeatures | None = None  # the current feature matrix binned once (LightGBM)
+        self.binned: BinnedFeatures | BinnedView | None = None  # the current feature matrix binned (LightGBM)
         self._binned_of: np.ndarray | None = None
         self._previous = None  # the last inner fit of the current outer fold: its outer fit starts from it
+        self.given: tuple[np.ndarray, BinnedFeatures | BinnedView] | None = None  # (X, X binned by the caller)
 
     def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
         """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
-        is already binned (one matrix shared by the folds) or the fits see projected features instead."""
+        is already binned (one matrix shared by the folds, or binned by the caller) or the fits see projected
+        features instead."""
         if self.model != "lightgbm" or not self.ev.bin_once or projection is not None:
             self.binned, self._binned_of = None, None
         elif self._binned_of is not X:
-            max_bin = self._options().get("max_bin", DEFAULT_MAX_BIN)
-            self.binned, self._binned_of = BinnedFeatures(X, max_bin=int(max_bin)), X
+            max_bin = int(self._options().get("max_bin", DEFAULT_MAX_BIN))
+            if self.given is not None and self.given[0] is X and self.given[1].max_bin == max_bin:
+                self.binned = self.given[1]
+            else:
+                self.binned = BinnedFeatures(X, max_bin=max_bin)
+            self._binned_of = X
 
     def _options(self) -> dict:
         return self.ev.model_options(self.model)

@@ -152,13 +152,14 @@ class LightGBMModel(SDMEstimator):
     def __init__(self, task="binary", seed=0, n_jobs=1, n_estimators=150, learning_rate=0.1, num_leaves=31,
                  min_child_samples=10, subsample=0.8, colsample_bytree=0.1, reg_lambda=1.0,
                  max_bin=DEFAULT_MAX_BIN, early_stopping_rounds=EARLY_STOPPING_PATIENCE, stop_on="auc",
-                 neg_subsample=0.1):
+                 neg_subsample=0.1, min_neg_per_tree=500):
         super().__init__(task, seed, n_jobs)
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
             colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, max_bin=max_bin,
             early_stopping_rounds=early_stopping_rounds, stop_on=stop_on, neg_subsample=neg_subsample,
+            min_neg_per_tree=min_neg_per_tree,
         )
         if stop_on not in STOPPING_METRICS:
             raise ValueError(f"stop_on must be one of {', '.join(STOPPING_METRICS)}, got {stop_on!r}")
@@ -202,10 +203,17 @@ class LightGBMModel(SDMEstimator):
             "verbose": -1,
         }
 
-    def _bagging(self, params: dict) -> dict:
+    def _bagging(self, params: dict, target: np.ndarray) -> dict:
         """Binary tasks with ``neg_subsample`` < 1: each tree sees all presences and that fraction of the
-        absences/background (LightGBM's balanced bagging) instead of ``subsample`` of every row."""
+        absences/background (LightGBM's balanced bagging) instead of ``subsample`` of every row, but at least
+        ``min_neg_per_tree`` of them: a tenth of 2,000 background cells is too few for a tree, while a tenth of
+        10,000 (800 in an outer fit's training part, some 530 in an inner one) is enough (docs/benchmarks.md,
+        "SDM speed")."""
         frac = float(self.params.get("neg_subsample", 1.0))
+        n_neg = int(np.sum(np.asarray(target) <= 0))
+        floor = int(self.params.get("min_neg_per_tree", 0) or 0)
+        if floor and n_neg:
+            frac = max(frac, min(1.0, floor / n_neg))
         if self.task != "binary" or frac >= 1.0:
             return params
         return params | {"pos_bagging_fraction": 1.0, "neg_bagging_fraction": frac, "bagging_freq": 1}
@@ -228,11 +236,11 @@ class LightGBMModel(SDMEstimator):
 
         data, held_out = self._datasets(X, target, sample_weight, valid)
         if held_out is None:
-            self.booster_ = lgb.train(self._bagging(self._train_params()), data,
+            self.booster_ = lgb.train(self._bagging(self._train_params(), target), data,
                                       num_boost_round=self.params["n_estimators"])
             return
         patience = self.params["early_stopping_rounds"]
-        self.booster_ = lgb.train(self._bagging(self._train_params()), data,
+        self.booster_ = lgb.train(self._bagging(self._train_params(), target), data,
                                   num_boost_round=self.params["n_estimators"],
                                   valid_sets=[held_out], callbacks=[lgb.early_stopping(patience, verbose=False)])
         # Keep only the trees up to the best round: predictions and the saved model agree.
