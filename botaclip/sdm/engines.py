@@ -108,6 +108,11 @@ def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
 def _load_tables(paths: dict) -> None:
     global _WORKER_TABLES
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from threadpoolctl import threadpool_limits
+
+    # The variable above comes after NumPy loaded its BLAS in this process: limit the pools already loaded too
+    # (each worker is one core's worth of fits; spinning BLAS threads cost up to 10x, docs/benchmarks.md).
+    threadpool_limits(limits=1)
     _WORKER_TABLES = FeatureTables({name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()})
 
 
