@@ -4,7 +4,7 @@ when it can be had for free.
 numpy converts float16 one value at a time in C (about 3-9 ns a value on the dev machine: 6-20 ms for one
 partition of 2,401 x 768, as long as writing the partition's Parquet file), torch with the CPU's vectorised
 conversion (F16C; about 0.2 ms). Both round to nearest, ties to even, with the same subnormals, infinities and
-NaN (tests/test_store_float16.py compares them bit for bit), so the stored bytes do not depend on which one ran.
+NaN (tests/test_store_encodings.py compares them bit for bit), so the stored bytes do not depend on which one ran.
 torch is a dependency of botaclip but takes seconds to import, so it is used only when the process has loaded it
 already (`botaclip index`, training, any caller that ran a model); otherwise numpy converts.
 """

@@ -183,10 +183,14 @@ class FeatureSetSpec:
             # normalised floats are never materialised; only the stored scale carries the norm.
             maxabs = np.maximum(values.max(axis=1), -values.min(axis=1)) if n else np.zeros(0, np.float32)
             maxabs = maxabs.astype(np.float64)
-            inv = np.where(maxabs > 0, 127.0 / np.where(maxabs > 0, maxabs, 1), 0.0).astype(np.float32)
+            inv64 = np.where(maxabs > 0, 127.0 / np.where(maxabs > 0, maxabs, 1), 0.0)
+            with np.errstate(over="ignore"):
+                inv = inv64.astype(np.float32)
             q = np.multiply(values, inv[:, None], dtype=np.float32)
-            np.rint(q, out=q)
-            np.clip(q, -127, 127, out=q)
+            np.rint(q, out=q)  # |x| <= max|x| makes |q| <= 127 (1 + 2^-23) < 127.5: no clip needed
+            tiny = ~np.isfinite(inv)  # max|x| below about 1e-37: 127 / max|x| overflows float32; in float64
+            if tiny.any():
+                q[tiny] = np.rint(values[tiny].astype(np.float64) * inv64[tiny, None])
             unit = norms if norms is not None else np.ones(n)
             scale = np.where(maxabs > 0, maxabs / (127.0 * np.where(unit > 0, unit, 1)), 1.0).astype(np.float32)
             return [pa.FixedSizeListArray.from_arrays(pa.array(q.astype(np.int8).ravel()), self.dim),

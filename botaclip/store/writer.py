@@ -15,6 +15,9 @@ Guarantees:
   writing is idempotent per partition and readers never see a partial file;
 - what `existing_cells()` returns is exactly what is on disk, so a job killed at any moment (even SIGKILL) and
   rerun on the cells that are not there completes with no duplicate and no missing cell;
+- `finish_partition(parent)` returns with the file durable and in place; with ``wait=False`` its fsync and rename
+  run in the background (`mover`) while the caller computes the next partition, one partition at most in flight:
+  a kill then may lose that one (never tear it; the catalog never lists it) and the rerun writes it again;
 - buffers are bounded (`max_buffer_bytes`): when exceeded, the largest partitions are written early as
   "partial" (merged again later), so memory does not grow with the size of the job;
 - a replacement (`overwrite=True` of an existing set) and an `atomic=True` write are built aside and swapped in

@@ -1,4 +1,4 @@
-"""float16 embeddings: torch's vectorised conversion (used when torch is loaded) and numpy's give the same bits, so
+"""Compact embedding encodings. float16: torch's vectorised conversion (used when torch is loaded) and numpy's give the same bits, so
 a store's bytes do not depend on which one ran."""
 
 from __future__ import annotations
@@ -55,3 +55,27 @@ def test_a_float16_store_is_the_same_with_and_without_torch(tmp_path, monkeypatc
     assert np.array_equal(with_torch, without)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     assert np.allclose(with_torch, unit, rtol=2**-11, atol=2**-24)  # float16 rounding of the unit vectors
+
+
+def test_int8_codes_stay_within_127_for_every_row_scale():
+    """Rows whose largest value is tiny (127 / max overflows float32), zero, huge or ordinary: codes in [-127, 127]
+    with the largest at +-127, and code x scale gives back the unit vector within int8 rounding."""
+    from botaclip.store.schema import FeatureSetSpec
+
+    spec = FeatureSetSpec("e", "backbone", dtype="int8", dim=8)
+    schema = spec.arrow_schema(10, 6)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    x[0] *= np.float32(1e-39)  # subnormal: the clip's case
+    x[1] = 0
+    x[2] *= np.float32(1e30)
+    x[3] = [1, -1, 0.5, 0, 0, 0, 0, 1]  # ties of the largest value, both signs
+    norms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1)).astype(np.float32)
+    cells = np.arange(6, dtype=np.uint64)
+    table = spec.encode(schema, cells, x, {}, norms=norms)
+    codes = np.asarray(table.column("embedding").combine_chunks().flatten().to_numpy()).reshape(6, 8)
+    assert codes.dtype == np.int8 and np.abs(codes.astype(int)).max() <= 127
+    assert (np.abs(codes[[0, 2, 3, 4, 5]].astype(int)).max(axis=1) == 127).all() and not codes[1].any()
+    back = spec.decode(table)
+    unit = x / np.where(norms > 0, norms, 1)[:, None]
+    assert np.allclose(back, unit, atol=1 / 127)
