@@ -4,6 +4,7 @@ index vs exact truth, `botaclip store similar` vs Python's start-up, plus bytes 
 
     python bench/store.py                                  # 1M cells (docs/benchmarks.md)
     python bench/store.py --cells 200000 --only write      # quick run of one part
+    python bench/store.py --cells 200000 --only finish     # finish_partition waiting or not, adjacent pairs
     python bench/store.py --cells 200000 --only search --only ann --only cli
 
 Embeddings have structure (a Gaussian mixture of 300 clusters, seeded), not random unit vectors, on which every
@@ -278,6 +279,52 @@ def _time_one_write(path: Path, cells: list, embs: list) -> tuple[float, float]:
     return secs, commit
 
 
+def bench_finish(root: Path, n: int, out: dict, pairs: int = 6, dim: int = 768) -> None:
+    """`finish_partition(parent)` against `finish_partition(parent, wait=False)`, float32, in adjacent runs (the
+    two orders alternating), so the shared machine's load moves both alike: the ratio of each pair, and the
+    seconds spent in fsync of the files (the calls are timed; most of what waiting adds)."""
+    import botaclip.store.layout as layout
+
+    parents, cells, embs = _write_data(n, dim)
+    spent, real = [0.0], layout.os.fsync
+
+    def fsync(fd: int) -> None:
+        t = time.perf_counter()
+        real(fd)
+        spent[0] += time.perf_counter() - t
+
+    def run(wait: bool, path: Path) -> tuple[float, float, float]:
+        store = Store.create(path)
+        with store.writer("emb", kind="backbone", dim=dim, geometry=False) as w:
+            w.write(cells[0][:5], embs[0][:5])  # the run registered and the view made before the clock starts
+            spent[0] = 0.0
+            t, c = time.perf_counter(), time.process_time()
+            for parent, cc, x in zip(parents[1:], cells[1:], embs[1:]):
+                w.write(cc, x, valid_fraction=np.ones(len(cc), np.float32))
+                w.finish_partition(parent, wait=wait)
+            w.flush()
+            secs = (time.perf_counter() - t, time.process_time() - c, spent[0])
+        shutil.rmtree(store.path)
+        return secs
+
+    layout.os.fsync = fsync
+    try:
+        res: dict[bool, list] = {True: [], False: []}
+        for k in range(pairs):
+            for wait in ((True, False) if k % 2 == 0 else (False, True)):
+                res[wait].append(run(wait, root / f"finish_{k}_{wait}.store"))
+    finally:
+        layout.os.fsync = real
+    ratios = [b[0] / a[0] for a, b in zip(res[True], res[False])]
+    med = {w: np.median(np.array(res[w]), axis=0) for w in res}
+    out.update(finish_no_wait_over_wait=float(np.median(ratios)), finish_wait_s=float(med[True][0]),
+               finish_no_wait_s=float(med[False][0]), finish_wait_fsync_s=float(med[True][2]))
+    print(f"finish_partition over {len(parents) - 1} partitions x {dim} float32: waiting {med[True][0]:.2f} s wall "
+          f"({med[True][1]:.2f} CPU-s, {med[True][2]:.2f} s in fsync), wait=False {med[False][0]:.2f} s wall "
+          f"({med[False][1]:.2f} CPU-s): {float(np.median(ratios)):.2f}x (median of {pairs} adjacent pairs: "
+          + " ".join(f"{r:.2f}" for r in ratios) + f"; load average {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def bench_h3sql(n: int, out: dict) -> None:
     con = duckdb.connect()
     register_h3_functions(con)
@@ -468,7 +515,7 @@ def bench_cli(root: Path, n: int, out: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=1_000_000, help="cells per feature set (default 1M)")
-    ap.add_argument("--only", choices=["write", "h3sql", "join", "search", "ann", "cli"], action="append",
+    ap.add_argument("--only", choices=["write", "finish", "h3sql", "join", "search", "ann", "cli"], action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--dir", help="working directory (default: a temporary one, removed at the end)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON at the end")
@@ -478,7 +525,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.without_torch:
         import torch  # noqa: F401  (loaded, as in `botaclip index`: the writer's float16 conversion uses it)
-    parts = args.only or ["write", "h3sql", "join", "search", "ann", "cli"]
+    parts = args.only or ["write", "finish", "h3sql", "join", "search", "ann", "cli"]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="botaclip-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     out: dict = {"cells": args.cells, "duckdb": duckdb.__version__, "cpus": os.cpu_count(), "torch": not args.without_torch,
@@ -489,6 +536,8 @@ def main() -> None:
     try:
         if "write" in parts:
             bench_write(root, args.cells, out)
+        if "finish" in parts:
+            bench_finish(root, args.cells, out)
         if "h3sql" in parts:
             bench_h3sql(args.cells, out)
         if "join" in parts:
