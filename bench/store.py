@@ -95,7 +95,8 @@ def _write_data(n: int, dim: int) -> tuple[list[int], list[np.ndarray], list[np.
     return parents, cells, embs
 
 
-def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
+def bench_write(root: Path, n: int, out: dict, dim: int = 768,
+                dtypes: tuple[str, ...] = ("float32", "float16", "int8")) -> None:
     """botaclip's writer vs pyarrow.parquet.write_table on the same rows, options and files (one per partition).
 
     The pyarrow baseline gets each partition ready-made as an Arrow table of unit vectors (sorted), which is the
@@ -112,7 +113,7 @@ def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
     with warm.writer("emb", kind="backbone", dim=dim) as w:
         w.write(cells[0][:10], embs[0][:10])
     shutil.rmtree(warm.path)
-    for dtype in ("float32", "float16", "int8"):
+    for dtype in dtypes:
         r: dict[str, list[float]] = {}
         for rep in range(WRITE_REPEATS):
             for key, secs in _one_repetition(root / f"{dtype}_{rep}", parents, cells, embs, dtype).items():
@@ -519,6 +520,8 @@ def main() -> None:
                     help="run only these parts (repeatable)")
     ap.add_argument("--dir", help="working directory (default: a temporary one, removed at the end)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON at the end")
+    ap.add_argument("--dtype", choices=["float32", "float16", "int8"], action="append",
+                    help="write: only these storage dtypes (repeatable; default all three)")
     ap.add_argument("--without-torch", action="store_true",
                     help="do not load torch first: float16 is then converted by numpy (as in a process that never "
                          "loaded torch), not by torch (as in `botaclip index`)")
@@ -535,7 +538,7 @@ def main() -> None:
           flush=True)
     try:
         if "write" in parts:
-            bench_write(root, args.cells, out)
+            bench_write(root, args.cells, out, dtypes=tuple(args.dtype or ("float32", "float16", "int8")))
         if "finish" in parts:
             bench_finish(root, args.cells, out)
         if "h3sql" in parts:
