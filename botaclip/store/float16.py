@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 
-
 # Elements per torch call: torch's grain size, below which it converts in the calling thread. One call over a whole
 # partition wakes torch's OpenMP threads, which on a loaded machine wait for each other (17 ms median for one
 # 2,401 x 768 partition at load 14, against 1.3 ms in chunks; the CPU time drops from 8 ms to 1.3 ms too).

@@ -611,6 +611,7 @@ class FeatureSetWriter:
         try:
             mover.settle(keep)
         except StoreWriteError as exc:
+            self._drain(raise_errors=False)  # the files after the failed one are dropped; a later write starts afresh
             raise self._kept(exc) from None
         self._after_first_file()
 
