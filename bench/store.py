@@ -4,6 +4,7 @@ index vs exact truth, `botaclip store similar` vs Python's start-up, plus bytes 
 
     python bench/store.py                                  # 1M cells (docs/benchmarks.md)
     python bench/store.py --cells 200000 --only write      # quick run of one part
+    python bench/store.py --cells 200000 --only finish     # finish_partition waiting or not, adjacent pairs
     python bench/store.py --cells 200000 --only search --only ann --only cli
 
 Embeddings have structure (a Gaussian mixture of 300 clusters, seeded), not random unit vectors, on which every
@@ -94,7 +95,8 @@ def _write_data(n: int, dim: int) -> tuple[list[int], list[np.ndarray], list[np.
     return parents, cells, embs
 
 
-def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
+def bench_write(root: Path, n: int, out: dict, dim: int = 768,
+                dtypes: tuple[str, ...] = ("float32", "float16", "int8")) -> None:
     """botaclip's writer vs pyarrow.parquet.write_table on the same rows, options and files (one per partition).
 
     The pyarrow baseline gets each partition ready-made as an Arrow table of unit vectors (sorted), which is the
@@ -111,7 +113,7 @@ def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
     with warm.writer("emb", kind="backbone", dim=dim) as w:
         w.write(cells[0][:10], embs[0][:10])
     shutil.rmtree(warm.path)
-    for dtype in ("float32", "float16", "int8"):
+    for dtype in dtypes:
         r: dict[str, list[float]] = {}
         for rep in range(WRITE_REPEATS):
             for key, secs in _one_repetition(root / f"{dtype}_{rep}", parents, cells, embs, dtype).items():
@@ -120,8 +122,10 @@ def bench_write(root: Path, n: int, out: dict, dim: int = 768) -> None:
 
 
 def _one_repetition(root: Path, parents: list, cells: list, embs: list, dtype: str) -> dict[str, float]:
-    """Seconds of each side once: botaclip one partition at a time (writes, commit, then geometry), pyarrow,
-    pyarrow made durable, and (float32) botaclip's one write() of every row in random order."""
+    """Seconds of each side once: botaclip one partition at a time as `botaclip index` writes
+    (`finish_partition(parent, wait=False)`, then `flush()`, which waits for the last file to be in place; commit;
+    then geometry), pyarrow, pyarrow made durable, and (float32) botaclip with `finish_partition(parent)` (each file
+    in place before it returns) and botaclip's one write() of every row in random order."""
     root.mkdir(parents=True)
     dim = embs[0].shape[1]
     t: dict[str, float] = {}
@@ -133,7 +137,8 @@ def _one_repetition(root: Path, parents: list, cells: list, embs: list, dtype: s
         t0 = time.perf_counter()
         for parent, c, x in zip(parents, cells, embs):
             w.write(c, x, valid_fraction=np.ones(len(c), np.float32))
-            w.finish_partition(parent)
+            w.finish_partition(parent, wait=False)
+        w.flush()  # every file in place, as when finish_partition waits
         t["write"] = time.perf_counter() - t0
         t0 = time.perf_counter()
     t["commit"] = time.perf_counter() - t0
@@ -147,13 +152,15 @@ def _one_repetition(root: Path, parents: list, cells: list, embs: list, dtype: s
     t["durable"] = _time_pyarrow_durable(root / "pad", spec, schema, cells, embs)
     if dtype == "float32":
         t["one_write"], t["one_commit"] = _time_one_write(root / "one.store", cells, embs)
+        t["wait_write"] = _time_waiting(root / "wait.store", parents, cells, embs)
     shutil.rmtree(root)
     return t
 
 
 def _report_write(r: dict[str, list[float]], rows: int, dim: int, dtype: str, out: dict) -> None:
     med = {k: float(np.median(v)) for k, v in r.items()}
-    ratio = {k: float(np.median(np.array(r[k]) / np.array(r["pyarrow"]))) for k in ("write", "one_write") if k in r}
+    ratio = {k: float(np.median(np.array(r[k]) / np.array(r["pyarrow"]))) for k in ("write", "one_write", "wait_write")
+             if k in r}
     total = float(np.median((np.array(r["write"]) + np.array(r["commit"])) / np.array(r["pyarrow"])))
     durable = float(np.median(np.array(r["write"]) / np.array(r["durable"])))
     label = f"write {rows:,} x {dim} {dtype}"
@@ -163,11 +170,20 @@ def _report_write(r: dict[str, list[float]], rows: int, dim: int, dtype: str, ou
                 f"{key}_geometry_commit_s": med["geometry"], f"{key}_ratio": ratio["write"],
                 f"{key}_ratio_with_commit": total, f"{key}_ratio_vs_durable": durable,
                 f"bytes_per_cell_{dim}d_{dtype}": med["bytes"] / rows})
-    print(f"{label}, one partition at a time: botaclip {med['write']:.2f} s ({rows / med['write']:,.0f} rows/s) vs "
+    print(f"{label}, one partition at a time (finish_partition(wait=False), as index): botaclip {med['write']:.2f} s ({rows / med['write']:,.0f} rows/s) vs "
           f"pyarrow write_table {med['pyarrow']:.2f} s: {ratio['write']:.2f}x (with the commit, {med['commit']:.2f} s:"
           f" {total:.2f}x); vs pyarrow + fsync + rename {med['durable']:.2f} s: {durable:.2f}x; a commit with "
           f"geometry statistics {med['geometry']:.2f} s; {med['bytes'] / rows:,.0f} bytes/cell (median of "
           f"{WRITE_REPEATS}: {_spread(r['write'], r['pyarrow'])})", flush=True)
+    if "wait_write" in r:
+        wait_durable = float(np.median(np.array(r["wait_write"]) / np.array(r["durable"])))
+        out.update({f"{key}_finish_waiting_rows_per_s": rows / med["wait_write"],
+                    f"{key}_finish_waiting_ratio": ratio["wait_write"],
+                    f"{key}_finish_waiting_ratio_vs_durable": wait_durable})
+        print(f"{label}, one partition at a time with finish_partition(parent) (each file in place before it "
+              f"returns): botaclip {med['wait_write']:.2f} s vs pyarrow {med['pyarrow']:.2f} s: "
+              f"{ratio['wait_write']:.2f}x; vs pyarrow + fsync + rename: {wait_durable:.2f}x (median of "
+              f"{WRITE_REPEATS}: {_spread(r['wait_write'], r['pyarrow'])})", flush=True)
     if "one_write" in r:
         one = float(np.median((np.array(r["one_write"]) + np.array(r["one_commit"])) / np.array(r["pyarrow"])))
         out.update({f"{key}_one_write_rows_per_s": rows / med["one_write"], f"{key}_one_write_ratio": ratio["one_write"],
@@ -229,6 +245,21 @@ def _pyarrow_write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, **parquet_write_options(table))
 
 
+def _time_waiting(path: Path, parents: list, cells: list, embs: list) -> float:
+    """Seconds of the partition-at-a-time writes with `finish_partition(parent)`: every file flushed to disk and
+    renamed into place before the call returns (nothing overlaps)."""
+    store = Store.create(path)
+    with store.writer("emb", kind="backbone", dim=embs[0].shape[1], provenance={"model": "bench"},
+                      geometry=False) as w:
+        t = time.perf_counter()
+        for parent, c, x in zip(parents, cells, embs):
+            w.write(c, x, valid_fraction=np.ones(len(c), np.float32))
+            w.finish_partition(parent)
+        secs = time.perf_counter() - t
+    shutil.rmtree(store.path)
+    return secs
+
+
 def _time_one_write(path: Path, cells: list, embs: list) -> tuple[float, float]:
     """(write() + flush(), commit) seconds of one `write()` of every row, in a random order (the writer sorts
     and splits)."""
@@ -247,6 +278,52 @@ def _time_one_write(path: Path, cells: list, embs: list) -> tuple[float, float]:
     commit = time.perf_counter() - t
     shutil.rmtree(store.path)
     return secs, commit
+
+
+def bench_finish(root: Path, n: int, out: dict, pairs: int = 6, dim: int = 768) -> None:
+    """`finish_partition(parent)` against `finish_partition(parent, wait=False)`, float32, in adjacent runs (the
+    two orders alternating), so the shared machine's load moves both alike: the ratio of each pair, and the
+    seconds spent in fsync of the files (the calls are timed; most of what waiting adds)."""
+    import botaclip.store.layout as layout
+
+    parents, cells, embs = _write_data(n, dim)
+    spent, real = [0.0], layout.os.fsync
+
+    def fsync(fd: int) -> None:
+        t = time.perf_counter()
+        real(fd)
+        spent[0] += time.perf_counter() - t
+
+    def run(wait: bool, path: Path) -> tuple[float, float, float]:
+        store = Store.create(path)
+        with store.writer("emb", kind="backbone", dim=dim, geometry=False) as w:
+            w.write(cells[0][:5], embs[0][:5])  # the run registered and the view made before the clock starts
+            spent[0] = 0.0
+            t, c = time.perf_counter(), time.process_time()
+            for parent, cc, x in zip(parents[1:], cells[1:], embs[1:]):
+                w.write(cc, x, valid_fraction=np.ones(len(cc), np.float32))
+                w.finish_partition(parent, wait=wait)
+            w.flush()
+            secs = (time.perf_counter() - t, time.process_time() - c, spent[0])
+        shutil.rmtree(store.path)
+        return secs
+
+    layout.os.fsync = fsync
+    try:
+        res: dict[bool, list] = {True: [], False: []}
+        for k in range(pairs):
+            for wait in ((True, False) if k % 2 == 0 else (False, True)):
+                res[wait].append(run(wait, root / f"finish_{k}_{wait}.store"))
+    finally:
+        layout.os.fsync = real
+    ratios = [b[0] / a[0] for a, b in zip(res[True], res[False])]
+    med = {w: np.median(np.array(res[w]), axis=0) for w in res}
+    out.update(finish_no_wait_over_wait=float(np.median(ratios)), finish_wait_s=float(med[True][0]),
+               finish_no_wait_s=float(med[False][0]), finish_wait_fsync_s=float(med[True][2]))
+    print(f"finish_partition over {len(parents) - 1} partitions x {dim} float32: waiting {med[True][0]:.2f} s wall "
+          f"({med[True][1]:.2f} CPU-s, {med[True][2]:.2f} s in fsync), wait=False {med[False][0]:.2f} s wall "
+          f"({med[False][1]:.2f} CPU-s): {float(np.median(ratios)):.2f}x (median of {pairs} adjacent pairs: "
+          + " ".join(f"{r:.2f}" for r in ratios) + f"; load average {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def bench_h3sql(n: int, out: dict) -> None:
@@ -439,20 +516,31 @@ def bench_cli(root: Path, n: int, out: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=1_000_000, help="cells per feature set (default 1M)")
-    ap.add_argument("--only", choices=["write", "h3sql", "join", "search", "ann", "cli"], action="append",
+    ap.add_argument("--only", choices=["write", "finish", "h3sql", "join", "search", "ann", "cli"], action="append",
                     help="run only these parts (repeatable)")
     ap.add_argument("--dir", help="working directory (default: a temporary one, removed at the end)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON at the end")
+    ap.add_argument("--dtype", choices=["float32", "float16", "int8"], action="append",
+                    help="write: only these storage dtypes (repeatable; default all three)")
+    ap.add_argument("--without-torch", action="store_true",
+                    help="do not load torch first: float16 is then converted by numpy (as in a process that never "
+                         "loaded torch), not by torch (as in `botaclip index`)")
     args = ap.parse_args()
-    parts = args.only or ["write", "h3sql", "join", "search", "ann", "cli"]
+    if not args.without_torch:
+        import torch  # noqa: F401  (loaded, as in `botaclip index`: the writer's float16 conversion uses it)
+    parts = args.only or ["write", "finish", "h3sql", "join", "search", "ann", "cli"]
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="botaclip-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    out: dict = {"cells": args.cells, "duckdb": duckdb.__version__, "cpus": os.cpu_count(),
+    out: dict = {"cells": args.cells, "duckdb": duckdb.__version__, "cpus": os.cpu_count(), "torch": not args.without_torch,
                  "load_average_start": os.getloadavg()}
-    print(f"{args.cells:,} cells, {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
+    print(f"{args.cells:,} cells, {os.cpu_count()} CPUs, load average {os.getloadavg()}, torch "
+          f"{'not loaded (numpy converts float16)' if args.without_torch else 'loaded (it converts float16)'}",
+          flush=True)
     try:
         if "write" in parts:
-            bench_write(root, args.cells, out)
+            bench_write(root, args.cells, out, dtypes=tuple(args.dtype or ("float32", "float16", "int8")))
+        if "finish" in parts:
+            bench_finish(root, args.cells, out)
         if "h3sql" in parts:
             bench_h3sql(args.cells, out)
         if "join" in parts:

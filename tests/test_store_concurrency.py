@@ -109,6 +109,66 @@ def test_writer_killed_then_resumed_is_exact(tmp_path):
     assert store.info("emb")["rows"] == len(expect)
 
 
+# The job above with `finish_partition(parent, wait=False)` (as `botaclip index` writes), whose background move of
+# the third partition's file stops before the rename until the process is killed: the window in which a partition
+# that finish_partition returned for is not in place yet.
+JOB_IN_FLIGHT = JOB.replace("w.finish_partition(parent)", "w.finish_partition(parent, wait=False)").replace(
+    "from botaclip.store import Store", textwrap.dedent("""
+    from botaclip.store import Store
+    import botaclip.store.mover as mover
+    real_move, moves = mover.move_into_place, []
+    def move(tmp, final, *args, **kwargs):
+        moves.append(final)
+        if len(moves) == 3 and sys.argv[4] == "stop":
+            print("moving", flush=True)
+            time.sleep(600)
+        return real_move(tmp, final, *args, **kwargs)
+    mover.move_into_place = move
+    """))
+
+
+def test_writer_killed_while_a_finished_partition_moves_in_loses_only_that_one(tmp_path):
+    store = Store.create(tmp_path / "s.store")
+
+    def start(stop: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", JOB_IN_FLIGHT, str(store.path), ",".join(map(str, PARENTS[:6])),
+                                 "0", stop], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    proc = start("stop")
+    lines = []
+    while lines.count("partition") < 3 or "moving" not in lines:
+        line = proc.stdout.readline().strip()
+        assert line, f"the job ended early: {proc.stderr.read()}"
+        lines.append(line)
+    os.kill(proc.pid, signal.SIGKILL)  # finish_partition returned for 3 partitions; the third is still moving
+    proc.wait()
+    store = Store.open(store.path)
+    files = sorted((store.path / "features" / "emb").glob("parent=*/data.parquet"))
+    assert [f.parent.name for f in files] == sorted(f"parent={p:x}" for p in PARENTS[:2])  # only the third is lost
+    assert any((store.path / ".tmp").iterdir())  # its whole temporary file, never under its final name
+    rep = store.verify()
+    assert rep.ok, rep.problems
+    assert store.partitions("emb") == set(PARENTS[:2])
+    assert np.array_equal(store.existing_cells("emb"), np.sort(np.concatenate(
+        [np.array(h3.api.basic_int.cell_to_children(p, 10), np.uint64) for p in PARENTS[:2]])))
+    assert store.runs()[-1]["status"] == "running"
+    # The rerun skips the cells on disk and writes the lost partition again.
+    proc = start("go")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    h, X, _ = store.features_numpy("emb")
+    expect = np.sort(np.concatenate([np.array(h3.api.basic_int.cell_to_children(p, 10), np.uint64)
+                                     for p in PARENTS[:6]]))
+    assert np.array_equal(np.sort(h), expect)  # no missing, no duplicate
+    order = np.argsort(h)
+    assert np.allclose(X[order], _expected(h[order]), atol=1e-6)
+    assert store.partitions("emb") == set(PARENTS[:6])
+    rep = store.verify()
+    assert rep.ok and not rep.warnings
+    assert not any((store.path / ".tmp").iterdir())
+
+
 HOLD = textwrap.dedent("""
     import sys
     from botaclip.store import Store

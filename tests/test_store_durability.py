@@ -161,3 +161,80 @@ def test_a_failed_move_stops_the_batch_and_keeps_what_landed(store, monkeypatch)
         todo = np.setdiff1d(cells, w.existing_cells())
         w.write(todo, emb(len(todo), 1))
     assert np.array_equal(store.existing_cells("e"), np.sort(cells))
+
+
+# ---- finish_partition(wait=False): each file's flush and rename overlap the next partition's encoding ----------
+
+
+def test_finish_without_wait_keeps_at_most_one_partition_in_flight(store):
+    threads = threading.active_count()
+    live = features_dir(store.path, "e")
+    with store.writer("e", kind="backbone", dim=8) as w:
+        for i, parent in enumerate(PARENTS):
+            w.write(cells_of(parent), emb(50, i))
+            assert w.finish_partition(parent, wait=False) == 50
+            for before in PARENTS[:i]:  # every partition before the last one is in place when the call returns
+                assert (live / f"parent={before:x}" / "data.parquet").is_file(), (i, f"{before:x}")
+            assert w.partitions_written >= i
+        assert len(w.existing_cells()) == len(PARENTS) * 50  # waits for the last one
+        assert w.partitions_written == len(PARENTS) and w.rows_written == len(PARENTS) * 50
+    assert threading.active_count() == threads  # the mover's thread is gone
+    assert store.partitions("e") == set(PARENTS)
+    assert store.info("e")["rows"] == len(PARENTS) * 50
+    rep = store.verify()
+    assert rep.ok and not rep.warnings, rep.problems
+
+
+def test_finish_without_wait_then_the_same_partition_again_merges_both(store):
+    """The second file of a partition is merged with the first, which must be in place before it is read."""
+    cells = cells_of(PARENTS[0], 100)
+    x = emb(100)
+    with store.writer("e", kind="backbone", dim=8) as w:
+        w.write(cells[:60], x[:60])
+        w.finish_partition(PARENTS[0], wait=False)
+        w.write(cells[60:], x[60:])
+        assert w.finish_partition(PARENTS[0], wait=False) == 100
+        w.write(cells_of(PARENTS[1]), emb(50, 1))
+        w.flush()  # a partial partition after the finished one: the mover's queue is drained first
+    h, X, _ = store.features_numpy("e")
+    assert len(h) == 150 and set(cells.tolist()) <= set(h.tolist())
+    rows = {int(c): v for c, v in zip(h, X)}
+    assert np.allclose(np.stack([rows[int(c)] for c in cells]), x / np.linalg.norm(x, axis=1, keepdims=True),
+                       atol=1e-6)
+    assert store.partitions("e") == {PARENTS[0]}  # the flushed one is partial (never finished)
+    assert store.verify().ok
+
+
+def test_a_failed_background_move_is_reported_by_the_next_call(store, monkeypatch):
+    """The second partition's rename fails: the third finish_partition reports it (naming the second
+    partition); the first stays, nothing after the failure lands, no temporary file is left, the run is
+    recorded as failed, and the next run completes."""
+    real_replace, calls = layout.os.replace, []
+
+    def failing(src, dst):
+        if str(dst).endswith("data.parquet"):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(layout.os, "replace", failing)
+    with pytest.raises(StoreWriteError, match=f"partition {PARENTS[1]:x} .* No space left on device; the "
+                                              "partitions written before are kept"):
+        with store.writer("e", kind="backbone", dim=8) as w:
+            for i, parent in enumerate(PARENTS[:4]):
+                w.write(cells_of(parent), emb(50, i))
+                w.finish_partition(parent, wait=False)
+    monkeypatch.undo()
+    assert not any((store.path / ".tmp").iterdir())
+    assert np.array_equal(store.existing_cells("e"), cells_of(PARENTS[0]))
+    assert store.runs()[-1]["status"] == "failed"
+    assert store.verify().ok
+    with store.writer("e", kind="backbone", dim=8) as w:
+        for i, parent in enumerate(PARENTS[:4]):
+            todo = np.setdiff1d(cells_of(parent), w.existing_cells())
+            w.write(todo, emb(len(todo), i))
+            w.finish_partition(parent, wait=False)
+    assert len(store.existing_cells("e")) == 4 * 50
+    assert store.partitions("e") == set(PARENTS[:4])
+    assert store.verify().ok

@@ -161,7 +161,7 @@ class JobWriter:
         self._w.write(h3=h3, embedding=embedding, valid_fraction=valid_fraction)
 
     def finish(self, parent: int) -> None:
-        self._w.finish_partition(parent)
+        self._w.finish_partition(parent, wait=False)  # its fsync overlaps the next partition; resume redoes it
 
     def close(self, failed: bool) -> None:
         self._w.close(failed=failed)
@@ -221,7 +221,7 @@ class _SessionWriter:
                 for h3, emb, vf in self._rows.pop(parent, []):
                     w.write(h3=h3, embedding=emb, valid_fraction=vf)
                     self._buffered -= len(h3)
-                w.finish_partition(parent)
+                w.finish_partition(parent, wait=False)  # moved in by close
             failed = False
         finally:
             w.close(failed=failed)

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from botaclip.errors import InvalidInputError
+from botaclip.store.float16 import to_float16
 
 SCHEMA_VERSION = 1
 KINDS = ("backbone", "botaclip", "covariates", "imported", "external", "predictions", "location")
@@ -182,22 +183,25 @@ class FeatureSetSpec:
             # normalised floats are never materialised; only the stored scale carries the norm.
             maxabs = np.maximum(values.max(axis=1), -values.min(axis=1)) if n else np.zeros(0, np.float32)
             maxabs = maxabs.astype(np.float64)
-            inv = np.where(maxabs > 0, 127.0 / np.where(maxabs > 0, maxabs, 1), 0.0).astype(np.float32)
+            inv64 = np.where(maxabs > 0, 127.0 / np.where(maxabs > 0, maxabs, 1), 0.0)
+            with np.errstate(over="ignore"):
+                inv = inv64.astype(np.float32)
             q = np.multiply(values, inv[:, None], dtype=np.float32)
-            np.rint(q, out=q)
-            np.clip(q, -127, 127, out=q)
+            np.rint(q, out=q)  # |x| <= max|x| makes |q| <= 127 (1 + 2^-23) < 127.5: no clip needed
+            tiny = ~np.isfinite(inv)  # max|x| below about 1e-37: 127 / max|x| overflows float32; in float64
+            if tiny.any():
+                q[tiny] = np.rint(values[tiny].astype(np.float64) * inv64[tiny, None])
             unit = norms if norms is not None else np.ones(n)
             scale = np.where(maxabs > 0, maxabs / (127.0 * np.where(unit > 0, unit, 1)), 1.0).astype(np.float32)
             return [pa.FixedSizeListArray.from_arrays(pa.array(q.astype(np.int8).ravel()), self.dim),
                     pa.array(scale, pa.float32())]
-        npt = np.float16 if self.dtype == "float16" else np.float32
-        if norms is None:
-            flat = np.ascontiguousarray(values, dtype=npt).ravel()
+        if norms is not None:  # float32 (a float16 `out` would make numpy convert value by value, in its slow cast)
+            values = np.divide(values, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], dtype=np.float32)
+        if self.dtype == "float16":
+            flat = to_float16(np.ascontiguousarray(values, dtype=np.float32), np.empty(values.shape, np.float16))
         else:
-            out = np.empty(values.shape, dtype=npt)
-            np.divide(values, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], out=out, casting="unsafe")
-            flat = out.ravel()
-        return [pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dim)]
+            flat = np.ascontiguousarray(values, dtype=np.float32)
+        return [pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), self.dim)]
 
     def decode(self, table: pa.Table, columns: list[str] | None = None) -> np.ndarray:
         """float32 matrix [N, D] (embedding) or [N, F] (named columns, NaN for nulls) from an on-disk table."""

@@ -15,6 +15,9 @@ Guarantees:
   writing is idempotent per partition and readers never see a partial file;
 - what `existing_cells()` returns is exactly what is on disk, so a job killed at any moment (even SIGKILL) and
   rerun on the cells that are not there completes with no duplicate and no missing cell;
+- `finish_partition(parent)` returns with the file durable and in place; with ``wait=False`` its fsync and rename
+  run in the background (`mover`) while the caller computes the next partition, one partition at most in flight:
+  a kill then may lose that one (never tear it; the catalog never lists it) and the rerun writes it again;
 - buffers are bounded (`max_buffer_bytes`): when exceeded, the largest partitions are written early as
   "partial" (merged again later), so memory does not grow with the size of the job;
 - a replacement (`overwrite=True` of an existing set) and an `atomic=True` write are built aside and swapped in
@@ -157,6 +160,7 @@ class FeatureSetWriter:
         self._stage: Path | None = None
         self._scratch: list[Path] = []
         self._unsynced: set[Path] = set()  # folders a partition file was renamed into since the last flush
+        self._mover: BackgroundMover | None = None  # moves files of `finish_partition(wait=False)` into place
         self._registered_state = None  # the catalog as `_register` wrote it
         self._geometry_error: BotaclipError | None = None
         self._lock = WriterLock(store.path).acquire()
@@ -240,6 +244,7 @@ class FeatureSetWriter:
         self._closed = True
         try:
             try:
+                self._drain(raise_errors=not failed)  # a partition still moving in (`finish_partition(wait=False)`)
                 self._flush_many(list(self._buffers), complete=not failed)
             except Exception:
                 if not failed:
@@ -385,6 +390,7 @@ class FeatureSetWriter:
     def existing_cells(self) -> np.ndarray:
         """uint64 cells of this feature set that are durably on disk now (buffered rows are not included; a
         replacement's cells are those written so far, not the old set's)."""
+        self._drain()
         self._sync_dirs()
         files = partition_files(self._data_root, self.name)
         if self._stage is not None and not self._replace:
@@ -411,6 +417,7 @@ class FeatureSetWriter:
         commit); `rows` is the number of rows it adds (counted in the run record). Only the holder of this writer
         commits, so a partition is never committed twice by two processes."""
         parent = int(parent)
+        self._drain()
         if self._stage is None and not self._registered:
             self._register()
         final = self.partition_path(parent)
@@ -427,7 +434,7 @@ class FeatureSetWriter:
         self._after_first_file()
 
     def _after_first_file(self) -> None:
-        if self._stage is None and not self._view_has_files:
+        if self._stage is None and not self._view_has_files and self._touched:
             # The catalog view was an empty placeholder; point it at the files now so readers see them (the state
             # `_register` just wrote: reading it back would only cost time).
             state = self._registered_state if self._registered_state is not None else self.store.catalog()
@@ -481,17 +488,33 @@ class FeatureSetWriter:
             return x, None  # already unit (within float32 rounding): no copy
         return x, norms
 
-    def finish_partition(self, parent: int) -> int:
+    def finish_partition(self, parent: int, *, wait: bool = True) -> int:
         """Write every buffered row of coarse cell `parent` now and mark the partition complete (atomic).
 
         Call it when all cells of that parent have been written, even if there were none (an empty partition
         file records that the parent is done). Returns the rows in the partition file.
+
+        With `wait` (the default) the file is durable and in place when this returns. ``wait=False`` returns once
+        the file is written; its flush to disk and rename finish in the background while the caller computes the
+        next partition, and are waited for by the next call that writes a partition (this one, `flush`, a `write`
+        over the buffer limit), `existing_cells` and `close`, which also report a failure there. At most one
+        partition is in flight: a process killed meanwhile may lose the last partition it finished (never
+        leaving a torn file under its name, and the catalog never lists it), and a job that skips the cells on
+        disk when rerun writes it again (`botaclip index` does). Speed: bench/store.py, docs/benchmarks.md.
         """
         parent = int(parent)
         if h3vec.get_resolution(np.array([parent], np.uint64))[0] != self.store.partition_resolution:
             raise InvalidInputError(f"{parent:x} is not a cell at the partition resolution "
                                     f"{self.store.partition_resolution}; use store.partition_of(cells)")
-        return self._flush(parent, complete=True)
+        if wait:
+            self._drain()
+            return self._flush(parent, complete=True)
+        mover = self._background()
+        if self.partition_path(parent) in mover.pending():
+            self._settle(mover)  # the file still moving in is merged into this one: it must be in place first
+        rows = self._flush(parent, complete=True, mover=mover)
+        self._settle(mover, keep=1)  # the partition before this one, whose fsync overlapped this one's encoding
+        return rows
 
     def flush(self) -> None:
         """Write all buffered rows now (partitions not finished are marked partial)."""
@@ -563,19 +586,42 @@ class FeatureSetWriter:
     def _flush_many(self, parents: list[int], complete: bool) -> None:
         """`_flush` each of `parents`, the fsync and rename of one file overlapping the encoding of the next (see
         `mover`); returns once every file is in place, as one `_flush` after another would."""
-        if len(parents) < 2:
+        if len(parents) < 2 and self._mover is None:
             for parent in parents:
                 self._flush(parent, complete)
             return
-        mover = BackgroundMover(self.store.path)
+        mover = self._background()
         try:
             for parent in parents:
+                if self.partition_path(parent) in mover.pending():
+                    self._settle(mover)  # merged into the new file: in place first
                 self._flush(parent, complete, mover)
         except BaseException:
-            mover.finish(raise_errors=False)  # what was handed over lands (whole files), then this error
+            self._drain(raise_errors=False)  # what was handed over lands (whole files), then this error
             raise
+        self._drain()
+
+    def _background(self) -> BackgroundMover:
+        if self._mover is None:
+            self._mover = BackgroundMover(self.store.path)
+        return self._mover
+
+    def _settle(self, mover: BackgroundMover, keep: int = 0) -> None:
+        """`mover.settle(keep)`, its failure reported as `_kept` says; the catalog view follows a first file."""
         try:
-            mover.finish()
+            mover.settle(keep)
+        except StoreWriteError as exc:
+            self._drain(raise_errors=False)  # the files after the failed one are dropped; a later write starts afresh
+            raise self._kept(exc) from None
+        self._after_first_file()
+
+    def _drain(self, raise_errors: bool = True) -> None:
+        """Every file handed to the background mover in place (or dropped after a failed move), its thread gone."""
+        mover, self._mover = self._mover, None
+        if mover is None:
+            return
+        try:
+            mover.finish(raise_errors)
         except StoreWriteError as exc:
             raise self._kept(exc) from None
         self._after_first_file()
@@ -616,7 +662,7 @@ class FeatureSetWriter:
         label = f"partition {parent:x} of feature set {self.name!r}"
         try:
             tmp = write_parquet_tmp(merged.replace_schema_metadata(meta), path, self.store.path, label)
-            if mover is not None:  # moved in, and counted, by the mover (`_flush_many`)
+            if mover is not None:  # moved in, and counted, by the mover (`_flush_many`, `finish_partition`)
                 mover.submit(tmp, path, label, lambda: self._landed(parent, path, new_rows))
                 return merged.num_rows
             # The folder is flushed with the others before the catalog records this partition (`_sync_dirs`).
