@@ -36,7 +36,8 @@ JOB = textwrap.dedent("""
                     w.write(chunk, emb, valid_fraction=np.ones(len(chunk)))
                 time.sleep(pause)
             w.finish_partition(parent)
-            print("partition", flush=True)
+            sys.stdout.write("partition\\n")  # one write per line (a mover thread may print between two)
+            sys.stdout.flush()
 """)
 
 
@@ -120,7 +121,9 @@ JOB_IN_FLIGHT = JOB.replace("w.finish_partition(parent)", "w.finish_partition(pa
     def move(tmp, final, *args, **kwargs):
         moves.append(final)
         if len(moves) == 3 and sys.argv[4] == "stop":
-            print("moving", flush=True)
+            # One write per line: the main thread prints too, and print() writes the text and its newline apart.
+            sys.stdout.write("moving\\n")
+            sys.stdout.flush()
             time.sleep(600)
         return real_move(tmp, final, *args, **kwargs)
     mover.move_into_place = move
@@ -138,9 +141,11 @@ def test_writer_killed_while_a_finished_partition_moves_in_loses_only_that_one(t
     proc = start("stop")
     lines = []
     while lines.count("partition") < 3 or "moving" not in lines:
-        line = proc.stdout.readline().strip()
-        assert line, f"the job ended early: {proc.stderr.read()}"
-        lines.append(line)
+        line = proc.stdout.readline()
+        if not line or line.strip() not in ("partition", "moving"):
+            proc.kill()  # before reading its stderr, which would wait for the held move
+            pytest.fail(f"unexpected output {line!r} after {lines}: {proc.communicate()[1][-2000:]}")
+        lines.append(line.strip())
     os.kill(proc.pid, signal.SIGKILL)  # finish_partition returned for 3 partitions; the third is still moving
     proc.wait()
     store = Store.open(store.path)
