@@ -221,21 +221,26 @@ LIGHTGBM_PARAMS = {"n_estimators": int, "learning_rate": float, "num_leaves": in
                    "early_stopping_rounds": int, "stop_on": str, "neg_subsample": float, "min_neg_per_tree": int}
 
 
+def _key_values(value, option: str) -> list[tuple[str, object]]:
+    """'a=1,b=x' (or (name, value) pairs, or a dict) -> [(name, raw value)]; None or '' -> []; a one-line
+    error naming ``option`` for an item without '='."""
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        return list(value.items() if isinstance(value, dict) else value)
+    pairs = []
+    for item in (x.strip() for x in value.split(",") if x.strip()):
+        name, sep, text = item.partition("=")
+        _check(bool(sep), option, "must be KEY=VALUE pairs separated by commas", item)
+        pairs.append((name.strip(), text.strip()))
+    return pairs
+
+
 def parse_lightgbm_params(value) -> tuple[tuple[str, float | str], ...]:
     """'max_bin=255,learning_rate=0.05' (or pairs, or a dict) -> sorted (name, value) pairs; a one-line error
     naming the parameter for an unknown name or a value out of range."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        pairs = []
-        for item in (x.strip() for x in value.split(",") if x.strip()):
-            name, sep, text = item.partition("=")
-            _check(bool(sep), "lightgbm_params", "must be KEY=VALUE pairs separated by commas", item)
-            pairs.append((name.strip(), text.strip()))
-    else:
-        pairs = list(value.items() if isinstance(value, dict) else value)
     out = {}
-    for name, raw in pairs:
+    for name, raw in _key_values(value, "lightgbm_params"):
         _check(name in LIGHTGBM_PARAMS, "lightgbm_params", f"names one of {', '.join(LIGHTGBM_PARAMS)}", name)
         kind = LIGHTGBM_PARAMS[name]
         if kind is str:
@@ -266,18 +271,8 @@ def parse_model_params(value, option: str, allowed: dict) -> tuple[tuple[str, fl
     """'C=0.5,solver=lbfgs' (or pairs, or a dict) -> sorted (name, value) pairs of the parameters ``allowed``
     (name -> int, float, bool or a tuple of choices); a one-line error naming ``option`` for an unknown name or
     a value out of range. Numbers must be positive; ``max_samples`` (a share of the rows) at most 1."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        pairs = []
-        for item in (x.strip() for x in value.split(",") if x.strip()):
-            name, sep, text = item.partition("=")
-            _check(bool(sep), option, "must be KEY=VALUE pairs separated by commas", item)
-            pairs.append((name.strip(), text.strip()))
-    else:
-        pairs = list(value.items() if isinstance(value, dict) else value)
     out: dict = {}
-    for name, raw in pairs:
+    for name, raw in _key_values(value, option):
         _check(name in allowed, option, f"names one of {', '.join(allowed)}", name)
         kind = allowed[name]
         if isinstance(kind, tuple):
