@@ -24,7 +24,6 @@ from botaclip.ray_cluster import import_ray, ray_init
 ENGINES = ("local", "ray")
 
 
-
 class FeatureTables(dict):
     """name -> (X float32 [n, d], column names): the feature tables that every task of a run reads, and what a
     process derives from them once for all the tasks it runs (:meth:`once`). Derived objects are never sent to
