@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The lint gate first (seconds): ruff (pyproject.toml) and the function size/parameter budget (tools/code_shape.py).
+# Then the suite on every core (pytest-xdist); the Ray tests share one worker (their `xdist_group`).
 test: $(STAMP)
 	$(BIN)/ruff check botaclip bench tests tools
 	$(BIN)/python tools/code_shape.py --check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 demo: $(STAMP)
 	$(BIN)/botaclip demo

@@ -10,6 +10,9 @@ import pytest
 from botaclip.cli import cli
 from botaclip.pipeline.demo import COMPARED, DemoOptions, run_demo, summarise_seeds
 
+# One xdist worker runs this module, so the demo (its module fixture, minutes on 2 cores) is built once.
+pytestmark = pytest.mark.xdist_group("demo")
+
 TINY = dict(backbone="dofa-tiny", size_km=1.0, plots=300, size_px=32, views=1, epochs=4, batch_size=64,
             plant_species=3, workers=1, seeds=2, folds=3)
 

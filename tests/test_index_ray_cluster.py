@@ -15,7 +15,10 @@ import pytest
 from botaclip.pipeline import run_index
 from botaclip.store import Store
 
+# Ray tests share one xdist worker (`make test` runs `-n auto --dist loadgroup`): two Ray instances at once
+# would fight over 2 cores and ports.
 pytestmark = [
+    pytest.mark.xdist_group("ray"),
     pytest.mark.filterwarnings("ignore:.*has random weights"),
     pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
 ]

@@ -121,6 +121,7 @@ def _drive(landscape, address):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.xdist_group("ray")  # with the other Ray tests on one xdist worker
 def test_ray_engine_local_and_two_node_cluster_match_the_local_run(landscape, ray_cluster):
     local = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], species=SPECIES,
                     models=["logistic"], folds=3, jobs=1)
