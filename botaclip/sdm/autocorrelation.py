@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng, resolution_of
-from botaclip.sdm.threads import blas_threads
+from botaclip.threads import blas_threads
 
 EARTH_RADIUS_M = 6_371_008.8
 N_BINS = 15

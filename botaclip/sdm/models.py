@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedRows, dataset_params
-from botaclip.sdm.threads import blas_threads
+from botaclip.threads import blas_threads
 
 MODEL_NAMES = ("lightgbm", "rf", "logistic", "maxent")  # maxent: optional extra botaclip[maxent]
 #: Rounds without improvement of the held-out loss after which boosting stops (when a held-out part is given).

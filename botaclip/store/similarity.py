@@ -23,6 +23,7 @@ import pyarrow as pa
 from botaclip.errors import InvalidInputError, param
 from botaclip.store import h3vec
 from botaclip.store.region import Region, distance_km, parse_within, polygon_cells
+from botaclip.threads import blas_threads
 
 if TYPE_CHECKING:
     from botaclip.store.store import Store
@@ -125,13 +126,11 @@ class SimilaritySearch:
             h, X = self._matrix
             self.answered_by = f"exact (in memory, {len(h)} rows)"
             return top_k(h, X @ q, k)
-        from threadpoolctl import threadpool_limits
-
         best_h, best_s = [np.zeros(0, np.uint64)], [np.zeros(0, np.float32)]
         rows = 0
         # One partition (thousands of rows) is a small product: waking BLAS threads costs more than it saves, and
         # on a loaded machine (measured at load 9 on 2 cores) it made each product 100x slower than one thread.
-        with threadpool_limits(1, user_api="blas"):
+        with blas_threads(1):
             for h, X in self._partitions():
                 bh, bs = top_k(h, X @ q, k)
                 best_h.append(bh)
