@@ -67,9 +67,10 @@ class BackgroundMover:
         except BaseException:
             self._failed.set()  # interrupted: drop what has not moved yet
             raise
-        self._report(done, raise_errors=True)
+        _raise_first(self._report(done))
 
-    def _report(self, done: list, raise_errors: bool) -> None:
+    def _report(self, done: list) -> BaseException | None:
+        """Call `landed` for each file of `done` in place, forget them, and return the first failed move's error."""
         first = None
         for fut, landed, _ in done:
             exc = fut.exception()
@@ -78,10 +79,7 @@ class BackgroundMover:
             elif exc is not None and first is None:
                 first = exc
         del self._jobs[:len(done)]
-        if first is not None and raise_errors:
-            if isinstance(first, StoreWriteError):
-                raise first
-            raise StoreWriteError(str(first)) from first
+        return first
 
     def finish(self, raise_errors: bool = True) -> None:
         """Wait until every submitted file is in place or dropped and stop the thread (no move happens after this
@@ -94,10 +92,15 @@ class BackgroundMover:
             raise
         finally:
             self._pool.shutdown(wait=True)
-            jobs = list(self._jobs)
-            self._report(jobs, raise_errors=False)
-            first = next((f.exception() for f, _, _ in jobs if f.exception() is not None), None)
-        if first is not None and raise_errors:
-            if isinstance(first, StoreWriteError):
-                raise first
-            raise StoreWriteError(str(first)) from first
+            first = self._report(list(self._jobs))
+        if raise_errors:
+            _raise_first(first)
+
+
+def _raise_first(first: BaseException | None) -> None:
+    """Raise a failed move's error as the StoreWriteError callers expect (nothing when no move failed)."""
+    if first is None:
+        return
+    if isinstance(first, StoreWriteError):
+        raise first
+    raise StoreWriteError(str(first)) from first
