@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from measure import cpu_s, peak_mb  # bench/measure.py (this script's folder is on sys.path)
 
 
 def _disk_cells(n: int, res: int, lat0: float = 45.2, lng0: float = 6.1) -> np.ndarray:
@@ -76,23 +77,8 @@ def make_occurrences(path: Path, cells: np.ndarray, env: np.ndarray, n_species: 
     pd.concat(rows).to_csv(path, index=False)
 
 
-def _peak_mb() -> float:
-    """Peak resident memory of this process (VmHWM). Not ru_maxrss: Linux carries that across fork+exec, so a
-    phase would report its parent's memory."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cpu_s() -> float:
-    """CPU seconds of this process (user + system): comparable across machine loads, unlike wall time."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+# The same numbers for every bench script (bench/measure.py); the short private names are this script's own.
+_peak_mb, _cpu_s = peak_mb, cpu_s
 
 
 #: LightGBM's hyperparameters before issue 17 (botaclip.sdm.models.LightGBMModel then): 300 rounds, 255 bins.

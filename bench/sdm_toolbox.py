@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sdm import _cpu_s, _peak_mb, build_store, make_occurrences  # noqa: E402  (bench/sdm.py)
+from measure import cpu_s as _cpu_s  # noqa: E402  (bench/measure.py)
+from measure import peak_mb as _peak_mb  # noqa: E402
+from sdm import build_store, make_occurrences  # noqa: E402  (bench/sdm.py)
 
 
 def add_covariates(store_path: Path, cells: np.ndarray, env: np.ndarray, seed: int = 0) -> None:
