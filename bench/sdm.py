@@ -90,9 +90,9 @@ OLD_LIGHTGBM = "n_estimators=300,learning_rate=0.05,num_leaves=31,min_child_samp
 #: Same species, cells, folds and threshold rule; every setting runs with the same worker processes (results do
 #: not depend on them). Any other item of --settings is 'key=value' pairs joined by '+': compare options
 #: (pca, early_stopping, bin_once, inner_folds) or LightGBM hyperparameters over the defaults.
-SETTINGS = {"old": {"pca": None, "early_stopping": False, "bin_once": False, "lightgbm_params": OLD_LIGHTGBM},
+SETTINGS = {"old": {"pca": None, "extra_pcs": None, "early_stopping": False, "bin_once": False, "lightgbm_params": OLD_LIGHTGBM},
             "new": {}, "pca32": {"pca": 32}, "pca16": {"pca": 16}}
-_COMPARE_KEYS = {"pca": int, "early_stopping": lambda v: v in ("1", "true", "True"),
+_COMPARE_KEYS = {"pca": int, "extra_pcs": int, "early_stopping": lambda v: v in ("1", "true", "True"),
                  "bin_once": lambda v: v in ("1", "true", "True"), "inner_folds": int, "jobs": int}
 #: Settings whose phase runs another copy of botaclip (--base-tree: the code before the RF/logistic work of issue
 #: 17) with its defaults: 'base' with BLAS free to start its threads (as `botaclip demo` ran), 'base1' with

@@ -96,6 +96,9 @@ def _occurrence_options(f):
                      help="Fit models on this many leading principal components of the embedding feature sets "
                           "(fitted on each training part only; scalar covariates are kept as they are); 0: all "
                           "dimensions."),
+        click.option("--extra-pcs", type=int, default=default(e, "extra_pcs"), show_default=True,
+                     help="LightGBM: add this many leading principal components of the embeddings (fitted on "
+                          "each training part only) as columns next to the embedding columns; 0: none; not with --pca."),
         click.option("--maxent-features", default=default(e, "maxent_features"), show_default=True,
                      help="Maxent feature classes: 'auto' (maxnet's rule from the number of presences, no products "
                           f"above {MAX_PRODUCT_COLUMNS} columns) or letters of l (linear), q (quadratic), "

@@ -163,4 +163,7 @@ def input_weights(estimator, n_columns: int, column_weights: np.ndarray | None) 
         return w
     emb = np.arange(n_columns) if projection.columns is None else projection.columns
     rest = np.setdiff1d(np.arange(n_columns), emb)
-    return np.concatenate([np.full(projection.components_.shape[0], float(np.mean(w[emb]))), w[rest]])
+    components = np.full(projection.components_.shape[0], float(np.mean(w[emb])))
+    if projection.keep:  # every column as given, then the components added after them
+        return np.concatenate([w, components])
+    return np.concatenate([components, w[rest]])

@@ -16,6 +16,8 @@ predictions use the raw feature values.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 #: Default histogram bins per feature: a quarter of LightGBM's 255 halves the cost of a boosting round on
@@ -46,6 +48,12 @@ class BinnedFeatures:
         self.max_bin = int(max_bin)
         self.dataset = lgb.Dataset(X, label=np.zeros(X.shape[0]), params=dataset_params(self.max_bin),
                                    free_raw_data=True).construct()
+
+    @classmethod
+    def _of(cls, dataset, shape: tuple[int, int], max_bin: int) -> "BinnedFeatures":
+        out = cls.__new__(cls)
+        out.dataset, out.shape, out.max_bin = dataset, (int(shape[0]), int(shape[1])), int(max_bin)
+        return out
 
     def rows(self, index) -> "BinnedRows":
         """The rows ``index`` (integer positions, each at most once) as a training or validation matrix."""
@@ -107,3 +115,30 @@ class BinnedRows:
         if weight is not None:
             data.set_weight(np.asarray(weight, dtype=np.float64)[order])
         return data
+
+
+def with_columns(base: BinnedFeatures | BinnedView, extra: np.ndarray) -> BinnedView:
+    """``base`` (n rows, F columns) with the columns of ``extra`` (float [n, K], row i beside base's row i) added
+    after its own: a matrix of F + K columns whose first F keep base's bins, and only the K new columns are
+    binned here (LightGBM ``Dataset.add_features_from``). ``base`` is left as it is.
+
+    The principal components an outer fold adds to the embedding columns (``extra_pcs``) change with every
+    training part; binning 16 of them costs about 2 % of binning 768 (docs/benchmarks.md, "SDM speed")."""
+    import lightgbm as lgb
+
+    extra = np.asarray(extra, dtype=np.float32)
+    view = base if isinstance(base, BinnedView) else base.view(np.arange(base.shape[0]))
+    if extra.ndim != 2 or extra.shape[0] != view.shape[0]:
+        raise ValueError(f"extra columns of shape {extra.shape} for {view.shape[0]} binned rows")
+    # A subset holds its rows in increasing order of the parent's index: the new rows follow that order.
+    order = np.argsort(view.map, kind="stable")
+    data = view.parent.dataset.subset(view.map[order].tolist()).construct()
+    added = lgb.Dataset(extra[order], label=np.zeros(extra.shape[0]), params=dataset_params(view.max_bin),
+                        free_raw_data=True).construct()
+    with warnings.catch_warnings():  # "cannot add raw data" (both were freed) and "resetting categorical"
+        warnings.simplefilter("ignore", UserWarning)
+        data.add_features_from(added)
+    joined = BinnedFeatures._of(data, (view.shape[0], view.shape[1] + extra.shape[1]), view.max_bin)
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    return BinnedView(joined, position)

@@ -73,6 +73,7 @@ class EvaluationConfig:
     seed: int = 0  # seed of folds, background and models
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
     pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
+    extra_pcs: int | None = 8  # LightGBM: this many leading principal components added to the embeddings
     early_stopping: bool = False  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
     lightgbm_params: str | tuple[tuple[str, float], ...] = ()  # LightGBM hyperparameters 'key=value,...' over its defaults
     bin_once: bool = True  # LightGBM: bin each feature matrix once, reused by every fit on its rows
@@ -88,6 +89,10 @@ class EvaluationConfig:
                "must be a number of components (0 or None: all features)", self.pca)
         if self.pca == 0:
             object.__setattr__(self, "pca", None)
+        _check(self.extra_pcs is None or (_is_int(self.extra_pcs) and self.extra_pcs >= 0), "extra_pcs",
+               "must be a number of components (0 or None: none added)", self.extra_pcs)
+        if self.extra_pcs == 0:
+            object.__setattr__(self, "extra_pcs", None)
         _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
         _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
                self.inner_folds)

@@ -20,7 +20,7 @@ import numpy as np
 
 from botaclip.config import build
 from botaclip.sdm import metrics as M
-from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedView
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedView, with_columns
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import Projection, make_model
@@ -107,6 +107,17 @@ def model_params(model: str, evaluation: EvaluationConfig, presence_only: bool,
     return params
 
 
+def extra_components(model: str, evaluation: EvaluationConfig, n_embedding: int) -> tuple[int | None, bool]:
+    """(principal components of the embedding columns a model sees, whether they are added to the columns):
+    ``pca`` replaces the ``n_embedding`` columns by that many components (any model); otherwise LightGBM adds
+    ``extra_pcs`` components after every column. (None, False) when neither applies (no embedding columns,
+    or as many components as columns)."""
+    if evaluation.pca:
+        return (evaluation.pca, False) if evaluation.pca < n_embedding else (None, False)
+    k = evaluation.extra_pcs if model == "lightgbm" else None
+    return (k, True) if (k and k < n_embedding) else (None, False)
+
+
 def score_binary(y_test, s_test, threshold: float) -> dict[str, float]:
     """All binary metrics for one test fold, at a threshold chosen elsewhere (on training data)."""
     out = {"auc": M.roc_auc(y_test, s_test)}
@@ -139,7 +150,8 @@ def cross_validate(
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
     out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
     the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
-    outer training part, and the other columns as they are. ``on_fold`` (option): a callable, or a list of them, given a
+    outer training part, and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
+    that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
     :class:`FoldContext` after each scored fold (permutation importance and ensembles use the fold models); if
     it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions. ``binned``
     (option): X (one matrix) already binned for LightGBM, a :class:`~botaclip.sdm.binning.BinnedView` or
@@ -221,22 +233,26 @@ class _FoldFitter:
         self.presence_only = False  # the samples hold background cells
         self.binned: BinnedFeatures | BinnedView | None = None  # the current feature matrix binned (LightGBM)
         self._binned_of: np.ndarray | None = None
+        self._base: BinnedFeatures | BinnedView | None = None  # _binned_of binned, before any added components
         self._previous = None  # the last inner fit of the current outer fold: its outer fit starts from it
         self.given: tuple[np.ndarray, BinnedFeatures | BinnedView] | None = None  # (X, X binned by the caller)
 
     def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
         """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
         is already binned (one matrix shared by the folds, or binned by the caller) or the fits see projected
-        features instead."""
-        if self.model != "lightgbm" or not self.ev.bin_once or projection is not None:
-            self.binned, self._binned_of = None, None
-        elif self._binned_of is not X:
+        features instead. Principal components added to the columns (``extra_pcs``) are binned per outer fold
+        (their projection is the fold's) and joined to the columns' shared bins."""
+        if self.model != "lightgbm" or not self.ev.bin_once or (projection is not None and not projection.keep):
+            self.binned, self._binned_of, self._base = None, None, None
+            return
+        if self._binned_of is not X:
             max_bin = int(self._options().get("max_bin", DEFAULT_MAX_BIN))
             if self.given is not None and self.given[0] is X and self.given[1].max_bin == max_bin:
-                self.binned = self.given[1]
+                self._base = self.given[1]
             else:
-                self.binned = BinnedFeatures(X, max_bin=max_bin)
+                self._base = BinnedFeatures(X, max_bin=max_bin)
             self._binned_of = X
+        self.binned = self._base if projection is None else with_columns(self._base, projection.components(X))
 
     def _options(self) -> dict:
         return self.ev.model_options(self.model)
@@ -263,9 +279,10 @@ class _FoldFitter:
         The inner CV of the threshold reuses this projection: it is fitted without labels, and never on the test
         part."""
         n_embedding = X_train.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
-        if not self.ev.pca or self.ev.pca >= n_embedding:
+        k, keep = extra_components(self.model, self.ev, n_embedding)
+        if not k:
             return None, X_train, X_test
-        projection = Projection(self.ev.pca, self.ev.seed, self.embedding_columns).fit(X_train)
+        projection = Projection(k, self.ev.seed, self.embedding_columns, keep).fit(X_train)
         return projection, projection.transform(X_train), projection.transform(X_test)
 
     def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None,

@@ -36,7 +36,7 @@ from botaclip.sdm.design import (
     open_store,
     target_group_of,
 )
-from botaclip.sdm.evaluate import CVResult, metric_names, model_params, training_weights
+from botaclip.sdm.evaluate import CVResult, extra_components, metric_names, model_params, training_weights
 from botaclip.sdm.fit_extras import (
     FitExtras,
     aoa_weights,
@@ -236,11 +236,11 @@ def _final_estimator(data: _SpeciesTable, cfg: FitConfig, species: str, cv: CVRe
     model = model or cfg.model
     ev = cfg.evaluation
     columns = data.source.embedding_columns(list(cfg.features), data.kept)
-    pca = ev.pca if ev.pca and ev.pca < len(columns) else None
+    pca, keep = extra_components(model, ev, len(columns))
     rounds = [f.rounds for f in cv.folds if f.rounds]
     params = model_params(model, ev, bool(lab.is_background.any()), int(np.median(rounds)) if rounds else None)
     estimator = make_model(model, task=lab.task, seed=ev.seed, n_jobs=ev.jobs, pca=pca, pca_columns=columns,
-                           **params)
+                           pca_keep=keep, **params)
     weights = training_weights(lab.y, lab.is_background) if lab.task == "binary" else None
     try:
         return estimator.fit(data.X, lab.y, sample_weight=weights)

@@ -520,12 +520,17 @@ class Projection:
 
     Missing values take the training medians first. Embeddings of hundreds of dimensions carry their signal in a
     few directions; projecting on the leading ``k`` components makes every model several times faster (see
-    docs/benchmarks.md, "SDM speed"). ``columns``: indices of the embedding columns (None: all)."""
+    docs/benchmarks.md, "SDM speed"). ``columns``: indices of the embedding columns (None: all).
 
-    def __init__(self, n_components: int, seed: int = 0, columns: np.ndarray | None = None):
+    ``keep``: the components are *added* after every column as given instead of replacing the embedding
+    columns (LightGBM's ``extra_pcs``): trees then split on the directions a weak signal spreads over many
+    columns as well as on single columns."""
+
+    def __init__(self, n_components: int, seed: int = 0, columns: np.ndarray | None = None, keep: bool = False):
         self.n_components = int(n_components)
         self.seed = int(seed)
         self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+        self.keep = bool(keep)
         self.imputer_ = _Imputer()
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
@@ -554,21 +559,38 @@ class Projection:
         self.components_ = vt.astype(np.float64)
         return self
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        emb, rest = self._split(_check_X(X, self.n_features_))
+    def components(self, X: np.ndarray) -> np.ndarray:
+        """The principal-component scores of ``X``'s rows, float32 [n, k]."""
+        emb, _ = self._split(_check_X(X, self.n_features_))
         emb = self.imputer_.transform(emb).astype(np.float64)
-        return np.hstack([((emb - self.mean_) @ self.components_.T).astype(np.float32), rest])
+        return ((emb - self.mean_) @ self.components_.T).astype(np.float32)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """The model inputs: the components then the other columns, or (``keep``) every column then the
+        components."""
+        X = _check_X(X, self.n_features_)
+        if self.keep:
+            return np.hstack([X, self.components(X)])
+        return np.hstack([self.components(X), self._split(X)[1]])
+
+    @property
+    def n_outputs(self) -> int:
+        """Columns of :meth:`transform`'s output."""
+        n_emb = self.n_features_ if self.columns is None else self.columns.size
+        k = self.components_.shape[0]
+        return self.n_features_ + k if self.keep else k + self.n_features_ - n_emb
 
     def arrays(self) -> dict[str, np.ndarray]:
         columns = np.arange(self.n_features_) if self.columns is None else self.columns
         return {"projection_mean": self.mean_, "projection_components": self.components_,
                 "projection_medians": self.imputer_.medians, "projection_columns": columns,
-                "projection_n_features": np.asarray(self.n_features_)}
+                "projection_n_features": np.asarray(self.n_features_), "projection_keep": np.asarray(self.keep)}
 
     @classmethod
     def from_arrays(cls, arrays, seed: int = 0) -> "Projection":
+        keep = bool(arrays["projection_keep"]) if "projection_keep" in arrays else False  # saved before: replaced
         proj = cls(np.asarray(arrays["projection_components"]).shape[0], seed,
-                   np.asarray(arrays["projection_columns"], dtype=np.int64))
+                   np.asarray(arrays["projection_columns"], dtype=np.int64), keep)
         proj.n_features_ = int(arrays["projection_n_features"])
         proj.mean_ = np.asarray(arrays["projection_mean"], dtype=np.float64)
         proj.components_ = np.asarray(arrays["projection_components"], dtype=np.float64)
@@ -578,13 +600,15 @@ class Projection:
 
 class ProjectedModel(SDMEstimator):
     """A model on the leading principal components of the features (:class:`Projection`), fitted on the same
-    training data. Saved as the inner model plus the projection's arrays."""
+    training data (``keep``: added to the features instead). Saved as the inner model plus the projection's
+    arrays."""
 
-    def __init__(self, inner: SDMEstimator, n_components: int, columns: np.ndarray | None = None):
+    def __init__(self, inner: SDMEstimator, n_components: int, columns: np.ndarray | None = None,
+                 keep: bool = False):
         super().__init__(inner.task, inner.seed, inner.n_jobs)
         self.inner = inner
         self.name = inner.name
-        self.projection = Projection(n_components, inner.seed, columns)
+        self.projection = Projection(n_components, inner.seed, columns, keep)
 
     def fit(self, X, y, sample_weight=None, valid=None) -> "ProjectedModel":
         X = _check_X(X)
@@ -622,15 +646,16 @@ def _model_class(name: str):
 
 
 def make_model(name: str, task: str = "binary", seed: int = 0, n_jobs: int | None = 1, pca: int | None = None,
-               pca_columns: np.ndarray | None = None, **params) -> SDMEstimator:
+               pca_columns: np.ndarray | None = None, pca_keep: bool = False, **params) -> SDMEstimator:
     """A fresh estimator by name: 'lightgbm' (default), 'rf', 'logistic' or 'maxent'; with ``pca``, on the leading ``pca``
-    principal components of the embedding columns ``pca_columns`` (indices; None: all) and the other columns."""
+    principal components of the embedding columns ``pca_columns`` (indices; None: all) and the other columns
+    (``pca_keep``: on every column and those components)."""
     try:
         cls = _model_class(name)
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}") from None
     model = cls(task=task, seed=seed, n_jobs=n_jobs, **params)
-    return ProjectedModel(model, pca, pca_columns) if pca else model
+    return ProjectedModel(model, pca, pca_columns, pca_keep) if pca else model
 
 
 def model_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], text: str | None) -> SDMEstimator:
