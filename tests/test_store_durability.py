@@ -132,6 +132,26 @@ def test_one_flush_of_many_partitions_lands_them_all(store):
     assert store.verify().ok
 
 
+def test_large_gather_in_two_threads_equals_one_thread(monkeypatch):
+    """Above PARALLEL_GATHER_ROWS a reordered write is gathered and normalised by two threads: the same floats as
+    one thread, and a NaN in the second half is still refused with the set's name."""
+    n = writer_mod.PARALLEL_GATHER_ROWS + 5_000
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    x[7] = 0  # a zero row stays zero
+    order = rng.permutation(n)
+    two = writer_mod.unit_rows_in_order(x, order, "e")
+    monkeypatch.setattr(writer_mod, "PARALLEL_GATHER_ROWS", n + 1)
+    one = writer_mod.unit_rows_in_order(x, order, "e")
+    assert np.array_equal(two, one)
+    ref = x[order] / np.maximum(np.linalg.norm(x[order], axis=1, keepdims=True), 1e-30)
+    assert np.allclose(two, ref, atol=1e-6) and not two[np.flatnonzero(order == 7)[0]].any()
+    monkeypatch.setattr(writer_mod, "PARALLEL_GATHER_ROWS", 1_000)
+    x[order[-1], 2] = np.nan  # the last row of the output: the second thread's
+    with pytest.raises(ValueError, match="embedding for 'e' contains NaN"):
+        writer_mod.unit_rows_in_order(x, order, "e")
+
+
 def test_a_failed_move_stops_the_batch_and_keeps_what_landed(store, monkeypatch):
     """The third file's rename fails (a full disk): the two before it are in place and counted, none after it
     is, no temporary file is left, one error names the partition, and the next run completes."""

@@ -39,6 +39,7 @@ import os
 import secrets
 import shutil
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,13 +122,33 @@ def _merge_pieces(schema: pa.Schema, pieces: list[pa.Table], existing: pa.Table 
     return merged, new_rows
 
 
+#: Rows from which `unit_rows_in_order` gathers in two threads: below it, starting threads costs more than it saves.
+PARALLEL_GATHER_ROWS = 65_536
+
+
 def unit_rows_in_order(values: np.ndarray, order: np.ndarray, name: str, chunk: int = 4096) -> np.ndarray:
-    """float32 rows ``values[order]``, each divided by its L2 norm (zero rows stay zero), in one output array."""
+    """float32 rows ``values[order]``, each divided by its L2 norm (zero rows stay zero), in one output array.
+
+    Large inputs are gathered by two threads, each filling its half of the output: the gather from rows in
+    random order waits on memory, and NumPy releases the GIL while it copies and divides."""
     out = np.empty((len(order), values.shape[1]), dtype=np.float32)
-    for i in range(0, len(order), chunk):
-        x = np.asarray(values[order[i:i + chunk]], dtype=np.float32)
-        norms = row_norms(x, name)
-        np.divide(x, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], out=out[i:i + chunk])
+
+    def fill(start: int, stop: int) -> None:
+        for i in range(start, stop, chunk):
+            j = min(i + chunk, stop)
+            x = np.asarray(values[order[i:j]], dtype=np.float32)
+            norms = row_norms(x, name)
+            np.divide(x, np.where(norms > 0, norms, 1).astype(np.float32)[:, None], out=out[i:j])
+
+    n = len(order)
+    if n < PARALLEL_GATHER_ROWS or (os.cpu_count() or 1) < 2:
+        fill(0, n)
+        return out
+    middle = (n // 2 // chunk) * chunk
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="botaclip-gather") as pool:
+        halves = [pool.submit(fill, 0, middle), pool.submit(fill, middle, n)]
+        for half in halves:
+            half.result()  # a half's error (NaN in a row) is raised here, as the one-thread path raises it
     return out
 
 
