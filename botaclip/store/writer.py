@@ -617,6 +617,7 @@ class FeatureSetWriter:
                 if self.partition_path(parent) in mover.pending():
                     self._settle(mover)  # merged into the new file: in place first
                 self._flush(parent, complete, mover)
+                mover.throttle(keep=2)  # at most two tables waiting for the background (memory)
         except BaseException:
             self._drain(raise_errors=False)  # what was handed over lands (whole files), then this error
             raise
@@ -681,11 +682,13 @@ class FeatureSetWriter:
         if self._stage is None and not self._registered:
             self._register()
         label = f"partition {parent:x} of feature set {self.name!r}"
+        table = merged.replace_schema_metadata(meta)
+        if mover is not None:  # encoded, moved in and counted in the background (`_flush_many`, `finish_partition`)
+            mover.submit_table(lambda: write_parquet_tmp(table, path, self.store.path, label), path, label,
+                               lambda: self._landed(parent, path, new_rows))
+            return merged.num_rows
         try:
-            tmp = write_parquet_tmp(merged.replace_schema_metadata(meta), path, self.store.path, label)
-            if mover is not None:  # moved in, and counted, by the mover (`_flush_many`, `finish_partition`)
-                mover.submit(tmp, path, label, lambda: self._landed(parent, path, new_rows))
-                return merged.num_rows
+            tmp = write_parquet_tmp(table, path, self.store.path, label)
             # The folder is flushed with the others before the catalog records this partition (`_sync_dirs`).
             move_into_place(tmp, path, self.store.path, label, sync_dir=False)
         except StoreWriteError as exc:
