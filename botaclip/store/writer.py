@@ -517,8 +517,9 @@ class FeatureSetWriter:
 
         With `wait` (the default) the file is durable and in place when this returns. ``wait=False`` returns once
         the partition is handed over; its encoding, flush to disk and rename happen in two background threads
-        while the caller computes the next partition, and are waited for by the next call that writes a partition (this one, `flush`, a `write`
-        over the buffer limit), `existing_cells` and `close`, which also report a failure there. At most one
+        while the caller computes the next partition, and are waited for by the next call that writes a
+        partition (this one, `flush`, a `write` over the buffer limit), `existing_cells` and `close`, which also
+        report a failure there. At most one
         partition is in flight: a process killed meanwhile may lose the last partition it finished (never
         leaving a torn file under its name, and the catalog never lists it), and a job that skips the cells on
         disk when rerun writes it again (`botaclip index` does). Speed: bench/store.py, docs/benchmarks.md.
