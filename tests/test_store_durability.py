@@ -258,3 +258,34 @@ def test_a_failed_background_move_is_reported_by_the_next_call(store, monkeypatc
     assert len(store.existing_cells("e")) == 4 * 50
     assert store.partitions("e") == set(PARENTS[:4])
     assert store.verify().ok
+
+
+def test_tables_are_encoded_off_the_caller_thread_in_order_and_throttled(tmp_path):
+    """`submit_table`: each file is written by the encoding thread, moved in submission order, `throttle(2)`
+    leaves at most two to move, and a failed write fails its job; nothing after it is written or moved."""
+    from botaclip.store.mover import BackgroundMover
+
+    (tmp_path / ".tmp").mkdir()
+    mover, written, landed = BackgroundMover(tmp_path), [], []
+
+    def writer_of(i: int, fail: bool = False):
+        def write():
+            if fail:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append((i, threading.current_thread().name))
+            tmp = tmp_path / ".tmp" / f"{i}.parquet"
+            tmp.write_bytes(b"x" * 10)
+            return tmp
+        return write
+
+    for i in range(5):
+        final = tmp_path / f"p{i}" / "data.parquet"
+        mover.submit_table(writer_of(i, fail=(i == 3)), final, f"partition {i}", lambda i=i: landed.append(i))
+        mover.throttle(keep=2)
+        assert sum(not f.done() for f, _, _ in mover._jobs) <= 2
+    with pytest.raises(StoreWriteError, match="No space left on device"):
+        mover.finish()
+    assert [i for i, _ in written] == [0, 1, 2] and all(name.startswith("botaclip-encoder") for _, name in written)
+    assert landed == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.glob("p*")) == ["p0", "p1", "p2"]
+    assert not any((tmp_path / ".tmp").iterdir())

@@ -1,8 +1,10 @@
-"""Finishing partition files in the background while the writer encodes the next one.
+"""Writing partition files in the background while the writer prepares the next one.
 
 A partition file's last step is an fsync (its bytes reach the disk before the rename, so not even a power cut
-leaves a torn file) and the rename. A single background thread does those steps for one file while the caller's
-thread encodes the next. Two ways the writer uses it:
+leaves a torn file) and the rename. A background thread does those steps for one file while the caller's thread
+prepares the next. A table can also be handed over before it is written (`submit_table`): a second background
+thread then encodes it into its temporary file, so encoding partition k, flushing partition k-1 to disk and the
+caller's work on partition k+1 overlap. Two ways the writer uses it:
 
 - one call that writes many partitions (`flush`, a `write` that overflows its buffers, `close`) hands them all
   over and returns only once every file is in place (`finish`), so what callers see does not change;
@@ -26,34 +28,76 @@ from botaclip.store.layout import move_into_place
 
 
 class BackgroundMover:
-    """Moves temporary partition files into place in the order submitted, one at a time, in a background thread.
+    """Moves temporary partition files into place in the order submitted, one at a time, in a background thread
+    (and writes them first, in a second thread, when handed a table: `submit_table`).
 
-    After a move fails, the files submitted after it are dropped (their temporary files removed, never renamed),
-    so what lands is always a prefix of what was submitted."""
+    After a job fails (its encoding or its move), the files submitted after it are dropped (never written, or
+    their temporary files removed, never renamed), so what lands is always a prefix of what was submitted."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="botaclip-mover")
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="botaclip-encoder")
         self._jobs: list[tuple[Future, Callable[[], None], Path]] = []
-        self._failed = threading.Event()
+        self._submitted = 0
+        # The first job that failed: the jobs after it are dropped, the ones before it still land (the encoding
+        # thread runs ahead of the moves, so a failed encoding must not drop the moves of the files before it).
+        self._first_failure: int | None = None
+        self._stopped = threading.Event()  # interrupted: drop everything not yet done
+        self._lock = threading.Lock()
 
     def submit(self, tmp: Path, final: Path, label: str, landed: Callable[[], None]) -> None:
         """Queue `tmp` (a complete temporary file) to replace `final`; `landed` is called by `settle` or `finish`,
         in the caller's thread, once it is in place."""
-        self._jobs.append((self._pool.submit(self._move, tmp, final, label), landed, final))
+        job = self._next()
+        self._jobs.append((self._pool.submit(self._move, job, tmp, final, label), landed, final))
+
+    def submit_table(self, write: Callable[[], Path], final: Path, label: str, landed: Callable[[], None]) -> None:
+        """Queue `write` (writes a complete temporary file and returns its path; run in the encoding thread, in
+        the order submitted), then that file's move over `final`, as `submit`. A failed `write` fails this job
+        like a failed move, and nothing submitted after it is written or moved."""
+        job = self._next()
+        written = self._encoder.submit(self._write, job, write)
+        self._jobs.append((self._pool.submit(self._move_written, job, written, final, label), landed, final))
+
+    def _next(self) -> int:
+        self._submitted += 1
+        return self._submitted
+
+    def _dropped(self, job: int) -> bool:
+        with self._lock:
+            return self._stopped.is_set() or (self._first_failure is not None and self._first_failure < job)
+
+    def _failed(self, job: int) -> None:
+        with self._lock:
+            if self._first_failure is None or job < self._first_failure:
+                self._first_failure = job
+
+    def _write(self, job: int, write: Callable[[], Path]) -> Path | None:
+        if self._dropped(job):
+            return None
+        try:
+            return write()
+        except BaseException:
+            self._failed(job)
+            raise
+
+    def _move_written(self, job: int, written: Future, final: Path, label: str) -> bool:
+        tmp = written.result()  # the encoding's error, if any, is this job's
+        return False if tmp is None else self._move(job, tmp, final, label)
 
     def pending(self) -> set[Path]:
         """The final paths of files submitted and not yet reported landed (or dropped) by `settle`/`finish`."""
         return {final for _, _, final in self._jobs}
 
-    def _move(self, tmp: Path, final: Path, label: str) -> bool:
-        if self._failed.is_set():
+    def _move(self, job: int, tmp: Path, final: Path, label: str) -> bool:
+        if self._dropped(job):
             tmp.unlink(missing_ok=True)
             return False
         try:
             move_into_place(tmp, final, self.root, label, sync_dir=False)  # the writer syncs folders at commit
         except BaseException:
-            self._failed.set()
+            self._failed(job)
             raise
         return True
 
@@ -65,9 +109,20 @@ class BackgroundMover:
         try:
             wait_all([f for f, _, _ in done])
         except BaseException:
-            self._failed.set()  # interrupted: drop what has not moved yet
+            self._stopped.set()  # interrupted: drop what has not moved yet
             raise
         _raise_first(self._report(done))
+
+    def throttle(self, keep: int) -> None:
+        """Wait until at most `keep` submitted files are still to move, without reporting them: a failure
+        stays for `settle` or `finish`, and what is submitted after it is dropped (the batch lands as a prefix)."""
+        waiting = [f for f, _, _ in self._jobs if not f.done()]
+        if len(waiting) > keep:
+            try:
+                wait_all(waiting[:len(waiting) - keep])
+            except BaseException:
+                self._stopped.set()  # interrupted: drop what has not moved yet
+                raise
 
     def _report(self, done: list) -> BaseException | None:
         """Call `landed` for each file of `done` in place, forget them, and return the first failed move's error."""
@@ -88,9 +143,10 @@ class BackgroundMover:
         try:
             wait_all([f for f, _, _ in self._jobs])
         except BaseException:
-            self._failed.set()  # interrupted: drop what has not moved yet
+            self._stopped.set()  # interrupted: drop what has not moved yet
             raise
         finally:
+            self._encoder.shutdown(wait=True)
             self._pool.shutdown(wait=True)
             first = self._report(list(self._jobs))
         if raise_errors:

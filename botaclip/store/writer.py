@@ -516,9 +516,10 @@ class FeatureSetWriter:
         file records that the parent is done). Returns the rows in the partition file.
 
         With `wait` (the default) the file is durable and in place when this returns. ``wait=False`` returns once
-        the file is written; its flush to disk and rename finish in the background while the caller computes the
-        next partition, and are waited for by the next call that writes a partition (this one, `flush`, a `write`
-        over the buffer limit), `existing_cells` and `close`, which also report a failure there. At most one
+        the partition is handed over; its encoding, flush to disk and rename happen in two background threads
+        while the caller computes the next partition, and are waited for by the next call that writes a
+        partition (this one, `flush`, a `write` over the buffer limit), `existing_cells` and `close`, which also
+        report a failure there. At most one
         partition is in flight: a process killed meanwhile may lose the last partition it finished (never
         leaving a torn file under its name, and the catalog never lists it), and a job that skips the cells on
         disk when rerun writes it again (`botaclip index` does). Speed: bench/store.py, docs/benchmarks.md.
@@ -617,6 +618,7 @@ class FeatureSetWriter:
                 if self.partition_path(parent) in mover.pending():
                     self._settle(mover)  # merged into the new file: in place first
                 self._flush(parent, complete, mover)
+                mover.throttle(keep=2)  # at most two tables waiting for the background (memory)
         except BaseException:
             self._drain(raise_errors=False)  # what was handed over lands (whole files), then this error
             raise
@@ -681,11 +683,13 @@ class FeatureSetWriter:
         if self._stage is None and not self._registered:
             self._register()
         label = f"partition {parent:x} of feature set {self.name!r}"
+        table = merged.replace_schema_metadata(meta)
+        if mover is not None:  # encoded, moved in and counted in the background (`_flush_many`, `finish_partition`)
+            mover.submit_table(lambda: write_parquet_tmp(table, path, self.store.path, label), path, label,
+                               lambda: self._landed(parent, path, new_rows))
+            return merged.num_rows
         try:
-            tmp = write_parquet_tmp(merged.replace_schema_metadata(meta), path, self.store.path, label)
-            if mover is not None:  # moved in, and counted, by the mover (`_flush_many`, `finish_partition`)
-                mover.submit(tmp, path, label, lambda: self._landed(parent, path, new_rows))
-                return merged.num_rows
+            tmp = write_parquet_tmp(table, path, self.store.path, label)
             # The folder is flushed with the others before the catalog records this partition (`_sync_dirs`).
             move_into_place(tmp, path, self.store.path, label, sync_dir=False)
         except StoreWriteError as exc:
