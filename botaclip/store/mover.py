@@ -1,10 +1,10 @@
 """Writing partition files in the background while the writer prepares the next one.
 
 A partition file's last step is an fsync (its bytes reach the disk before the rename, so not even a power cut
-leaves a torn file) and the rename. A background thread does those steps for one file while the caller's thread
-prepares the next. A table can also be handed over before it is written (`submit_table`): a second background
-thread then encodes it into its temporary file, so encoding partition k, flushing partition k-1 to disk and the
-caller's work on partition k+1 overlap. Two ways the writer uses it:
+leaves a torn file) and the rename. The writer hands over each partition's table (`submit_table`): one
+background thread encodes it into its temporary file, a second one flushes the file before it to disk and
+renames it, so encoding partition k, flushing partition k-1 and the caller's work on partition k+1 overlap. Two
+ways the writer uses it:
 
 - one call that writes many partitions (`flush`, a `write` that overflows its buffers, `close`) hands them all
   over and returns only once every file is in place (`finish`), so what callers see does not change;
@@ -28,8 +28,8 @@ from botaclip.store.layout import move_into_place
 
 
 class BackgroundMover:
-    """Moves temporary partition files into place in the order submitted, one at a time, in a background thread
-    (and writes them first, in a second thread, when handed a table: `submit_table`).
+    """Writes partition files (one background thread) and moves them into place (a second one), in the order
+    submitted.
 
     After a job fails (its encoding or its move), the files submitted after it are dropped (never written, or
     their temporary files removed, never renamed), so what lands is always a prefix of what was submitted."""
@@ -46,16 +46,11 @@ class BackgroundMover:
         self._stopped = threading.Event()  # interrupted: drop everything not yet done
         self._lock = threading.Lock()
 
-    def submit(self, tmp: Path, final: Path, label: str, landed: Callable[[], None]) -> None:
-        """Queue `tmp` (a complete temporary file) to replace `final`; `landed` is called by `settle` or `finish`,
-        in the caller's thread, once it is in place."""
-        job = self._next()
-        self._jobs.append((self._pool.submit(self._move, job, tmp, final, label), landed, final))
-
     def submit_table(self, write: Callable[[], Path], final: Path, label: str, landed: Callable[[], None]) -> None:
         """Queue `write` (writes a complete temporary file and returns its path; run in the encoding thread, in
-        the order submitted), then that file's move over `final`, as `submit`. A failed `write` fails this job
-        like a failed move, and nothing submitted after it is written or moved."""
+        the order submitted), then that file's move over `final`; `landed` is called by `settle` or `finish`,
+        in the caller's thread, once it is in place. A failed `write` fails this job like a failed move, and
+        nothing submitted after it is written or moved."""
         job = self._next()
         written = self._encoder.submit(self._write, job, write)
         self._jobs.append((self._pool.submit(self._move_written, job, written, final, label), landed, final))
