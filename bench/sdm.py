@@ -77,10 +77,6 @@ def make_occurrences(path: Path, cells: np.ndarray, env: np.ndarray, n_species: 
     pd.concat(rows).to_csv(path, index=False)
 
 
-# The same numbers for every bench script (bench/measure.py); the short private names are this script's own.
-_peak_mb, _cpu_s = peak_mb, cpu_s
-
-
 #: LightGBM's hyperparameters before issue 17 (botaclip.sdm.models.LightGBMModel then): 300 rounds, 255 bins.
 OLD_LIGHTGBM = "n_estimators=300,learning_rate=0.05,num_leaves=31,min_child_samples=10,subsample=0.8," \
                "colsample_bytree=0.5,reg_lambda=1,max_bin=255,neg_subsample=1"
@@ -151,7 +147,7 @@ def phase_compare(args) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     fits = sum(len(r.values) for r in res.rows if r.metric == "auc")
     per_species = {f"{r.metric}_{r.features}|{r.species}": r.mean for r in res.rows if r.metric in ("auc", "tss")}
-    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "peak_mb": _peak_mb(),
+    return {"seconds": wall, "cpu_s": cpu_s() + children.ru_utime + children.ru_stime, "peak_mb": peak_mb(),
             "children_peak_mb": children.ru_maxrss / 1024.0, "species": len(res.species),
             "requested_species": n_species, "outer_fits": fits, "per_species": per_species}
 
@@ -187,17 +183,17 @@ def phase_real(args) -> dict:
     import sklearn.linear_model  # noqa: F401
 
     t = time.perf_counter()
-    cpu0 = _cpu_s()
+    cpu0 = cpu_s()
     res = compare(Path(args.real) / "store", occ, sets, models=[args.models], species=species,
                   folds=5, kind=kind, seed=0, **settings_options(args.settings))
     wall = time.perf_counter() - t
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU of the comparison itself, without this process's start-up and imports (all of it with jobs=1, which
     # runs the species in this process; with worker processes, their whole CPU).
-    compare_cpu = _cpu_s() - cpu0 + children.ru_utime + children.ru_stime
+    compare_cpu = cpu_s() - cpu0 + children.ru_utime + children.ru_stime
     means = res.means()
-    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime,
-            "peak_mb": max(_peak_mb(), children.ru_maxrss / 1024.0), "species": len(res.species),
+    return {"seconds": wall, "cpu_s": cpu_s() + children.ru_utime + children.ru_stime,
+            "peak_mb": max(peak_mb(), children.ru_maxrss / 1024.0), "species": len(res.species),
             "outer_fits": sum(len(r.values) for r in res.rows if r.metric == "auc"),
             "compare_cpu_s": compare_cpu,
             "code": str(Path(sys.modules["botaclip"].__file__).parent.parent),
@@ -226,7 +222,7 @@ def phase_demo(args) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     scores = {f"{task}|{label}": float(np.nanmean(list(v.values())))
               for task, r in tasks.items() for label, v in r["metric"].items()}
-    return {"seconds": wall, "cpu_s": _cpu_s() + children.ru_utime + children.ru_stime, "scores": scores,
+    return {"seconds": wall, "cpu_s": cpu_s() + children.ru_utime + children.ru_stime, "scores": scores,
             "code": str(Path(sys.modules["botaclip"].__file__).parent.parent)}
 
 
@@ -270,7 +266,7 @@ def phase_fit(args) -> dict:
     t = time.perf_counter()
     fit_species(args.store, args.occurrences, "Species 00", features="set0", model="lightgbm", folds=2,
                 background=args.background, out=args.out, predictions=False, write_map=False, jobs=args.jobs)
-    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t, "peak_mb": peak_mb()}
 
 
 def phase_predict(args) -> dict:
@@ -279,7 +275,7 @@ def phase_predict(args) -> dict:
     t = time.perf_counter()
     res = predict(args.model, args.store, args.out)
     wall = time.perf_counter() - t
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells,
+    return {"seconds": wall, "cpu_s": cpu_s(), "peak_mb": peak_mb(), "cells": res.n_cells,
             "cells_per_s": res.n_cells / wall}
 
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import cpu_s as _cpu_s  # noqa: E402  (bench/measure.py)
-from measure import peak_mb as _peak_mb  # noqa: E402
+from measure import cpu_s, peak_mb  # noqa: E402  (bench/measure.py)
 from sdm import build_store, make_occurrences  # noqa: E402  (bench/sdm.py)
 
 
@@ -47,7 +46,7 @@ def phase_compare(args) -> dict:
                   background=args.background, jobs=1, out=args.out)
     wall = time.perf_counter() - t
     auc = res.means()["auc"]
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "species": len(res.species),
+    return {"seconds": wall, "cpu_s": cpu_s(), "peak_mb": peak_mb(), "species": len(res.species),
             "auc": {k: round(v["mean"], 4) for k, v in auc.items()}}
 
 
@@ -58,7 +57,7 @@ def phase_fit(args) -> dict:
     fit_species(args.store, args.occurrences, "Species 00", features="set0", model="logistic", folds=5,
                 background=args.background, out=args.out, predictions=False, write_map=False, jobs=1,
                 pca=args.pca or None)
-    return {"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t, "peak_mb": peak_mb()}
 
 
 def phase_predict(args) -> dict:
@@ -67,7 +66,7 @@ def phase_predict(args) -> dict:
     t = time.perf_counter()
     res = predict(args.model, args.store, args.out, aoa=bool(args.aoa))
     wall = time.perf_counter() - t
-    return {"seconds": wall, "cpu_s": _cpu_s(), "peak_mb": _peak_mb(), "cells": res.n_cells, "extra": res.extra}
+    return {"seconds": wall, "cpu_s": cpu_s(), "peak_mb": peak_mb(), "cells": res.n_cells, "extra": res.extra}
 
 
 PHASES = {"compare": phase_compare, "fit": phase_fit, "predict": phase_predict}
@@ -167,7 +166,7 @@ def run_aoa_arrays(args) -> None:
         for _ in range(0, args.aoa_array_cells, 20_000):
             ref.dissimilarity(chunk)
         di_s = time.perf_counter() - t
-        print(f"| {dims} | {fit_s:.1f} | {di_s:.1f} | {args.aoa_array_cells / di_s:,.0f} | {_peak_mb():.0f} |",
+        print(f"| {dims} | {fit_s:.1f} | {di_s:.1f} | {args.aoa_array_cells / di_s:,.0f} | {peak_mb():.0f} |",
               flush=True)
 
 

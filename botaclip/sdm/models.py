@@ -573,13 +573,6 @@ class Projection:
             return np.hstack([X, self.components(X)])
         return np.hstack([self.components(X), self._split(X)[1]])
 
-    @property
-    def n_outputs(self) -> int:
-        """Columns of :meth:`transform`'s output."""
-        n_emb = self.n_features_ if self.columns is None else self.columns.size
-        k = self.components_.shape[0]
-        return self.n_features_ + k if self.keep else k + self.n_features_ - n_emb
-
     def arrays(self) -> dict[str, np.ndarray]:
         columns = np.arange(self.n_features_) if self.columns is None else self.columns
         return {"projection_mean": self.mean_, "projection_components": self.components_,
