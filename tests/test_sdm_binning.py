@@ -49,7 +49,7 @@ def test_a_subset_of_binned_rows_trains_as_its_rows_on_the_parents_bins():
     binned = BinnedFeatures(X)
     rows = np.flatnonzero(np.arange(X.shape[0]) % 3 != 0)
     kw = dict(n_estimators=30, seed=3, learning_rate=0.05, colsample_bytree=0.5, neg_subsample=0.4,
-              min_neg_per_tree=0)
+              min_neg_per_tree=0, min_child_samples=10)
     model = LightGBMModel(**kw).fit(binned.rows(rows), y[rows], sample_weight=w[rows])
     # The same rows as a Dataset of their own on the parent's bin edges (LightGBM's `reference`).
     own = lgb.Dataset(X[rows], label=y[rows], weight=w[rows], reference=binned.dataset,
@@ -231,9 +231,9 @@ def test_compare_bins_each_feature_set_once_per_process(landscape, monkeypatch):
     made = []
 
     class Counting(BinnedFeatures):
-        def __init__(self, X, max_bin=DEFAULT_MAX_BIN):
+        def __init__(self, X, max_bin=DEFAULT_MAX_BIN, threads=None):
             made.append(X.shape)
-            super().__init__(X, max_bin)
+            super().__init__(X, max_bin, threads)
 
     monkeypatch.setattr(importlib.import_module("botaclip.sdm.compare"), "BinnedFeatures", Counting)
     compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], species=SPECIES,
@@ -244,3 +244,60 @@ def test_compare_bins_each_feature_set_once_per_process(landscape, monkeypatch):
     compare(landscape["store"], landscape["root"] / "plots.csv", ["emb"], species=SPECIES, models=["lightgbm"],
             folds=3, jobs=1, bin_once=False)
     assert made == []
+
+
+def test_fit_scoring_predicts_the_held_out_rows_as_predict_does():
+    """The held-out rows' suitability read from LightGBM's running scores equals predicting their raw values
+    (missing ones included), whatever their order; only binary fits on rows of one binned matrix qualify."""
+    X, y, w = _data(n=900)
+    binned = BinnedFeatures(X)
+    rng = np.random.default_rng(4)
+    order = rng.permutation(X.shape[0])
+    train, test = order[:600], order[600:]
+    kw = dict(n_estimators=40, neg_subsample=0.5, min_neg_per_tree=0)
+    scored = LightGBMModel(**kw)
+    held_out = scored.fit_scoring(binned.rows(train), y[train], w[train], scored=binned.rows(test))
+    fitted = LightGBMModel(**kw).fit(binned.rows(train), y[train], sample_weight=w[train])
+    assert np.allclose(held_out, fitted.predict(X[test]), rtol=0, atol=1e-12)
+    assert np.allclose(scored.predict(X[test]), held_out, rtol=0, atol=1e-12)  # the fitted model is usable
+    assert 0.0 < held_out.min() and held_out.max() < 1.0
+    with pytest.raises(ValueError, match="one binned matrix"):
+        LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], scored=BinnedFeatures(X).rows(test))
+    with pytest.raises(ValueError, match="binary tasks only"):
+        LightGBMModel(task="regression").fit_scoring(binned.rows(train), y[train], scored=binned.rows(test))
+
+
+def test_bins_written_and_read_back_train_the_same_model(tmp_path):
+    """The driver bins once and hands the bins to its workers as files (FeatureTables.save_derived)."""
+    from botaclip.sdm.engines import FeatureTables
+
+    X, y, w = _data()
+    tables = FeatureTables({"emb": (X, [str(i) for i in range(X.shape[1])])})
+    made = tables.once(("bins", "emb"), lambda: BinnedFeatures(X, threads=2))
+    tables.once(("not written",), lambda: np.arange(3))
+    saved = tables.save_derived(tmp_path)
+    assert [key for key, *_ in saved] == [("bins", "emb")]
+    elsewhere = FeatureTables(dict(tables))
+    elsewhere.load_derived(saved)
+    loaded = elsewhere.once(("bins", "emb"), lambda: pytest.fail("the loaded bins should be used"))
+    assert loaded.shape == made.shape and loaded.max_bin == made.max_bin
+    rows = np.arange(0, X.shape[0], 2)
+    a = LightGBMModel(n_estimators=30).fit(made.rows(rows), y[rows], sample_weight=w[rows])
+    b = LightGBMModel(n_estimators=30).fit(loaded.rows(rows), y[rows], sample_weight=w[rows])
+    assert np.array_equal(a.predict(X), b.predict(X))
+
+
+@pytest.mark.parametrize("extra_pcs", [None, 3])
+def test_cross_validation_reads_held_out_scores_as_predictions(monkeypatch, extra_pcs):
+    """Inner and outer fits on binned rows score their held-out rows from LightGBM's running scores: the same
+    out-of-fold predictions, thresholds and metrics as predicting the raw features (added components too)."""
+    from botaclip.sdm.evaluate import _FoldFitter
+
+    X, y, _ = _data(n=900, d=8)
+    binned = BinnedFeatures(X).view(np.arange(X.shape[0]))
+    fast = _blocks_cv(X, y, binned=binned, extra_pcs=extra_pcs)
+    monkeypatch.setattr(_FoldFitter, "_scores_binned", lambda self, rows: False)
+    slow = _blocks_cv(X, y, binned=binned, extra_pcs=extra_pcs)
+    assert np.allclose(fast.oof, slow.oof, rtol=0, atol=1e-9, equal_nan=True)
+    assert [f.threshold for f in fast.folds] == pytest.approx([f.threshold for f in slow.folds], abs=1e-9)
+    assert fast.values("tss") == pytest.approx(slow.values("tss"), abs=1e-9)

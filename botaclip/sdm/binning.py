@@ -25,20 +25,31 @@ import numpy as np
 DEFAULT_MAX_BIN = 63
 
 
-def dataset_params(max_bin: int) -> dict:
+#: Rows LightGBM samples to place a column's bin edges (its default: 200,000). 20,000 values give each of 63 bins
+#: some 300 of them; binning 100,000 x 768 then costs 13 CPU-s instead of 22, most of the difference in placing
+#: the edges (docs/benchmarks.md, "SDM speed"). A fit on fewer rows uses them all, as before.
+BIN_SAMPLE_ROWS = 20_000
+
+
+def dataset_params(max_bin: int, threads: int | None = None) -> dict:
     """The Dataset parameters of every LightGBM fit here (binned once or per fit: the same bins either way).
 
     ``feature_pre_filter`` off: a column that the whole matrix cannot split is not dropped for a subset that
-    could, and a subset keeps every column of its parent."""
-    return {"verbose": -1, "max_bin": int(max_bin), "feature_pre_filter": False}
+    could, and a subset keeps every column of its parent. ``threads``: OpenMP threads that bin (None:
+    LightGBM's default; the bins do not depend on them)."""
+    params = {"verbose": -1, "max_bin": int(max_bin), "feature_pre_filter": False,
+              "bin_construct_sample_cnt": BIN_SAMPLE_ROWS}
+    return params | ({"num_threads": int(threads)} if threads else {})
 
 
 class BinnedFeatures:
     """A float feature matrix [n, F] binned once by LightGBM (``max_bin`` bins per column); NaN stays missing.
 
-    The raw matrix is not kept: predictions need the caller's own copy."""
+    The raw matrix is not kept: predictions need the caller's own copy. ``threads``: OpenMP threads that bin
+    (None: LightGBM's default).
+    :meth:`save` and :meth:`load` hand the bins to another process (LightGBM's binary Dataset file)."""
 
-    def __init__(self, X, max_bin: int = DEFAULT_MAX_BIN):
+    def __init__(self, X, max_bin: int = DEFAULT_MAX_BIN, threads: int | None = None):
         import lightgbm as lgb
 
         X = np.asarray(X, dtype=np.float32)
@@ -46,8 +57,21 @@ class BinnedFeatures:
             raise ValueError(f"X must be a non-empty 2-D matrix (samples x features), got shape {X.shape}")
         self.shape = X.shape
         self.max_bin = int(max_bin)
-        self.dataset = lgb.Dataset(X, label=np.zeros(X.shape[0]), params=dataset_params(self.max_bin),
+        self.dataset = lgb.Dataset(X, label=np.zeros(X.shape[0]), params=dataset_params(self.max_bin, threads),
                                    free_raw_data=True).construct()
+
+    def save(self, path) -> dict:
+        """Write the bins to ``path``; returns what :meth:`load` needs besides the path."""
+        self.dataset.save_binary(str(path))
+        return {"max_bin": self.max_bin}
+
+    @classmethod
+    def load(cls, path, max_bin: int) -> "BinnedFeatures":
+        """The bins :meth:`save` wrote to ``path`` (a fraction of a second, against 13 CPU-s to bin 100,000 x 768)."""
+        import lightgbm as lgb
+
+        dataset = lgb.Dataset(str(path), params=dataset_params(max_bin)).construct()
+        return cls._of(dataset, (dataset.num_data(), dataset.num_feature()), max_bin)
 
     @classmethod
     def _of(cls, dataset, shape: tuple[int, int], max_bin: int) -> "BinnedFeatures":

@@ -282,17 +282,22 @@ def _occurrence_cells(occ: Occurrences, resolution: int, max_uncertainty, extent
     return np.unique(latlng_to_cells(lat[~bad], lng[~bad], resolution))
 
 
+def uninformative_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(all-missing, constant) boolean masks over the columns of X [n >= 1, F]."""
+    all_missing = np.isnan(X).all(axis=0)
+    with np.errstate(all="ignore"):
+        lo = np.nanmin(np.where(all_missing, 0, X), axis=0)
+        hi = np.nanmax(np.where(all_missing, 0, X), axis=0)
+    return all_missing, ~all_missing & (lo == hi)
+
+
 def drop_uninformative_columns(X: np.ndarray, columns: list[str]) -> tuple[np.ndarray, list[int], list[str]]:
     """Drop all-missing and constant columns. Returns (X kept, kept column indices, notes)."""
     X = np.asarray(X, dtype=np.float32)
     notes: list[str] = []
     if X.shape[0] == 0:
         return X, list(range(X.shape[1])), notes
-    all_missing = np.isnan(X).all(axis=0)
-    with np.errstate(all="ignore"):
-        lo = np.nanmin(np.where(all_missing, 0, X), axis=0)
-        hi = np.nanmax(np.where(all_missing, 0, X), axis=0)
-    constant = ~all_missing & (lo == hi)
+    all_missing, constant = uninformative_columns(X)
     for mask, why in ((all_missing, "all missing"), (constant, "constant")):
         if mask.any():
             names = [columns[i] for i in np.flatnonzero(mask)]

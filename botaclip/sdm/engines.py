@@ -5,7 +5,9 @@ feature tables) and returns the same rows in species order, so the report does n
 Memory: the feature tables are read once by the driver. Local workers map them from one temporary ``.npy``
 file each (``np.load(mmap_mode='r')``), so they share the page cache instead of holding copies; Ray workers read
 them from the object store (zero-copy for NumPy arrays). What a process derives from the tables for all its
-species (LightGBM's binned matrices) is kept with them (:meth:`FeatureTables.once`), once per process.
+species (LightGBM's binned matrices) is kept with them (:meth:`FeatureTables.once`), once per process; what the
+driver derived before the workers start and can write to a file (an object with ``save(path) -> dict`` and
+``load(path, **that dict)``) travels to local workers as one temporary file each instead of being made again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,21 @@ class FeatureTables(dict):
 
     def __reduce__(self):
         return FeatureTables, (dict(self),)
+
+    def save_derived(self, folder: Path) -> list:
+        """Write what was derived here and can be written (see the module's docstring) into ``folder``; returns
+        what :meth:`load_derived` takes in another process."""
+        out = []
+        for i, (key, value) in enumerate(self._derived.items()):
+            if hasattr(value, "save") and hasattr(type(value), "load"):
+                path = Path(folder) / f"derived{i}"
+                out.append((key, type(value), str(path), value.save(path)))
+        return out
+
+    def load_derived(self, saved: list) -> None:
+        """What :meth:`save_derived` wrote, loaded as if derived here."""
+        for key, kind, path, meta in saved:
+            self._derived[key] = kind.load(path, **meta)
 
 
 #: The feature tables of a worker process (set once per process by the pool's initializer).
@@ -92,11 +109,12 @@ def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
             path = Path(tmp) / f"t{i}.npy"
             np.save(path, np.ascontiguousarray(X, dtype=np.float32))
             paths[name] = (str(path), list(cols))
+        derived = tables.save_derived(Path(tmp))
         # spawn, not fork: a forked child of a process that has run OpenMP (LightGBM, BLAS) can deadlock.
         context = multiprocessing.get_context("spawn")
         results: list = [None] * len(inputs)
         with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_load_tables,
-                                 initargs=(paths,)) as pool:
+                                 initargs=(paths, derived)) as pool:
             futures = {pool.submit(_run_in_worker, task, item): i for i, item in enumerate(inputs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
@@ -104,7 +122,7 @@ def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
         return results
 
 
-def _load_tables(paths: dict) -> None:
+def _load_tables(paths: dict, derived: list) -> None:
     global _WORKER_TABLES
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from threadpoolctl import threadpool_limits
@@ -113,6 +131,7 @@ def _load_tables(paths: dict) -> None:
     # (each worker is one core's worth of fits; spinning BLAS threads cost up to 10x, docs/benchmarks.md).
     threadpool_limits(limits=1)
     _WORKER_TABLES = FeatureTables({name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()})
+    _WORKER_TABLES.load_derived(derived)
 
 
 def _run_in_worker(task, item):

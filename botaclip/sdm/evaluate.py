@@ -148,7 +148,8 @@ def cross_validate(
     down-weighted in training (equal total weight to the presences, counted on each training part) and treated
     as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
-    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
+    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part (None: 2 for LightGBM,
+    3 for the other models); with ``pca``, models see
     the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
     outer training part, and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
     that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
@@ -188,8 +189,7 @@ def cross_validate(
                                         rows=train)
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
-            est = fitter.fit(X_train, y[train], bg[train], rounds=res.rounds, rows=train)
-            oof[test] = est.predict(X_test)
+            est, oof[test] = fitter.fit(X_train, y[train], bg[train], X_test, rounds=res.rounds, rows=(train, test))
             res.metrics = (score_binary(y[test], oof[test], res.threshold) if task == "binary"
                            else score_regression(y[test], oof[test]))
             context = FoldContext(k, train, test, per_fold[k][test], _raw_predictor(est, projection),
@@ -285,12 +285,22 @@ class _FoldFitter:
         projection = Projection(k, self.ev.seed, self.embedding_columns, keep).fit(X_train)
         return projection, projection.transform(X_train), projection.transform(X_test)
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None,
-            rows: np.ndarray | None = None):
-        """A fitted estimator on the training part (``rounds`` boosting rounds for LightGBM). ``rows``: the
-        training part's rows in the binned matrix (see :meth:`use_bins`)."""
+    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, X_test: np.ndarray, *,
+            rounds: int | None = None, rows: tuple[np.ndarray, np.ndarray]) -> tuple:
+        """(estimator fitted on the training part, its predictions for the test part); ``rounds`` boosting rounds
+        for LightGBM. ``rows``: (training rows, test rows) in the fold's matrix (see :meth:`use_bins`)."""
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
-        return self._estimator(rounds, warm=True).fit(self._matrix(X_train, rows), y_train, sample_weight=weights)
+        est = self._estimator(rounds, warm=True)
+        if self._scores_binned(rows[0]):
+            return est, est.fit_scoring(self.binned.rows(rows[0]), y_train, weights, scored=self.binned.rows(rows[1]))
+        est.fit(self._matrix(X_train, rows[0]), y_train, sample_weight=weights)
+        return est, est.predict(X_test)
+
+    def _scores_binned(self, rows: np.ndarray | None) -> bool:
+        """Whether a fit on the binned ``rows`` predicts its held-out rows from LightGBM's running scores
+        (:meth:`~botaclip.sdm.models.LightGBMModel.fit_scoring`): binary LightGBM fits that do not stop early."""
+        return (self.model == "lightgbm" and self.task == "binary" and not self.stops_early
+                and self.binned is not None and rows is not None)
 
     @property
     def stops_early(self) -> bool:
@@ -305,6 +315,8 @@ class _FoldFitter:
         # Weights from the training part alone: the test part's counts must not shape the model.
         weights = training_weights(y[tr], bg[tr]) if self.task == "binary" else None
         est = self._estimator(None)
+        if self._scores_binned(rows):
+            return est.fit_scoring(self.binned.rows(rows[tr]), y[tr], weights, scored=self.binned.rows(rows[te])), None
         valid = None
         if self.stops_early:
             valid = (self._matrix(X[te], None if rows is None else rows[te]), y[te],
@@ -325,7 +337,7 @@ class _FoldFitter:
         blocks, block_res = blocks
         if self.rule.fixed and not self.always_inner:
             return _InnerCV(float(self.rule.value))
-        n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
+        n_inner = min(self.ev.inner_folds_for(self.model), int(np.unique(blocks).size))
         if n_inner < 2:
             return _InnerCV(float("nan"), "threshold undefined: the training part is one spatial block, too few "
                                           "for inner CV")
