@@ -196,6 +196,7 @@ def phase_real(args) -> dict:
             "peak_mb": max(peak_mb(), children.ru_maxrss / 1024.0), "species": len(res.species),
             "outer_fits": sum(len(r.values) for r in res.rows if r.metric == "auc"),
             "compare_cpu_s": compare_cpu,
+            "per_species": {f"{r.metric}_{r.features}|{r.species}": r.mean for r in res.rows if r.metric in ("auc", "tss")},
             "code": str(Path(sys.modules["botaclip"].__file__).parent.parent),
             **{f"{m}_{fs}": means[m][f"{fs} | {args.models}"]["mean"] for m in ("auc", "tss") for fs in sets}}
 
@@ -249,6 +250,7 @@ def run_real(args) -> None:
           "outer fold | peak MB | " + " | ".join(f"AUC {fs} | TSS {fs}" for fs in sets) + " |\n|---|---|---:|---:|---:|---:|---:|"
           + "---:|---:|" * len(sets), flush=True)
     for task in args.tasks.split(","):
+        first = None
         for settings in args.settings.split(","):
             c = _run_phase("real", env=_phase_env(settings, args.base_tree), real=args.real, task=task,
                            settings=settings, models=args.models, real_features=args.real_features,
@@ -258,6 +260,10 @@ def run_real(args) -> None:
             print(f"| {task} | {label} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
                   f"{c['compare_cpu_s'] / max(c['outer_fits'], 1):.3f} | {c['peak_mb']:.0f} | {scores} |  "
                   f"(load {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
+            first = first or (settings, c["per_species"])
+            if first[0] != settings:
+                print(f"  {task}, paired by species, {settings} minus {first[0]}: "
+                      f"{paired_line(first[1], c['per_species'])}", flush=True)
 
 
 def phase_fit(args) -> dict:
@@ -319,9 +325,10 @@ def run_compare(args, root: Path) -> None:
     print(f"| settings | species | wall s | CPU-s | CPU-s per outer fit | peak MB (driver / a worker) | AUC set0 | "
           f"AUC set1 | TSS set0 | TSS set1{sub} |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
           + ("---:|" if sub else ""), flush=True)
-    for settings in args.settings.split(","):
+    first = None
+    for i, settings in enumerate(args.settings.split(",")):
         c = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
-                       out=root / f"cmp_{len(subset)}", species=args.species, background=args.background,
+                       out=root / f"cmp_{i}", species=args.species, background=args.background,
                        settings=settings, models=args.models,
                        only_species=args.subset if settings in subset else 0, load=os.getloadavg()[0])
         m = _means(c)
@@ -336,6 +343,26 @@ def run_compare(args, root: Path) -> None:
               flush=True)
         print(f"  (load average 1/5/15 min after this row: {' '.join(f'{x:.1f}' for x in os.getloadavg())})",
               flush=True)
+        first = first or (settings, c["per_species"])
+        if first[0] != settings:
+            print(f"  paired by species, {settings} minus {first[0]}: {paired_line(first[1], c['per_species'])}",
+                  flush=True)
+
+
+def paired_line(first: dict, other: dict) -> str:
+    """Per metric and feature set ('auc_set0'): the mean over species of ``other`` minus ``first``, the species
+    where ``other`` is higher, and the two-sided Wilcoxon signed-rank p (``first``/``other``: 'metric_set|species'
+    -> that species' mean over folds; species scored in both only)."""
+    from scipy import stats
+
+    out = []
+    for key in sorted({name.split("|")[0] for name in first}):
+        names = [n for n in first if n.startswith(key + "|") and n in other]
+        a, b = (np.array([d[n] for n in names], dtype=float) for d in (first, other))
+        d = (b - a)[np.isfinite(a) & np.isfinite(b)]
+        p = stats.wilcoxon(d).pvalue if np.count_nonzero(d) >= 2 else float("nan")
+        out.append(f"{key} {d.mean():+.4f} ({int((d > 0).sum())}/{d.size} higher, p {p:.2g})")
+    return "; ".join(out)
 
 
 def run_dtypes(args, root: Path) -> None:

@@ -222,37 +222,6 @@ def test_bad_block_res_threshold_and_inner_folds(landscape):
         assert exc.value.params == list(kwargs)
 
 
-def test_inner_folds_default_to_two_for_lightgbm_and_three_for_the_others(monkeypatch):
-    """The threshold's inner CV deals each training part into 2 folds for LightGBM and 3 for the other models
-    unless --inner-folds is given (docs/sdm.md, "Thresholds")."""
-    import importlib
-
-    from botaclip.sdm.cells import latlng_to_cells
-    from botaclip.sdm.config import EvaluationConfig
-    from botaclip.sdm.folds import spatial_folds
-
-    ev = EvaluationConfig()
-    assert (ev.inner_folds_for("lightgbm"), ev.inner_folds_for("logistic"), ev.inner_folds_for("rf")) == (2, 3, 3)
-    assert EvaluationConfig(inner_folds=4).inner_folds_for("lightgbm") == 4
-    evaluate = importlib.import_module("botaclip.sdm.evaluate")
-    dealt = []
-
-    def recording(blocks, y, k, *args, **kwargs):
-        dealt.append(k)
-        return spatial_folds(blocks, y, k, *args, **kwargs)
-
-    monkeypatch.setattr(evaluate, "spatial_folds", recording)
-    rng = np.random.default_rng(5)
-    X = rng.normal(size=(600, 4)).astype(np.float32)
-    y = (X[:, 0] + rng.normal(scale=0.5, size=600) > 0.5).astype(float)
-    folds = spatial_folds(latlng_to_cells(45 + rng.random(600) * 0.3, 6 + rng.random(600) * 0.3, 9), y, 3, 6, seed=0)
-    for model, inner in (("lightgbm", None), ("logistic", None), ("lightgbm", 3)):
-        dealt.clear()
-        cv = cross_validate(X, y, folds, model, "binary", lightgbm_params="n_estimators=10", inner_folds=inner)
-        assert set(dealt) == {3 if inner or model != "lightgbm" else 2}
-        assert all(np.isfinite(f.threshold) for f in cv.folds if f.skipped is None)
-
-
 # --- binary predictions ------------------------------------------------------------------------------------------
 
 def test_binary_predictions_in_every_format(landscape, tmp_path):

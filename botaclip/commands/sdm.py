@@ -62,7 +62,7 @@ def _occurrence_options(f):
                           "chosen on out-of-fold predictions, never in-sample."),
         click.option("--inner-folds", type=int, default=default(e, "inner_folds"), show_default=True,
                      help="Inner spatial folds per outer fold on which the threshold (and LightGBM's rounds) are "
-                          "chosen [default: 2 for lightgbm, 3 for the other models]."),
+                          "chosen."),
         click.option("--early-stopping/--no-early-stopping", default=default(e, "early_stopping"),
                      show_default=True,
                      help="LightGBM: stop boosting when the inner CV's held-out AUC has not improved for 30 rounds "

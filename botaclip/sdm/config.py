@@ -69,8 +69,7 @@ class EvaluationConfig:
     folds: int = 5  # outer spatial folds
     block_res: int | str = "auto"  # H3 resolution of the blocks, or 'auto' (from the autocorrelation range)
     threshold: str | float = "maxtss"  # maxtss, senspec, p10 or a value in [0, 1]
-    inner_folds: int | None = None  # inner spatial folds per outer fold on which the threshold is chosen;
-    # None: the model's own (inner_folds_for)
+    inner_folds: int = 3  # inner spatial folds per outer fold on which the threshold is chosen
     seed: int = 0  # seed of folds, background and models
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
     pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
@@ -95,8 +94,8 @@ class EvaluationConfig:
         if self.extra_pcs == 0:
             object.__setattr__(self, "extra_pcs", None)
         _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
-        _check(self.inner_folds is None or (_is_int(self.inner_folds) and self.inner_folds >= 2), "inner_folds",
-               "must be at least 2", self.inner_folds)
+        _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
+               self.inner_folds)
         _check(_is_int(self.seed) and self.seed >= 0, "seed", "must be a non-negative integer", self.seed)
         _check(self.jobs is None or (_is_int(self.jobs) and self.jobs >= 1), "jobs",
                "must be at least 1 (or None for all cores)", self.jobs)
@@ -113,15 +112,6 @@ class EvaluationConfig:
         object.__setattr__(self, "rf_params", parse_model_params(self.rf_params, "rf_params", RF_PARAMS))
         object.__setattr__(self, "logistic_params",
                            parse_model_params(self.logistic_params, "logistic_params", LOGISTIC_PARAMS))
-
-    def inner_folds_for(self, model: str) -> int:
-        """Inner spatial folds per outer fold for ``model``: ``inner_folds`` when set, else 2 for LightGBM and 3
-        for the other models. Two inner folds cost LightGBM 23 % less CPU with mean TSS within 0.004 on the
-        synthetic and the demo's real benchmarks; logistic regression lost 0.007-0.009 TSS with them on the real
-        ones (docs/benchmarks.md, "SDM speed")."""
-        if self.inner_folds is not None:
-            return int(self.inner_folds)
-        return DEFAULT_INNER_FOLDS.get(model, 3)
 
     def model_options(self, model: str) -> dict:
         """Hyperparameters of ``model`` that come from these settings (Maxent's feature classes and beta)."""
@@ -229,9 +219,6 @@ class PredictConfig:
 
 
 ENSEMBLE_RULES = ("mean", "weighted")
-
-#: Inner folds of the threshold's inner CV per model when ``EvaluationConfig.inner_folds`` is None (others: 3).
-DEFAULT_INNER_FOLDS = {"lightgbm": 2}
 
 #: LightGBM hyperparameters ``lightgbm_params`` may set (botaclip.sdm.models.LightGBMModel), with their kind.
 LIGHTGBM_PARAMS = {"n_estimators": int, "learning_rate": float, "num_leaves": int, "min_child_samples": int,

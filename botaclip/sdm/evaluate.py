@@ -148,8 +148,7 @@ def cross_validate(
     down-weighted in training (equal total weight to the presences, counted on each training part) and treated
     as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
-    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part (None: 2 for LightGBM,
-    3 for the other models); with ``pca``, models see
+    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
     the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
     outer training part, and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
     that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
@@ -337,7 +336,7 @@ class _FoldFitter:
         blocks, block_res = blocks
         if self.rule.fixed and not self.always_inner:
             return _InnerCV(float(self.rule.value))
-        n_inner = min(self.ev.inner_folds_for(self.model), int(np.unique(blocks).size))
+        n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
         if n_inner < 2:
             return _InnerCV(float("nan"), "threshold undefined: the training part is one spatial block, too few "
                                           "for inner CV")
