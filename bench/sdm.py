@@ -350,18 +350,17 @@ def run_compare(args, root: Path) -> None:
 
 
 def paired_line(first: dict, other: dict) -> str:
-    """Per metric and feature set ('auc_set0'): the mean over species of ``other`` minus ``first``, the species
-    where ``other`` is higher, and the two-sided Wilcoxon signed-rank p (``first``/``other``: 'metric_set|species'
-    -> that species' mean over folds; species scored in both only)."""
-    from scipy import stats
+    """Per metric and feature set ('auc_set0'): ``other`` minus ``first`` paired by species, as `sdm compare`
+    pairs feature sets (:func:`botaclip.sdm.compare.paired_comparison`: mean difference, species where ``other``
+    is higher, two-sided Wilcoxon signed-rank p); ``first``/``other``: 'metric_set|species' -> that species' mean
+    over folds."""
+    from botaclip.sdm.compare import paired_comparison
 
     out = []
     for key in sorted({name.split("|")[0] for name in first}):
         names = [n for n in first if n.startswith(key + "|") and n in other]
-        a, b = (np.array([d[n] for n in names], dtype=float) for d in (first, other))
-        d = (b - a)[np.isfinite(a) & np.isfinite(b)]
-        p = stats.wilcoxon(d).pvalue if np.count_nonzero(d) >= 2 else float("nan")
-        out.append(f"{key} {d.mean():+.4f} ({int((d > 0).sum())}/{d.size} higher, p {p:.2g})")
+        r = paired_comparison([other[n] for n in names], [first[n] for n in names], key.split("_")[0])
+        out.append(f"{key} {r['mean_difference']:+.4f} ({r['wins_a']}/{r['n_species']} higher, p {r['p_value']:.2g})")
     return "; ".join(out)
 
 

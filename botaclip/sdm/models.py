@@ -170,10 +170,7 @@ class LightGBMModel(SDMEstimator):
         features binned once (:mod:`botaclip.sdm.binning`), which skips binning the columns for this fit."""
         if not isinstance(X, BinnedRows):
             return super().fit(X, y, sample_weight, valid)
-        if X.max_bin != self.params["max_bin"]:
-            raise ValueError(f"features binned with max_bin {X.max_bin}, the model asks for {self.params['max_bin']}")
-        y = _check_y(y, self.task, X.shape[0])
-        self.n_features_ = X.shape[1]
+        y = self._binned_target(X, y)
         if valid is not None:
             Xv, yv, wv = valid
             if not isinstance(Xv, BinnedRows) or Xv.parent is not X.parent:
@@ -196,10 +193,7 @@ class LightGBMModel(SDMEstimator):
             raise ValueError("fit_scoring predicts presence probabilities: binary tasks only")
         if not (isinstance(X, BinnedRows) and isinstance(scored, BinnedRows) and scored.parent is X.parent):
             raise ValueError("fit_scoring needs the training and scored rows of one binned matrix")
-        if X.max_bin != self.params["max_bin"]:
-            raise ValueError(f"features binned with max_bin {X.max_bin}, the model asks for {self.params['max_bin']}")
-        y = _check_y(y, self.task, X.shape[0])
-        self.n_features_ = X.shape[1]
+        y = self._binned_target(X, y)
         params = self._bagging(self._train_params(), y) | {"metric": "None"}
         held_out = scored.dataset(np.zeros(scored.shape[0]))
         self.booster_ = lgb.train(params, X.dataset(y, sample_weight), num_boost_round=self.params["n_estimators"],
@@ -211,6 +205,13 @@ class LightGBMModel(SDMEstimator):
         out = np.empty(scored.shape[0])
         out[np.argsort(scored.index, kind="stable")] = found[0]
         return np.clip(out, 0.0, 1.0)
+
+    def _binned_target(self, X: BinnedRows, y) -> np.ndarray:
+        """``y`` checked for a fit on the binned rows ``X`` (whose bins must be the model's), which it records."""
+        if X.max_bin != self.params["max_bin"]:
+            raise ValueError(f"features binned with max_bin {X.max_bin}, the model asks for {self.params['max_bin']}")
+        self.n_features_ = X.shape[1]
+        return _check_y(y, self.task, X.shape[0])
 
     def _train_params(self) -> dict:
         return {

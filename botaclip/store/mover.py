@@ -101,23 +101,23 @@ class BackgroundMover:
         in place, oldest first, and raise the first failed move's StoreWriteError (the files after it are
         dropped). Interrupted, nothing moves after the one under way."""
         done = self._jobs[:max(0, len(self._jobs) - keep)]
-        try:
-            wait_all([f for f, _, _ in done])
-        except BaseException:
-            self._stopped.set()  # interrupted: drop what has not moved yet
-            raise
+        self._wait([f for f, _, _ in done])
         _raise_first(self._report(done))
+
+    def _wait(self, futures: list[Future]) -> None:
+        """Wait for ``futures``; interrupted, nothing not yet moved moves at all."""
+        try:
+            wait_all(futures)
+        except BaseException:
+            self._stopped.set()
+            raise
 
     def throttle(self, keep: int) -> None:
         """Wait until at most `keep` submitted files are still to move, without reporting them: a failure
         stays for `settle` or `finish`, and what is submitted after it is dropped (the batch lands as a prefix)."""
         waiting = [f for f, _, _ in self._jobs if not f.done()]
         if len(waiting) > keep:
-            try:
-                wait_all(waiting[:len(waiting) - keep])
-            except BaseException:
-                self._stopped.set()  # interrupted: drop what has not moved yet
-                raise
+            self._wait(waiting[:len(waiting) - keep])
 
     def _report(self, done: list) -> BaseException | None:
         """Call `landed` for each file of `done` in place, forget them, and return the first failed move's error."""
@@ -136,10 +136,7 @@ class BackgroundMover:
         returns, even when it is interrupted), call `landed` for each file in place, and raise the first move's
         StoreWriteError."""
         try:
-            wait_all([f for f, _, _ in self._jobs])
-        except BaseException:
-            self._stopped.set()  # interrupted: drop what has not moved yet
-            raise
+            self._wait([f for f, _, _ in self._jobs])
         finally:
             self._encoder.shutdown(wait=True)
             self._pool.shutdown(wait=True)
