@@ -327,7 +327,8 @@ def run_compare(args, root: Path) -> None:
           + ("---:|" if sub else ""), flush=True)
     first = None
     for i, settings in enumerate(args.settings.split(",")):
-        c = _run_phase("compare", store=root / "cmp.store", occurrences=root / "occ.csv",
+        c = _run_phase("compare", env=_phase_env(settings, args.base_tree), store=root / "cmp.store",
+                       occurrences=root / "occ.csv",
                        out=root / f"cmp_{i}", species=args.species, background=args.background,
                        settings=settings, models=args.models,
                        only_species=args.subset if settings in subset else 0, load=os.getloadavg()[0])

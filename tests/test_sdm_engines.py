@@ -1,4 +1,4 @@
-"""Speed without changing results: models on principal components (fitted on training parts only), species in
+"""Speed without changing results: models on principal components (fitted on the samples' features, never on labels), species in
 worker processes and on Ray, each giving the same report as one process."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """LightGBM with principal components added to the embedding columns (``extra_pcs``): the components are fitted
-on each training part only, joined to the columns' shared bins row by row, and travel with a saved model."""
+once on every sample's features (never on labels), joined to the columns' shared bins row by row, and travel with a saved model."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def _cv(X, y, **kw):
                                  lightgbm_params="n_estimators=40", **kw)
 
 
-def test_components_are_fitted_on_each_training_part_only(monkeypatch):
+def test_components_are_fitted_once_on_every_sample_without_labels(monkeypatch):
+    """One projection for all folds (an unsupervised step may precede the split, ESL 7.10.2): fitted once, on the
+    features of every sample, and the same whatever the labels."""
     fitted = []
 
     class Recording(Projection):
@@ -84,10 +86,10 @@ def test_components_are_fitted_on_each_training_part_only(monkeypatch):
     X, y = _weak()
     contexts = []
     folds, cv = _cv(X, y, extra_pcs=4, on_fold=contexts.append)
-    assert len(fitted) == folds.n_folds == len(contexts)
-    for k, seen in enumerate(fitted):
-        train, test = folds.split(k)
-        assert np.array_equal(seen, X[train])  # never a test row
+    assert len(fitted) == 1 and len(contexts) == folds.n_folds
+    assert np.array_equal(fitted[0], X)
+    _cv(X, 1 - y, extra_pcs=4)
+    assert len(fitted) == 2 and np.array_equal(fitted[1], X)
     # The fold model predicts raw features of new cells through its own projection.
     new = _weak(n=50, seed=9)[0]
     p = contexts[0].predict(new)

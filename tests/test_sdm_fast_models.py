@@ -61,7 +61,8 @@ def test_cross_validation_with_warm_starts_scores_as_cold_fits():
                                                                                    "warm_start": False})):
         cv = cross_validate(X, y, folds, "logistic", "binary", evaluation=EvaluationConfig(logistic_params=params))
         res[name] = cv
-    np.testing.assert_allclose(res["warm"].oof, res["cold"].oof, atol=1e-4)
+    # Within the solver's tolerance: the start (an inner fit on a third of the rows here) moves where it stops.
+    np.testing.assert_allclose(res["warm"].oof, res["cold"].oof, atol=1e-3)
     np.testing.assert_allclose(res["old"].oof, res["cold"].oof, atol=5e-3)
     for k in range(3):
         # Inner fits start cold (an earlier model saw their held-out rows): the thresholds are those of cold fits.

@@ -449,3 +449,57 @@ def test_presence_free_blocks_are_spread_over_folds():
     negatives = np.bincount(f.fold, weights=1 - y, minlength=5)
     assert sizes.max() <= 1.3 * sizes.min() and negatives.max() <= 1.3 * negatives.min()
     assert (np.bincount(f.fold, weights=y, minlength=5) > 0).all()
+
+
+@pytest.mark.parametrize("model,inner,fits", [("lightgbm", None, (10, 20)), ("logistic", None, (10, 20)),
+                                               ("lightgbm", 2, (5, 10))])
+def test_shared_inner_fits_equal_fits_made_apart(presence_background, model, inner, fits, monkeypatch):
+    """By default the inner folds of outer fold k are the other outer folds, and the inner fit without folds j
+    and k serves outer folds j and k: 5 outer folds cost 10 inner fits, not 20 (with 2 inner folds, the ring
+    neighbours k-1 and k+1: 5, not 10). Given one copy of the features per fold, nothing is shared (each outer
+    fold fits its own): thresholds, inner predictions and scores must not change. LightGBM also adds principal
+    components (one projection for all folds, binned once)."""
+    from botaclip.sdm import evaluate
+
+    d = presence_background
+    lab, folds = d["lab"], d["folds"]
+    X = np.hstack([d["X"], np.random.default_rng(5).normal(size=(d["X"].shape[0], 12)).astype(np.float32)])
+    calls = []
+    original = evaluate._FoldFitter.fit_predict
+    monkeypatch.setattr(evaluate._FoldFitter, "fit_predict", lambda self, *a, **k: calls.append(1) or original(
+        self, *a, **k))
+
+    def run(features):
+        seen = []
+        hook = lambda ctx: seen.append(ctx.inner_oof)  # noqa: E731
+        calls.clear()
+        cv = cross_validate(features, lab.y, folds, model, is_background=lab.is_background, extra_pcs=2,
+                            on_fold=hook, inner_folds=inner)
+        return cv, seen, len(calls)
+
+    shared, inner_shared, n_shared = run(X)
+    apart, inner_apart, n_apart = run([X.copy() for _ in range(folds.n_folds)])
+    assert (n_shared, n_apart) == fits
+    assert [f.threshold for f in shared.folds] == [f.threshold for f in apart.folds]
+    for a, b in zip(inner_shared, inner_apart):
+        np.testing.assert_array_equal(a, b)
+    assert shared.summary() == apart.summary()
+    np.testing.assert_array_equal(shared.oof, apart.oof)
+    covered = 1.0 if inner is None else inner / (folds.n_folds - 1)
+    assert all(abs(np.isfinite(a).mean() - covered) < 0.15 for a in inner_shared)
+
+
+def test_few_outer_folds_deal_inner_folds_from_the_training_blocks(presence_background, monkeypatch):
+    """With 3 outer folds the other folds would leave an inner model a third of the samples: the training
+    part's blocks are dealt into 3 inner folds instead, each predicting its own blocks."""
+    from botaclip.sdm import evaluate
+
+    d = presence_background
+    lab = d["lab"]
+    folds = spatial_folds(lab.h3, lab.y, 3, block_res=7)
+    calls = []
+    original = evaluate._FoldFitter.fit_predict
+    monkeypatch.setattr(evaluate._FoldFitter, "fit_predict", lambda self, *a, **k: calls.append(1) or original(
+        self, *a, **k))
+    cv = cross_validate(d["X"], lab.y, folds, "logistic", is_background=lab.is_background)
+    assert len(calls) == 9 and all(np.isfinite(f.threshold) for f in cv.folds)

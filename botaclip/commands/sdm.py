@@ -42,6 +42,12 @@ def _model_param_options() -> list:
     ]
 
 
+_INNER_FOLDS_HELP = ("Inner folds per outer fold on which the threshold (and LightGBM's rounds) are chosen: N of "
+                     "the other outer folds, ring neighbours first, each predicted by a model fitted without it and "
+                     "the test fold. Default: all K-1, each inner fit serving the 2 outer folds it leaves out "
+                     "(K(K-1)/2 fits). Under 4 outer folds: the training part's blocks dealt into N (default 3).")
+
+
 def _occurrence_options(f):
     """Options shared by fit and compare: sampling, evaluation and occurrence columns."""
     s, e = SamplingConfig, EvaluationConfig
@@ -60,9 +66,7 @@ def _occurrence_options(f):
                      help="Threshold rule for TSS, sensitivity, specificity, F1 and binary maps: maxtss, senspec "
                           "(sensitivity = specificity), p10 (10th percentile of presences) or a value in [0, 1]; "
                           "chosen on out-of-fold predictions, never in-sample."),
-        click.option("--inner-folds", type=int, default=default(e, "inner_folds"), show_default=True,
-                     help="Inner spatial folds per outer fold on which the threshold (and LightGBM's rounds) are "
-                          "chosen."),
+        click.option("--inner-folds", type=int, default=default(e, "inner_folds"), help=_INNER_FOLDS_HELP),
         click.option("--early-stopping/--no-early-stopping", default=default(e, "early_stopping"),
                      show_default=True,
                      help="LightGBM: stop boosting when the inner CV's held-out AUC has not improved for 30 rounds "

@@ -146,8 +146,8 @@ def with_columns(base: BinnedFeatures | BinnedView, extra: np.ndarray) -> Binned
     after its own: a matrix of F + K columns whose first F keep base's bins, and only the K new columns are
     binned here (LightGBM ``Dataset.add_features_from``). ``base`` is left as it is.
 
-    The principal components an outer fold adds to the embedding columns (``extra_pcs``) change with every
-    training part; binning 16 of them costs about 2 % of binning 768 (docs/benchmarks.md, "SDM speed")."""
+    The principal components added to the embedding columns (``extra_pcs``) are fitted on each species'
+    samples; binning 16 of them costs about 2 % of binning 768 (docs/benchmarks.md, "SDM speed")."""
     import lightgbm as lgb
 
     extra = np.asarray(extra, dtype=np.float32)

@@ -69,10 +69,10 @@ class EvaluationConfig:
     folds: int = 5  # outer spatial folds
     block_res: int | str = "auto"  # H3 resolution of the blocks, or 'auto' (from the autocorrelation range)
     threshold: str | float = "maxtss"  # maxtss, senspec, p10 or a value in [0, 1]
-    inner_folds: int = 3  # inner spatial folds per outer fold on which the threshold is chosen
+    inner_folds: int | None = None  # other outer folds each outer fold's threshold is chosen on; None: all
     seed: int = 0  # seed of folds, background and models
     jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
-    pca: int | None = None  # models on this many leading principal components of embeddings (per training part)
+    pca: int | None = None  # models on this many leading principal components of embeddings (fitted without labels)
     extra_pcs: int | None = 8  # LightGBM: this many leading principal components added to the embeddings
     early_stopping: bool = False  # LightGBM: rounds chosen by early stopping in the threshold's inner CV
     lightgbm_params: str | tuple[tuple[str, float], ...] = ()  # LightGBM hyperparameters 'key=value,...' over its defaults
@@ -94,8 +94,8 @@ class EvaluationConfig:
         if self.extra_pcs == 0:
             object.__setattr__(self, "extra_pcs", None)
         _check(_is_int(self.folds) and self.folds >= 2, "folds", "must be at least 2", self.folds)
-        _check(_is_int(self.inner_folds) and self.inner_folds >= 2, "inner_folds", "must be at least 2",
-               self.inner_folds)
+        _check(self.inner_folds is None or (_is_int(self.inner_folds) and self.inner_folds >= 2), "inner_folds",
+               "must be at least 2 (leave it out for all the other outer folds)", self.inner_folds)
         _check(_is_int(self.seed) and self.seed >= 0, "seed", "must be a non-negative integer", self.seed)
         _check(self.jobs is None or (_is_int(self.jobs) and self.jobs >= 1), "jobs",
                "must be at least 1 (or None for all cores)", self.jobs)

@@ -26,6 +26,11 @@ from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import Projection, make_model
 from botaclip.sdm.thresholds import ThresholdRule, parse_threshold
 
+#: The fewest outer folds whose other folds serve as inner folds: with 3, an inner model would see a third of the
+#: samples (the training part dealt into 3 inner folds leaves it 4/9); with 4, half, as 3 dealt inner folds do.
+MIN_FOLDS_FOR_OUTER_INNER = 4
+#: Inner folds dealt from a training part's blocks when the outer folds are too few to serve (``inner_folds`` None).
+NESTED_INNER_FOLDS = 3
 BINARY_METRICS = ("auc", "tss", "sensitivity", "specificity", "f1", "boyce")
 REGRESSION_METRICS = ("spearman", "mae")
 
@@ -148,9 +153,11 @@ def cross_validate(
     down-weighted in training (equal total weight to the presences, counted on each training part) and treated
     as the 'absences' of the evaluation. ``evaluation`` (or its fields as ``options``: ``threshold``,
     ``inner_folds``, ``seed``, ``jobs``): the threshold rule (default max TSS) is applied per outer fold to the
-    out-of-fold predictions of ``inner_folds`` spatial-block folds of its training part; with ``pca``, models see
-    the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted on each
-    outer training part, and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
+    inner out-of-fold predictions of its training part: each of the other outer folds (or ``inner_folds`` of
+    them) predicted by a model fitted without it and the test fold, a fit that serves both outer folds it leaves
+    out (with fewer than 4 outer folds, the training part's blocks dealt into inner folds); with ``pca``, models
+    see the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted once
+    on every sample's features (no labels), and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
     that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
     :class:`FoldContext` after each scored fold (permutation importance and ensembles use the fold models); if
     it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions. ``binned``
@@ -180,12 +187,16 @@ def cross_validate(
         res = FoldResult(k, int(train.size), int(test.size), int(np.sum(y[test] > 0)))
         res.skipped = _skip_reason(task, y[train], y[test])
         if res.skipped is None:
-            projection, X_train, X_test = fitter.project(per_fold[k][train], per_fold[k][test])
+            projection, X_all = fitter.project(per_fold[k])
             fitter.use_bins(per_fold[k], projection)
+            X_train, X_test = X_all[train], X_all[test]
             inner = None
-            if task == "binary":
+            if task == "binary" and fitter.inner_from_outer(folds):
+                inner = fitter.outer_inner_cv(X_all, y, bg, folds, k, shared=fitter.shares_pairs(per_fold))
+            elif task == "binary":
                 inner = fitter.inner_cv(X_train, y[train], bg[train], (folds.block[train], folds.block_res),
                                         rows=train)
+            if inner is not None:
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
             est, oof[test] = fitter.fit(X_train, y[train], bg[train], X_test, rounds=res.rounds, rows=(train, test))
@@ -235,23 +246,29 @@ class _FoldFitter:
         self._base: BinnedFeatures | BinnedView | None = None  # _binned_of binned, before any added components
         self._previous = None  # the last inner fit of the current outer fold: its outer fit starts from it
         self.given: tuple[np.ndarray, BinnedFeatures | BinnedView] | None = None  # (X, X binned by the caller)
+        self._projected: tuple | None = None  # (X, its projection or None, the model inputs of X's rows)
+        self._binned_with: Projection | None = None  # the projection whose components self.binned holds
+        self._pairs: dict[tuple[int, int], tuple[np.ndarray, object]] = {}  # shared inner fits, see outer_inner_cv
 
     def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
         """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
         is already binned (one matrix shared by the folds, or binned by the caller) or the fits see projected
-        features instead. Principal components added to the columns (``extra_pcs``) are binned per outer fold
-        (their projection is the fold's) and joined to the columns' shared bins."""
+        features instead. Principal components added to the columns (``extra_pcs``) are binned once per
+        projection (see :meth:`project`) and joined to the columns' shared bins."""
         if self.model != "lightgbm" or not self.ev.bin_once or (projection is not None and not projection.keep):
-            self.binned, self._binned_of, self._base = None, None, None
+            self.binned, self._binned_of, self._base, self._binned_with = None, None, None, None
             return
         if self._binned_of is not X:
+            self.binned = None
             max_bin = int(self._options().get("max_bin", DEFAULT_MAX_BIN))
             if self.given is not None and self.given[0] is X and self.given[1].max_bin == max_bin:
                 self._base = self.given[1]
             else:
                 self._base = BinnedFeatures(X, max_bin=max_bin)
             self._binned_of = X
-        self.binned = self._base if projection is None else with_columns(self._base, projection.components(X))
+        if self._binned_with is not projection or self.binned is None:
+            self.binned = self._base if projection is None else with_columns(self._base, projection.components(X))
+            self._binned_with = projection
 
     def _options(self) -> dict:
         return self.ev.model_options(self.model)
@@ -271,18 +288,21 @@ class _FoldFitter:
         self._previous = None
         return est
 
-    def project(self, X_train: np.ndarray, X_test: np.ndarray) -> tuple[Projection | None, np.ndarray, np.ndarray]:
-        """(projection, both parts) on the leading principal components of the training part (no projection and
-        unchanged parts without ``pca``).
+    def project(self, X: np.ndarray) -> tuple[Projection | None, np.ndarray]:
+        """(projection, model inputs of every row of ``X``): the rows on the leading principal components of the
+        embedding columns (or every column and those components, ``extra_pcs``), fitted once on all the rows of
+        ``X``; (None, X) without ``pca`` or ``extra_pcs``.
 
-        The inner CV of the threshold reuses this projection: it is fitted without labels, and never on the test
-        part."""
-        n_embedding = X_train.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
+        The projection is fitted on the features of every sample, test folds included, and never on labels: an
+        unsupervised step may precede the split (Hastie, Tibshirani & Friedman 2009, *The Elements of Statistical
+        Learning*, 7.10.2), and one projection for all folds lets an inner fit serve two outer folds."""
+        if self._projected is not None and self._projected[0] is X:
+            return self._projected[1], self._projected[2]
+        n_embedding = X.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
         k, keep = extra_components(self.model, self.ev, n_embedding)
-        if not k:
-            return None, X_train, X_test
-        projection = Projection(k, self.ev.seed, self.embedding_columns, keep).fit(X_train)
-        return projection, projection.transform(X_train), projection.transform(X_test)
+        projection = Projection(k, self.ev.seed, self.embedding_columns, keep).fit(X) if k else None
+        self._projected = (X, projection, X if projection is None else projection.transform(X))
+        return self._projected[1], self._projected[2]
 
     def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, X_test: np.ndarray, *,
             rounds: int | None = None, rows: tuple[np.ndarray, np.ndarray]) -> tuple:
@@ -336,7 +356,7 @@ class _FoldFitter:
         blocks, block_res = blocks
         if self.rule.fixed and not self.always_inner:
             return _InnerCV(float(self.rule.value))
-        n_inner = min(self.ev.inner_folds, int(np.unique(blocks).size))
+        n_inner = min(self.ev.inner_folds or NESTED_INNER_FOLDS, int(np.unique(blocks).size))
         if n_inner < 2:
             return _InnerCV(float("nan"), "threshold undefined: the training part is one spatial block, too few "
                                           "for inner CV")
@@ -348,6 +368,65 @@ class _FoldFitter:
             if te.size and np.unique(y[tr]).size == 2:
                 oof[te], r = self.fit_predict(X, y, bg, (tr, te), rows)
                 rounds += [r] if (r and np.unique(y[te]).size == 2) else []
+        return self._inner_result(y, oof, rounds)
+
+    def inner_from_outer(self, folds: SpatialFolds) -> bool:
+        """Whether the inner folds of an outer fold are other outer folds (at least
+        :data:`MIN_FOLDS_FOR_OUTER_INNER` outer folds) rather than its training part's blocks dealt anew
+        (:meth:`inner_cv`)."""
+        return folds.n_folds >= MIN_FOLDS_FOR_OUTER_INNER
+
+    def inner_folds_of(self, k: int, n_folds: int) -> list[int]:
+        """The outer folds that serve as outer fold ``k``'s inner folds: all the others (``inner_folds`` None), or
+        the ``inner_folds`` nearest on a ring (k+1, k-1, k+2, ...), so that with an even number each inner fit
+        serves both outer folds it leaves out."""
+        m = n_folds - 1 if self.ev.inner_folds is None else min(self.ev.inner_folds, n_folds - 1)
+        ring = dict.fromkeys((k + d) % n_folds for i in range(1, n_folds) for d in (i, -i))
+        ring.pop(k, None)
+        return sorted(list(ring)[:m])
+
+    def shares_pairs(self, per_fold: list[np.ndarray]) -> bool:
+        """Whether an inner fit can serve both outer folds it leaves out: one feature matrix for every fold (one
+        projection, one set of bins) and no early stopping (which would watch the fold it predicts)."""
+        return not self.stops_early and all(m is per_fold[0] for m in per_fold)
+
+    def outer_inner_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, folds: SpatialFolds, k: int, *,
+                       shared: bool) -> "_InnerCV":
+        """Inner CV of outer fold ``k`` on the other outer folds: for each fold j != k, a model fitted without
+        folds j and k predicts fold j. ``X``: the model inputs of every sample (row i is sample i). As
+        :meth:`inner_cv` otherwise.
+
+        ``shared``: the model fitted without folds j and k is the same fit for outer fold k and outer fold j
+        (same rows, weights, projection, bins and seed), so it predicts both folds once and serves both: K outer
+        folds cost K(K-1)/2 inner fits instead of K(K-1), with results identical to fitting each apart."""
+        if self.rule.fixed and not self.always_inner:
+            return _InnerCV(float(self.rule.value))
+        rows = None if self.binned is None else np.arange(y.shape[0])
+        oof = np.full(y.shape[0], np.nan)
+        rounds = []
+        for j in self.inner_folds_of(k, folds.n_folds):
+            tr = np.flatnonzero((folds.fold != j) & (folds.fold != k))
+            te = np.flatnonzero(folds.fold == j)
+            if not te.size or np.unique(y[tr]).size < 2:
+                continue
+            pair = (min(j, k), max(j, k))
+            if pair not in self._pairs:
+                scored = np.flatnonzero((folds.fold == j) | (folds.fold == k)) if shared else te
+                pred, r = self.fit_predict(X, y, bg, (tr, scored), rows)
+                full = np.full(y.shape[0], np.nan)
+                full[scored] = pred
+                rounds += [r] if (r and np.unique(y[te]).size == 2) else []
+                if not shared:
+                    oof[te] = full[te]
+                    continue
+                self._pairs[pair] = (full, self._previous)
+            oof[te] = self._pairs[pair][0][te]
+            self._previous = self._pairs[pair][1]
+        return self._inner_result(y[folds.fold != k], oof[folds.fold != k], rounds)
+
+    def _inner_result(self, y: np.ndarray, oof: np.ndarray, rounds: list[int]) -> "_InnerCV":
+        """The threshold the rule picks on a training part's inner out-of-fold predictions ``oof`` (nan: not
+        predicted) and, with early stopping, the outer fit's rounds."""
         scored = np.isfinite(oof)
         t = self.rule.choose(y[scored], oof[scored]) if scored.any() else float("nan")
         n_rounds = int(np.ceil(1.1 * np.mean(rounds))) if (rounds and self.stops_early) else None

@@ -237,7 +237,7 @@ class LightGBMModel(SDMEstimator):
         """Binary tasks with ``neg_subsample`` < 1: each tree sees all presences and that fraction of the
         absences/background (LightGBM's balanced bagging) instead of ``subsample`` of every row, but at least
         ``min_neg_per_tree`` of them: a tenth of 2,000 background cells is too few for a tree, while a tenth of
-        10,000 (800 in an outer fit's training part, some 530 in an inner one) is enough (docs/benchmarks.md,
+        10,000 (800 in an outer fit's training part, 600 in an inner one) is enough (docs/benchmarks.md,
         "SDM speed")."""
         frac = float(self.params.get("neg_subsample", 1.0))
         n_neg = int(np.sum(np.asarray(target) <= 0))
@@ -544,7 +544,7 @@ class LogisticModel(SDMEstimator):
 
 
 class Projection:
-    """Principal-component projection of embedding columns, fitted on training data only:
+    """Principal-component projection of embedding columns, fitted on the rows given (features, never labels):
     x_E -> (x_E - mean) @ V_k^T for the embedding columns E; the other columns (scalar covariates, whose units
     would dominate the variance) pass unchanged after the components.
 
