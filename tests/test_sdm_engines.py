@@ -1,5 +1,5 @@
-"""Speed without changing results: models on principal components (fitted on the samples' features, never on labels), species in
-worker processes and on Ray, each giving the same report as one process."""
+"""Speed without changing results: models on principal components (fitted on the samples' features, never on
+labels), species in worker processes and on Ray, each giving the same report as one process."""
 
 from __future__ import annotations
 

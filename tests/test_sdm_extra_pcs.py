@@ -1,5 +1,6 @@
 """LightGBM with principal components added to the embedding columns (``extra_pcs``): the components are fitted
-once on every sample's features (never on labels), joined to the columns' shared bins row by row, and travel with a saved model."""
+once on every sample's features (never on labels), joined to the columns' shared bins row by row, and travel
+with a saved model."""
 
 from __future__ import annotations
 

@@ -451,23 +451,30 @@ def test_presence_free_blocks_are_spread_over_folds():
     assert (np.bincount(f.fold, weights=y, minlength=5) > 0).all()
 
 
+@pytest.fixture
+def inner_fits(monkeypatch):
+    """A list that grows by one for every inner fit of the thresholds' CV."""
+    from botaclip.sdm import evaluate
+
+    calls = []
+    original = evaluate._FoldFitter.fit_predict
+    monkeypatch.setattr(evaluate._FoldFitter, "fit_predict",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("model,inner,fits", [("lightgbm", None, (10, 20)), ("logistic", None, (10, 20)),
                                                ("lightgbm", 2, (5, 10))])
-def test_shared_inner_fits_equal_fits_made_apart(presence_background, model, inner, fits, monkeypatch):
+def test_shared_inner_fits_equal_fits_made_apart(presence_background, model, inner, fits, inner_fits):
     """By default the inner folds of outer fold k are the other outer folds, and the inner fit without folds j
     and k serves outer folds j and k: 5 outer folds cost 10 inner fits, not 20 (with 2 inner folds, the ring
     neighbours k-1 and k+1: 5, not 10). Given one copy of the features per fold, nothing is shared (each outer
     fold fits its own): thresholds, inner predictions and scores must not change. LightGBM also adds principal
     components (one projection for all folds, binned once)."""
-    from botaclip.sdm import evaluate
-
     d = presence_background
     lab, folds = d["lab"], d["folds"]
     X = np.hstack([d["X"], np.random.default_rng(5).normal(size=(d["X"].shape[0], 12)).astype(np.float32)])
-    calls = []
-    original = evaluate._FoldFitter.fit_predict
-    monkeypatch.setattr(evaluate._FoldFitter, "fit_predict", lambda self, *a, **k: calls.append(1) or original(
-        self, *a, **k))
+    calls = inner_fits
 
     def run(features):
         seen = []
@@ -489,17 +496,11 @@ def test_shared_inner_fits_equal_fits_made_apart(presence_background, model, inn
     assert all(abs(np.isfinite(a).mean() - covered) < 0.15 for a in inner_shared)
 
 
-def test_few_outer_folds_deal_inner_folds_from_the_training_blocks(presence_background, monkeypatch):
+def test_few_outer_folds_deal_inner_folds_from_the_training_blocks(presence_background, inner_fits):
     """With 3 outer folds the other folds would leave an inner model a third of the samples: the training
     part's blocks are dealt into 3 inner folds instead, each predicting its own blocks."""
-    from botaclip.sdm import evaluate
-
     d = presence_background
     lab = d["lab"]
     folds = spatial_folds(lab.h3, lab.y, 3, block_res=7)
-    calls = []
-    original = evaluate._FoldFitter.fit_predict
-    monkeypatch.setattr(evaluate._FoldFitter, "fit_predict", lambda self, *a, **k: calls.append(1) or original(
-        self, *a, **k))
     cv = cross_validate(d["X"], lab.y, folds, "logistic", is_background=lab.is_background)
-    assert len(calls) == 9 and all(np.isfinite(f.threshold) for f in cv.folds)
+    assert len(inner_fits) == 9 and all(np.isfinite(f.threshold) for f in cv.folds)

@@ -157,8 +157,8 @@ def cross_validate(
     them) predicted by a model fitted without it and the test fold, a fit that serves both outer folds it leaves
     out (with fewer than 4 outer folds, the training part's blocks dealt into inner folds); with ``pca``, models
     see the leading principal components of the ``embedding_columns`` (indices; None: every column), fitted once
-    on every sample's features (no labels), and the other columns as they are; with ``extra_pcs`` (LightGBM), every column and
-    that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
+    on every sample's features (no labels), and the other columns as they are; with ``extra_pcs`` (LightGBM),
+    every column and that many such components added after them. ``on_fold`` (option): a callable, or a list of them, given a
     :class:`FoldContext` after each scored fold (permutation importance and ensembles use the fold models); if
     it has ``needs_inner = True`` the inner CV runs even for a fixed threshold, for its predictions. ``binned``
     (option): X (one matrix) already binned for LightGBM, a :class:`~botaclip.sdm.binning.BinnedView` or
