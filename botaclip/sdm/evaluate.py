@@ -191,12 +191,8 @@ def cross_validate(
             fitter.use_bins(per_fold[k], projection)
             X_train, X_test = X_all[train], X_all[test]
             inner = None
-            if task == "binary" and fitter.inner_from_outer(folds):
-                inner = fitter.outer_inner_cv(X_all, y, bg, folds, k, shared=fitter.shares_pairs(per_fold))
-            elif task == "binary":
-                inner = fitter.inner_cv(X_train, y[train], bg[train], (folds.block[train], folds.block_res),
-                                        rows=train)
-            if inner is not None:
+            if task == "binary":
+                inner = fitter.threshold_cv(X_all, y, bg, folds, k, shared=fitter.shares_pairs(per_fold))
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
             est, oof[test] = fitter.fit(X_train, y[train], bg[train], X_test, rounds=res.rounds, rows=(train, test))
@@ -351,11 +347,9 @@ class _FoldFitter:
         larger outer training part).
 
         The inner folds deal the training part's blocks into ``inner_folds`` folds (fewer if there are fewer
-        blocks); each inner model predicts only blocks it was not fitted on. A fixed threshold needs no inner CV.
+        blocks); each inner model predicts only blocks it was not fitted on.
         ``blocks``: (each sample's block, their H3 resolution); ``rows``: X's rows in the binned matrix."""
         blocks, block_res = blocks
-        if self.rule.fixed and not self.always_inner:
-            return _InnerCV(float(self.rule.value))
         n_inner = min(self.ev.inner_folds or NESTED_INNER_FOLDS, int(np.unique(blocks).size))
         if n_inner < 2:
             return _InnerCV(float("nan"), "threshold undefined: the training part is one spatial block, too few "
@@ -370,11 +364,17 @@ class _FoldFitter:
                 rounds += [r] if (r and np.unique(y[te]).size == 2) else []
         return self._inner_result(y, oof, rounds)
 
-    def inner_from_outer(self, folds: SpatialFolds) -> bool:
-        """Whether the inner folds of an outer fold are other outer folds (at least
-        :data:`MIN_FOLDS_FOR_OUTER_INNER` outer folds) rather than its training part's blocks dealt anew
-        (:meth:`inner_cv`)."""
-        return folds.n_folds >= MIN_FOLDS_FOR_OUTER_INNER
+    def threshold_cv(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, folds: SpatialFolds, k: int, *,
+                     shared: bool) -> "_InnerCV":
+        """The inner CV that chooses outer fold ``k``'s threshold: on other outer folds (:meth:`outer_inner_cv`)
+        with at least :data:`MIN_FOLDS_FOR_OUTER_INNER` outer folds, else on its training part's blocks dealt
+        anew (:meth:`inner_cv`). A fixed threshold needs none. ``X``: the model inputs of every sample."""
+        if self.rule.fixed and not self.always_inner:
+            return _InnerCV(float(self.rule.value))
+        if folds.n_folds >= MIN_FOLDS_FOR_OUTER_INNER:
+            return self.outer_inner_cv(X, y, bg, folds, k, shared=shared)
+        train = folds.split(k)[0]
+        return self.inner_cv(X[train], y[train], bg[train], (folds.block[train], folds.block_res), rows=train)
 
     def inner_folds_of(self, k: int, n_folds: int) -> list[int]:
         """The outer folds that serve as outer fold ``k``'s inner folds: all the others (``inner_folds`` None), or
@@ -399,8 +399,6 @@ class _FoldFitter:
         ``shared``: the model fitted without folds j and k is the same fit for outer fold k and outer fold j
         (same rows, weights, projection, bins and seed), so it predicts both folds once and serves both: K outer
         folds cost K(K-1)/2 inner fits instead of K(K-1), with results identical to fitting each apart."""
-        if self.rule.fixed and not self.always_inner:
-            return _InnerCV(float(self.rule.value))
         rows = None if self.binned is None else np.arange(y.shape[0])
         oof = np.full(y.shape[0], np.nan)
         rounds = []
@@ -413,12 +411,12 @@ class _FoldFitter:
             if pair not in self._pairs:
                 scored = np.flatnonzero((folds.fold == j) | (folds.fold == k)) if shared else te
                 pred, r = self.fit_predict(X, y, bg, (tr, scored), rows)
-                full = np.full(y.shape[0], np.nan)
-                full[scored] = pred
                 rounds += [r] if (r and np.unique(y[te]).size == 2) else []
                 if not shared:
-                    oof[te] = full[te]
+                    oof[te] = pred
                     continue
+                full = np.full(y.shape[0], np.nan)
+                full[scored] = pred
                 self._pairs[pair] = (full, self._previous)
             oof[te] = self._pairs[pair][0][te]
             self._previous = self._pairs[pair][1]

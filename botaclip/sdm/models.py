@@ -581,7 +581,7 @@ class Projection:
         k = min(self.n_components, X.shape[0], X.shape[1])
         self.mean_ = X.mean(axis=0, dtype=np.float64)
         # float32 throughout: the leading directions agree with float64 to 1e-6 at 40 % less CPU, and a compare
-        # fits one projection per outer fold (docs/benchmarks.md, "SDM speed").
+        # fits one projection per species and feature set (docs/benchmarks.md, "SDM speed").
         centred = X - self.mean_.astype(np.float32)
         if k < min(X.shape) // 4:
             from sklearn.utils.extmath import randomized_svd
