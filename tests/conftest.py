@@ -7,6 +7,10 @@ import os
 # Tests share two cores; one intra-op thread per process keeps them from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Ray starts its worker processes at niceness 15. While the other xdist worker keeps a core busy they then get a
+# few per cent of a CPU: an index actor took 190 s instead of 16 s to import torch and timm. Every Ray instance the
+# tests start (their ray.init, `ray start` subprocesses) inherits this.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -98,10 +98,11 @@ def test_worker_killed_mid_run_still_yields_every_cell_once(sample, local_store,
     store = tmp_path / "store"
     features = store / "features" / SET
     killed: list[str] = []
+    finished = threading.Event()
 
     def kill_one_worker_after_first_commit():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
+        # Watches for as long as the run lasts: a fixed deadline ran out before the first commit on a loaded machine.
+        while not finished.is_set() and not killed:
             if features.is_dir() and any(features.glob("parent=*/data.parquet")):
                 names = sorted(n for n in ray.util.list_named_actors() if n.startswith("botaclip-index-"))
                 if names:
@@ -112,8 +113,11 @@ def test_worker_killed_mid_run_still_yields_every_cell_once(sample, local_store,
 
     killer = threading.Thread(target=kill_one_worker_after_first_commit, daemon=True)
     killer.start()
-    summary = run_index("sample", [str(sample.ortho)], store, engine="ray", **TINY)
-    killer.join(timeout=5)
+    try:
+        summary = run_index("sample", [str(sample.ortho)], store, engine="ray", **TINY)
+    finally:
+        finished.set()
+        killer.join(timeout=5)
     assert killed, "the test did not get to kill a worker"
     died = [w for w in summary.worker_stats if w["died"]]
     assert len(died) == 1 and len(summary.worker_stats) == 3  # two workers, one replacement
