@@ -16,7 +16,7 @@ from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.evaluate import cross_validate
 from botaclip.sdm.folds import spatial_folds
-from botaclip.sdm.models import LightGBMModel
+from botaclip.sdm.models import LightGBMModel, model_from_state
 
 SPECIES = ["Alpha prima", "Beta secunda"]
 
@@ -75,12 +75,23 @@ def test_early_stopping_on_binned_rows_keeps_the_best_round():
     assert model.booster_.num_trees() == model.rounds
 
 
+def test_a_model_saved_with_other_bins_keeps_them():
+    """Models saved before the default became 15 bins (63) load with their own bins and predict as saved."""
+    X, y, _ = _data()
+    model = LightGBMModel(max_bin=63, n_estimators=20).fit(X, y)
+    again = model_from_state(*model.state())
+    assert DEFAULT_MAX_BIN == 15 and again.params["max_bin"] == 63
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
+    coarse = LightGBMModel(n_estimators=20).fit(X, y)
+    assert coarse.params["max_bin"] == DEFAULT_MAX_BIN and not np.array_equal(coarse.predict(X), model.predict(X))
+
+
 def test_binned_rows_are_refused_when_they_do_not_fit_the_model():
     X, y, w = _data()
-    binned = BinnedFeatures(X, max_bin=63)
+    binned = BinnedFeatures(X, max_bin=DEFAULT_MAX_BIN)
     with pytest.raises(ValueError, match="max_bin"):
         LightGBMModel(max_bin=255).fit(binned.rows(np.arange(100)), y[:100])
-    other = BinnedFeatures(X, max_bin=63)
+    other = BinnedFeatures(X, max_bin=DEFAULT_MAX_BIN)
     with pytest.raises(ValueError, match="same binned features"):
         LightGBMModel().fit(binned.rows(np.arange(300)), y[:300],
                             valid=(other.rows(np.arange(300, 600)), y[300:], None))

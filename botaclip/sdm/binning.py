@@ -20,14 +20,16 @@ import warnings
 
 import numpy as np
 
-#: Default histogram bins per feature: a quarter of LightGBM's 255 halves the cost of a boosting round on
-#: hundreds of columns (docs/benchmarks.md, "SDM speed").
-DEFAULT_MAX_BIN = 63
+#: Default histogram bins per feature. A boosting round on hundreds of columns costs in proportion to the bins
+#: its trees scan; with at most 16 bins LightGBM also packs two values per byte. 15 bins make a round about half as
+#: costly as 63 (which halved the cost of 255), within 0.005 AUC and TSS on the synthetic 768-d benchmark and the demo's
+#: embeddings (docs/benchmarks.md, "SDM speed", session 10).
+DEFAULT_MAX_BIN = 15
 
 
-#: Rows LightGBM samples to place a column's bin edges (its default: 200,000). 20,000 values give each of 63 bins
-#: some 300 of them; binning 100,000 x 768 then costs 13 CPU-s instead of 22, most of the difference in placing
-#: the edges (docs/benchmarks.md, "SDM speed"). A fit on fewer rows uses them all, as before.
+#: Rows LightGBM samples to place a column's bin edges (its default: 200,000). 20,000 values give each of 15 bins
+#: some 1,300 of them; binning 100,000 x 768 then costs 13 CPU-s instead of 22 (at 63 bins), most of the difference
+#: in placing the edges (docs/benchmarks.md, "SDM speed"). A fit on fewer rows uses them all, as before.
 BIN_SAMPLE_ROWS = 20_000
 
 
