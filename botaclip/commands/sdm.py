@@ -73,10 +73,11 @@ def _occurrence_options(f):
                           "(at most n_estimators); without it, n_estimators rounds (150, see --lightgbm-params)."),
         click.option("--lightgbm-params", default=None,
                      help="LightGBM hyperparameters over the defaults, KEY=VALUE separated by commas: n_estimators "
-                          "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, reg_lambda, "
-                          "max_bin (histogram bins per feature, default 15), neg_subsample (share of the background per tree, presence-only), min_neg_per_tree (its "
-                          "floor in cells, default 500; 0: none), "
-                          "early_stopping_rounds (patience), stop_on (auc or loss). E.g. 'max_bin=255,n_estimators=300'."),
+                          "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, "
+                          "reg_lambda, max_bin (histogram bins per feature, default 15), neg_subsample (share of the "
+                          "background per tree, presence-only), min_neg_per_tree (its floor in cells, default 500; 0: "
+                          "none), early_stopping_rounds (patience), stop_on (auc or loss). E.g. "
+                          "'max_bin=255,n_estimators=300'."),
         *_model_param_options(),
         click.option("--bin-once/--bin-per-fit", default=default(e, "bin_once"), show_default=True,
                      help="LightGBM: bin each feature set once (bin edges from all the samples, no labels; in sdm "
