@@ -14,7 +14,7 @@ from botaclip.pipeline.demo import COMPARED, DemoOptions, run_demo, summarise_se
 pytestmark = pytest.mark.xdist_group("demo")
 
 TINY = dict(backbone="dofa-tiny", size_km=1.0, plots=300, size_px=32, views=1, epochs=4, batch_size=64,
-            plant_species=3, workers=1, seeds=2, folds=3)
+            plant_species=3, workers=1, seeds=2, folds=3, sdm_jobs=1)
 
 
 @pytest.fixture(scope="module")

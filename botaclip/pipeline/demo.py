@@ -87,6 +87,9 @@ class DemoOptions:
     block_res: int | None = None
     device: str = "auto"
     workers: int = 2
+    # SDM worker processes (None: one per core). 1 fits every species in this process: on the tests' tiny
+    # demo, starting the worker pools of its 3 tasks x seeds cost more than the fits.
+    sdm_jobs: int | None = None
 
 
 @dataclass
@@ -235,6 +238,7 @@ class SdmPlan:
     folds: int = 5
     plant_species: int = 15
     tasks: tuple[str, ...] = tuple(TASKS)
+    jobs: int | None = None  # worker processes of each comparison (None: one per core)
 
 
 def score_tasks(store, sample, names: dict[str, str], seed: int, plan: SdmPlan, out: Path | None,
@@ -261,7 +265,7 @@ def score_tasks(store, sample, names: dict[str, str], seed: int, plan: SdmPlan, 
         # Only TSS needs a threshold chosen out of sample (inner CV: 3 more fits per fold); where the headline is
         # threshold-free (Boyce, Spearman) a fixed 0.5 saves that time (the written reports say which rule).
         result = compare(store, occ, list(names.values()), species=species, kind=kind, models=[plan.model], folds=plan.folds,
-                         threshold="maxtss" if metric == "tss" else 0.5, seed=seed,
+                         threshold="maxtss" if metric == "tss" else 0.5, seed=seed, jobs=plan.jobs,
                          out=None if out is None else out / f"sdm_{task}_s{seed}")
         scores: dict[str, dict[str, float]] = {label: {} for label in names}
         for row in result.rows:
@@ -381,7 +385,8 @@ def _score_seeds(store, sample, options: DemoOptions, out: Path, echo: Callable[
     from botaclip.sdm import read_occurrences
 
     occurrences = {task: read_occurrences(getattr(sample, TASKS[task][0])) for task in TASKS}
-    plan = SdmPlan(model=options.model, folds=options.folds, plant_species=options.plant_species)
+    plan = SdmPlan(model=options.model, folds=options.folds, plant_species=options.plant_species,
+                   jobs=options.sdm_jobs)
     per_seed: dict[int, dict] = {}
     plant_example = None
     for seed in range(options.seed, options.seed + options.seeds):
