@@ -7,8 +7,9 @@ that is already binned (what reusing one Dataset per feature set across folds wo
 
 Prints CPU seconds (one thread) per bin count (LightGBM's default 255, then botaclip's choices): first the
 LightGBM of before issue 17 (feature fraction 0.5, every row), then a fit as `sdm compare` makes today: an inner
-fit on 3/5 of the rows, 150 rounds at a feature fraction of 0.1, every presence and 10% of the background per
-tree (at least 500), the 768 columns plus 8 more standing in for the added principal components.
+fit on 3/5 of the rows with the package's LightGBMModel and its defaults (150 rounds at a feature fraction of 0.1,
+every presence and 10% of the background per tree, at least 500), the 768 columns plus 8 more standing in for the
+added principal components.
 """
 
 from __future__ import annotations
@@ -57,29 +58,27 @@ def main() -> None:
 
 
 def today(X: np.ndarray, y: np.ndarray, bins: list[int]) -> None:
-    """CPU seconds of one inner fit with today's LightGBM settings, per bin count."""
-    import lightgbm as lgb
+    """CPU seconds of one inner fit as `sdm compare` makes it, per bin count: the package's own LightGBMModel on
+    rows of a BinnedFeatures, weighted as presence-only data (botaclip.sdm.evaluate.training_weights)."""
+    from botaclip.sdm.binning import BinnedFeatures
+    from botaclip.sdm.evaluate import training_weights
+    from botaclip.sdm.models import LightGBMModel
 
     rng = np.random.default_rng(1)
     X = np.hstack([X, rng.normal(size=(X.shape[0], 8)).astype(np.float32)])
     rows = np.sort(rng.choice(X.shape[0], int(0.6 * X.shape[0]), replace=False))
-    n_neg = int(np.sum(y[rows] == 0))
-    params = dict(objective="binary", learning_rate=0.1, num_leaves=31, min_data_in_leaf=10, feature_fraction=0.1,
-                  bagging_freq=1, pos_bagging_fraction=1.0, neg_bagging_fraction=max(0.1, min(1.0, 500 / n_neg)),
-                  lambda_l2=1.0, verbose=-1, num_threads=1, seed=0, deterministic=True, force_col_wise=True)
+    weights = training_weights(y[rows], y[rows] == 0)
     print(f"\nToday's inner fit: {rows.size} of the rows x {X.shape[1]} columns, 150 rounds (CPU seconds)")
     print("| max_bin | boost | per round (ms) | leaves per tree |")
     print("|---:|---:|---:|---:|")
     for max_bin in bins:
-        data = lgb.Dataset(X, y, params={"max_bin": max_bin, "verbose": -1, "feature_pre_filter": False},
-                           free_raw_data=False).construct()
-        part = data.subset(rows.tolist()).construct()
+        part = BinnedFeatures(X, max_bin=max_bin, threads=1).rows(rows)
+        model = LightGBMModel(max_bin=max_bin)
         t = time.process_time()
-        booster = lgb.train(params, part, num_boost_round=150)
+        model.fit(part, y[rows], sample_weight=weights)
         boost = time.process_time() - t
-        leaves = np.mean([tree["num_leaves"] for tree in booster.dump_model()["tree_info"]])
-        print(f"| {max_bin} | {boost:.2f} | {1000 * boost / 150:.2f} | {leaves:.1f} |")
-
+        leaves = np.mean([tree["num_leaves"] for tree in model.booster_.dump_model()["tree_info"]])
+        print(f"| {max_bin} | {boost:.2f} | {1000 * boost / model.rounds:.2f} | {leaves:.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -21,8 +21,8 @@ import warnings
 import numpy as np
 
 #: Default histogram bins per feature. A boosting round on hundreds of columns costs in proportion to the bins
-#: its trees scan; with at most 16 bins LightGBM also packs two values per byte. 15 bins make a round about half
-#: as costly as 63 (which halved the cost of 255), within 0.005 AUC and TSS on the synthetic 768-d benchmark and
+#: its trees scan; with at most 16 bins LightGBM also packs two values per byte. 15 bins make a round about a third
+#: cheaper than 63 (which halved the cost of 255), within 0.005 AUC and TSS on the synthetic 768-d benchmark and
 #: the demo's embeddings (docs/benchmarks.md, "SDM speed", session 10).
 DEFAULT_MAX_BIN = 15
 

@@ -189,13 +189,12 @@ def cross_validate(
         if res.skipped is None:
             projection, X_all = fitter.project(per_fold[k])
             fitter.use_bins(per_fold[k], projection)
-            X_train, X_test = X_all[train], X_all[test]
             inner = None
             if task == "binary":
                 inner = fitter.threshold_cv(X_all, y, bg, folds, k, shared=fitter.shares_pairs(per_fold))
                 res.threshold, res.note = inner.threshold, inner.note
             res.rounds = None if inner is None else inner.rounds
-            est, oof[test] = fitter.fit(X_train, y[train], bg[train], X_test, rounds=res.rounds, rows=(train, test))
+            est, oof[test] = fitter.fit(X_all, y[train], bg[train], rounds=res.rounds, rows=(train, test))
             res.metrics = (score_binary(y[test], oof[test], res.threshold) if task == "binary"
                            else score_regression(y[test], oof[test]))
             context = FoldContext(k, train, test, per_fold[k][test], _raw_predictor(est, projection),
@@ -300,16 +299,19 @@ class _FoldFitter:
         self._projected = (X, projection, X if projection is None else projection.transform(X))
         return self._projected[1], self._projected[2]
 
-    def fit(self, X_train: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, X_test: np.ndarray, *,
-            rounds: int | None = None, rows: tuple[np.ndarray, np.ndarray]) -> tuple:
+    def fit(self, X: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None,
+            rows: tuple[np.ndarray, np.ndarray]) -> tuple:
         """(estimator fitted on the training part, its predictions for the test part); ``rounds`` boosting rounds
-        for LightGBM. ``rows``: (training rows, test rows) in the fold's matrix (see :meth:`use_bins`)."""
+        for LightGBM. ``X``: the model inputs of every sample; ``rows``: (training rows, test rows) in X and in the
+        fold's binned matrix (see :meth:`use_bins`). The parts of X are copied only where a fit reads them: a fit
+        on binned rows that scores its test rows while boosting reads neither."""
+        train, test = rows
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
         est = self._estimator(rounds, warm=True)
-        if self._scores_binned(rows[0]):
-            return est, est.fit_scoring(self.binned.rows(rows[0]), y_train, weights, scored=self.binned.rows(rows[1]))
-        est.fit(self._matrix(X_train, rows[0]), y_train, sample_weight=weights)
-        return est, est.predict(X_test)
+        if self._scores_binned(train):
+            return est, est.fit_scoring(self.binned.rows(train), y_train, weights, scored=self.binned.rows(test))
+        est.fit(X[train] if self.binned is None else self.binned.rows(train), y_train, sample_weight=weights)
+        return est, est.predict(X[test])
 
     def _scores_binned(self, rows: np.ndarray | None) -> bool:
         """Whether a fit on the binned ``rows`` predicts its held-out rows from LightGBM's running scores
