@@ -203,3 +203,49 @@ def test_busy_store_raises_store_busy_error(tmp_path):
         assert holder.wait(timeout=60) == 0
     with store.writer("other", kind="covariates", columns=["a"]):  # free again once the holder is done
         pass
+
+
+def _feature_sets_in_child(path, queue):
+    queue.put(Store.open(path, read_only=True).feature_sets())
+
+
+def test_forked_child_reads_the_catalog_its_parent_was_reading(two_sets):
+    """Catalog reads share one DuckDB connection per process; a child forked while the parent holds it (torch's
+    DataLoader workers, multiprocessing's default on Linux) must still open the catalog, not hang."""
+    import multiprocessing
+
+    store, _ = two_sets
+    assert store.feature_sets() == ["cov", "emb"]  # the parent has read the catalog
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_feature_sets_in_child, args=(str(store.path), queue))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("a forked child hung reading the catalog")
+    assert child.exitcode == 0 and queue.get(timeout=5) == ["cov", "emb"]
+    assert store.feature_sets() == ["cov", "emb"]  # and the parent reads on
+
+
+def test_catalog_replaced_by_another_process_is_read_fresh(two_sets):
+    """The connection kept for catalog reads ATTACHes the file anew for each read: a set another process adds
+    is seen at once, and a catalog that is not one is a one-line error that leaves later reads working."""
+    store, cells = two_sets
+    assert store.feature_sets() == ["cov", "emb"]
+    job = textwrap.dedent("""
+        import sys, numpy as np
+        from botaclip.store import Store
+        store = Store.open(sys.argv[1])
+        cells = np.array([int(c) for c in sys.argv[2].split(",")], dtype=np.uint64)
+        with store.writer("more", kind="covariates", columns=["b"]) as w:
+            w.write(cells, columns={"b": np.ones(len(cells))})
+    """)
+    subprocess.run([sys.executable, "-c", job, str(store.path), ",".join(map(str, cells[:10]))], check=True)
+    assert store.feature_sets() == ["cov", "emb", "more"]
+    broken = store.path.parent / "broken.store"
+    broken.mkdir()
+    (broken / "catalog.duckdb").write_text("not a database")
+    with pytest.raises(BotaclipError, match="not a readable botaclip catalog"):
+        Store.open(broken, read_only=True)
+    assert store.info("more")["rows"] == 10

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 from botaclip.config import build
 from botaclip.errors import BotaclipError, InvalidInputError, param
@@ -43,6 +42,7 @@ from botaclip.sdm.ensemble import MemberRecorder, ensemble_cv
 from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import cv_notes
 from botaclip.sdm.importance import PermutationImportance, check_groups, feature_groups
+from botaclip.sdm.signed_rank import wilcoxon_p
 from botaclip.sdm.thresholds import parse_threshold
 
 # Metrics where smaller is better (wins are counted the other way round).
@@ -192,7 +192,7 @@ def paired_comparison(a_values: Sequence[float], b_values: Sequence[float], metr
     nonzero = np.abs(d) > tol
     p = float("nan")
     if nonzero.sum() >= 2:
-        p = float(stats.wilcoxon(a[nonzero], b[nonzero], zero_method="wilcox", alternative="two-sided").pvalue)
+        p = wilcoxon_p(a[nonzero], b[nonzero])
     return {
         "n_species": int(a.size), "wins_a": int(np.sum(d > tol)), "wins_b": int(np.sum(d < -tol)),
         "ties": int(np.sum(~nonzero)), "mean_a": float(a.mean()) if a.size else float("nan"),

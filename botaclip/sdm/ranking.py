@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from botaclip.sdm.compare import LOWER_IS_BETTER
+from botaclip.sdm.signed_rank import wilcoxon_p
 
 
 @dataclass
@@ -74,7 +75,7 @@ def rank_sets(scores: dict[str, dict[str, float]], labels: Sequence[str], metric
         nz = np.abs(d) > 1e-12
         rs.wins, rs.losses, rs.ties = int((d > 1e-12).sum()), int((d < -1e-12).sum()), int((~nz).sum())
         if nz.sum() >= 2:
-            rs.p_vs_best = float(stats.wilcoxon(M[nz, j], M[nz, b], zero_method="wilcox").pvalue)
+            rs.p_vs_best = wilcoxon_p(M[nz, j], M[nz, b])
     _holm(sets[1:])
     stat, p, note = math.nan, math.nan, ""
     if len(labels) >= 3 and len(species) >= 2:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,16 +182,26 @@ def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyCon
     instances by path, which would hand back a stale catalog after a writer replaced the file. Retries while
     another process holds a conflicting (read-write) lock.
     """
+    con = duckdb.connect()
+    try:
+        _attach_retrying(con, path, timeout_s)
+        con.execute(f"USE {CATALOG_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _attach_retrying(con: duckdb.DuckDBPyConnection, path: Path, timeout_s: float) -> None:
+    """ATTACH the catalog ``path`` read-only as `store_catalog` on ``con``, retrying while another process holds
+    a conflicting (read-write) lock; a BotaclipError once it gives up or when the file is no catalog."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
-        con = duckdb.connect()
         try:
             attach_read_only(con, path, CATALOG_ALIAS)
-            con.execute(f"USE {CATALOG_ALIAS}")
-            return con
+            return
         except duckdb.Error as exc:
-            con.close()
             msg = str(exc)
             locked = "lock" in msg.lower()
             if locked and time.monotonic() < deadline:
@@ -202,6 +214,61 @@ def connect_read_only(path: Path, timeout_s: float = 15.0) -> duckdb.DuckDBPyCon
                     "close it or open it with `duckdb -readonly`, then retry") from None
             first = msg.splitlines()[0] if msg else type(exc).__name__
             raise BotaclipError(f"{path} is not a readable botaclip catalog: {first}") from None
+
+
+class _KeptConnection:
+    """One in-memory DuckDB connection per process that brief catalog reads ATTACH the catalog file to, one read
+    at a time. Making an in-memory DuckDB database costs some 40 ms (it registers every built-in function), an
+    ATTACH and DETACH some 4 ms, and a pipeline run reads its store's catalog hundreds of times.
+
+    Closed before the process forks (a child that opens a database file while its parent holds a live DuckDB
+    instance can hang), and never used by a child: the child makes its own."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.pid = os.getpid()
+
+    def get(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None or self.pid != os.getpid():
+            self.con, self.pid = duckdb.connect(), os.getpid()
+        return self.con
+
+    def drop(self) -> None:
+        if self.con is not None and self.pid == os.getpid():
+            self.con.close()
+        self.con = None
+
+    def before_fork(self) -> None:
+        self.lock.acquire()
+        self.drop()
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.RLock()
+        self.con = None
+
+
+_KEPT = _KeptConnection()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_KEPT.before_fork, after_in_parent=lambda: _KEPT.lock.release(),
+                        after_in_child=_KEPT.after_fork_in_child)
+
+
+@contextmanager
+def _attached(path: Path, timeout_s: float = 15.0):
+    """The catalog ``path`` ATTACHed read-only as `store_catalog` for the ``with`` block, then DETACHed: each
+    read opens the file as it is then, so a replaced catalog is never served stale (see :class:`_KeptConnection`)."""
+    with _KEPT.lock:
+        con = _KEPT.get()
+        _attach_retrying(con, path, timeout_s)
+        try:
+            yield con
+        finally:
+            try:
+                con.execute(f"DETACH {CATALOG_ALIAS}")
+            except BaseException:  # interrupted or broken: the next read starts from a new connection
+                _KEPT.drop()
+                raise
 
 
 def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
@@ -234,28 +301,23 @@ def read_record(path: Path, table: str, name: str) -> dict | None:
     """Feature set ``name``'s row of ``table`` (feature_set_geometry or cross_fits), None if it has none (or the
     catalog predates the table)."""
     cols = _OPTIONAL_TABLES[table]
-    con = connect_read_only(path)
-    try:
-        present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
-                              [CATALOG_ALIAS, table]).fetchone()[0]
-        if not present:
-            return None
-        row = con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} WHERE name = ?",
-                          [name]).fetchone()
-    except duckdb.Error as exc:
-        raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
-    finally:
-        con.close()
+    with _attached(path) as con:
+        try:
+            present = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                                  [CATALOG_ALIAS, table]).fetchone()[0]
+            if not present:
+                return None
+            row = con.execute(f"SELECT {', '.join(cols)} FROM {CATALOG_ALIAS}.main.{table} WHERE name = ?",
+                              [name]).fetchone()
+        except duckdb.Error as exc:
+            raise BotaclipError(f"{path} is not a botaclip catalog ({str(exc).splitlines()[0]})") from None
     return None if row is None else dict(zip(cols, row))
 
 
 def read_catalog(path: Path) -> CatalogState:
     """Load the catalog tables (read-only, briefly)."""
-    con = connect_read_only(path)
-    try:
+    with _attached(path) as con:
         return load_state(con, path)
-    finally:
-        con.close()
 
 
 def write_catalog(path: Path, state: CatalogState, root: Path) -> None:
