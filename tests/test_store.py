@@ -205,3 +205,31 @@ def test_moved_store_still_queries(store, tmp_path):
     con = duckdb.connect(str(moved / "catalog.duckdb"), read_only=True)
     assert con.execute("SELECT sum(a) FROM c").fetchone()[0] == 6.0
     con.close()
+
+
+def test_catalog_with_hundreds_of_runs_and_sets_round_trips_exactly(two_sets):
+    """A catalog is written a batch of rows per INSERT: more runs and feature sets than one batch come back as
+    they went in, list columns, NULLs and timestamps included."""
+    import copy
+    import datetime as dt
+
+    from botaclip.store.catalog import read_catalog, write_catalog
+
+    store, _ = two_sets
+    state = read_catalog(store.catalog_path)
+    grown = copy.deepcopy(state)
+    t0 = dt.datetime(2026, 1, 1, 12, 0, 0)
+    for i in range(450):
+        grown.runs.append({"run_id": 1000 + i, "feature_set": "emb", "pid": i, "host": "h", "started": t0,
+                           "finished": None if i % 3 else t0 + dt.timedelta(seconds=i), "status": "done",
+                           "rows_written": i, "partitions_written": 1, "botaclip_version": "0"})
+    template = grown.feature_sets["cov"]
+    for i in range(230):
+        grown.feature_sets[f"x{i:03d}"] = {**template, "name": f"x{i:03d}", "columns": ["a", f"c{i}"],
+                                           "extras": [] if i % 2 else None, "provenance": {"i": i}}
+    write_catalog(store.catalog_path, grown, store.path)
+    back = read_catalog(store.catalog_path)
+    assert back.runs == grown.runs
+    assert back.feature_sets == grown.feature_sets and back.meta == grown.meta
+    write_catalog(store.catalog_path, state, store.path)  # as it was: the sets added here have no files
+    assert store.feature_sets() == ["cov", "emb"] and store.verify().ok

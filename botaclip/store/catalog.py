@@ -27,6 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import duckdb
 import pyarrow as pa
@@ -351,12 +352,13 @@ def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
     con = duckdb.connect(str(tmp))
     try:
         con.execute(_TABLES)
-        con.executemany("INSERT INTO store_meta VALUES (?, ?)", [[k, str(v)] for k, v in state.meta.items()])
+        _insert_rows(con, "store_meta", ("key", "value"), [[k, str(v)] for k, v in state.meta.items()])
+        rows = []
         for rec in state.feature_sets.values():
             row = dict(rec)
             row["provenance"] = json.dumps(rec.get("provenance") or {}, default=str, sort_keys=True)
-            con.execute(f"INSERT INTO feature_sets ({', '.join(_FS_COLS)}) VALUES ({', '.join('?' * len(_FS_COLS))})",
-                        [row.get(c) for c in _FS_COLS])
+            rows.append([row.get(c) for c in _FS_COLS])
+        _insert_rows(con, "feature_sets", _FS_COLS, rows)
         parts = [(name, parent, rows, size) for name, recs in state.partitions.items() if name in state.feature_sets
                  for parent, (rows, size) in sorted(recs.items())]
         if parts:  # one Arrow insert: a large store lists tens of thousands of partitions
@@ -367,15 +369,28 @@ def _build_catalog(tmp: Path, state: CatalogState, root: Path) -> None:
                                                   "bytes": pa.array(sizes, pa.int64())}))
             con.execute("INSERT INTO partitions SELECT * FROM _partitions")
             con.unregister("_partitions")
-        if state.runs:
-            con.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLS))})",
-                            [[r.get(c) for c in _RUN_COLS] for r in state.runs])
+        _insert_rows(con, "runs", _RUN_COLS, [[r.get(c) for c in _RUN_COLS] for r in state.runs])
         _write_records(con, state, Path(root) / CATALOG_NAME)  # records kept from the catalog replaced
         for name in state.feature_sets:
             create_view(con, "VIEW", state.spec(name), root)
         con.execute("CHECKPOINT")
     finally:
         con.close()
+
+
+#: Rows per INSERT statement of a catalog table: one statement per row costs DuckDB 2-4 ms each (most of a
+#: catalog write of a store with tens of feature sets and runs), one per batch about as much in all.
+_INSERT_BATCH = 200
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, cols: Sequence[str], rows: list[list]) -> None:
+    """INSERT ``rows`` (each a list of values in the order of ``cols``) into ``table``, as parameters, a batch
+    of rows per statement."""
+    one = f"({', '.join('?' * len(cols))})"
+    for start in range(0, len(rows), _INSERT_BATCH):
+        batch = rows[start:start + _INSERT_BATCH]
+        con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES {', '.join([one] * len(batch))}",
+                    [value for row in batch for value in row])
 
 
 def create_view(con: duckdb.DuckDBPyConnection, kind: str, spec: FeatureSetSpec, root: Path,
