@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +116,10 @@ def tiny_demo(folder: Path) -> None:
     report = run_demo(DemoOptions(out=folder / "demo", **TINY), echo=lambda line: None)
     steps = ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items() if k != "total")
     print(f"tiny demo: {time.perf_counter() - t:.1f} s in all ({steps})")
+    # A fingerprint of every score and p-value of the report, to compare two versions' runs.
+    scores = {task: block["scores"] for task, block in report.to_dict()["tasks"].items()}
+    digest = hashlib.sha256(json.dumps(scores, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    print(f"tiny demo: scores and p-values sha256 {digest}")
 
 
 def _timed(call, n: int) -> float:

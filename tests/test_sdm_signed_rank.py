@@ -43,3 +43,13 @@ def test_largest_enumerated_sample_and_the_first_approximated(n):
     a = np.r_[np.full(7, 0.4), np.full(n - 7, 0.1)]
     b = np.r_[np.full(7, 0.3), np.full(n - 7, 0.2)] + np.r_[np.zeros(n - 1), 0.05]
     assert wilcoxon_p(a, b) == float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
+
+
+def test_tied_small_samples_never_reach_scipys_permutation_test(monkeypatch):
+    import botaclip.sdm.signed_rank as signed_rank
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scipy.stats.wilcoxon called for tied differences")
+
+    monkeypatch.setattr(signed_rank.stats, "wilcoxon", refuse)
+    assert 0.0 < wilcoxon_p([0.6, 0.5, 0.7, 0.2, 0.9], [0.5, 0.4, 0.5, 0.5, 0.1]) <= 1.0

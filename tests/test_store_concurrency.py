@@ -249,3 +249,34 @@ def test_catalog_replaced_by_another_process_is_read_fresh(two_sets):
     with pytest.raises(BotaclipError, match="not a readable botaclip catalog"):
         Store.open(broken, read_only=True)
     assert store.info("more")["rows"] == 10
+
+
+def test_read_interrupted_just_after_attach_leaves_later_reads_working(two_sets, monkeypatch):
+    """A Ctrl-C that lands once the catalog is attached to the kept connection, before its read starts, must not
+    leave it attached for good (every later ATTACH would fail)."""
+    from botaclip.store import catalog
+
+    store, _ = two_sets
+    attach = catalog.attach_read_only
+
+    def attach_then_interrupt(con, path, alias):
+        attach(con, path, alias)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "attach_read_only", attach_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        store.feature_sets()
+    monkeypatch.setattr(catalog, "attach_read_only", attach)
+    assert store.feature_sets() == ["cov", "emb"] and store.info("emb")["rows"] == 200
+
+
+def test_read_while_another_holds_the_kept_connection_takes_its_own(two_sets):
+    """Reads never wait for each other: one that finds the kept connection busy (another thread's read, or a
+    signal handler inside a read) attaches the catalog to a connection of its own."""
+    from botaclip.store import catalog
+
+    store, _ = two_sets
+    with catalog._attached(store.catalog_path) as outer:
+        assert store.feature_sets() == ["cov", "emb"]  # the kept connection is busy: a connection of its own
+        assert outer.execute("SELECT count(*) FROM store_catalog.main.feature_sets").fetchone()[0] == 2
+    assert store.feature_sets() == ["cov", "emb"]

@@ -198,23 +198,26 @@ def _attach_retrying(con: duckdb.DuckDBPyConnection, path: Path, timeout_s: floa
     a conflicting (read-write) lock; a BotaclipError once it gives up or when the file is no catalog."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
-    while True:
-        try:
-            attach_read_only(con, path, CATALOG_ALIAS)
-            return
-        except duckdb.Error as exc:
-            msg = str(exc)
-            locked = "lock" in msg.lower()
-            if locked and time.monotonic() < deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-                continue
-            if locked:
-                raise BotaclipError(
-                    f"catalog {path} is held read-write by another process (a duckdb session?); "
-                    "close it or open it with `duckdb -readonly`, then retry") from None
-            first = msg.splitlines()[0] if msg else type(exc).__name__
-            raise BotaclipError(f"{path} is not a readable botaclip catalog: {first}") from None
+    while not _attach_once(con, path):
+        if time.monotonic() >= deadline:
+            raise BotaclipError(f"catalog {path} is held read-write by another process (a duckdb session?); "
+                                "close it or open it with `duckdb -readonly`, then retry")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _attach_once(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """ATTACH the catalog ``path`` read-only as `store_catalog` on ``con``: True once attached, False while
+    another process holds a conflicting (read-write) lock; a BotaclipError when the file is no catalog."""
+    try:
+        attach_read_only(con, path, CATALOG_ALIAS)
+        return True
+    except duckdb.Error as exc:
+        msg = str(exc)
+        if "lock" in msg.lower():
+            return False
+        first = msg.splitlines()[0] if msg else type(exc).__name__
+        raise BotaclipError(f"{path} is not a readable botaclip catalog: {first}") from None
 
 
 class _KeptConnection:
@@ -222,54 +225,95 @@ class _KeptConnection:
     at a time. Making an in-memory DuckDB database costs some 40 ms (it registers every built-in function), an
     ATTACH and DETACH some 4 ms, and a pipeline run reads its store's catalog hundreds of times.
 
-    Closed before the process forks (a child that opens a database file while its parent holds a live DuckDB
-    instance can hang), and never used by a child: the child makes its own."""
+    A read that cannot use it at once takes a connection of its own instead (:func:`_attached`), so that no read
+    waits for another. Closed before the process forks (a child that opens a database file while its parent
+    holds a live DuckDB instance can hang), and never used by a child: the child makes its own."""
 
     def __init__(self):
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.con: duckdb.DuckDBPyConnection | None = None
         self.pid = os.getpid()
+        self._held_for_fork = False
 
-    def get(self) -> duckdb.DuckDBPyConnection:
-        if self.con is None or self.pid != os.getpid():
-            self.con, self.pid = duckdb.connect(), os.getpid()
-        return self.con
+    def attach(self, path: Path) -> duckdb.DuckDBPyConnection | None:
+        """The kept connection with ``path`` attached, held for this read until :meth:`release`; None (and not
+        held) while another read holds it or another process holds the catalog read-write."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            if self.con is None or self.pid != os.getpid():
+                self.con, self.pid = duckdb.connect(), os.getpid()
+            self.con.execute(f"DETACH DATABASE IF EXISTS {CATALOG_ALIAS}")  # left by an interrupted read
+            if _attach_once(self.con, path):
+                return self.con
+        except BotaclipError:
+            self.lock.release()
+            raise
+        except BaseException:  # interrupted or broken: the next read starts from a new connection
+            self._drop()
+            self.lock.release()
+            raise
+        self.lock.release()
+        return None
 
-    def drop(self) -> None:
-        if self.con is not None and self.pid == os.getpid():
-            self.con.close()
-        self.con = None
+    def release(self) -> None:
+        try:
+            self.con.execute(f"DETACH DATABASE IF EXISTS {CATALOG_ALIAS}")
+        except BaseException:
+            self._drop()
+            raise
+        finally:
+            self.lock.release()
+
+    def _drop(self) -> None:
+        try:
+            if self.con is not None and self.pid == os.getpid():
+                self.con.close()
+        finally:
+            self.con = None
 
     def before_fork(self) -> None:
-        self.lock.acquire()
-        self.drop()
+        # A read takes milliseconds; a lock still held after seconds was left by a read interrupted between two
+        # bytecodes, and the fork goes on without closing the connection rather than wait for ever.
+        self._held_for_fork = self.lock.acquire(timeout=FORK_WAIT_S)
+        if self._held_for_fork:
+            self._drop()
+
+    def after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self.lock.release()
 
     def after_fork_in_child(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.con = None
 
 
+#: The longest a fork waits for a catalog read in another thread to finish (seconds).
+FORK_WAIT_S = 5.0
 _KEPT = _KeptConnection()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_KEPT.before_fork, after_in_parent=lambda: _KEPT.lock.release(),
+    os.register_at_fork(before=_KEPT.before_fork, after_in_parent=_KEPT.after_fork_in_parent,
                         after_in_child=_KEPT.after_fork_in_child)
 
 
 @contextmanager
 def _attached(path: Path, timeout_s: float = 15.0):
     """The catalog ``path`` ATTACHed read-only as `store_catalog` for the ``with`` block, then DETACHed: each
-    read opens the file as it is then, so a replaced catalog is never served stale (see :class:`_KeptConnection`)."""
-    with _KEPT.lock:
-        con = _KEPT.get()
-        _attach_retrying(con, path, timeout_s)
+    read opens the file as it is then, so a replaced catalog is never served stale. On the connection kept for
+    such reads (see :class:`_KeptConnection`), or, while another read holds it or another process holds the
+    catalog read-write (the wait of up to ``timeout_s`` seconds), on a connection of its own."""
+    con = _KEPT.attach(path)
+    if con is None:
+        con = connect_read_only(path, timeout_s)
         try:
             yield con
         finally:
-            try:
-                con.execute(f"DETACH {CATALOG_ALIAS}")
-            except BaseException:  # interrupted or broken: the next read starts from a new connection
-                _KEPT.drop()
-                raise
+            con.close()
+        return
+    try:
+        yield con
+    finally:
+        _KEPT.release()
 
 
 def load_state(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogState:
