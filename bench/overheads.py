@@ -29,17 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-#: The tests' tiny demo (tests/test_demo.py, TINY).
-TINY = dict(backbone="dofa-tiny", size_km=1.0, plots=300, size_px=32, views=1, epochs=4, batch_size=64,
-            plant_species=3, workers=1, seeds=2, folds=3, sdm_jobs=1)
+TESTS = Path(__file__).resolve().parent.parent / "tests"  # tests/test_demo.py holds the tiny demo's options
 
 
 def catalog_reads(folder: Path, sets: int = 40, rounds: int = 5, reads: int = 20) -> None:
-    import duckdb
     import h3.api.basic_int as h3i
 
     from botaclip.store import Store
-    from botaclip.store.catalog import CATALOG_ALIAS, attach_read_only, load_state, read_catalog
+    from botaclip.store.catalog import connect_read_only, load_state, read_catalog
 
     store = Store.create(folder / "s.store")
     cells = np.array(sorted(h3i.cell_to_children(h3i.latlng_to_cell(45.19, 5.72, 6), 10))[:50], dtype=np.uint64)
@@ -48,11 +45,9 @@ def catalog_reads(folder: Path, sets: int = 40, rounds: int = 5, reads: int = 20
             w.write(cells, columns={"a": np.full(cells.size, float(i))})
     path = store.catalog_path
 
-    def new_database_per_read():
-        con = duckdb.connect()
+    def new_database_per_read():  # as read_catalog did before: a connection of its own, as user SQL still gets
+        con = connect_read_only(path)
         try:
-            attach_read_only(con, path, CATALOG_ALIAS)
-            con.execute(f"USE {CATALOG_ALIAS}")
             return load_state(con, path)
         finally:
             con.close()
@@ -110,7 +105,12 @@ def paired_tests() -> None:
 
 
 def tiny_demo(folder: Path) -> None:
+    import sys
+
     from botaclip.pipeline.demo import DemoOptions, run_demo
+
+    sys.path.insert(0, str(TESTS))
+    from test_demo import TINY
 
     t = time.perf_counter()
     report = run_demo(DemoOptions(out=folder / "demo", **TINY), echo=lambda line: None)

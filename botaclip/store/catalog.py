@@ -485,8 +485,7 @@ def _write_records(con: duckdb.DuckDBPyConnection, state: CatalogState, old_cata
             con.execute("DETACH old_catalog")
     for table, records in state.records.items():
         cols = _OPTIONAL_TABLES[table]
-        for name, rec in records.items():
-            if name in state.feature_sets:  # a record of a set that is gone goes with it
-                con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            [rec.get(c) for c in cols])
+        # a record of a set that is gone goes with it
+        _insert_rows(con, table, cols, [[rec.get(c) for c in cols] for name, rec in records.items()
+                                        if name in state.feature_sets])
 
