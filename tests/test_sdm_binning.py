@@ -76,11 +76,12 @@ def test_early_stopping_on_binned_rows_keeps_the_best_round():
 
 
 def test_a_model_saved_with_other_bins_keeps_them():
-    """Models saved before the default became 15 bins (63) load with their own bins and predict as saved."""
+    """Models saved with other bins than the default (63, as before issue 17's bins) load with their own bins and
+    predict as saved."""
     X, y, _ = _data()
     model = LightGBMModel(max_bin=63, n_estimators=20).fit(X, y)
     again = model_from_state(*model.state())
-    assert DEFAULT_MAX_BIN == 15 and again.params["max_bin"] == 63
+    assert DEFAULT_MAX_BIN == 7 and again.params["max_bin"] == 63
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
     coarse = LightGBMModel(n_estimators=20).fit(X, y)
     assert coarse.params["max_bin"] == DEFAULT_MAX_BIN and not np.array_equal(coarse.predict(X), model.predict(X))
@@ -103,10 +104,13 @@ def test_binned_rows_are_refused_when_they_do_not_fit_the_model():
         BinnedFeatures(np.zeros(5))
 
 
-def test_binning_once_changes_nothing_across_worker_processes(landscape):
+def test_binning_once_changes_nothing_across_worker_processes(landscape, capfd):
     kw = dict(species=SPECIES, models=["lightgbm"], folds=3)
     one = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], jobs=1, **kw)
     two = compare(landscape["store"], landscape["root"] / "plots.csv", ["emb", "good"], jobs=2, **kw)
+    # LightGBM's log level is per thread: the bins the workers load are made and written by the same (quiet)
+    # thread, while the autocorrelation range is estimated in another one.
+    assert "[LightGBM]" not in capfd.readouterr().out
     rows = [[r.species, r.features, r.metric, [round(v, 12) for v in r.values if v == v]] for r in one.rows]
     assert rows == [[r.species, r.features, r.metric, [round(v, 12) for v in r.values if v == v]]
                     for r in two.rows]
@@ -276,6 +280,66 @@ def test_fit_scoring_predicts_the_held_out_rows_as_predict_does():
         LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], scored=BinnedFeatures(X).rows(test))
     with pytest.raises(ValueError, match="binary tasks only"):
         LightGBMModel(task="regression").fit_scoring(binned.rows(train), y[train], scored=binned.rows(test))
+
+
+def test_fit_scoring_scores_several_parts_in_the_order_given():
+    """Held-out rows given in parts (one per fold) are scored as one set of rows would be, each part's LightGBM
+    Dataset made once for every fit that scores it."""
+    from botaclip.sdm.binning import BinnedRows
+
+    X, y, w = _data(n=900)
+    binned = BinnedFeatures(X)
+    train, a, b = np.arange(0, 600), np.arange(750, 900)[::-1], np.arange(600, 750)
+    kw = dict(n_estimators=30, neg_subsample=0.5, min_neg_per_tree=0)
+    whole = LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], w[train],
+                                            scored=binned.rows(np.concatenate([a, b])))
+    part_a, part_b = binned.rows(a), binned.rows(b)
+    made = []
+    original = BinnedRows.dataset
+
+    def counting(self, label, weight=None):
+        made.append(self.shape[0])
+        return original(self, label, weight)
+
+    BinnedRows.dataset = counting
+    try:
+        parts = LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], w[train], scored=[part_a, part_b])
+        again = LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], w[train], scored=[part_b])
+    finally:
+        BinnedRows.dataset = original
+    assert np.array_equal(parts, whole) and np.array_equal(again, whole[a.size:])
+    assert made == [600, 150, 150, 600]  # the second fit reuses part_b's held-out Dataset
+    with pytest.raises(ValueError, match="one binned matrix"):
+        LightGBMModel(**kw).fit_scoring(binned.rows(train), y[train], scored=[])
+
+
+def test_cross_validation_copies_each_test_fold_out_of_the_bins_once(monkeypatch):
+    """5 outer folds: 10 shared inner fits and 5 outer fits each copy their training rows, while the test blocks
+    of each outer fold are copied once, for its outer fit and the inner fits that leave it out (the same scores
+    as copying them for every fit)."""
+    from botaclip.sdm.binning import BinnedRows
+    from botaclip.sdm.cells import latlng_to_cells
+
+    X, y, _ = _data(n=1500, seed=3)
+    rng = np.random.default_rng(7)
+    folds = spatial_folds(latlng_to_cells(45 + rng.random(y.size) * 0.3, 6 + rng.random(y.size) * 0.3, 9), y, 5, 6,
+                          seed=0)
+    made = []
+    original = BinnedRows.dataset
+
+    def counting(self, label, weight=None):
+        made.append(not np.any(label))  # held-out rows carry no labels
+        return original(self, label, weight)
+
+    monkeypatch.setattr(BinnedRows, "dataset", counting)
+    cv = cross_validate(X, y, folds, "lightgbm", lightgbm_params="n_estimators=20", binned=BinnedFeatures(X))
+    assert made.count(True) == 5 and made.count(False) == 15
+    fresh = []
+    monkeypatch.setattr(BinnedRows, "held_out",
+                        lambda self: fresh.append(1) or original(self, np.zeros(len(self.index))))
+    again = cross_validate(X, y, folds, "lightgbm", lightgbm_params="n_estimators=20", binned=BinnedFeatures(X))
+    assert len(fresh) == 25 and np.array_equal(cv.oof, again.oof)
+    assert [r.threshold for r in cv.folds] == [r.threshold for r in again.folds]
 
 
 def test_bins_written_and_read_back_train_the_same_model(tmp_path):

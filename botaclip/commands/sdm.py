@@ -12,6 +12,7 @@ import click
 
 from botaclip.config import default
 from botaclip.errors import InvalidInputError
+from botaclip.sdm.binning import DEFAULT_MAX_BIN
 from botaclip.sdm.config import (
     ENSEMBLE_RULES,
     CompareConfig,
@@ -74,8 +75,9 @@ def _occurrence_options(f):
         click.option("--lightgbm-params", default=None,
                      help="LightGBM hyperparameters over the defaults, KEY=VALUE separated by commas: n_estimators "
                           "(rounds), learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree, "
-                          "reg_lambda, max_bin (histogram bins per feature, default 15), neg_subsample (share of the "
-                          "background per tree, presence-only), min_neg_per_tree (its floor in cells, default 500; 0: "
+                          f"reg_lambda, max_bin (histogram bins per feature, default {DEFAULT_MAX_BIN}), neg_subsample "
+                          "(share of the background per tree, presence-only), min_neg_per_tree (its floor in cells, "
+                          "default 500; 0: "
                           "none), early_stopping_rounds (patience), stop_on (auc or loss). E.g. "
                           "'max_bin=255,n_estimators=300'."),
         *_model_param_options(),

@@ -133,7 +133,9 @@ def autocorrelation_range(cells: np.ndarray, X: np.ndarray, *, max_points: int =
     drawn with ``seed``. Returns ``range_m = nan`` when fewer than 10 distinct places or no structure is found.
     """
     cells = np.asarray(cells, dtype=np.uint64)
-    X = np.asarray(X, dtype=np.float64)
+    # Only the sampled rows are made float64 (leading_components): the whole matrix of a compare, 100,000 x 768,
+    # would be a 600 MB copy.
+    X = np.asarray(X)
     notes: list[str] = []
     _, first = np.unique(cells, return_index=True)
     idx = np.sort(first)

@@ -21,15 +21,16 @@ import warnings
 import numpy as np
 
 #: Default histogram bins per feature. A boosting round on hundreds of columns costs in proportion to the bins
-#: its trees scan; with at most 16 bins LightGBM also packs two values per byte. 15 bins make a round about a third
-#: cheaper than 63 (which halved the cost of 255), within 0.005 AUC and TSS on the synthetic 768-d benchmark and
-#: the demo's embeddings (docs/benchmarks.md, "SDM speed", session 10).
-DEFAULT_MAX_BIN = 15
+#: its trees scan; with at most 16 bins LightGBM also packs two values per byte. 15 bins made a round about a third
+#: cheaper than 63 (which halved the cost of 255), and 7 a fit another fifth cheaper than 15, each within the noise
+#: of the finer bins on two synthetic 768-d worlds and the demo's embeddings; 4 bins lose AUC and TSS
+#: (docs/benchmarks.md, "SDM speed", sessions 10 and 12).
+DEFAULT_MAX_BIN = 7
 
 
-#: Rows LightGBM samples to place a column's bin edges (its default: 200,000). 20,000 values give each of 15 bins
-#: some 1,300 of them; binning 100,000 x 768 then costs 13 CPU-s instead of 22 (at 63 bins), most of the difference
-#: in placing the edges (docs/benchmarks.md, "SDM speed"). A fit on fewer rows uses them all, as before.
+#: Rows LightGBM samples to place a column's bin edges (its default: 200,000). 20,000 values give each of 7 bins
+#: some 2,900 of them; placing the edges on 200,000 was most of the cost of binning 100,000 x 768 (docs/benchmarks.md,
+#: "SDM speed"). A fit on fewer rows uses them all, as before.
 BIN_SAMPLE_ROWS = 20_000
 
 
@@ -123,6 +124,7 @@ class BinnedRows:
     def __init__(self, parent: BinnedFeatures, index: np.ndarray):
         self.parent = parent
         self.index = index
+        self._held_out = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -141,6 +143,14 @@ class BinnedRows:
         if weight is not None:
             data.set_weight(np.asarray(weight, dtype=np.float64)[order])
         return data
+
+    def held_out(self):
+        """These rows as a constructed LightGBM Dataset that fits score while boosting (its labels, zeros, are
+        not used), made on the first call and shared by every later one: copying rows out of the binned matrix
+        costs about 3 ms plus 1.7 ms per 1,000 rows at 776 columns."""
+        if self._held_out is None:
+            self._held_out = self.dataset(np.zeros(self.index.size))
+        return self._held_out
 
 
 def with_columns(base: BinnedFeatures | BinnedView, extra: np.ndarray) -> BinnedView:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -226,11 +227,21 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     labelled, skipped = _label_species(occ, kind, source, all_names, cfg)
     needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
     cross_fits = cross_fits_of(source, all_names, cross_fit)
-    tables = _read_tables(source, all_names, cross_fits, needed)
+    tables = FeatureTables(_read_tables(source, all_names, cross_fits, needed))
     ev = cfg.evaluation
+    embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
+    _check_extras(cfg, kind, groups, tables, embedding_sets)
     range_ = None
-    if ev.block_resolution is None:
-        range_ = inputs_range(needed, [join_tables(tables, g)[0] for g in groups], ev.seed)
+    with ThreadPoolExecutor(1) as pool:
+        estimating = None
+        if ev.block_resolution is None:  # 'auto' blocks
+            estimating = pool.submit(inputs_range, needed, [join_tables(tables, g)[0] for g in groups], ev.seed)
+        if cfg.engine == "local" and not cross_fits:
+            # Without cross-fitted feature sets the shared bins do not depend on the folds: they are made here
+            # while the range is estimated in the other thread (LightGBM bins outside the GIL).
+            _bin_in_driver(tables, groups, cfg.models, ev, worker_count(ev.jobs, len(labelled)))
+        if estimating is not None:
+            range_ = estimating.result()
     # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
     # folds or blocks fail before work is done.
     designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
@@ -240,13 +251,12 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     parallel = worker_count(ev.jobs, len(labelled)) > 1 or cfg.engine == "ray"
     # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
     fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
-    embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
-    _check_extras(cfg, kind, groups, tables, embedding_sets)
     tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets,
                           cfg.ensemble) for s, lab in labelled.items()]
-    tables = FeatureTables(tables)
-    if cfg.engine == "local":
-        _bin_in_driver(tables, groups, tasks, worker_count(ev.jobs, len(tasks)))
+    if cfg.engine == "local" and cross_fits:
+        cross_fitted = [g for g in groups if any(task.design.uses_cross_fit(g) for task in tasks)]
+        _bin_in_driver(tables, [g for g in groups if g not in cross_fitted], cfg.models, ev,
+                       worker_count(ev.jobs, len(tasks)))
     if progress:
         progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
                  f"{cfg.engine} engine")
@@ -390,33 +400,33 @@ def _compare_species(task: _SpeciesTask, tables: dict) -> tuple[list[ComparisonR
     return rows, info, predictions, importance
 
 
-def _shares_bins(task: "_SpeciesTask") -> bool:
-    """Whether the species' LightGBM fits take their bins from the feature table binned once (see
+def _shares_bins(models: Sequence[str], ev: EvaluationConfig) -> bool:
+    """Whether a species' LightGBM fits take their bins from the feature table binned once (see
     :func:`_shared_bins`)."""
-    return "lightgbm" in task.models and task.evaluation.bin_once and not task.evaluation.pca
+    return "lightgbm" in models and ev.bin_once and not ev.pca
 
 
-def _bins_key(task: "_SpeciesTask", group: list[str], kept: list[int] | None) -> tuple:
-    max_bin = int(task.evaluation.model_options("lightgbm").get("max_bin", DEFAULT_MAX_BIN))
+def _bins_key(ev: EvaluationConfig, group: list[str], kept: list[int] | None) -> tuple:
+    max_bin = int(ev.model_options("lightgbm").get("max_bin", DEFAULT_MAX_BIN))
     return ("lightgbm bins", tuple(group), None if kept is None else tuple(kept), max_bin)
 
 
-def _bin_in_driver(tables: FeatureTables, groups: list[list[str]], tasks: list["_SpeciesTask"], threads: int) -> None:
-    """Bin every feature table the species will share, once, with ``threads`` threads, before any worker starts:
-    each local worker then loads the bins (:meth:`FeatureTables.save_derived`) instead of binning the union of
-    the species' cells itself (some 13 CPU-s per 768-d table of 100,000 cells). The columns are those informative
-    on the union; a species that drops more (constant on its own cells), and cross-fitted sets, bin their own."""
-    if not _shares_bins(tasks[0]):
+def _bin_in_driver(tables: FeatureTables, groups: list[list[str]], models: Sequence[str], ev: EvaluationConfig,
+                   threads: int) -> None:
+    """Bin the feature tables of ``groups``, once, with ``threads`` threads, before any worker starts: each local
+    worker then loads the bins (:meth:`FeatureTables.save_derived`) instead of binning the union of the species'
+    cells itself (about 2 CPU-s per 768-d table of 100,000 cells). The columns are those informative on the
+    union; a species that drops more (constant on its own cells), and cross-fitted sets (not given here), bin
+    their own."""
+    if not _shares_bins(models, ev):
         return
     for g in groups:
-        if any(task.design.uses_cross_fit(g) for task in tasks):
-            continue
         X = join_tables(tables, g)[0]
         keep = np.flatnonzero(~np.logical_or(*uninformative_columns(X)))
         if keep.size == 0:
             continue
         every = keep.size == X.shape[1]
-        key = _bins_key(tasks[0], g, None if every else keep.tolist())
+        key = _bins_key(ev, g, None if every else keep.tolist())
         tables.once(key, lambda X=X if every else X[:, keep], max_bin=key[-1]:
                     BinnedFeatures(X, max_bin=max_bin, threads=threads))
 
@@ -427,11 +437,11 @@ def _shared_bins(tables: FeatureTables, group: list[str], columns: tuple[np.ndar
     driver, or else once per process) and shared by the species, as the view of this species' ``rows``.
     ``columns``: (the feature set's table, the columns this species keeps). None where each fit bins its own
     rows instead (no LightGBM, ``bin_once`` off, a projection, a cell sampled twice)."""
-    if not _shares_bins(task) or np.unique(rows).size != rows.size:
+    if not _shares_bins(task.models, task.evaluation) or np.unique(rows).size != rows.size:
         return None
     Xall, kept = columns
     every = len(kept) == Xall.shape[1]
-    key = _bins_key(task, group, None if every else kept)
+    key = _bins_key(task.evaluation, group, None if every else kept)
     full = tables.once(key, lambda: BinnedFeatures(Xall if every else Xall[:, kept], max_bin=key[-1]))
     return full.view(rows)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from botaclip.config import build
 from botaclip.sdm import metrics as M
-from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedView, with_columns
+from botaclip.sdm.binning import DEFAULT_MAX_BIN, BinnedFeatures, BinnedRows, BinnedView, with_columns
 from botaclip.sdm.config import EvaluationConfig
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
 from botaclip.sdm.models import Projection, make_model
@@ -244,6 +244,7 @@ class _FoldFitter:
         self._projected: tuple | None = None  # (X, its projection or None, the model inputs of X's rows)
         self._binned_with: Projection | None = None  # the projection whose components self.binned holds
         self._pairs: dict[tuple[int, int], tuple[np.ndarray, object]] = {}  # shared inner fits, see outer_inner_cv
+        self._held_out: dict[bytes, BinnedRows] = {}  # rows of self.binned that fits score, by their indices
 
     def use_bins(self, X: np.ndarray, projection: Projection | None) -> None:
         """Bin ``X`` (all samples of the current outer fold) once for every LightGBM fit on its rows, unless it
@@ -264,6 +265,16 @@ class _FoldFitter:
         if self._binned_with is not projection or self.binned is None:
             self.binned = self._base if projection is None else with_columns(self._base, projection.components(X))
             self._binned_with = projection
+            self._held_out = {}
+
+    def _scored_rows(self, rows: np.ndarray) -> BinnedRows:
+        """The rows ``rows`` of the binned matrix as a part that fits score while boosting, one object per set of
+        rows: an outer fold's test blocks are scored by its outer fit and by the inner fits that leave them out,
+        and their LightGBM Dataset is made once (:meth:`~botaclip.sdm.binning.BinnedRows.held_out`)."""
+        key = np.asarray(rows, dtype=np.int64).tobytes()
+        if key not in self._held_out:
+            self._held_out[key] = self.binned.rows(rows)
+        return self._held_out[key]
 
     def _options(self) -> dict:
         return self.ev.model_options(self.model)
@@ -309,7 +320,7 @@ class _FoldFitter:
         weights = training_weights(y_train, bg_train) if self.task == "binary" else None
         est = self._estimator(rounds, warm=True)
         if self._scores_binned(train):
-            return est, est.fit_scoring(self.binned.rows(train), y_train, weights, scored=self.binned.rows(test))
+            return est, est.fit_scoring(self.binned.rows(train), y_train, weights, scored=self._scored_rows(test))
         est.fit(X[train] if self.binned is None else self.binned.rows(train), y_train, sample_weight=weights)
         return est, est.predict(X[test])
 
@@ -323,17 +334,21 @@ class _FoldFitter:
     def stops_early(self) -> bool:
         return self.model == "lightgbm" and bool(self.ev.early_stopping)
 
-    def fit_predict(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray, split: tuple[np.ndarray, np.ndarray],
+    def fit_predict(self, X: np.ndarray, y: np.ndarray, bg: np.ndarray,
+                    split: tuple[np.ndarray, np.ndarray | tuple[np.ndarray, ...]],
                     rows: np.ndarray | None = None) -> tuple[np.ndarray, int | None]:
         """(predictions for the rows ``split[1]`` of X, boosting rounds used) of a model fitted on the rows
-        ``split[0]``; a boosting model stops early on the held-out loss of the predicted rows. ``rows``: X's rows
-        in the binned matrix."""
-        tr, te = split
+        ``split[0]``; a boosting model stops early on the held-out loss of the predicted rows. ``split[1]`` may be
+        a tuple of parts (each fold's rows), predicted one after the other. ``rows``: X's rows in the binned
+        matrix."""
+        tr, parts = split[0], (split[1] if isinstance(split[1], tuple) else (split[1],))
+        te = np.concatenate(parts)
         # Weights from the training part alone: the test part's counts must not shape the model.
         weights = training_weights(y[tr], bg[tr]) if self.task == "binary" else None
         est = self._estimator(None)
         if self._scores_binned(rows):
-            return est.fit_scoring(self.binned.rows(rows[tr]), y[tr], weights, scored=self.binned.rows(rows[te])), None
+            return est.fit_scoring(self.binned.rows(rows[tr]), y[tr], weights,
+                                   scored=[self._scored_rows(rows[p]) for p in parts]), None
         valid = None
         if self.stops_early:
             valid = (self._matrix(X[te], None if rows is None else rows[te]), y[te],
@@ -411,14 +426,14 @@ class _FoldFitter:
                 continue
             pair = (min(j, k), max(j, k))
             if pair not in self._pairs:
-                scored = np.flatnonzero((folds.fold == j) | (folds.fold == k)) if shared else te
+                scored = tuple(np.flatnonzero(folds.fold == f) for f in pair) if shared else te
                 pred, r = self.fit_predict(X, y, bg, (tr, scored), rows)
                 rounds += [r] if (r and np.unique(y[te]).size == 2) else []
                 if not shared:
                     oof[te] = pred
                     continue
                 full = np.full(y.shape[0], np.nan)
-                full[scored] = pred
+                full[np.concatenate(scored)] = pred
                 self._pairs[pair] = (full, self._previous)
             oof[te] = self._pairs[pair][0][te]
             self._previous = self._pairs[pair][1]
