@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sdm.py                      # full size: compare on 100k cells x 768-d, predict 1M cells
     .venv/bin/python bench/sdm.py --cells 20000 --species 5 --predict-cells 100000   # smaller
+    .venv/bin/python bench/sdm.py --keep DIR --skip-predict --base-tree BASE --settings base1,new --repeat 2
+                                                       # two settings alternated twice: median times
 
 Builds synthetic stores in a temporary folder (embeddings with a known environmental signal), then runs each
 phase in its own process and reports wall seconds and that process's peak resident memory (ru_maxrss).
@@ -325,29 +327,43 @@ def run_compare(args, root: Path) -> None:
     print(f"| settings | species | wall s | CPU-s | CPU-s per outer fit | peak MB (driver / a worker) | AUC set0 | "
           f"AUC set1 | TSS set0 | TSS set1{sub} |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
           + ("---:|" if sub else ""), flush=True)
-    first = None
-    for i, settings in enumerate(args.settings.split(",")):
+    first, walls = None, {}
+    names = args.settings.split(",")
+    # --repeat N alternates the settings N times: the machine's speed drifts by 10-15 % over an hour, so one run
+    # per setting cannot resolve a few per cent; the scores are the same in every round (same seeds).
+    for r, (i, settings) in ((r, item) for r in range(args.repeat) for item in enumerate(names)):
         c = _run_phase("compare", env=_phase_env(settings, args.base_tree), store=root / "cmp.store",
                        occurrences=root / "occ.csv",
-                       out=root / f"cmp_{i}", species=args.species, background=args.background,
-                       settings=settings, models=args.models,
+                       out=root / (f"cmp_{i}" if r == 0 else f"cmp_{i}_{r}"), species=args.species,
+                       background=args.background, settings=settings, models=args.models,
                        only_species=args.subset if settings in subset else 0, load=os.getloadavg()[0])
-        m = _means(c)
-        tail = ""
-        if args.subset:
-            s = _means(c, args.subset)
-            tail = (f" | {s['auc_set0']:.4f} / {s['auc_set1']:.4f}, {s['tss_set0']:.4f} / {s['tss_set1']:.4f}")
-        label = settings if settings not in SETTINGS else f"{settings} {SETTINGS[settings] or '(defaults)'}"
-        print(f"| {label} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
-              f"{c['cpu_s'] / max(c['outer_fits'], 1):.2f} | {c['peak_mb']:.0f} / {c['children_peak_mb']:.0f} | "
-              f"{m['auc_set0']:.4f} | {m['auc_set1']:.4f} | {m['tss_set0']:.4f} | {m['tss_set1']:.4f}{tail} |",
-              flush=True)
-        print(f"  (load average 1/5/15 min after this row: {' '.join(f'{x:.1f}' for x in os.getloadavg())})",
-              flush=True)
+        walls.setdefault(settings, []).append((c["seconds"], c["cpu_s"]))
+        _compare_row(args, settings, c, f" (round {r + 1})" if args.repeat > 1 else "")
         first = first or (settings, c["per_species"])
-        if first[0] != settings:
+        if first[0] != settings and r == 0:
             print(f"  paired by species, {settings} minus {first[0]}: {paired_line(first[1], c['per_species'])}",
                   flush=True)
+    if args.repeat > 1:
+        for settings, runs in walls.items():
+            print(f"  {settings}: median of {len(runs)} rounds {np.median([w for w, _ in runs]):.1f} s wall, "
+                  f"{np.median([u for _, u in runs]):.0f} CPU-s (rounds: "
+                  f"{', '.join(f'{w:.1f} s' for w, _ in runs)})", flush=True)
+
+
+def _compare_row(args, settings: str, c: dict, round_label: str) -> None:
+    """One table row of the compare benchmark, and the load average after it."""
+    m = _means(c)
+    tail = ""
+    if args.subset:
+        s = _means(c, args.subset)
+        tail = (f" | {s['auc_set0']:.4f} / {s['auc_set1']:.4f}, {s['tss_set0']:.4f} / {s['tss_set1']:.4f}")
+    label = settings if settings not in SETTINGS else f"{settings} {SETTINGS[settings] or '(defaults)'}"
+    print(f"| {label}{round_label} | {c['species']} | {c['seconds']:.1f} | {c['cpu_s']:.0f} | "
+          f"{c['cpu_s'] / max(c['outer_fits'], 1):.2f} | {c['peak_mb']:.0f} / {c['children_peak_mb']:.0f} | "
+          f"{m['auc_set0']:.4f} | {m['auc_set1']:.4f} | {m['tss_set0']:.4f} | {m['tss_set1']:.4f}{tail} |",
+          flush=True)
+    print(f"  (load average 1/5/15 min after this row: {' '.join(f'{x:.1f}' for x in os.getloadavg())})",
+          flush=True)
 
 
 def paired_line(first: dict, other: dict) -> str:
@@ -416,6 +432,8 @@ def main() -> None:
                     help="run the --subset-settings on the first N species only (every row also reports its "
                          "means over those N species, for a side-by-side on the same species)")
     ap.add_argument("--subset-settings", default="old", help="the settings that --subset restricts")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the compare settings this many times, alternating, and print each one's median time")
     ap.add_argument("--models", default="lightgbm", help="the model of the comparison: lightgbm, rf or logistic")
     ap.add_argument("--keep", default=None, help="keep the generated data in this folder")
     ap.add_argument("--skip-compare", action="store_true", help="only the prediction benchmark")
