@@ -329,7 +329,7 @@ def run_compare(args, root: Path) -> None:
           + ("---:|" if sub else ""), flush=True)
     first, walls = None, {}
     names = args.settings.split(",")
-    # --repeat N alternates the settings N times: the machine's speed drifts by 10-15 % over an hour, so one run
+    # --repeat N alternates the settings N times: the machine's speed drifts by 10-20 % within an hour, so one run
     # per setting cannot resolve a few per cent; the scores are the same in every round (same seeds).
     for r, (i, settings) in ((r, item) for r in range(args.repeat) for item in enumerate(names)):
         c = _run_phase("compare", env=_phase_env(settings, args.base_tree), store=root / "cmp.store",
