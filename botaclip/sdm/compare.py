@@ -231,6 +231,7 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     ev = cfg.evaluation
     embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
     _check_extras(cfg, kind, groups, tables, embedding_sets)
+    workers = worker_count(ev.jobs, len(labelled))  # local processes; also the driver's binning threads
     range_ = None
     with ThreadPoolExecutor(1) as pool:
         estimating = None
@@ -239,7 +240,7 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
         if cfg.engine == "local" and not cross_fits:
             # Without cross-fitted feature sets the shared bins do not depend on the folds: they are made here
             # while the range is estimated in the other thread (LightGBM bins outside the GIL).
-            _bin_in_driver(tables, groups, cfg.models, ev, worker_count(ev.jobs, len(labelled)))
+            _bin_in_driver(tables, groups, cfg.models, ev, workers)
         if estimating is not None:
             range_ = estimating.result()
     # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
@@ -248,15 +249,14 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
                                range_=range_, is_background=lab.is_background)
                for s, lab in labelled.items()}
     metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
-    parallel = worker_count(ev.jobs, len(labelled)) > 1 or cfg.engine == "ray"
+    parallel = workers > 1 or cfg.engine == "ray"
     # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
     fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
     tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets,
                           cfg.ensemble) for s, lab in labelled.items()]
     if cfg.engine == "local" and cross_fits:
         cross_fitted = [g for g in groups if any(task.design.uses_cross_fit(g) for task in tasks)]
-        _bin_in_driver(tables, [g for g in groups if g not in cross_fitted], cfg.models, ev,
-                       worker_count(ev.jobs, len(tasks)))
+        _bin_in_driver(tables, [g for g in groups if g not in cross_fitted], cfg.models, ev, workers)
     if progress:
         progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
                  f"{cfg.engine} engine")
