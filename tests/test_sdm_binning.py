@@ -217,12 +217,12 @@ def test_a_view_of_bins_made_for_more_rows_renumbers_them():
         BinnedFeatures(union).view([3, 3])
 
 
-def _blocks_cv(X, y, **kw):
+def _blocks_cv(X, y, n_folds=3, **kw):
     from botaclip.sdm.cells import latlng_to_cells
 
     rng = np.random.default_rng(7)
     cells = latlng_to_cells(45 + rng.random(y.size) * 0.2, 6 + rng.random(y.size) * 0.2, 9)
-    folds = spatial_folds(cells, y, 3, 6, seed=0)
+    folds = spatial_folds(cells, y, n_folds, 6, seed=0)
     return cross_validate(X, y, folds, "lightgbm", "binary", np.zeros(y.size, bool),
                           lightgbm_params="n_estimators=20", **kw)
 
@@ -376,3 +376,30 @@ def test_cross_validation_reads_held_out_scores_as_predictions(monkeypatch, extr
     assert np.allclose(fast.oof, slow.oof, rtol=0, atol=1e-9, equal_nan=True)
     assert [f.threshold for f in fast.folds] == pytest.approx([f.threshold for f in slow.folds], abs=1e-9)
     assert fast.values("tss") == pytest.approx(slow.values("tss"), abs=1e-9)
+
+
+def test_projected_inputs_are_not_made_when_every_fit_scores_its_binned_rows(monkeypatch):
+    """With added components (``extra_pcs``), fits that score their held-out rows from the bins never read the
+    projected matrix (a copy of every sample's features), and the components are computed once per projection;
+    fits that predict raw rows read the projected matrix, the components still computed once. (With fewer than
+    4 outer folds the inner CV deals the training part's blocks anew and reads the matrix's rows.)"""
+    from botaclip.sdm.models import Projection
+
+    calls = {"components": 0, "transform": 0}
+    components, transform = Projection.components, Projection.transform
+
+    def counting(name, method):
+        def wrapped(self, *args, **kwargs):
+            calls[name] += 1
+            return method(self, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(Projection, "components", counting("components", components))
+    monkeypatch.setattr(Projection, "transform", counting("transform", transform))
+    X, y, _ = _data(n=900, d=8)
+    binned = BinnedFeatures(X).view(np.arange(X.shape[0]))
+    _blocks_cv(X, y, n_folds=5, binned=binned, extra_pcs=3)  # inner folds: the other outer folds
+    assert calls == {"components": 1, "transform": 0}
+    calls.update(components=0, transform=0)
+    _blocks_cv(X, y, n_folds=5, extra_pcs=3, early_stopping=True)  # early stopping predicts raw rows
+    assert calls["transform"] == 1 and calls["components"] == 1

@@ -11,7 +11,7 @@ import shapely
 
 from botaclip.errors import InvalidInputError, MissingFileError
 from botaclip.sdm.background import sample_background, target_group_background
-from botaclip.sdm.cells import cell_to_parent, latlng_to_cells
+from botaclip.sdm.cells import cell_to_parent, in_cells, latlng_to_cells
 from botaclip.sdm.cleaning import Extent, clean_samples
 from botaclip.sdm.dataset import drop_uninformative_columns
 from botaclip.sdm.evaluate import cross_validate
@@ -229,6 +229,30 @@ def test_background_never_on_a_presence_cell_and_seeded():
     group = np.concatenate([presence[:5], indexed[1:40], np.array([123], dtype=np.uint64)])
     tg = target_group_background(group, indexed, presence, n=1000)
     assert not np.isin(tg, presence).any() and np.isin(tg, indexed).all() and 123 not in tg
+
+
+def test_in_cells_is_isin_for_sorted_and_unsorted_cells():
+    rng = np.random.default_rng(0)
+    among = np.unique(rng.integers(0, 2**63, 500, dtype=np.uint64))
+    cells = np.concatenate([among[::3], rng.integers(0, 2**63, 200, dtype=np.uint64), among[-1:], among[:1]])
+    assert np.array_equal(in_cells(cells, among), np.isin(cells, among))
+    shuffled = np.concatenate([rng.permutation(among), among[:7]])  # not sorted, with duplicates: np.isin's way
+    assert np.array_equal(in_cells(cells, shuffled), np.isin(cells, among))
+    assert in_cells(cells, among[:0]).shape == cells.shape and not in_cells(cells, among[:0]).any()
+    assert in_cells(cells[:0], among).size == 0
+
+
+def test_background_draw_is_the_same_from_sorted_or_unsorted_cells():
+    """The presences are marked by bisection on the sorted cells: the same draw as ranking every indexed cell
+    and dropping the presences (the draw of every stored comparison so far)."""
+    indexed = _disk(res=9, k=12)
+    presence = indexed[5::11]
+    order = np.random.default_rng(3).permutation(indexed.size)
+    ranked = indexed[order]
+    expected = np.sort(ranked[~np.isin(ranked, presence)][:150])
+    assert np.array_equal(sample_background(indexed, presence, n=150, seed=3), expected)
+    messy = np.concatenate([indexed[::-1], indexed[:40]])  # unsorted, duplicated
+    assert np.array_equal(sample_background(messy, presence[::-1], n=150, seed=3), expected)
 
 
 # ---------------------------------------------------------------- models and CV

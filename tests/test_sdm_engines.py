@@ -78,8 +78,68 @@ def test_worker_processes_give_the_same_comparison(landscape, tmp_path):
                   progress=messages.append, out=tmp_path / "cmp", **kw)
     assert _rows(one) == _rows(two)
     assert [s.species for s in two.species] == SPECIES
-    assert any("done" in m for m in messages)
+    # One task per species and feature set; a species is reported once, when both of its sets are done.
+    assert sorted(m for m in messages if m.endswith(": done")) == [f"{s}: done" for s in SPECIES]
+    assert [s.notes for s in one.species] == [s.notes for s in two.species]
     assert (tmp_path / "cmp" / "report.json").exists()
+
+
+def test_species_notes_merge_in_feature_set_order_once_each():
+    from botaclip.sdm.compare import SpeciesInfo, _merge_species
+
+    def part(label, notes):
+        info = SpeciesInfo("Alpha prima", "presence-only", 10, 100, 6, 20, notes, "blocks", [])
+        return ([label], info, {("Alpha prima", label, "lightgbm"): label}, {label: {"lightgbm": 1}})
+
+    merged = _merge_species([part("a", ["shared", "a: dropped x"]), part("b", ["shared", "b: dropped y"]),
+                             part("a", ["other"]), part("b", ["other"])], 2)
+    assert [m[0] for m in merged] == [["a", "b"], ["a", "b"]]
+    assert merged[0][1].notes == ["shared", "a: dropped x", "b: dropped y"] and merged[1][1].notes == ["other"]
+    assert list(merged[0][2].values()) == ["a", "b"] and set(merged[0][3]) == {"a", "b"}
+
+
+def _table_row_sum(item, tables):
+    """A task of the engine tests: one row's sum, and the process and the table object that served it."""
+    X = tables["t"][0]
+    if item < 0:
+        raise ValueError(f"bad item {item}")
+    return float(X[item].sum()), os.getpid(), id(X)
+
+
+def test_workers_started_before_the_tables_map_them_once_per_process():
+    from botaclip.sdm.engines import LocalWorkers, run_tasks
+
+    X = np.arange(40, dtype=np.float32).reshape(10, 4)
+    done = []
+    with LocalWorkers(2, ("numpy",)) as workers:
+        out = run_tasks(_table_row_sum, list(range(10)), {"t": (X, list("abcd"))}, jobs=2, workers=workers,
+                        on_result=lambda i, r: done.append(i))
+    assert [o[0] for o in out] == X.sum(axis=1).tolist() and sorted(done) == list(range(10))
+    by_process = {}
+    for _, pid, table in out:
+        by_process.setdefault(pid, set()).add(table)
+    assert 1 <= len(by_process) <= 2 and all(len(t) == 1 for t in by_process.values())
+    processes = list(workers.pool._processes.values()) if workers.pool._processes else []
+    assert all(p.exitcode == 0 for p in processes)
+
+
+def test_workers_stop_at_once_when_the_run_fails():
+    """A failure while the workers start (bad input found by the driver) or in a task stops them: nothing is
+    left running, and the error is the task's own."""
+    from botaclip.sdm.engines import LocalWorkers, run_tasks
+
+    started = []
+    with pytest.raises(InvalidInputError, match="found while preparing"):
+        with LocalWorkers(2, ("lightgbm",)) as workers:
+            started = list(workers.pool._processes.values())
+            raise InvalidInputError("found while preparing")
+    assert len(started) == 2 and all(not p.is_alive() for p in started)
+    X = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="bad item -1"):
+        with LocalWorkers(2) as workers:
+            started = list(workers.pool._processes.values())
+            run_tasks(_table_row_sum, [0, -1, 1, 2], {"t": (X, ["a", "b"])}, jobs=2, workers=workers)
+    assert all(not p.is_alive() for p in started)
 
 
 def test_unknown_engine_is_refused(landscape):

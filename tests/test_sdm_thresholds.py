@@ -25,7 +25,13 @@ from botaclip.sdm import (
     spatial_folds,
     threshold_metrics,
 )
-from botaclip.sdm.autocorrelation import edge_length_m, resolution_for_range
+from botaclip.sdm.autocorrelation import (
+    edge_length_m,
+    empirical_variogram,
+    leading_components,
+    resolution_for_range,
+    sample_places,
+)
 from botaclip.sdm.cells import cell_to_parent, cells_to_latlng
 from botaclip.sdm.config import SamplingConfig
 from botaclip.sdm.dataset import IndexedCells, StoreFeatures, label_cells
@@ -181,6 +187,51 @@ def test_range_estimator_recovers_a_known_range(true_range_m):
     X = _gaussian_field(cells, true_range_m, 3, seed=1) + 0.05 * rng.normal(size=(cells.size, 3))
     est = autocorrelation_range(cells, X, seed=0)
     assert true_range_m / 2 <= est.range_m <= true_range_m * 2, est
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 80)])
+def test_leading_components_are_those_of_the_full_svd(shape):
+    """Eigenpairs of the smaller Gram matrix: the components of a full SVD up to sign (a semivariogram squares
+    differences), and their shares of the whole variance."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=shape) @ np.diag(np.linspace(3, 0.5, shape[1])) + rng.normal(size=(shape[0], 1)) * 4
+    X[:, 5] = 2.0  # constant: dropped
+    scores, share = leading_components(X, explained=0.99)
+    keep = np.arange(shape[1]) != 5
+    Z = (X[:, keep] - X[:, keep].mean(axis=0)) / X[:, keep].std(axis=0)
+    u, s, _ = np.linalg.svd(Z, full_matrices=False)
+    k = scores.shape[1]
+    assert k == 5 and np.allclose(share, (s**2 / np.sum(s**2))[:k], rtol=1e-10, atol=1e-12)
+    assert np.allclose(np.abs(scores), np.abs(u[:, :k] * s[:k]), rtol=1e-8, atol=1e-8)
+    few, few_share = leading_components(X, explained=0.3)
+    assert few.shape[1] == np.searchsorted(np.cumsum(s**2 / np.sum(s**2)), 0.3) + 1 == few_share.size
+
+
+def test_range_places_are_shared_by_every_matrix_of_the_same_cells():
+    rng = np.random.default_rng(2)
+    centre = h3.latlng_to_cell(45.0, 6.0, 6)
+    cells = np.array(sorted(h3.str_to_int(c) for c in h3.cell_to_children(centre, 10)), dtype=np.uint64)[::2]
+    lat, lng = cells_to_latlng(cells)
+    X = np.column_stack([np.sin(lat * 200) + np.cos(lng * 150), lat * 10, rng.normal(size=cells.size)])
+    places = sample_places(cells, max_points=300, seed=4)
+    assert places.rows.size == 300
+    assert autocorrelation_range(cells, X, max_points=300, seed=4, places=places) == \
+        autocorrelation_range(cells, X, max_points=300, seed=4)
+    # The binned pairs give the brute-force semivariogram of any variable at those places.
+    sub_lat, sub_lng = cells_to_latlng(cells[places.rows])
+    i, j = np.triu_indices(places.rows.size, 1)
+    from botaclip.sdm.autocorrelation import haversine_m
+
+    dist = haversine_m(sub_lat[i], sub_lng[i], sub_lat[j], sub_lng[j])
+    v = X[places.rows, 0]
+    h, g, n = places.bins.semivariogram(v)
+    inside = (dist > 0) & (dist <= places.cutoff_m)
+    assert n.sum() == inside.sum()
+    first = inside & (dist <= places.cutoff_m / 15)
+    assert g[0] == pytest.approx(np.mean(0.5 * (v[i] - v[j])[first] ** 2), rel=1e-12)
+    assert h[0] == pytest.approx(dist[first].mean(), rel=1e-12)
+    assert all(np.array_equal(a, b) for a, b in zip((h, g, n), empirical_variogram(dist, v, places.cutoff_m)))
+    assert sample_places(cells[:9]).bins is None
 
 
 def test_resolution_for_range_and_block_fallback():

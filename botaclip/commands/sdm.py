@@ -96,8 +96,8 @@ def _occurrence_options(f):
         click.option("--seed", type=int, default=default(e, "seed"), show_default=True,
                      help="Seed of folds, background and models (>= 0)."),
         click.option("--jobs", type=int, default=default(e, "jobs"),
-                     help="Parallel jobs: worker processes over species (compare) or threads of a fit (fit) "
-                          "[default: all cores]."),
+                     help="Parallel jobs: worker processes over species x feature sets (compare) or threads of a "
+                          "fit (fit) [default: all cores]."),
         click.option("--pca", type=int, default=default(e, "pca"),
                      show_default=True,
                      help="Fit models on this many leading principal components of the embedding feature sets "

@@ -75,13 +75,22 @@ def leading_components(X: np.ndarray, max_components: int = MAX_COMPONENTS,
     if not keep.any():
         return np.zeros((X.shape[0], 0)), np.zeros(0)
     Z = (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep]
-    # One BLAS thread: OpenBLAS threads waiting for a busy core spin; on the demo's 1,621 x 384 cells this SVD
-    # cost 5.8 CPU-s with two threads on a loaded 2-core machine and 0.15 with one (docs/benchmarks.md).
+    n, p = Z.shape
+    top = min(max_components, n, p)
+    # The leading eigenpairs of the smaller Gram matrix, not a full SVD: the same components (up to sign, which
+    # a semivariogram ignores) at a third of the cost on 2,000 x 768. One BLAS thread: OpenBLAS threads waiting
+    # for a busy core spin; on the demo's 1,621 x 384 cells an SVD cost 5.8 CPU-s with two threads on a loaded
+    # 2-core machine and 0.15 with one (docs/benchmarks.md).
+    from scipy.linalg import eigh
+
     with blas_threads(1):
-        u, s, _ = np.linalg.svd(Z, full_matrices=False)
-    share = s**2 / np.sum(s**2)
-    k = int(min(max_components, np.searchsorted(np.cumsum(share), explained) + 1, share.size))
-    return u[:, :k] * s[:k], share[:k]
+        gram = Z.T @ Z if p <= n else Z @ Z.T
+        values, vectors = eigh(gram, subset_by_index=[gram.shape[0] - top, gram.shape[0] - 1])
+        values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
+        scores = Z @ vectors if p <= n else vectors * np.sqrt(values)
+    share = values / np.trace(gram)  # the trace: the variance of every component, not only the leading ones
+    k = int(min(top, np.searchsorted(np.cumsum(share), explained) + 1))
+    return scores[:, :k], share[:k]
 
 
 def empirical_variogram(dist: np.ndarray, values: np.ndarray, cutoff: float,
@@ -91,14 +100,28 @@ def empirical_variogram(dist: np.ndarray, values: np.ndarray, cutoff: float,
     ``dist``: condensed pairwise distances (metres) in the order of ``np.triu_indices(n, 1)``; ``values``: the
     variable at the n points."""
     i, j = np.triu_indices(values.size, 1)
-    sq = 0.5 * (values[i] - values[j]) ** 2
-    inside = (dist > 0) & (dist <= cutoff)
-    bins = np.minimum((dist[inside] / cutoff * n_bins).astype(np.int64), n_bins - 1)
-    n = np.bincount(bins, minlength=n_bins)
-    h = np.bincount(bins, weights=dist[inside], minlength=n_bins)
-    g = np.bincount(bins, weights=sq[inside], minlength=n_bins)
-    ok = n > 0
-    return h[ok] / n[ok], g[ok] / n[ok], n[ok]
+    return DistanceBins(dist, i, j, cutoff, n_bins).semivariogram(values)
+
+
+class DistanceBins:
+    """The pairs of points a semivariogram averages over, in ``n_bins`` equal distance bins up to ``cutoff``
+    (metres): found once for every variable measured at the same points (the components of every feature set
+    a comparison estimates its range on), instead of once per variable."""
+
+    def __init__(self, dist: np.ndarray, i: np.ndarray, j: np.ndarray, cutoff: float, n_bins: int = N_BINS):
+        inside = (dist > 0) & (dist <= cutoff)
+        self.i, self.j = i[inside], j[inside]
+        self.bins = np.minimum((dist[inside] / cutoff * n_bins).astype(np.int64), n_bins - 1)
+        self.n_bins = n_bins
+        self.n = np.bincount(self.bins, minlength=n_bins)
+        self.h = np.bincount(self.bins, weights=dist[inside], minlength=n_bins)
+
+    def semivariogram(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean distance, semivariance, number of pairs) per non-empty bin of ``values`` at the points."""
+        sq = 0.5 * (values[self.i] - values[self.j]) ** 2
+        g = np.bincount(self.bins, weights=sq, minlength=self.n_bins)
+        ok = self.n > 0
+        return self.h[ok] / self.n[ok], g[ok] / self.n[ok], self.n[ok]
 
 
 def fit_exponential_range(h: np.ndarray, gamma: np.ndarray, n_pairs: np.ndarray, max_range: float) -> float:
@@ -125,34 +148,54 @@ def fit_exponential_range(h: np.ndarray, gamma: np.ndarray, n_pairs: np.ndarray,
     return best_r
 
 
-def autocorrelation_range(cells: np.ndarray, X: np.ndarray, *, max_points: int = 2000,
-                          seed: int = 0) -> AutocorrelationRange:
-    """Estimate the range of spatial autocorrelation (metres) of the features ``X`` over the H3 ``cells``.
+@dataclass(frozen=True)
+class SampledPlaces:
+    """The cells a range is estimated on (at most ``max_points`` distinct ones, drawn with the seed) and the
+    distance bins of their pairs: the same for every feature matrix over the same cells."""
 
-    ``cells``: uint64 H3 cells, one per row of ``X`` (duplicates are fine); at most ``max_points`` rows are used,
-    drawn with ``seed``. Returns ``range_m = nan`` when fewer than 10 distinct places or no structure is found.
-    """
+    rows: np.ndarray  # rows of the feature matrix, one per sampled distinct cell
+    bins: DistanceBins | None  # None with fewer than 10 distinct cells
+    cutoff_m: float
+
+
+def sample_places(cells: np.ndarray, max_points: int = 2000, seed: int = 0) -> SampledPlaces:
+    """The distinct ``cells`` (uint64 H3) that :func:`autocorrelation_range` uses, at most ``max_points`` drawn
+    with ``seed``, and the great-circle distance bins (metres) of their pairs up to a third of their extent's
+    diagonal."""
     cells = np.asarray(cells, dtype=np.uint64)
-    # Only the sampled rows are made float64 (leading_components): the whole matrix of a compare, 100,000 x 768,
-    # would be a 600 MB copy.
-    X = np.asarray(X)
-    notes: list[str] = []
     _, first = np.unique(cells, return_index=True)
     idx = np.sort(first)
     if idx.size > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_points, replace=False))
     if idx.size < 10:
-        return AutocorrelationRange(float("nan"), [], [], float("nan"), int(idx.size),
-                                    ["fewer than 10 distinct cells: no variogram"])
+        return SampledPlaces(idx, None, float("nan"))
     lat, lng = cells_to_latlng(cells[idx])
     i, j = np.triu_indices(idx.size, 1)
     dist = haversine_m(lat[i], lng[i], lat[j], lng[j])
-    diagonal = float(haversine_m(lat.min(), lng.min(), lat.max(), lng.max()))
-    cutoff = diagonal / 3.0
-    scores, share = leading_components(X[idx])
+    cutoff = float(haversine_m(lat.min(), lng.min(), lat.max(), lng.max())) / 3.0
+    return SampledPlaces(idx, DistanceBins(dist, i.astype(np.int32), j.astype(np.int32), cutoff), cutoff)
+
+
+def autocorrelation_range(cells: np.ndarray, X: np.ndarray, *, max_points: int = 2000,
+                          seed: int = 0, places: SampledPlaces | None = None) -> AutocorrelationRange:
+    """Estimate the range of spatial autocorrelation (metres) of the features ``X`` over the H3 ``cells``.
+
+    ``cells``: uint64 H3 cells, one per row of ``X`` (duplicates are fine); at most ``max_points`` rows are used,
+    drawn with ``seed``. Returns ``range_m = nan`` when fewer than 10 distinct places or no structure is found.
+    ``places``: :func:`sample_places` of these cells, when several matrices share them.
+    """
+    places = places or sample_places(cells, max_points, seed)
+    notes: list[str] = []
+    if places.bins is None:
+        return AutocorrelationRange(float("nan"), [], [], float("nan"), int(places.rows.size),
+                                    ["fewer than 10 distinct cells: no variogram"])
+    cutoff = places.cutoff_m
+    # Only the sampled rows are made float64 (leading_components): the whole matrix of a compare, 100,000 x 768,
+    # would be a 600 MB copy.
+    scores, share = leading_components(np.asarray(X)[places.rows])
     ranges = []
     for c in range(scores.shape[1]):
-        h, g, n = empirical_variogram(dist, scores[:, c], cutoff)
+        h, g, n = places.bins.semivariogram(scores[:, c])
         ranges.append(fit_exponential_range(h, g, n, max_range=3.0 * cutoff))
     finite = [r for r in ranges if math.isfinite(r)]
     if not finite:
@@ -161,7 +204,7 @@ def autocorrelation_range(cells: np.ndarray, X: np.ndarray, *, max_points: int =
     if finite and rng_m >= 0.99 * 3.0 * cutoff:
         notes.append("the features vary over the whole extent (range at the search limit)")
     return AutocorrelationRange(rng_m, [float(r) for r in ranges], [float(s) for s in share], cutoff,
-                                int(idx.size), notes)
+                                int(places.rows.size), notes)
 
 
 def format_distance(metres: float | None) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from botaclip.sdm.cells import in_cells
+
 DEFAULT_BACKGROUND = 10_000
 
 
@@ -24,11 +26,13 @@ def sample_background(
     """
     if n <= 0:
         raise ValueError(f"background size must be positive, got {n}")
-    indexed = np.unique(np.asarray(indexed_cells, dtype=np.uint64))
+    indexed = np.asarray(indexed_cells, dtype=np.uint64)
+    if indexed.size > 1 and not np.all(indexed[1:] > indexed[:-1]):  # the store's indexed cells already are
+        indexed = np.unique(indexed)
     exclude = np.unique(np.asarray(presence_cells, dtype=np.uint64))
     order = np.random.default_rng(seed).permutation(indexed.size)
-    ranked = indexed[order]
-    candidates = ranked[~np.isin(ranked, exclude)]
+    # Presences marked on the sorted cells (bisection), then ranked: np.isin would sort the ranking again per species.
+    candidates = indexed[order][~in_cells(indexed, exclude)[order]]
     return np.sort(candidates[:n])
 
 
@@ -42,5 +46,5 @@ def target_group_background(
     """Background from the cells of a target group: the group's distinct cells that are indexed and hold no
     presence of the species, ``n`` of them drawn with ``seed`` if there are more, sorted."""
     group = np.unique(np.asarray(group_cells, dtype=np.uint64))
-    group = group[np.isin(group, np.asarray(indexed_cells, dtype=np.uint64))]
+    group = group[in_cells(group, indexed_cells)]
     return sample_background(group, presence_cells, n, seed) if group.size else group

@@ -33,6 +33,21 @@ def cell_to_parent(cells: np.ndarray, res: int) -> np.ndarray:
     return h3vec.cell_to_parent(cells, int(res))
 
 
+def in_cells(cells: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """bool[len(cells)]: whether each cell id is one of ``among`` (``np.isin``).
+
+    ``among`` sorted and distinct (the store's indexed cells are) is searched by bisection: ``np.isin`` sorts
+    both arrays on every call, which cost 40 ms per species against 100,000 indexed cells."""
+    cells = np.asarray(cells, dtype=np.uint64)
+    among = np.asarray(among, dtype=np.uint64)
+    if among.size == 0 or cells.size == 0:
+        return np.zeros(cells.shape, dtype=bool)
+    if among.size > 1 and not np.all(among[1:] > among[:-1]):
+        return np.isin(cells, among)
+    pos = np.minimum(np.searchsorted(among, cells), among.size - 1)
+    return among[pos] == cells
+
+
 def latlng_to_cells(lat: np.ndarray, lng: np.ndarray, res: int) -> np.ndarray:
     """H3 cells (uint64) containing the points (lat, lng) in degrees WGS84, at resolution ``res``; a non-finite
     coordinate is a ValueError."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -38,13 +40,17 @@ from botaclip.sdm.design import (
     open_store,
     target_group_of,
 )
-from botaclip.sdm.engines import FeatureTables, run_tasks, worker_count
+from botaclip.sdm.engines import FeatureTables, LocalWorkers, run_tasks, worker_count
 from botaclip.sdm.ensemble import MemberRecorder, ensemble_cv
 from botaclip.sdm.evaluate import cross_validate, metric_names
 from botaclip.sdm.fit import cv_notes
 from botaclip.sdm.importance import PermutationImportance, check_groups, feature_groups
 from botaclip.sdm.signed_rank import wilcoxon_p
 from botaclip.sdm.thresholds import parse_threshold
+
+#: What a worker process imports as it starts, before its first species: the fits' code and the libraries it
+#: loads on first use.
+WORKER_MODULES = ("botaclip.sdm.compare", "lightgbm", "sklearn.utils.extmath", "scipy.optimize")
 
 # Metrics where smaller is better (wins are counted the other way round).
 LOWER_IS_BETTER = {"mae"}
@@ -225,43 +231,37 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     source.check(all_names)
     kind = cfg.sampling.kind or occ.infer_kind()
     labelled, skipped = _label_species(occ, kind, source, all_names, cfg)
-    needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
-    cross_fits = cross_fits_of(source, all_names, cross_fit)
-    tables = FeatureTables(_read_tables(source, all_names, cross_fits, needed))
     ev = cfg.evaluation
-    embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
-    _check_extras(cfg, kind, groups, tables, embedding_sets)
-    workers = worker_count(ev.jobs, len(labelled))  # local processes; also the driver's binning threads
-    range_ = None
-    with ThreadPoolExecutor(1) as pool:
-        estimating = None
-        if ev.block_resolution is None:  # 'auto' blocks
-            estimating = pool.submit(inputs_range, needed, [join_tables(tables, g)[0] for g in groups], ev.seed)
-        if cfg.engine == "local" and not cross_fits:
-            # Without cross-fitted feature sets the shared bins do not depend on the folds: they are made here
-            # while the range is estimated in the other thread (LightGBM bins outside the GIL).
-            _bin_in_driver(tables, groups, cfg.models, ev, workers)
-        if estimating is not None:
-            range_ = estimating.result()
-    # Split every species once (same folds for every feature set and model) before any model is fitted, so bad
-    # folds or blocks fail before work is done.
-    designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
-                               range_=range_, is_background=lab.is_background)
-               for s, lab in labelled.items()}
-    metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
+    # One task per species and feature set: twice as many tasks as species halve the time the last one can
+    # leave the other workers idle. Local worker processes start now and import while the tables are read.
+    workers = worker_count(ev.jobs, len(labelled) * len(groups))
     parallel = workers > 1 or cfg.engine == "ray"
-    # Species run in parallel with one thread per fit; one species at a time gets the threads instead.
-    fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
-    tasks = [_SpeciesTask(lab, designs[s], groups, labels, needed, cfg.models, fit_ev, metrics, embedding_sets,
-                          cfg.ensemble) for s, lab in labelled.items()]
-    if cfg.engine == "local" and cross_fits:
-        cross_fitted = [g for g in groups if any(task.design.uses_cross_fit(g) for task in tasks)]
-        _bin_in_driver(tables, [g for g in groups if g not in cross_fitted], cfg.models, ev, workers)
-    if progress:
-        progress(f"{len(tasks)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
-                 f"{cfg.engine} engine")
-    results = run_tasks(_compare_species, tasks, tables, jobs=ev.jobs, engine=cfg.engine,
-                        ray_address=cfg.ray_address, progress=progress)
+    with LocalWorkers(workers, WORKER_MODULES) if (parallel and cfg.engine == "local") else nullcontext() as pool:
+        needed = np.unique(np.concatenate([lab.h3 for lab in labelled.values()]))
+        cross_fits = cross_fits_of(source, all_names, cross_fit)
+        tables = FeatureTables(_read_tables(source, all_names, cross_fits, needed))
+        embedding_sets = {n for n in tables if source.embedding_columns([n]).size}
+        _check_extras(cfg, kind, groups, tables, embedding_sets)
+        range_ = _range_and_bins(tables, groups, needed, cfg, workers, binning=not cross_fits)
+        # Split every species once (same folds for every feature set and model) before any model is fitted, so
+        # bad folds or blocks fail before work is done.
+        designs = {s: design_folds(lab.h3, lab.y, ev.folds, ev.block_resolution, ev.seed, cross_fits=cross_fits,
+                                   range_=range_, is_background=lab.is_background)
+                   for s, lab in labelled.items()}
+        metrics = list(metric_names("regression" if kind == "abundance" else "binary"))
+        # Tasks run in parallel with one thread per fit; one task at a time gets the threads instead.
+        fit_ev = dataclasses.replace(ev, jobs=1) if parallel else ev
+        tasks = [_SpeciesTask(lab, designs[s], [g], [label], needed, cfg.models, fit_ev, metrics, embedding_sets,
+                              cfg.ensemble) for s, lab in labelled.items() for g, label in zip(groups, labels)]
+        if cfg.engine == "local" and cross_fits:
+            cross_fitted = [g for g in groups if any(task.design.uses_cross_fit(g) for task in tasks)]
+            _bin_in_driver(tables, [g for g in groups if g not in cross_fitted], cfg.models, ev, workers)
+        if progress:
+            progress(f"{len(labelled)} species x {len(labels)} feature sets x {len(cfg.models)} models, "
+                     f"{cfg.engine} engine")
+        results = _merge_species(run_tasks(_compare_species, tasks, tables, jobs=ev.jobs, engine=cfg.engine,
+                                           ray_address=cfg.ray_address, workers=pool,
+                                           on_result=_species_progress(progress, tasks)), len(groups))
     rows = [row for species_rows, *_ in results for row in species_rows]
     infos = [r[1] for r in results]
     predictions = {key: value for r in results for key, value in r[2].items()}
@@ -274,6 +274,47 @@ def compare(store, occurrences, feature_sets: Sequence[str | Sequence[str]], con
     if cfg.out is not None:
         result.write(cfg.out)
     return result
+
+
+def _range_and_bins(tables: FeatureTables, groups: list[list[str]], needed: np.ndarray, cfg: CompareConfig,
+                    threads: int, binning: bool):
+    """The autocorrelation range of the inputs ('auto' blocks; else None), estimated in a second thread while
+    this one bins the feature tables for the local workers (``binning``: no feature set is cross-fitted, so the
+    bins do not depend on the folds; LightGBM bins outside the GIL)."""
+    ev = cfg.evaluation
+    with ThreadPoolExecutor(1) as pool:
+        estimating = None
+        if ev.block_resolution is None:
+            estimating = pool.submit(inputs_range, needed, [join_tables(tables, g)[0] for g in groups], ev.seed)
+        if cfg.engine == "local" and binning:
+            _bin_in_driver(tables, groups, cfg.models, ev, threads)
+        return None if estimating is None else estimating.result()
+
+
+def _species_progress(progress, tasks: list["_SpeciesTask"]):
+    """``on_result`` for :func:`run_tasks`: '<species>: done' once every feature set of a species is done."""
+    left = Counter(task.labelled.species for task in tasks)
+
+    def done(i: int, result) -> None:
+        species = tasks[i].labelled.species
+        left[species] -= 1
+        if progress is not None and left[species] == 0:
+            progress(f"{species}: done")
+    return done
+
+
+def _merge_species(results: list, n_groups: int) -> list[tuple[list[ComparisonRow], SpeciesInfo, dict, dict]]:
+    """The results of each species' ``n_groups`` consecutive tasks (one per feature set) as one: rows in feature
+    set order, the species' notes once each in the order first given."""
+    out = []
+    for i in range(0, len(results), n_groups):
+        parts = results[i:i + n_groups]
+        notes = [note for part in parts for note in part[1].notes]
+        info = dataclasses.replace(parts[0][1], notes=list(dict.fromkeys(notes)))
+        out.append(([row for part in parts for row in part[0]], info,
+                    {k: v for part in parts for k, v in part[2].items()},
+                    {k: v for part in parts for k, v in part[3].items()}))
+    return out
 
 
 def _check_extras(cfg: CompareConfig, kind: str, groups: list[list[str]], tables: dict, embedding_sets: set) -> None:

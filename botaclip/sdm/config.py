@@ -71,7 +71,7 @@ class EvaluationConfig:
     threshold: str | float = "maxtss"  # maxtss, senspec, p10 or a value in [0, 1]
     inner_folds: int | None = None  # other outer folds each outer fold's threshold is chosen on; None: all
     seed: int = 0  # seed of folds, background and models
-    jobs: int | None = None  # compare: worker processes over species; fit: threads per fit. None: all cores
+    jobs: int | None = None  # compare: worker processes over species x feature sets; fit: threads per fit (None: all cores)
     pca: int | None = None  # models on this many leading principal components of embeddings (fitted without labels)
     extra_pcs: int | None = 8  # LightGBM: this many leading principal components added to the embeddings
     early_stopping: bool = False  # LightGBM: rounds chosen by early stopping in the threshold's inner CV

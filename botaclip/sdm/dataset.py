@@ -17,7 +17,7 @@ import numpy as np
 
 from botaclip.errors import BotaclipError, InvalidInputError, param
 from botaclip.sdm.background import sample_background, target_group_background
-from botaclip.sdm.cells import cell_boundaries, cell_to_parent, latlng_to_cells, resolution_of
+from botaclip.sdm.cells import cell_boundaries, cell_to_parent, in_cells, latlng_to_cells, resolution_of
 from botaclip.sdm.cleaning import CleaningReport, Extent, clean_samples, invalid_coordinates
 from botaclip.sdm.config import SamplingConfig
 from botaclip.sdm.occurrences import Occurrences, species_samples
@@ -231,7 +231,7 @@ def label_cells(occ: Occurrences, species: str, kind: str, indexed: IndexedCells
 
 def _on_indexed_cells(cleaned, report: CleaningReport, species: str, occ: Occurrences, indexed: IndexedCells):
     """The cleaned samples on cells with features (the rest counted in the report and noted)."""
-    has_features = np.isin(cleaned["h3"].to_numpy(dtype=np.uint64), indexed.cells)
+    has_features = in_cells(cleaned["h3"].to_numpy(dtype=np.uint64), indexed.cells)
     pos = (cleaned["y"].to_numpy() > 0) & ~cleaned["given_background"].to_numpy()
     report.add(f"no features in {indexed.label}", (~has_features).sum(), (~has_features & pos).sum(),
                has_features.sum())

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from botaclip.errors import InvalidInputError, MissingFileError, param
-from botaclip.sdm.autocorrelation import AutocorrelationRange, autocorrelation_range
+from botaclip.sdm.autocorrelation import AutocorrelationRange, autocorrelation_range, sample_places
 from botaclip.sdm.config import SamplingConfig
 from botaclip.sdm.crossfit import CrossFit
 from botaclip.sdm.folds import SpatialFolds, spatial_folds
@@ -45,7 +45,8 @@ def target_group_of(sampling: SamplingConfig) -> Occurrences | None:
 def inputs_range(cells: np.ndarray, matrices: Sequence[np.ndarray], seed: int) -> AutocorrelationRange | None:
     """The autocorrelation range of the model inputs: the largest over the given feature matrices, so blocks
     suit every feature set compared (None if none could be estimated)."""
-    found = [autocorrelation_range(cells, X, seed=seed) for X in matrices]
+    places = sample_places(cells, seed=seed)  # the same cells and pairs for every matrix
+    found = [autocorrelation_range(cells, X, seed=seed, places=places) for X in matrices]
     found = [r for r in found if np.isfinite(r.range_m)]
     return max(found, key=lambda r: r.range_m) if found else None
 

@@ -12,11 +12,12 @@ driver derived before the workers start and can write to a file (an object with 
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -60,85 +61,117 @@ class FeatureTables(dict):
             self._derived[key] = kind.load(path, **meta)
 
 
-#: The feature tables of a worker process (set once per process by the pool's initializer).
+#: The feature tables of a worker process, and the folder they were loaded from (once per process and run).
 _WORKER_TABLES: FeatureTables | None = None
+_WORKER_SOURCE: str | None = None
 
 
 def worker_count(jobs: int | None, n_tasks: int) -> int:
-    """Worker processes for ``n_tasks`` species: ``jobs`` (None: the machine's cores), at most one per task."""
+    """Worker processes for ``n_tasks`` tasks: ``jobs`` (None: the machine's cores), at most one per task."""
     available = os.cpu_count() or 1
     return max(1, min(jobs or available, n_tasks))
 
 
+class LocalWorkers:
+    """``n`` worker processes on this machine, started at once: each imports ``modules`` (the tasks' code)
+    while the caller is still preparing the tasks. Starting a worker costs about 3 CPU-s of imports (LightGBM
+    brings scikit-learn, SciPy and pandas); a comparison's driver reads and bins the feature tables meanwhile.
+
+    A context manager: leaving it normally waits for the workers to finish; leaving it on an exception (bad
+    input found while preparing, a failed task, Ctrl-C) stops them at once."""
+
+    def __init__(self, n: int, modules: Sequence[str] = ()):
+        import multiprocessing
+
+        # spawn, not fork: a forked child of a process that has run OpenMP (LightGBM, BLAS) can deadlock.
+        context = multiprocessing.get_context("spawn")
+        self.n = int(n)
+        self.pool = ProcessPoolExecutor(self.n, mp_context=context, initializer=_start_worker,
+                                        initargs=(tuple(modules),))
+        for _ in range(self.n):  # the pool starts one process per submission that finds none idle
+            self.pool.submit(int)
+
+    def __enter__(self) -> "LocalWorkers":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+
 def run_tasks(task: Callable, inputs: list, tables: dict, *, jobs: int | None, engine: str = "local",
-              ray_address: str | None = None, progress: Callable[[str], None] | None = None) -> list:
+              ray_address: str | None = None, workers: LocalWorkers | None = None,
+              on_result: Callable[[int, object], None] | None = None) -> list:
     """``task(input, tables)`` for every input, results in input order.
 
     ``tables``: name -> (X float32 [n, d], column names), the same for every task; each task gets them as
     :class:`FeatureTables` (the caller's own object when the tasks run in this process). ``jobs``: worker processes
-    (local) or concurrent tasks (Ray); 1 runs everything in this process."""
+    (local) or concurrent tasks (Ray); 1 runs everything in this process. ``workers``: local worker processes
+    already started (:class:`LocalWorkers`), used instead of starting ``jobs`` of them. ``on_result(i, result)``:
+    called as each task finishes, in the order they finish."""
     if engine not in ENGINES:
         raise InvalidInputError(f"unknown {param('engine')} {engine!r}; choose from {', '.join(ENGINES)}")
     if not isinstance(tables, FeatureTables):
         tables = FeatureTables(tables)
+    on_result = on_result or (lambda i, result: None)
     if engine == "ray":
-        return _run_ray(task, inputs, tables, ray_address, progress)
+        return _run_ray(task, inputs, tables, ray_address, on_result)
+    if workers is not None:
+        return _run_processes(task, inputs, tables, workers, on_result)
     n = worker_count(jobs, len(inputs))
     if n == 1:
         out = []
-        for item in inputs:
+        for i, item in enumerate(inputs):
             out.append(task(item, tables))
-            _say(progress, out[-1])
+            on_result(i, out[-1])
         return out
-    return _run_processes(task, inputs, tables, n, progress)
+    with LocalWorkers(n) as started:
+        return _run_processes(task, inputs, tables, started, on_result)
 
 
-def _say(progress, result) -> None:
-    """Report a finished task by its species (the result part that names one)."""
-    info = next((r for r in result if hasattr(r, "species")), None) if isinstance(result, tuple) else None
-    if progress is not None and info is not None:
-        progress(f"{info.species}: done")
-
-
-def _run_processes(task, inputs, tables, n_workers: int, progress) -> list:
-    import multiprocessing
-
+def _run_processes(task, inputs, tables, workers: LocalWorkers, on_result) -> list:
     with tempfile.TemporaryDirectory(prefix="botaclip_sdm_") as tmp:
         paths = {}
         for i, (name, (X, cols)) in enumerate(tables.items()):
             path = Path(tmp) / f"t{i}.npy"
             np.save(path, np.ascontiguousarray(X, dtype=np.float32))
             paths[name] = (str(path), list(cols))
-        derived = tables.save_derived(Path(tmp))
-        # spawn, not fork: a forked child of a process that has run OpenMP (LightGBM, BLAS) can deadlock.
-        context = multiprocessing.get_context("spawn")
+        shared = (tmp, paths, tables.save_derived(Path(tmp)))
         results: list = [None] * len(inputs)
-        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_load_tables,
-                                 initargs=(paths, derived)) as pool:
-            futures = {pool.submit(_run_in_worker, task, item): i for i, item in enumerate(inputs)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                _say(progress, results[futures[future]])
+        futures = {workers.pool.submit(_run_in_worker, task, item, shared): i for i, item in enumerate(inputs)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            on_result(futures[future], results[futures[future]])
         return results
 
 
-def _load_tables(paths: dict, derived: list) -> None:
-    global _WORKER_TABLES
+def _start_worker(modules: tuple[str, ...]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for module in modules:
+        importlib.import_module(module)
     from threadpoolctl import threadpool_limits
 
     # The variable above comes after NumPy loaded its BLAS in this process: limit the pools already loaded too
     # (each worker is one core's worth of fits; spinning BLAS threads cost up to 10x, docs/benchmarks.md).
     threadpool_limits(limits=1)
-    _WORKER_TABLES = FeatureTables({name: (np.load(path, mmap_mode="r"), cols) for name, (path, cols) in paths.items()})
-    _WORKER_TABLES.load_derived(derived)
 
 
-def _run_in_worker(task, item):
+def _run_in_worker(task, item, shared: tuple[str, dict, list]):
+    """``task(item, tables)`` with the tables :func:`_run_processes` wrote to a folder, mapped once per process
+    (a pool started before the tables existed learns where they are from its first task)."""
+    global _WORKER_TABLES, _WORKER_SOURCE
+    folder, paths, derived = shared
+    if _WORKER_SOURCE != folder:
+        _WORKER_TABLES = FeatureTables({name: (np.load(path, mmap_mode="r"), cols)
+                                        for name, (path, cols) in paths.items()})
+        _WORKER_TABLES.load_derived(derived)
+        _WORKER_SOURCE = folder
     return task(item, _WORKER_TABLES)
 
 
-def _run_ray(task, inputs, tables, address: str | None, progress) -> list:
+def _run_ray(task, inputs, tables, address: str | None, on_result) -> list:
     ray = import_ray()
     started = ray_init(ray, address)
     try:
@@ -151,7 +184,7 @@ def _run_ray(task, inputs, tables, address: str | None, progress) -> list:
             done, _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(done[0])
             results[i] = ray.get(done[0])
-            _say(progress, results[i])
+            on_result(i, results[i])
         return results
     finally:
         if started:

@@ -263,7 +263,8 @@ class _FoldFitter:
                 self._base = BinnedFeatures(X, max_bin=max_bin)
             self._binned_of = X
         if self._binned_with is not projection or self.binned is None:
-            self.binned = self._base if projection is None else with_columns(self._base, projection.components(X))
+            comps = None if projection is None else self.project(X)[1].components()
+            self.binned = self._base if projection is None else with_columns(self._base, comps)
             self._binned_with = projection
             self._held_out = {}
 
@@ -307,7 +308,7 @@ class _FoldFitter:
         n_embedding = X.shape[1] if self.embedding_columns is None else len(self.embedding_columns)
         k, keep = extra_components(self.model, self.ev, n_embedding)
         projection = Projection(k, self.ev.seed, self.embedding_columns, keep).fit(X) if k else None
-        self._projected = (X, projection, X if projection is None else projection.transform(X))
+        self._projected = (X, projection, X if projection is None else _ProjectedInputs(X, projection))
         return self._projected[1], self._projected[2]
 
     def fit(self, X: np.ndarray, y_train: np.ndarray, bg_train: np.ndarray, *, rounds: int | None = None,
@@ -449,6 +450,28 @@ class _FoldFitter:
             return _InnerCV(t, f"threshold undefined: inner out-of-fold predictions hold one class only ({self.rule} "
                                "rule)", n_rounds, oof)
         return _InnerCV(t, None, n_rounds, oof)
+
+
+class _ProjectedInputs:
+    """The model inputs of every row of ``X`` through ``projection``, indexed like a matrix: made on the first
+    read, since LightGBM fits that score their binned rows read none (the 32 MB copy per species and feature set
+    of a comparison); the components are computed once, for these inputs and for the bins."""
+
+    def __init__(self, X: np.ndarray, projection: Projection):
+        self.X, self.projection = X, projection
+        self.shape = (X.shape[0], projection.n_outputs)
+        self._components: np.ndarray | None = None
+        self._inputs: np.ndarray | None = None
+
+    def components(self) -> np.ndarray:
+        if self._components is None:
+            self._components = self.projection.components(self.X)
+        return self._components
+
+    def __getitem__(self, index) -> np.ndarray:
+        if self._inputs is None:
+            self._inputs = self.projection.transform(self.X, components=self.components())
+        return self._inputs[index]
 
 
 @dataclass

@@ -606,13 +606,20 @@ class Projection:
         v = self.components_.astype(np.float32)
         return emb @ v.T - (self.mean_ @ self.components_.T).astype(np.float32)
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def n_outputs(self) -> int:
+        """Columns of :meth:`transform`'s output."""
+        n_embedding = self.n_features_ if self.columns is None else self.columns.size
+        return self.components_.shape[0] + (self.n_features_ if self.keep else self.n_features_ - n_embedding)
+
+    def transform(self, X: np.ndarray, components: np.ndarray | None = None) -> np.ndarray:
         """The model inputs: the components then the other columns, or (``keep``) every column then the
-        components."""
+        components. ``components``: :meth:`components` of ``X``, when already computed."""
         X = _check_X(X, self.n_features_)
+        comps = self.components(X) if components is None else components
         if self.keep:
-            return np.hstack([X, self.components(X)])
-        return np.hstack([self.components(X), self._split(X)[1]])
+            return np.hstack([X, comps])
+        return np.hstack([comps, self._split(X)[1]])
 
     def arrays(self) -> dict[str, np.ndarray]:
         columns = np.arange(self.n_features_) if self.columns is None else self.columns
