@@ -96,8 +96,10 @@ def test_binned_rows_are_refused_when_they_do_not_fit_the_model():
     with pytest.raises(ValueError, match="same binned features"):
         LightGBMModel().fit(binned.rows(np.arange(300)), y[:300],
                             valid=(other.rows(np.arange(300, 600)), y[300:], None))
-    with pytest.raises(ValueError, match="twice"):
-        binned.rows([1, 2, 2])
+    for twice in ([1, 2, 2], [3, 1, 3]):
+        with pytest.raises(ValueError, match="twice"):
+            binned.rows(twice)
+    assert binned.rows([5, 1, 3]).shape == (3, X.shape[1])  # any order, each row once
     with pytest.raises(ValueError, match="outside"):
         binned.rows([0, 600])
     with pytest.raises(ValueError, match="2-D"):

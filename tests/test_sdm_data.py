@@ -323,6 +323,12 @@ def test_constant_and_missing_columns_dropped_with_a_note():
     assert any("all missing" in n and "gone" in n for n in notes)
     with pytest.raises(InvalidInputError):
         drop_uninformative_columns(np.ones((4, 2)), ["a", "b"])
+    # One value among missing ones is constant too; a matrix that keeps every column is not copied.
+    Y = np.column_stack([np.arange(5.0), np.r_[np.nan, 2, 2, np.nan, 2], np.r_[-np.inf, 0, 1, 2, 3]]).astype(np.float32)
+    Yk, kept, notes = drop_uninformative_columns(Y, ["a", "one value", "inf"])
+    assert kept == [0, 2] and len(notes) == 1 and "one value" in notes[0]
+    every, kept, notes = drop_uninformative_columns(Y[:, [0, 2]].copy(), ["a", "inf"])
+    assert kept == [0, 1] and not notes and np.array_equal(every, Y[:, [0, 2]])
 
 
 def test_latlng_to_cells_matches_h3():

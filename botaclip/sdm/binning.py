@@ -89,7 +89,8 @@ class BinnedFeatures:
             raise ValueError("no rows selected")
         if index.min() < 0 or index.max() >= self.shape[0]:
             raise ValueError(f"row index outside 0..{self.shape[0] - 1}")
-        if np.unique(index).size != index.size:
+        # Increasing indices (every fold's rows) repeat none; only others pay for np.unique (0.5 ms per fit).
+        if not np.all(index[1:] > index[:-1]) and np.unique(index).size != index.size:
             raise ValueError("a row is selected twice")
         return BinnedRows(self, index)
 
