@@ -85,10 +85,8 @@ class LocalWorkers:
 
         # spawn, not fork: a forked child of a process that has run OpenMP (LightGBM, BLAS) can deadlock.
         context = multiprocessing.get_context("spawn")
-        self.n = int(n)
-        self.pool = ProcessPoolExecutor(self.n, mp_context=context, initializer=_start_worker,
-                                        initargs=(tuple(modules),))
-        for _ in range(self.n):  # the pool starts one process per submission that finds none idle
+        self.pool = ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker, initargs=(tuple(modules),))
+        for _ in range(n):  # the pool starts one process per submission that finds none idle
             self.pool.submit(int)
 
     def __enter__(self) -> "LocalWorkers":

@@ -263,8 +263,8 @@ class _FoldFitter:
                 self._base = BinnedFeatures(X, max_bin=max_bin)
             self._binned_of = X
         if self._binned_with is not projection or self.binned is None:
-            comps = None if projection is None else self.project(X)[1].components()
-            self.binned = self._base if projection is None else with_columns(self._base, comps)
+            self.binned = (self._base if projection is None
+                           else with_columns(self._base, self.project(X)[1].components()))
             self._binned_with = projection
             self._held_out = {}
 
@@ -459,7 +459,6 @@ class _ProjectedInputs:
 
     def __init__(self, X: np.ndarray, projection: Projection):
         self.X, self.projection = X, projection
-        self.shape = (X.shape[0], projection.n_outputs)
         self._components: np.ndarray | None = None
         self._inputs: np.ndarray | None = None
 

@@ -606,12 +606,6 @@ class Projection:
         v = self.components_.astype(np.float32)
         return emb @ v.T - (self.mean_ @ self.components_.T).astype(np.float32)
 
-    @property
-    def n_outputs(self) -> int:
-        """Columns of :meth:`transform`'s output."""
-        n_embedding = self.n_features_ if self.columns is None else self.columns.size
-        return self.components_.shape[0] + (self.n_features_ if self.keep else self.n_features_ - n_embedding)
-
     def transform(self, X: np.ndarray, components: np.ndarray | None = None) -> np.ndarray:
         """The model inputs: the components then the other columns, or (``keep``) every column then the
         components. ``components``: :meth:`components` of ``X``, when already computed."""
